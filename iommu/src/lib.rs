@@ -1,0 +1,13 @@
+//! IOMMU drivers and everything about them that does not need the machine.
+//!
+//! `no_std` + `alloc`: the kernel links it for `x86_64-unknown-none`, and the host runs its
+//! tests with plain `cargo test`. Hardware is reached only through the narrow traits in
+//! [`platform`], so the same code drives real registers and host-side models.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod error;
+pub mod invalidate;
+pub mod platform;

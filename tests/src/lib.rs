@@ -1,0 +1,1 @@
+//! Helpers for the QEMU suites in `tests/tests/`.
