@@ -6,3 +6,189 @@
 fn main() {
     eprintln!("the hypervisor runs on bare metal: build it with `cargo xtask build`");
 }
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod acpi;
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+#[macro_use]
+mod console;
+#[cfg(target_os = "none")]
+mod exit;
+#[cfg(target_os = "none")]
+mod mem;
+#[cfg(target_os = "none")]
+mod pci;
+#[cfg(target_os = "none")]
+mod testing;
+#[cfg(target_os = "none")]
+mod tests;
+
+#[cfg(target_os = "none")]
+pub use bare::*;
+
+#[cfg(target_os = "none")]
+mod bare {
+    use crate::exit::{exit, ExitCode};
+    use crate::{acpi, arch, console, mem, pci, testing};
+    use alloc::vec::Vec;
+    use boot::cmdline::{DeliberateFault, LogLevel, Options};
+    use boot::{BootInfo, MemoryKind, PhysReader};
+
+    /// Everything the boot discovered, handed to the demo and the tests.
+    pub struct Platform {
+        /// What the boot loader told us.
+        pub boot: &'static BootInfo,
+        /// What ACPI told us.
+        pub acpi: acpi::AcpiInfo,
+        /// Every PCI function found.
+        pub pci: Vec<pci::PciFunction>,
+    }
+
+    static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
+
+    /// Loader structures are read through the boot identity map of the first 4 GiB.
+    struct LoaderMemory;
+
+    impl PhysReader for LoaderMemory {
+        fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+            let end = addr.checked_add(len as u64)?;
+            if addr == 0 || end > 1 << 32 {
+                return None;
+            }
+            // SAFETY: the boot tables identity-map [0, 4 GiB); the loader's structures are
+            // not reused before BootInfo has copied what it needs out of them.
+            Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
+        }
+    }
+
+    fn level_filter(l: LogLevel) -> log::LevelFilter {
+        match l {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+
+    fn fail(what: core::fmt::Arguments<'_>) -> ! {
+        log::error!("{what}");
+        println!("run FAILED: {what}");
+        exit(ExitCode::Failure)
+    }
+
+    fn log_memory_map(info: &BootInfo) {
+        log::info!(
+            "memory: {} regions, {} MiB usable",
+            info.memory_map().len(),
+            info.usable_bytes() >> 20
+        );
+        for r in info.memory_map() {
+            let kind = match r.kind {
+                MemoryKind::Usable => "usable",
+                MemoryKind::Reserved => "reserved",
+                MemoryKind::AcpiReclaimable => "ACPI reclaimable",
+                MemoryKind::AcpiNvs => "ACPI NVS",
+                MemoryKind::Bad => "bad",
+            };
+            log::info!("memory:   {:#014x}-{:#014x} {kind}", r.start, r.end());
+        }
+        if info.dropped_regions > 0 {
+            log::warn!(
+                "memory: {} regions beyond the first 128 ignored",
+                info.dropped_regions
+            );
+        }
+    }
+
+    /// Entered from the boot trampoline in long mode, on the boot stack.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn kernel_main(magic: u32, info_addr: u32) -> ! {
+        console::init(log::LevelFilter::Info);
+        println!();
+        println!("== micro-hypervisor {} ==", env!("CARGO_PKG_VERSION"));
+        let info = match BootInfo::parse(magic, info_addr as u64, &LoaderMemory) {
+            Ok(i) => BOOT_INFO.call_once(|| i),
+            Err(e) => fail(format_args!("boot: {e}")),
+        };
+        let opts = match Options::parse(info.cmdline()) {
+            Ok(o) => o,
+            Err(e) => fail(format_args!("{e}")),
+        };
+        console::set_level(level_filter(opts.log));
+        log::info!(
+            "boot: {} loader, command line \"{}\"",
+            info.protocol,
+            info.cmdline()
+        );
+        arch::gdt::init();
+        arch::idt::init();
+        log_memory_map(info);
+
+        let image = boot::entry::kernel_image();
+        let mut keep = [(0u64, 0u64); 1 + boot::MAX_MODULES];
+        keep[0] = image;
+        for (i, m) in info.modules().iter().enumerate() {
+            keep[i + 1] = (m.start, m.end);
+        }
+        if let Err(e) = mem::frames::init(info, &keep) {
+            fail(format_args!("memory: {e}"));
+        }
+        if let Err(e) = mem::paging::init(info) {
+            fail(format_args!("paging: {e}"));
+        }
+        if let Err(e) = mem::heap::init() {
+            fail(format_args!("heap: {e}"));
+        }
+        log::info!(
+            "memory: kernel image {:#x}-{:#x}, {} MiB free after heap",
+            image.0,
+            image.1,
+            mem::frames::free_frames() >> 8
+        );
+
+        let acpi = match acpi::discover(info) {
+            Ok(a) => a,
+            Err(e) => fail(format_args!("acpi: cannot read the ACPI tables: {e:?}")),
+        };
+        let pci = pci::enumerate(&acpi.ecam);
+        pci::log_functions(&pci);
+        let mut platform = Platform {
+            boot: info,
+            acpi,
+            pci,
+        };
+
+        if opts.fault == Some(DeliberateFault::PageFault) {
+            log::warn!("fault=pagefault: reading an unmapped address on purpose");
+            // SAFETY: not safe, on purpose: the read faults and the exception handler
+            // reports it and ends the run. 256 GiB is never mapped here.
+            let v = unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
+            fail(format_args!(
+                "the deliberate page fault did not fault (read {v:#x})"
+            ));
+        }
+
+        if opts.tests.is_some() {
+            let ok = testing::run(&opts, &mut platform);
+            exit(if ok {
+                ExitCode::Success
+            } else {
+                ExitCode::Failure
+            });
+        }
+        log::info!("boot complete");
+        exit(ExitCode::Success)
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        console::emergency_print(format_args!("\n!!! PANIC: {info}\nrun FAILED: panic\n"));
+        exit(ExitCode::Failure)
+    }
+}

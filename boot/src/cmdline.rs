@@ -1,0 +1,161 @@
+//! The hypervisor's command line: space-separated `key=value` switches.
+//!
+//! Known switches:
+//! - `log=error|warn|info|debug|trace`: console log level (default `info`);
+//! - `test=NAME[,NAME...]` or `test=all`: run the in-kernel tests instead of the demo;
+//! - `fault=pagefault`: touch an unmapped address on purpose (checks exception reports);
+//! - `partitions=NAME`: reserved for partition configuration by name.
+
+use core::fmt;
+
+/// Log levels the command line can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    Info,
+    /// Verbose.
+    Debug,
+    /// Very verbose.
+    Trace,
+}
+
+/// A deliberate fault the run should trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliberateFault {
+    /// Read an unmapped address.
+    PageFault,
+}
+
+/// The parsed command line, borrowing from the original text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options<'a> {
+    /// Console log level.
+    pub log: LogLevel,
+    /// The test selection (`all` or a comma-separated list), if any.
+    pub tests: Option<&'a str>,
+    /// A deliberate fault to trigger after bring-up.
+    pub fault: Option<DeliberateFault>,
+}
+
+/// What is wrong with a command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmdlineError<'a> {
+    /// A switch we do not know.
+    UnknownSwitch(&'a str),
+    /// A known switch with a value it does not take.
+    BadValue {
+        /// The switch.
+        key: &'a str,
+        /// The value given.
+        value: &'a str,
+        /// The values it takes, in words.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for CmdlineError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdlineError::UnknownSwitch(s) => write!(
+                f,
+                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault)"
+            ),
+            CmdlineError::BadValue { key, value, expected } => {
+                write!(f, "command-line switch `{key}` does not take `{value}`: expected {expected}")
+            }
+        }
+    }
+}
+
+impl<'a> Options<'a> {
+    /// Parses `text`; the first bad switch is reported.
+    pub fn parse(text: &'a str) -> Result<Options<'a>, CmdlineError<'a>> {
+        let mut opts = Options {
+            log: LogLevel::Info,
+            tests: None,
+            fault: None,
+        };
+        for word in text.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            match key {
+                "log" => {
+                    opts.log = match value {
+                        "error" => LogLevel::Error,
+                        "warn" => LogLevel::Warn,
+                        "info" => LogLevel::Info,
+                        "debug" => LogLevel::Debug,
+                        "trace" => LogLevel::Trace,
+                        _ => {
+                            return Err(CmdlineError::BadValue {
+                                key,
+                                value,
+                                expected: "error, warn, info, debug or trace",
+                            })
+                        }
+                    }
+                }
+                "test" if !value.is_empty() => opts.tests = Some(value),
+                "test" => {
+                    return Err(CmdlineError::BadValue {
+                        key,
+                        value,
+                        expected: "`all` or test names separated by commas",
+                    })
+                }
+                "fault" if value == "pagefault" => opts.fault = Some(DeliberateFault::PageFault),
+                "fault" => {
+                    return Err(CmdlineError::BadValue {
+                        key,
+                        value,
+                        expected: "pagefault",
+                    })
+                }
+                _ => return Err(CmdlineError::UnknownSwitch(word)),
+            }
+        }
+        Ok(opts)
+    }
+
+    /// Whether the test selection names `test` (or is `all`).
+    pub fn selects(&self, test: &str) -> bool {
+        match self.tests {
+            Some("all") => true,
+            Some(list) => list.split(',').any(|t| t == test),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_switches() {
+        let o = Options::parse("  log=debug test=vtd_translate,boot fault=pagefault ").unwrap();
+        assert_eq!(o.log, LogLevel::Debug);
+        assert!(o.selects("boot") && o.selects("vtd_translate") && !o.selects("vtd"));
+        assert_eq!(o.fault, Some(DeliberateFault::PageFault));
+        assert!(Options::parse("test=all").unwrap().selects("anything"));
+        assert_eq!(Options::parse("").unwrap().tests, None);
+    }
+
+    #[test]
+    fn rejects_unknown_and_bad_values_with_a_message() {
+        let e = Options::parse("log=info frobnicate=1").unwrap_err();
+        assert_eq!(e, CmdlineError::UnknownSwitch("frobnicate=1"));
+        assert!(format!("{e}").contains("unknown command-line switch `frobnicate=1`"));
+        assert!(matches!(
+            Options::parse("log=loud"),
+            Err(CmdlineError::BadValue { .. })
+        ));
+        assert!(matches!(
+            Options::parse("test="),
+            Err(CmdlineError::BadValue { .. })
+        ));
+    }
+}

@@ -1,0 +1,16 @@
+//! Links the kernel non-PIE at its load address with the boot crate's linker script, but
+//! only for the bare-metal target (host builds produce a stub and need nothing).
+
+fn main() {
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if target == "x86_64-unknown-none" {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+        let script = std::path::Path::new(&dir).join("../boot/linker.ld");
+        println!("cargo:rustc-link-arg-bins=-T{}", script.display());
+        println!("cargo:rustc-link-arg-bins=--no-pie");
+        println!("cargo:rustc-link-arg-bins=--gc-sections");
+        println!("cargo:rerun-if-changed={}", script.display());
+        println!("cargo:rerun-if-changed=../boot/src/entry.S");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+}

@@ -1,0 +1,4 @@
+//! CPU set-up: descriptor tables and exception handling.
+
+pub mod gdt;
+pub mod idt;

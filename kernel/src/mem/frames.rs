@@ -1,0 +1,178 @@
+//! The physical frame allocator: one bit per 4 KiB frame of RAM (1 = free).
+//!
+//! Built from the boot memory map, minus the first MiB (firmware, BIOS data), the kernel
+//! image, boot modules and the bitmap itself. Single and contiguous, aligned allocations
+//! (for 2 MiB-backed partitions and large DMA buffers).
+
+use boot::{BootInfo, MemoryKind};
+use spin::Mutex;
+
+const FRAME: u64 = 4096;
+
+struct FrameBitmap {
+    bits: &'static mut [u64],
+    frames: u64,
+    free: u64,
+    hint: u64,
+}
+
+static FRAMES: Mutex<Option<FrameBitmap>> = Mutex::new(None);
+
+impl FrameBitmap {
+    fn is_free(&self, f: u64) -> bool {
+        f < self.frames && self.bits[(f / 64) as usize] & (1 << (f % 64)) != 0
+    }
+
+    fn set(&mut self, f: u64, free: bool) {
+        if f >= self.frames || self.is_free(f) == free {
+            return;
+        }
+        let w = &mut self.bits[(f / 64) as usize];
+        if free {
+            *w |= 1 << (f % 64);
+            self.free += 1;
+        } else {
+            *w &= !(1 << (f % 64));
+            self.free -= 1;
+        }
+    }
+
+    fn set_range(&mut self, start: u64, end: u64, free: bool) {
+        // Free only whole frames inside the range; reserve every frame it touches.
+        let (first, last) = if free {
+            (start.div_ceil(FRAME), end / FRAME)
+        } else {
+            (start / FRAME, end.div_ceil(FRAME))
+        };
+        for f in first..last.min(self.frames) {
+            self.set(f, free);
+        }
+    }
+
+    fn alloc_run(&mut self, count: u64, align: u64) -> Option<u64> {
+        let align = align.max(1);
+        let mut f = self.hint.next_multiple_of(align);
+        let mut wrapped = false;
+        loop {
+            if f + count > self.frames {
+                if wrapped {
+                    return None;
+                }
+                wrapped = true;
+                f = 0;
+                continue;
+            }
+            // Skip whole empty words fast when looking for single frames.
+            if count == 1 && self.bits[(f / 64) as usize] == 0 {
+                f = (f / 64 + 1) * 64;
+                continue;
+            }
+            match (f..f + count).find(|&g| !self.is_free(g)) {
+                None => {
+                    for g in f..f + count {
+                        self.set(g, false);
+                    }
+                    self.hint = f + count;
+                    return Some(f * FRAME);
+                }
+                Some(busy) => f = (busy + 1).next_multiple_of(align),
+            }
+            if wrapped && f >= self.hint {
+                return None;
+            }
+        }
+    }
+}
+
+/// Builds the allocator. `reserved` lists extra ranges to keep (kernel image, modules).
+pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), &'static str> {
+    let usable = || {
+        info.memory_map()
+            .iter()
+            .filter(|r| r.kind == MemoryKind::Usable)
+    };
+    let top = usable().map(|r| r.end()).max().ok_or("no usable memory")?;
+    let frames = top / FRAME;
+    let bytes = frames.div_ceil(64) * 8;
+    // Place the bitmap in the first usable range above 1 MiB that has room and overlaps
+    // nothing reserved.
+    let clear_of = |s: u64, e: u64| reserved.iter().all(|&(rs, re)| e <= rs || s >= re);
+    let mut place = None;
+    for r in usable() {
+        let mut s = r.start.max(0x10_0000).next_multiple_of(FRAME);
+        while s + bytes <= r.end() {
+            if clear_of(s, s + bytes) {
+                place = Some(s);
+                break;
+            }
+            s += 0x10_0000;
+        }
+        if place.is_some() {
+            break;
+        }
+    }
+    let at = place.ok_or("no room for the frame bitmap")?;
+    // SAFETY: [at, at + bytes) is usable RAM, identity-mapped, used by nothing else (not
+    // the kernel image, not a module), and from here on owned by the allocator alone.
+    let bits = unsafe { core::slice::from_raw_parts_mut(at as *mut u64, (bytes / 8) as usize) };
+    bits.fill(0);
+    let mut map = FrameBitmap {
+        bits,
+        frames,
+        free: 0,
+        hint: 0,
+    };
+    for r in usable() {
+        map.set_range(r.start, r.end(), true);
+    }
+    map.set_range(0, 0x10_0000, false);
+    map.set_range(at, at + bytes, false);
+    for &(s, e) in reserved {
+        map.set_range(s, e, false);
+    }
+    *FRAMES.lock() = Some(map);
+    Ok(())
+}
+
+fn with<R>(f: impl FnOnce(&mut FrameBitmap) -> R) -> Option<R> {
+    FRAMES.lock().as_mut().map(f)
+}
+
+/// One frame, not zeroed.
+pub fn alloc() -> Option<u64> {
+    with(|m| m.alloc_run(1, 1)).flatten()
+}
+
+/// One zero-filled frame.
+pub fn alloc_zeroed() -> Option<u64> {
+    let f = alloc()?;
+    zero(f, FRAME);
+    Some(f)
+}
+
+/// `count` contiguous frames starting at a multiple of `align` bytes, not zeroed.
+pub fn alloc_contiguous(count: u64, align: u64) -> Option<u64> {
+    with(|m| m.alloc_run(count, (align / FRAME).max(1))).flatten()
+}
+
+/// Gives one frame back.
+pub fn free(frame: u64) {
+    with(|m| m.set(frame / FRAME, true));
+}
+
+/// Gives `count` contiguous frames back.
+pub fn free_contiguous(start: u64, count: u64) {
+    with(|m| m.set_range(start, start + count * FRAME, true));
+}
+
+/// Frames currently free.
+pub fn free_frames() -> u64 {
+    with(|m| m.free).unwrap_or(0)
+}
+
+/// Fills `[addr, addr + len)` with zeros.
+pub fn zero(addr: u64, len: u64) {
+    // SAFETY: callers pass frames they own (just allocated or being scrubbed); RAM is
+    // identity-mapped.
+    unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) };
+}
