@@ -1,1 +1,50 @@
-//! Helpers for the QEMU suites in `tests/tests/`.
+//! Helpers for the QEMU suites in `tests/tests/`: build the hypervisor once, boot a
+//! machine, and judge what the serial log says.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+pub use xtask::qemu::{Edu, Firmware, Iommu, Machine, Outcome, Verdict};
+
+/// The debug kernel, built once per test binary.
+pub fn kernel() -> PathBuf {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| xtask::build::kernel(false).unwrap_or_else(|e| panic!("{e}")))
+        .clone()
+}
+
+/// A q35 machine with `iommu`, running the in-kernel tests named in `tests`.
+pub fn machine(iommu: Iommu, tests: &str) -> Machine {
+    let mut m = Machine::new(&kernel(), iommu);
+    m.cmdline = format!("test={tests}");
+    m
+}
+
+/// Boots `m` and returns the outcome (never echoing; the log is in the outcome).
+pub fn boot(m: &Machine) -> Outcome {
+    xtask::qemu::run(m, false).unwrap_or_else(|e| panic!("cannot run QEMU: {e}"))
+}
+
+/// Panics with the whole serial log unless the run succeeded with every selected
+/// in-kernel test passing.
+pub fn assert_passed(out: &Outcome) {
+    let closing = out.log.lines().rev().find(|l| l.ends_with(" failed") && l.contains(" passed, "));
+    let ok = out.verdict == Verdict::Success
+        && closing.is_some_and(|l| l.ends_with(" 0 failed") && !l.starts_with("0 passed"));
+    if !ok {
+        panic!(
+            "run failed: {} (closing line: {:?}) after {:.1?}\n----- serial log -----\n{}\n----------------------",
+            out.describe(),
+            closing,
+            out.elapsed,
+            out.log
+        );
+    }
+}
+
+/// Panics with the log unless `line` occurs in it.
+pub fn assert_logged(out: &Outcome, line: &str) {
+    if !out.log.contains(line) {
+        panic!("expected `{line}` in the serial log\n----- serial log -----\n{}\n----------------------", out.log);
+    }
+}

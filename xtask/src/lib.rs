@@ -1,0 +1,6 @@
+//! Building and booting the hypervisor: shared by `cargo xtask` and the QEMU suites in
+//! `tests/`, so both boot the machine exactly the same way.
+
+pub mod build;
+pub mod qemu;
+pub mod tools;
