@@ -74,11 +74,7 @@ impl fmt::Display for CmdlineError<'_> {
 impl<'a> Options<'a> {
     /// Parses `text`; the first bad switch is reported.
     pub fn parse(text: &'a str) -> Result<Options<'a>, CmdlineError<'a>> {
-        let mut opts = Options {
-            log: LogLevel::Info,
-            tests: None,
-            fault: None,
-        };
+        let mut opts = Options { log: LogLevel::Info, tests: None, fault: None };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
@@ -108,11 +104,7 @@ impl<'a> Options<'a> {
                 }
                 "fault" if value == "pagefault" => opts.fault = Some(DeliberateFault::PageFault),
                 "fault" => {
-                    return Err(CmdlineError::BadValue {
-                        key,
-                        value,
-                        expected: "pagefault",
-                    })
+                    return Err(CmdlineError::BadValue { key, value, expected: "pagefault" })
                 }
                 _ => return Err(CmdlineError::UnknownSwitch(word)),
             }
@@ -149,13 +141,7 @@ mod tests {
         let e = Options::parse("log=info frobnicate=1").unwrap_err();
         assert_eq!(e, CmdlineError::UnknownSwitch("frobnicate=1"));
         assert!(format!("{e}").contains("unknown command-line switch `frobnicate=1`"));
-        assert!(matches!(
-            Options::parse("log=loud"),
-            Err(CmdlineError::BadValue { .. })
-        ));
-        assert!(matches!(
-            Options::parse("test="),
-            Err(CmdlineError::BadValue { .. })
-        ));
+        assert!(matches!(Options::parse("log=loud"), Err(CmdlineError::BadValue { .. })));
+        assert!(matches!(Options::parse("test="), Err(CmdlineError::BadValue { .. })));
     }
 }

@@ -13,10 +13,7 @@ unsafe extern "C" {
 /// Physical range `[start, end)` the kernel image occupies (code, data, bss, boot stack).
 pub fn kernel_image() -> (u64, u64) {
     // Only the addresses of linker-defined symbols are taken; nothing is read.
-    (
-        core::ptr::addr_of!(__load_start) as u64,
-        core::ptr::addr_of!(__kernel_end) as u64,
-    )
+    (core::ptr::addr_of!(__load_start) as u64, core::ptr::addr_of!(__kernel_end) as u64)
 }
 
 /// Lowest address of the boot stack (64 KiB, growing down), for guard checks.

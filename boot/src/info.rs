@@ -150,17 +150,9 @@ impl BootInfo {
     pub(crate) fn new(protocol: Protocol) -> Self {
         BootInfo {
             protocol,
-            regions: [MemoryRegion {
-                start: 0,
-                len: 0,
-                kind: MemoryKind::Reserved,
-            }; MAX_REGIONS],
+            regions: [MemoryRegion { start: 0, len: 0, kind: MemoryKind::Reserved }; MAX_REGIONS],
             region_count: 0,
-            modules: [Module {
-                start: 0,
-                end: 0,
-                name: StrRef::default(),
-            }; MAX_MODULES],
+            modules: [Module { start: 0, end: 0, name: StrRef::default() }; MAX_MODULES],
             module_count: 0,
             rsdp: None,
             cmdline: StrRef::default(),
@@ -207,11 +199,7 @@ impl BootInfo {
 
     /// Total bytes of usable RAM.
     pub fn usable_bytes(&self) -> u64 {
-        self.memory_map()
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Usable)
-            .map(|r| r.len)
-            .sum()
+        self.memory_map().iter().filter(|r| r.kind == MemoryKind::Usable).map(|r| r.len).sum()
     }
 
     pub(crate) fn push_region(&mut self, start: u64, len: u64, kind: MemoryKind) {
@@ -260,10 +248,7 @@ impl BootInfo {
         let start = self.strings_used;
         self.strings[start..start + n].copy_from_slice(&bytes[..n]);
         self.strings_used += n;
-        StrRef {
-            start: start as u16,
-            len: n as u16,
-        }
+        StrRef { start: start as u16, len: n as u16 }
     }
 }
 

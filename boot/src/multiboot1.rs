@@ -27,11 +27,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
         // QEMU and GRUB put the image's own path first; it is not a switch.
         let line = read_cstr(mem, field(16)? as u64, 512);
         let first_end = line.iter().position(|&c| c == b' ').unwrap_or(line.len());
-        let line = if line[..first_end].contains(&b'=') {
-            line
-        } else {
-            &line[first_end..]
-        };
+        let line = if line[..first_end].contains(&b'=') { line } else { &line[first_end..] };
         let skip = line.iter().take_while(|&&c| c == b' ').count();
         bi.set_cmdline(&line[skip..]);
     }
@@ -39,10 +35,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
         let (count, addr) = (field(20)? as usize, field(24)? as u64);
         for i in 0..count.min(crate::info::MAX_MODULES) {
             let at = addr + 16 * i as u64;
-            let m = mem.read(at, 16).ok_or(BootError::BadPointer {
-                what: "module",
-                addr: at,
-            })?;
+            let m = mem.read(at, 16).ok_or(BootError::BadPointer { what: "module", addr: at })?;
             let (start, end, name) = (le32(m, 0), le32(m, 4), le32(m, 8));
             let (Some(start), Some(end), Some(name)) = (start, end, name) else {
                 return Err(BootError::Malformed("module entry"));
@@ -53,10 +46,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
     }
     if flags & FLAG_MMAP != 0 {
         let (len, addr) = (field(44)? as usize, field(48)? as u64);
-        let map = mem.read(addr, len).ok_or(BootError::BadPointer {
-            what: "memory map",
-            addr,
-        })?;
+        let map = mem.read(addr, len).ok_or(BootError::BadPointer { what: "memory map", addr })?;
         let mut off = 0usize;
         while off + 24 <= map.len() {
             let size = le32(map, off).unwrap_or(0) as usize;
@@ -91,9 +81,8 @@ mod tests {
         m.put32(0x3008, 0x2100);
         // memory map: two entries, deliberately out of order
         let e = 0x4000;
-        for (i, (base, len, t)) in [(0x100000u64, 0x7ff0_0000u64, 1u32), (0, 0x9fc00, 1)]
-            .iter()
-            .enumerate()
+        for (i, (base, len, t)) in
+            [(0x100000u64, 0x7ff0_0000u64, 1u32), (0, 0x9fc00, 1)].iter().enumerate()
         {
             let at = e + 24 * i as u64;
             m.put32(at, 20);

@@ -14,18 +14,16 @@ const TAG_ACPI_NEW: u32 = 15;
 const MAX_TOTAL: usize = 1 << 20;
 
 pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootError> {
-    let head = mem.read(info, 8).ok_or(BootError::BadPointer {
-        what: "Multiboot2 information",
-        addr: info,
-    })?;
+    let head = mem
+        .read(info, 8)
+        .ok_or(BootError::BadPointer { what: "Multiboot2 information", addr: info })?;
     let total = le32(head, 0).unwrap_or(0) as usize;
     if !(16..=MAX_TOTAL).contains(&total) {
         return Err(BootError::Malformed("Multiboot2 total size"));
     }
-    let mbi = mem.read(info, total).ok_or(BootError::BadPointer {
-        what: "Multiboot2 information",
-        addr: info,
-    })?;
+    let mbi = mem
+        .read(info, total)
+        .ok_or(BootError::BadPointer { what: "Multiboot2 information", addr: info })?;
     let mut bi = BootInfo::new(Protocol::Multiboot2);
     let mut off = 8usize;
     let mut new_rsdp = false;
@@ -98,11 +96,9 @@ mod tests {
         let mut mmap = vec![];
         mmap.extend_from_slice(&24u32.to_le_bytes());
         mmap.extend_from_slice(&0u32.to_le_bytes());
-        for (b, l, t) in [
-            (0u64, 0x9f000u64, 1u32),
-            (0x100000, 0x3ff0_0000, 1),
-            (0xfec0_0000, 0x1000, 2),
-        ] {
+        for (b, l, t) in
+            [(0u64, 0x9f000u64, 1u32), (0x100000, 0x3ff0_0000, 1), (0xfec0_0000, 0x1000, 2)]
+        {
             mmap.extend_from_slice(&b.to_le_bytes());
             mmap.extend_from_slice(&l.to_le_bytes());
             mmap.extend_from_slice(&t.to_le_bytes());

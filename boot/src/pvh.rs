@@ -4,10 +4,8 @@ use crate::info::{le32, le64, read_cstr, BootError, BootInfo, PhysReader, Protoc
 use crate::multiboot1::e820_kind;
 
 pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootError> {
-    let si = mem.read(info, 56).ok_or(BootError::BadPointer {
-        what: "PVH start info",
-        addr: info,
-    })?;
+    let si =
+        mem.read(info, 56).ok_or(BootError::BadPointer { what: "PVH start info", addr: info })?;
     if le32(si, 0) != Some(crate::PVH_MAGIC) {
         return Err(BootError::Malformed("PVH start info magic"));
     }
@@ -25,15 +23,8 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
     let (nr_mods, modlist) = (le32(si, 12).unwrap_or(0) as usize, field64(16));
     for i in 0..nr_mods.min(crate::info::MAX_MODULES) {
         let at = modlist + 32 * i as u64;
-        let m = mem.read(at, 32).ok_or(BootError::BadPointer {
-            what: "PVH module",
-            addr: at,
-        })?;
-        let (paddr, size, name) = (
-            le64(m, 0).unwrap_or(0),
-            le64(m, 8).unwrap_or(0),
-            le64(m, 16),
-        );
+        let m = mem.read(at, 32).ok_or(BootError::BadPointer { what: "PVH module", addr: at })?;
+        let (paddr, size, name) = (le64(m, 0).unwrap_or(0), le64(m, 8).unwrap_or(0), le64(m, 16));
         let name = match name {
             Some(0) | None => &[][..],
             Some(a) => read_cstr(mem, a, 256),
@@ -45,10 +36,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
         let bytes = entries.checked_mul(24).filter(|&b| b <= 1 << 20);
         let table = bytes
             .and_then(|b| mem.read(map, b))
-            .ok_or(BootError::BadPointer {
-                what: "PVH memory map",
-                addr: map,
-            })?;
+            .ok_or(BootError::BadPointer { what: "PVH memory map", addr: map })?;
         for e in table.chunks_exact(24) {
             let (base, len) = (le64(e, 0).unwrap_or(0), le64(e, 8).unwrap_or(0));
             bi.push_region(base, len, e820_kind(le32(e, 16).unwrap_or(0)));

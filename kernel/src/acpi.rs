@@ -99,11 +99,7 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
     log::info!(
         "acpi: revision {} ({})",
         tables.revision(),
-        if tables.revision() == 0 {
-            "RSDT"
-        } else {
-            "XSDT"
-        }
+        if tables.revision() == 0 { "RSDT" } else { "XSDT" }
     );
     let mut names = alloc::string::String::new();
     for h in tables.headers() {
@@ -120,21 +116,12 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
     }
     log::info!("acpi: tables: {}", names.trim_end());
 
-    let mut out = AcpiInfo {
-        ecam: Vec::new(),
-        dmar: None,
-        ivrs: None,
-        cpus: 0,
-        ioapics: Vec::new(),
-    };
+    let mut out =
+        AcpiInfo { ecam: Vec::new(), dmar: None, ivrs: None, cpus: 0, ioapics: Vec::new() };
     if let Ok(mcfg) = tables.find_table::<acpi::mcfg::Mcfg>() {
         for e in mcfg.get().entries() {
-            let (base, seg, s, end) = (
-                e.base_address,
-                e.pci_segment_group,
-                e.bus_number_start,
-                e.bus_number_end,
-            );
+            let (base, seg, s, end) =
+                (e.base_address, e.pci_segment_group, e.bus_number_start, e.bus_number_end);
             log::info!("acpi: MCFG segment {seg} buses {s:#04x}-{end:#04x} ECAM at {base:#x}");
             out.ecam.push((base, seg, s, end));
         }
@@ -153,11 +140,7 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
                 _ => {}
             }
         }
-        log::info!(
-            "acpi: MADT: {} processors, {} IOAPICs",
-            out.cpus,
-            out.ioapics.len()
-        );
+        log::info!("acpi: MADT: {} processors, {} IOAPICs", out.cpus, out.ioapics.len());
     }
     out.dmar = raw_bytes::<RawTable<{ u32::from_le_bytes(*b"DMAR") }>>(&tables);
     out.ivrs = raw_bytes::<RawTable<{ u32::from_le_bytes(*b"IVRS") }>>(&tables);

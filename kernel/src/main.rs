@@ -13,14 +13,20 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod acpi;
 #[cfg(target_os = "none")]
+mod apic;
+#[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
 #[macro_use]
 mod console;
 #[cfg(target_os = "none")]
+mod edu;
+#[cfg(target_os = "none")]
 mod exit;
 #[cfg(target_os = "none")]
 mod mem;
+#[cfg(target_os = "none")]
+mod mmio;
 #[cfg(target_os = "none")]
 mod pci;
 #[cfg(target_os = "none")]
@@ -34,7 +40,7 @@ pub use bare::*;
 #[cfg(target_os = "none")]
 mod bare {
     use crate::exit::{exit, ExitCode};
-    use crate::{acpi, arch, console, mem, pci, testing};
+    use crate::{acpi, apic, arch, console, edu, mem, pci, testing};
     use alloc::vec::Vec;
     use boot::cmdline::{DeliberateFault, LogLevel, Options};
     use boot::{BootInfo, MemoryKind, PhysReader};
@@ -47,6 +53,8 @@ mod bare {
         pub acpi: acpi::AcpiInfo,
         /// Every PCI function found.
         pub pci: Vec<pci::PciFunction>,
+        /// QEMU edu test devices found.
+        pub edus: Vec<edu::Edu>,
     }
 
     static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
@@ -99,10 +107,7 @@ mod bare {
             log::info!("memory:   {:#014x}-{:#014x} {kind}", r.start, r.end());
         }
         if info.dropped_regions > 0 {
-            log::warn!(
-                "memory: {} regions beyond the first 128 ignored",
-                info.dropped_regions
-            );
+            log::warn!("memory: {} regions beyond the first 128 ignored", info.dropped_regions);
         }
     }
 
@@ -121,11 +126,7 @@ mod bare {
             Err(e) => fail(format_args!("{e}")),
         };
         console::set_level(level_filter(opts.log));
-        log::info!(
-            "boot: {} loader, command line \"{}\"",
-            info.protocol,
-            info.cmdline()
-        );
+        log::info!("boot: {} loader, command line \"{}\"", info.protocol, info.cmdline());
         arch::gdt::init();
         arch::idt::init();
         log_memory_map(info);
@@ -158,29 +159,26 @@ mod bare {
         };
         let pci = pci::enumerate(&acpi.ecam);
         pci::log_functions(&pci);
-        let mut platform = Platform {
-            boot: info,
-            acpi,
-            pci,
-        };
+        if let Err(e) = apic::init() {
+            fail(format_args!("local APIC: {e}"));
+        }
+        let edus = edu::Edu::find_all(&pci);
+        for e in &edus {
+            log::info!("edu: {} ready (requester id {:#06x})", e.bdf, e.bdf.requester_id());
+        }
+        let mut platform = Platform { boot: info, acpi, pci, edus };
 
         if opts.fault == Some(DeliberateFault::PageFault) {
             log::warn!("fault=pagefault: reading an unmapped address on purpose");
             // SAFETY: not safe, on purpose: the read faults and the exception handler
             // reports it and ends the run. 256 GiB is never mapped here.
             let v = unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
-            fail(format_args!(
-                "the deliberate page fault did not fault (read {v:#x})"
-            ));
+            fail(format_args!("the deliberate page fault did not fault (read {v:#x})"));
         }
 
         if opts.tests.is_some() {
             let ok = testing::run(&opts, &mut platform);
-            exit(if ok {
-                ExitCode::Success
-            } else {
-                ExitCode::Failure
-            });
+            exit(if ok { ExitCode::Success } else { ExitCode::Failure });
         }
         log::info!("boot complete");
         exit(ExitCode::Success)

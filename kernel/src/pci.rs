@@ -26,11 +26,7 @@ impl Bdf {
 
 impl fmt::Display for Bdf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}.{}",
-            self.segment, self.bus, self.device, self.function
-        )
+        write!(f, "{:04x}:{:02x}:{:02x}.{}", self.segment, self.bus, self.device, self.function)
     }
 }
 
@@ -146,22 +142,14 @@ fn size_bars(cfg: ConfigSpace, count: usize) -> Vec<(usize, Bar)> {
         if orig & 1 == 1 {
             let size = (!(mask & !0x3)).wrapping_add(1) & 0xFFFF;
             if mask != 0 && size != 0 {
-                bars.push((
-                    slot,
-                    Bar::Io {
-                        base: orig & !0x3,
-                        size,
-                    },
-                ));
+                bars.push((slot, Bar::Io { base: orig & !0x3, size }));
             }
             slot += 1;
             continue;
         }
         let wide = (orig >> 1) & 3 == 2 && slot + 1 < count;
-        let (mut base, mut mask64) = (
-            (orig & !0xF) as u64,
-            (mask & !0xF) as u64 | 0xFFFF_FFFF_0000_0000,
-        );
+        let (mut base, mut mask64) =
+            ((orig & !0xF) as u64, (mask & !0xF) as u64 | 0xFFFF_FFFF_0000_0000);
         if wide {
             let hi_off = off + 4;
             let hi = cfg.read32(hi_off);
@@ -173,15 +161,7 @@ fn size_bars(cfg: ConfigSpace, count: usize) -> Vec<(usize, Bar)> {
         }
         let size = (!mask64).wrapping_add(1);
         if mask & !0xF != 0 && size != 0 {
-            bars.push((
-                slot,
-                Bar::Memory {
-                    base,
-                    size,
-                    wide,
-                    prefetchable: orig & 8 != 0,
-                },
-            ));
+            bars.push((slot, Bar::Memory { base, size, wide, prefetchable: orig & 8 != 0 }));
         }
         slot += if wide { 2 } else { 1 };
     }
@@ -196,9 +176,7 @@ fn scan_bus(out: &mut Vec<PciFunction>, window: (u64, u16, u8, u8), bus: u8, dep
     }
     for dev in 0..32u8 {
         for func in 0..8u8 {
-            let cfg = ConfigSpace {
-                base: ecam_address(base, first, bus, dev, func),
-            };
+            let cfg = ConfigSpace { base: ecam_address(base, first, bus, dev, func) };
             let id = cfg.read32(0);
             if id & 0xFFFF == 0xFFFF {
                 if func == 0 {
@@ -220,12 +198,7 @@ fn scan_bus(out: &mut Vec<PciFunction>, window: (u64, u16, u8, u8), bus: u8, dep
                 _ => Vec::new(),
             };
             out.push(PciFunction {
-                bdf: Bdf {
-                    segment,
-                    bus,
-                    device: dev,
-                    function: func,
-                },
+                bdf: Bdf { segment, bus, device: dev, function: func },
                 vendor: id as u16,
                 device: (id >> 16) as u16,
                 class: ((class >> 24) as u8, (class >> 16) as u8, (class >> 8) as u8),
@@ -281,12 +254,7 @@ pub fn log_functions(list: &[PciFunction]) {
         );
         for (slot, bar) in &f.bars {
             match bar {
-                Bar::Memory {
-                    base,
-                    size,
-                    wide,
-                    prefetchable,
-                } => log::info!(
+                Bar::Memory { base, size, wide, prefetchable } => log::info!(
                     "pci:     BAR{slot} mem {base:#x} size {size:#x}{}{}",
                     if *wide { " 64-bit" } else { "" },
                     if *prefetchable { " prefetchable" } else { "" }

@@ -8,9 +8,7 @@ pub use xtask::qemu::{Edu, Firmware, Iommu, Machine, Outcome, Verdict};
 /// The debug kernel, built once per test binary.
 pub fn kernel() -> PathBuf {
     static KERNEL: OnceLock<PathBuf> = OnceLock::new();
-    KERNEL
-        .get_or_init(|| xtask::build::kernel(false).unwrap_or_else(|e| panic!("{e}")))
-        .clone()
+    KERNEL.get_or_init(|| xtask::build::kernel(false).unwrap_or_else(|e| panic!("{e}"))).clone()
 }
 
 /// A q35 machine with `iommu`, running the in-kernel tests named in `tests`.

@@ -8,7 +8,10 @@ pub const TARGET: &str = "x86_64-unknown-none";
 
 /// The workspace root (this crate's parent directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -22,8 +25,14 @@ pub fn kernel(release: bool) -> Result<PathBuf, String> {
     crate::tools::ensure_rust_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "--quiet", "--package", "kernel", "--target", TARGET]);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--package",
+        "kernel",
+        "--target",
+        TARGET,
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -33,8 +42,11 @@ pub fn kernel(release: bool) -> Result<PathBuf, String> {
     if !status.success() {
         return Err("building the kernel failed".into());
     }
-    let path = target_dir().join(TARGET).join(if release { "release" } else { "debug" }).join("kernel");
-    path.exists().then_some(path.clone()).ok_or_else(|| format!("{} was not produced", path.display()))
+    let path =
+        target_dir().join(TARGET).join(if release { "release" } else { "debug" }).join("kernel");
+    path.exists()
+        .then_some(path.clone())
+        .ok_or_else(|| format!("{} was not produced", path.display()))
 }
 
 /// Writes a copy of the kernel whose Multiboot1 header is disabled, so QEMU's `-kernel`
@@ -74,10 +86,7 @@ pub fn iso(kernel: &Path, cmdline: &str, name: &str) -> Result<PathBuf, String> 
         .output()
         .map_err(|e| format!("cannot run grub-mkrescue: {e}"))?;
     if !result.status.success() {
-        return Err(format!(
-            "grub-mkrescue failed:\n{}",
-            String::from_utf8_lossy(&result.stderr)
-        ));
+        return Err(format!("grub-mkrescue failed:\n{}", String::from_utf8_lossy(&result.stderr)));
     }
     Ok(out)
 }

@@ -101,7 +101,10 @@ fn iso(args: &[String]) -> Result<(), String> {
     let k = xtask::build::kernel(o.release)?;
     let iso = xtask::build::iso(&k, &o.cmdline, "hypervisor")?;
     println!("{}", iso.display());
-    println!("write it to a USB stick with: sudo dd if={} of=/dev/sdX bs=4M conv=fsync", iso.display());
+    println!(
+        "write it to a USB stick with: sudo dd if={} of=/dev/sdX bs=4M conv=fsync",
+        iso.display()
+    );
     Ok(())
 }
 

@@ -33,9 +33,8 @@ fn present(name: &str) -> bool {
     if name.starts_with('/') {
         return Path::new(name).exists();
     }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
 }
 
 fn is_root() -> bool {
@@ -67,7 +66,10 @@ pub fn ensure(tools: &[&Tool]) -> Result<(), String> {
             .args(&pkgs)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status();
-        if update.is_ok() && install.is_ok_and(|s| s.success()) && missing.iter().all(|t| present(t.name)) {
+        if update.is_ok()
+            && install.is_ok_and(|s| s.success())
+            && missing.iter().all(|t| present(t.name))
+        {
             return Ok(());
         }
     }
@@ -84,7 +86,8 @@ pub fn ensure_rust_target() -> Result<(), String> {
         .args(["target", "list", "--installed"])
         .output()
         .map_err(|e| format!("cannot run rustup: {e}"))?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == crate::build::TARGET) {
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == crate::build::TARGET)
+    {
         return Ok(());
     }
     eprintln!("xtask: adding the Rust target {}", crate::build::TARGET);
@@ -95,6 +98,9 @@ pub fn ensure_rust_target() -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("could not add the Rust target: run `rustup target add {}`", crate::build::TARGET))
+        Err(format!(
+            "could not add the Rust target: run `rustup target add {}`",
+            crate::build::TARGET
+        ))
     }
 }

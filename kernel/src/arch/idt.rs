@@ -176,10 +176,7 @@ static HANDLERS: [AtomicUsize; VECTORS - 32] = [const { AtomicUsize::new(0) }; V
 /// Routes `vector` (32..48) to `handler`, which runs with interrupts off and must
 /// acknowledge its device and the local APIC itself.
 pub fn register_handler(vector: u8, handler: fn()) {
-    if let Some(slot) = (vector as usize)
-        .checked_sub(32)
-        .and_then(|i| HANDLERS.get(i))
-    {
+    if let Some(slot) = (vector as usize).checked_sub(32).and_then(|i| HANDLERS.get(i)) {
         slot.store(handler as usize, Ordering::Release);
     }
 }
@@ -190,9 +187,7 @@ extern "C" fn dispatch(frame: &mut InterruptFrame) {
         report_exception(frame);
         crate::exit::exit(crate::exit::ExitCode::Failure);
     }
-    let handler = HANDLERS
-        .get(vector - 32)
-        .map_or(0, |h| h.load(Ordering::Acquire));
+    let handler = HANDLERS.get(vector - 32).map_or(0, |h| h.load(Ordering::Acquire));
     if handler == 0 {
         crate::console::emergency_print(format_args!("unexpected interrupt, vector {vector}\n"));
         return;
@@ -206,28 +201,18 @@ fn report_exception(frame: &InterruptFrame) {
     let v = frame.vector as usize;
     let name = EXCEPTION_NAMES.get(v).copied().unwrap_or("unknown");
     let p = crate::console::emergency_print;
-    p(format_args!(
-        "\n!!! EXCEPTION: {name}, vector {v}, error code {:#x}\n",
-        frame.error_code
-    ));
+    p(format_args!("\n!!! EXCEPTION: {name}, vector {v}, error code {:#x}\n", frame.error_code));
     p(format_args!(
         "    RIP {:#018x}  CS {:#x}  RFLAGS {:#x}\n",
         frame.rip, frame.cs, frame.rflags
     ));
-    p(format_args!(
-        "    RSP {:#018x}  SS {:#x}\n",
-        frame.rsp, frame.ss
-    ));
+    p(format_args!("    RSP {:#018x}  SS {:#x}\n", frame.rsp, frame.ss));
     if v == 14 {
         let e = frame.error_code;
         p(format_args!(
             "    CR2 {:#018x} ({} {} in {} mode{})\n",
             Cr2::read_raw(),
-            if e & 1 != 0 {
-                "protection violation on"
-            } else {
-                "not-present page on"
-            },
+            if e & 1 != 0 { "protection violation on" } else { "not-present page on" },
             if e & 0x10 != 0 {
                 "instruction fetch"
             } else if e & 2 != 0 {

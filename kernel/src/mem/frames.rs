@@ -86,11 +86,7 @@ impl FrameBitmap {
 
 /// Builds the allocator. `reserved` lists extra ranges to keep (kernel image, modules).
 pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), &'static str> {
-    let usable = || {
-        info.memory_map()
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Usable)
-    };
+    let usable = || info.memory_map().iter().filter(|r| r.kind == MemoryKind::Usable);
     let top = usable().map(|r| r.end()).max().ok_or("no usable memory")?;
     let frames = top / FRAME;
     let bytes = frames.div_ceil(64) * 8;
@@ -116,12 +112,7 @@ pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), &'static str
     // the kernel image, not a module), and from here on owned by the allocator alone.
     let bits = unsafe { core::slice::from_raw_parts_mut(at as *mut u64, (bytes / 8) as usize) };
     bits.fill(0);
-    let mut map = FrameBitmap {
-        bits,
-        frames,
-        free: 0,
-        hint: 0,
-    };
+    let mut map = FrameBitmap { bits, frames, free: 0, hint: 0 };
     for r in usable() {
         map.set_range(r.start, r.end(), true);
     }

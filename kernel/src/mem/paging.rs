@@ -64,12 +64,7 @@ pub fn init(info: &BootInfo) -> Result<(), &'static str> {
     }
     // SAFETY: the new tables map the running kernel (image, stack, heap and every RAM
     // range) at the same addresses as the boot tables did.
-    unsafe {
-        Cr3::write(
-            PhysFrame::containing_address(PhysAddr::new(root)),
-            Cr3Flags::empty(),
-        )
-    };
+    unsafe { Cr3::write(PhysFrame::containing_address(PhysAddr::new(root)), Cr3Flags::empty()) };
     *TABLES.lock() = Some(t);
     Ok(())
 }
@@ -94,8 +89,5 @@ pub fn map_mmio(base: u64, len: u64) -> Result<(), &'static str> {
 /// Whether `addr` is mapped (for diagnostics).
 pub fn is_mapped(addr: u64) -> bool {
     use x86_64::structures::paging::Translate;
-    TABLES
-        .lock()
-        .as_ref()
-        .is_some_and(|t| t.translate_addr(VirtAddr::new(addr)).is_some())
+    TABLES.lock().as_ref().is_some_and(|t| t.translate_addr(VirtAddr::new(addr)).is_some())
 }

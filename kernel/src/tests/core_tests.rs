@@ -7,20 +7,13 @@ use alloc::vec::Vec;
 pub fn boot_info(ctx: &mut TestContext<'_>) -> TestResult {
     let info = ctx.platform.boot;
     ensure!(!info.memory_map().is_empty(), "empty memory map");
-    ensure!(
-        info.usable_bytes() >= 64 << 20,
-        "only {} bytes usable",
-        info.usable_bytes()
-    );
+    ensure!(info.usable_bytes() >= 64 << 20, "only {} bytes usable", info.usable_bytes());
     let (start, end) = boot::entry::kernel_image();
     let covered = info
         .memory_map()
         .iter()
         .any(|r| r.kind == boot::MemoryKind::Usable && r.start <= start && end <= r.end());
-    ensure!(
-        covered,
-        "kernel image {start:#x}-{end:#x} is not inside usable RAM"
-    );
+    ensure!(covered, "kernel image {start:#x}-{end:#x} is not inside usable RAM");
     Ok(())
 }
 
@@ -37,18 +30,12 @@ pub fn frames(_ctx: &mut TestContext<'_>) -> TestResult {
     for &f in &a {
         ensure!(f % 4096 == 0, "frame {f:#x} is not page aligned");
         ensure!(f >= 0x10_0000, "frame {f:#x} is below 1 MiB");
-        ensure!(
-            f + 4096 <= img_start || f >= img_end,
-            "frame {f:#x} is inside the kernel image"
-        );
+        ensure!(f + 4096 <= img_start || f >= img_end, "frame {f:#x} is inside the kernel image");
         // SAFETY: the frame was just allocated to this test and is identity-mapped.
         let first = unsafe { core::ptr::read_volatile(f as *const u64) };
         ensure!(first == 0, "frame {f:#x} was not zeroed");
     }
-    ensure!(
-        frames::free_frames() == before - 64,
-        "free count did not drop by 64"
-    );
+    ensure!(frames::free_frames() == before - 64, "free count did not drop by 64");
     let run = frames::alloc_contiguous(512, 2 << 20).ok_or("no 2 MiB run")?;
     ensure!(run % (2 << 20) == 0, "2 MiB run at {run:#x} is misaligned");
     frames::free_contiguous(run, 512);
@@ -61,10 +48,7 @@ pub fn frames(_ctx: &mut TestContext<'_>) -> TestResult {
 
 pub fn heap(_ctx: &mut TestContext<'_>) -> TestResult {
     let v: Vec<u64> = (0..100_000).collect();
-    ensure!(
-        v.iter().sum::<u64>() == 4_999_950_000,
-        "heap data corrupted"
-    );
+    ensure!(v.iter().sum::<u64>() == 4_999_950_000, "heap data corrupted");
     let s = alloc::format!("{}-{}", "heap", v.len());
     ensure!(s == "heap-100000", "formatting on the heap failed: {s}");
     Ok(())
@@ -83,14 +67,7 @@ pub fn pci(ctx: &mut TestContext<'_>) -> TestResult {
     // q35's host bridge is 8086:29c0 at 00:00.0 on every QEMU; on other machines any
     // function at bus 0 device 0 will do.
     let host = f.iter().find(|f| f.bdf.bus == 0 && f.bdf.device == 0);
-    ensure!(
-        host.is_some(),
-        "no host bridge at 00:00.0 among {} functions",
-        f.len()
-    );
-    ensure!(
-        f.iter().all(|f| f.vendor != 0xFFFF),
-        "an absent function was listed"
-    );
+    ensure!(host.is_some(), "no host bridge at 00:00.0 among {} functions", f.len());
+    ensure!(f.iter().all(|f| f.vendor != 0xFFFF), "an absent function was listed");
     Ok(())
 }

@@ -1,29 +1,17 @@
 //! In-kernel tests, run on the (emulated) machine by `test=NAME` on the command line.
 
 mod core_tests;
+pub mod dma;
+mod edu_tests;
 
 use crate::testing::KernelTest;
 
 /// Every in-kernel test, in the order `test=all` runs them.
 pub static ALL: &[KernelTest] = &[
-    KernelTest {
-        name: "boot_info",
-        run: core_tests::boot_info,
-    },
-    KernelTest {
-        name: "frames",
-        run: core_tests::frames,
-    },
-    KernelTest {
-        name: "heap",
-        run: core_tests::heap,
-    },
-    KernelTest {
-        name: "acpi",
-        run: core_tests::acpi,
-    },
-    KernelTest {
-        name: "pci",
-        run: core_tests::pci,
-    },
+    KernelTest { name: "boot_info", run: core_tests::boot_info },
+    KernelTest { name: "frames", run: core_tests::frames },
+    KernelTest { name: "heap", run: core_tests::heap },
+    KernelTest { name: "acpi", run: core_tests::acpi },
+    KernelTest { name: "pci", run: core_tests::pci },
+    KernelTest { name: "edu_dma_untranslated", run: edu_tests::untranslated_copy },
 ];

@@ -1,0 +1,79 @@
+//! The local APIC (xAPIC, MMIO) as a tick source, so waits can HLT instead of spinning:
+//! under QEMU with `-icount sleep=off` a halted CPU lets virtual time jump to the next
+//! timer, which makes the edu device's 100 ms DMA delay cost no wall time.
+
+use crate::mmio::MmioWindow;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+/// Vector of the periodic timer.
+pub const TIMER_VECTOR: u8 = 32;
+const SVR: usize = 0xF0;
+const EOI: usize = 0xB0;
+const LVT_TIMER: usize = 0x320;
+const TIMER_INITIAL: usize = 0x380;
+const TIMER_DIVIDE: usize = 0x3E0;
+
+static LAPIC: Mutex<Option<MmioWindow>> = Mutex::new(None);
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+fn timer_tick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    eoi();
+}
+
+/// Signals end-of-interrupt to the local APIC.
+pub fn eoi() {
+    if let Some(l) = LAPIC.lock().as_mut() {
+        l.write32(EOI, 0);
+    }
+}
+
+/// Enables the local APIC at its architectural address and starts a periodic timer.
+pub fn init() -> Result<(), &'static str> {
+    mask_legacy_pic();
+    let base = x86_64::registers::model_specific::Msr::new(0x1B);
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 processor; reading it has no effect.
+    let apic_base = unsafe { base.read() } & 0xF_FFFF_F000;
+    let mut w = MmioWindow::map(apic_base, 0x1000)?;
+    w.write32(SVR, 0x1FF); // software enable, spurious vector 0xFF
+    w.write32(TIMER_DIVIDE, 0x3); // divide by 16
+    w.write32(LVT_TIMER, TIMER_VECTOR as u32 | 1 << 17); // periodic
+    w.write32(TIMER_INITIAL, 100_000);
+    *LAPIC.lock() = Some(w);
+    crate::arch::idt::register_handler(TIMER_VECTOR, timer_tick);
+    x86_64::instructions::interrupts::enable();
+    Ok(())
+}
+
+/// Masks every line of both 8259 PICs: their default vectors (8-15) collide with CPU
+/// exceptions, and the local APIC is our only interrupt source.
+fn mask_legacy_pic() {
+    use x86_64::instructions::port::Port;
+    // SAFETY: 0x21 and 0xA1 are the 8259 data ports on every PC; writing 0xFF masks all
+    // lines and has no other effect.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xFF);
+        Port::<u8>::new(0xA1).write(0xFF);
+    }
+}
+
+/// Timer ticks since `init` (about 1.6 ms each under QEMU).
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+/// Waits until `done()` holds, halting between checks; gives up after `max_ticks`.
+pub fn wait_until(max_ticks: u64, mut done: impl FnMut() -> bool) -> bool {
+    let start = ticks();
+    loop {
+        if done() {
+            return true;
+        }
+        if ticks().wrapping_sub(start) > max_ticks {
+            return done();
+        }
+        // `sti; hlt` back to back: no interrupt can slip in between the check and the halt.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}

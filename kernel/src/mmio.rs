@@ -1,0 +1,90 @@
+//! Register windows: a device's MMIO range mapped uncached and accessed volatile, with
+//! every offset bounds- and alignment-checked (a register offset derived from a capability
+//! register is hardware input too).
+
+use core::ptr::NonNull;
+use volatile::VolatilePtr;
+
+/// A mapped MMIO window. Implements the `iommu` crate's `Mmio` for the unit drivers and
+/// serves the edu and APIC drivers directly.
+#[derive(Debug)]
+pub struct MmioWindow {
+    base: u64,
+    len: usize,
+}
+
+impl MmioWindow {
+    /// Maps `[base, base + len)` uncached and returns the window.
+    pub fn map(base: u64, len: usize) -> Result<MmioWindow, &'static str> {
+        if base == 0 || base.checked_add(len as u64).is_none() {
+            return Err("MMIO window at address 0 or wrapping");
+        }
+        crate::mem::paging::map_mmio(base, len as u64)?;
+        Ok(MmioWindow { base, len })
+    }
+
+    /// The window's physical base.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    fn ptr<T>(&self, offset: usize) -> Option<NonNull<T>> {
+        let size = core::mem::size_of::<T>();
+        if offset % size != 0 || offset.checked_add(size)? > self.len {
+            log::error!("mmio: bad access of {size} bytes at {:#x}+{offset:#x}", self.base);
+            return None;
+        }
+        NonNull::new((self.base + offset as u64) as *mut T)
+    }
+
+    fn read<T: Copy + Default>(&self, offset: usize) -> T {
+        match self.ptr::<T>(offset) {
+            // SAFETY: the window is mapped uncached (see `map`), the access is inside it
+            // and naturally aligned, and device registers have no Rust-visible aliasing.
+            Some(p) => unsafe { VolatilePtr::new(p) }.read(),
+            None => T::default(),
+        }
+    }
+
+    fn write<T: Copy>(&mut self, offset: usize, value: T) {
+        if let Some(p) = self.ptr::<T>(offset) {
+            // SAFETY: as for `read`.
+            unsafe { VolatilePtr::new(p) }.write(value)
+        }
+    }
+
+    /// 32-bit read.
+    pub fn read32(&self, offset: usize) -> u32 {
+        self.read(offset)
+    }
+
+    /// 64-bit read.
+    pub fn read64(&self, offset: usize) -> u64 {
+        self.read(offset)
+    }
+
+    /// 32-bit write.
+    pub fn write32(&mut self, offset: usize, value: u32) {
+        self.write(offset, value)
+    }
+
+    /// 64-bit write.
+    pub fn write64(&mut self, offset: usize, value: u64) {
+        self.write(offset, value)
+    }
+}
+
+impl iommu::platform::Mmio for MmioWindow {
+    fn read32(&self, offset: usize) -> u32 {
+        MmioWindow::read32(self, offset)
+    }
+    fn read64(&self, offset: usize) -> u64 {
+        MmioWindow::read64(self, offset)
+    }
+    fn write32(&mut self, offset: usize, value: u32) {
+        MmioWindow::write32(self, offset, value)
+    }
+    fn write64(&mut self, offset: usize, value: u64) {
+        MmioWindow::write64(self, offset, value)
+    }
+}
