@@ -3,6 +3,7 @@
 
 mod model;
 
+mod attach;
 mod commands;
 mod device_table;
 mod events;

@@ -6,13 +6,15 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::error::HwError;
-use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
+use crate::invalidate::DomainId;
 use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
 
-use super::command::{covering_block, Command, CommandBuffer};
-use super::device_table::{DeviceTable, DeviceTableEntry, DTE_SIZE};
-use super::event_log::{Event, EventCounters, EventLog};
-use super::regs::{self, Control, Efr, Status};
+use crate::amdvi::command::{Command, CommandBuffer};
+use crate::amdvi::device_table::{DeviceTable, DeviceTableEntry, DTE_SIZE};
+use crate::amdvi::event_log::{Event, EventCounters, EventLog};
+use crate::amdvi::regs::{self, Control, Efr, Status};
+
+mod invalidation;
 
 /// Counts of what the driver asked of the hardware (for logs and benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -188,9 +190,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             self.device_table.base(),
             self.device_table.entries(),
             self.commands.base(),
-            CommandBuffer::LEN / super::command::COMMAND_SIZE,
+            CommandBuffer::LEN / crate::amdvi::command::COMMAND_SIZE,
             self.events.base(),
-            EventLog::LEN / super::event_log::EVENT_SIZE
+            EventLog::LEN / crate::amdvi::event_log::EVENT_SIZE
         ));
         let control = self.regs.read64(regs::CONTROL);
         let status = self.regs.read64(regs::STATUS);
@@ -254,26 +256,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             self.write_quad(at, i, q);
         }
         self.after_entry_change(devid, old, None)
-    }
-
-    /// Drops every cached translation: INVALIDATE_IOMMU_ALL when EFR.IA, otherwise every
-    /// domain in use by the device table; then waits.
-    pub fn invalidate_all(&mut self) -> Result<(), HwError> {
-        if self.efr.invalidate_all() {
-            self.submit(Command::invalidate_all())?;
-        } else {
-            let mut domains: Vec<DomainId> = (0..self.device_table.entries())
-                .filter_map(|d| self.device_table.read(&self.mem, d as u16))
-                .filter(|e| e.is_translating())
-                .map(|e| e.domain())
-                .collect();
-            domains.sort_unstable();
-            domains.dedup();
-            for domain in domains {
-                self.submit_domain_invalidation(domain)?;
-            }
-        }
-        self.completion_wait()
     }
 
     /// COMPLETION_WAIT with a store of a fresh sequence number to the semaphore, polled
@@ -354,25 +336,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.completion_wait()
     }
 
-    fn submit_domain_invalidation(&mut self, domain: DomainId) -> Result<(), HwError> {
-        self.stats.domain_invalidations += 1;
-        self.submit(Command::invalidate_domain(domain))
-    }
-
-    fn flush_everything(&mut self) -> Result<(), HwError> {
-        if self.efr.invalidate_all() {
-            self.submit(Command::invalidate_all())?;
-        } else {
-            for devid in 0..self.device_table.entries() {
-                self.submit(Command::invalidate_devtab_entry(devid as u16))?;
-            }
-            for domain in 0..=DomainId::MAX {
-                self.submit(Command::invalidate_domain(domain))?;
-            }
-        }
-        self.completion_wait()
-    }
-
     fn submit(&mut self, cmd: Command) -> Result<(), HwError> {
         if !self.enabled {
             return Err(HwError::Unsupported {
@@ -380,26 +343,5 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             });
         }
         self.commands.push(&mut self.regs, &mut self.mem, cmd)
-    }
-}
-
-impl<R: Mmio, P: FrameAllocator + PhysMemory> IotlbInvalidator for AmdViUnit<R, P> {
-    fn max_block_order(&self) -> u32 {
-        63
-    }
-
-    fn invalidate_block(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
-        // An aligned block is encoded exactly; anything else is widened to cover it.
-        let (base, order) = covering_block(block.iova, block.order);
-        self.stats.page_invalidations += 1;
-        self.submit(Command::invalidate_pages(domain, base, order))
-    }
-
-    fn invalidate_domain(&mut self, domain: DomainId) -> Result<(), HwError> {
-        self.submit_domain_invalidation(domain)
-    }
-
-    fn sync(&mut self) -> Result<(), HwError> {
-        self.completion_wait()
     }
 }
