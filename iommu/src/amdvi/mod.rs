@@ -26,6 +26,30 @@
 //!    8-byte writes, zero the ring pointers, set CmdBufEn and EventLogEn, then IOMMUEn,
 //!    then flush every cache and wait.
 //!
+//! # Using a unit (what the kernel calls)
+//! ```text
+//! let mut unit = AmdViUnit::new(mmio, mem, max_device_id)?; // reads EFR, allocates, all blocking
+//! for line in unit.describe() { log(line) }                 // EFR in words, levels, tables
+//! unit.enable()?;                                           // bases, CmdBufEn+EventLogEn, IOMMUEn, flush all
+//! unit.attach_device(devid, domain_id, root_table, unit.levels())?;
+//! /* unmap ... */ unit.invalidate_block(domain_id, block)?; unit.sync()?; // IotlbInvalidator
+//! unit.block_device(devid)?;
+//! for event in unit.drain_events() { if limiter.allow(now) { log(event) } }
+//! ```
+//! `max_device_id` must cover every device id the IVRS resolution produced (select,
+//! range and alias entries, and special entries such as QEMU's IOAPIC at 00:14.0).
+//!
+//! # What the platform must guarantee
+//! - [`Mmio`](crate::platform::Mmio): the window at the IVHD base (16 KiB, uncached),
+//!   volatile 4- and 8-byte accesses exactly as asked (never split an 8-byte access:
+//!   QEMU latches base registers only on an 8-byte write), in program order.
+//! - [`PhysMemory`](crate::platform::PhysMemory): volatile `read_u64` (the completion
+//!   semaphore is polled through it), `write_u64` stores that become visible in program
+//!   order, and `flush_for_device` that writes back cache lines if the unit is not
+//!   coherent. [`FrameAllocator`](crate::platform::FrameAllocator): the device table needs
+//!   physically contiguous frames (1 per 128 device ids, up to 512); the driver asks one
+//!   frame at a time and accepts an ascending or descending run.
+//!
 //! [`regs`] holds register offsets, control/status bits and the EFR decode. All hardware
 //! access goes through [`Mmio`](crate::platform::Mmio) and
 //! [`PhysMemory`](crate::platform::PhysMemory), so the same code runs on the machine and
