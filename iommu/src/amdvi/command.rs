@@ -222,6 +222,8 @@ fn op(opcode: u8) -> u64 {
 pub struct CommandBuffer {
     base: PhysAddr,
     tail: u64,
+    published: u64,
+    head_seen: u64,
     issued: u64,
 }
 
@@ -234,6 +236,8 @@ impl CommandBuffer {
         Self {
             base,
             tail: 0,
+            published: 0,
+            head_seen: 0,
             issued: 0,
         }
     }
@@ -257,26 +261,58 @@ impl CommandBuffer {
     /// registers were written with 0).
     pub fn reset(&mut self) {
         self.tail = 0;
+        self.published = 0;
+        self.head_seen = 0;
     }
 
-    /// Writes `cmd` at the tail and hands it to the IOMMU by advancing the tail register.
-    /// Waits (bounded) for the IOMMU to free a slot if the ring is full.
+    /// Writes `cmd` at the tail and hands it (and anything queued before) to the IOMMU
+    /// by writing the tail register. Waits (bounded) for a free slot if the ring is full.
     pub fn push(
         &mut self,
         regs: &mut impl Mmio,
         mem: &mut impl PhysMemory,
         cmd: Command,
     ) -> Result<(), HwError> {
-        self.wait_for_space(regs)?;
+        self.queue(regs, mem, cmd)?;
+        self.publish(regs);
+        Ok(())
+    }
+
+    /// Writes `cmd` at the tail without telling the IOMMU yet: a batch of queued commands
+    /// costs one tail-register write ([`publish`](Self::publish), or the next `push`).
+    /// A full ring is published and waited on (bounded) first.
+    pub fn queue(
+        &mut self,
+        regs: &mut impl Mmio,
+        mem: &mut impl PhysMemory,
+        cmd: Command,
+    ) -> Result<(), HwError> {
+        // The last head seen is conservative: the IOMMU's head only moves towards the tail.
+        if self.free_slots(self.head_seen) == 0 {
+            self.publish(regs);
+            self.wait_for_space(regs)?;
+        }
         let at = self.base + self.tail;
         let [q0, q1] = cmd.quads();
         mem.write_u64(at, q0);
         mem.write_u64(at + 8, q1);
         mem.flush_for_device(at, COMMAND_SIZE);
         self.tail = (self.tail + COMMAND_SIZE) % Self::LEN;
-        regs.write64(regs::COMMAND_TAIL, self.tail);
         self.issued += 1;
         Ok(())
+    }
+
+    /// Writes the tail register if commands were queued since the last write.
+    pub fn publish(&mut self, regs: &mut impl Mmio) {
+        if self.published != self.tail {
+            regs.write64(regs::COMMAND_TAIL, self.tail);
+            self.published = self.tail;
+        }
+    }
+
+    /// Commands written to the ring but not yet handed to the IOMMU.
+    pub fn unpublished(&self) -> u64 {
+        (self.tail + Self::LEN - self.published) % Self::LEN / COMMAND_SIZE
     }
 
     /// Slots free for new commands given the IOMMU's head offset; one slot always stays
@@ -286,11 +322,15 @@ impl CommandBuffer {
         (Self::LEN - used) / COMMAND_SIZE - 1
     }
 
-    fn wait_for_space(&self, regs: &impl Mmio) -> Result<(), HwError> {
+    fn read_head(&self, regs: &impl Mmio) -> u64 {
+        // Modulo: QEMU's head register reads the buffer size, not 0, after a wrap.
+        (regs.read64(regs::COMMAND_HEAD) & regs::RING_POINTER_MASK) % Self::LEN
+    }
+
+    fn wait_for_space(&mut self, regs: &impl Mmio) -> Result<(), HwError> {
         for _ in 0..POLL_LIMIT {
-            // Modulo: QEMU's head register reads the buffer size, not 0, after a wrap.
-            let head = (regs.read64(regs::COMMAND_HEAD) & regs::RING_POINTER_MASK) % Self::LEN;
-            if self.free_slots(head) > 0 {
+            self.head_seen = self.read_head(regs);
+            if self.free_slots(self.head_seen) > 0 {
                 return Ok(());
             }
         }

@@ -193,9 +193,10 @@ fn ring_wraps_and_every_command_runs_in_order() {
         unit.invalidate_block(i as u16, IovaBlock { iova: 0, order: 12 })
             .unwrap();
     }
+    unit.completion_wait().unwrap();
     let decoded = decoded_since(&state, start);
-    assert_eq!(decoded.len() as u64, n);
-    for (i, cmd) in decoded.iter().enumerate() {
+    assert_eq!(decoded.len() as u64, n + 1);
+    for (i, cmd) in decoded[..n as usize].iter().enumerate() {
         assert_eq!(
             *cmd,
             DecodedCommand::InvalidateIommuPages {
@@ -209,7 +210,45 @@ fn ring_wraps_and_every_command_runs_in_order() {
     let issued = unit.stats().commands;
     let tail = state.borrow().regs[&crate::amdvi::regs::COMMAND_TAIL];
     assert_eq!(tail, (issued * COMMAND_SIZE) % CommandBuffer::LEN);
-    unit.completion_wait().unwrap();
+}
+
+#[test]
+fn queued_invalidations_reach_the_unit_in_one_batch_at_sync() {
+    let (mem, model) = setup(QEMU_EFR);
+    let state = model.state.clone();
+    let mut unit = AmdViUnit::new(model, mem, 0).unwrap();
+    unit.enable().unwrap();
+    let start = state.borrow().commands.len();
+    let accesses = state.borrow().accesses.len();
+    for i in 0..10u64 {
+        let block = IovaBlock {
+            iova: i << 21,
+            order: 21,
+        };
+        unit.invalidate_block(3, block).unwrap();
+    }
+    assert_eq!(
+        decoded_since(&state, start).len(),
+        0,
+        "nothing handed over before sync"
+    );
+    unit.sync().unwrap();
+    let cmds = decoded_since(&state, start);
+    assert_eq!(cmds.len(), 11);
+    assert_eq!(
+        cmds[9],
+        DecodedCommand::InvalidateIommuPages {
+            domain: 3,
+            base: 9 << 21,
+            order: 21,
+            pde: true
+        }
+    );
+    let tail_writes = state.borrow().accesses[accesses..]
+        .iter()
+        .filter(|a| a.0 == crate::amdvi::regs::COMMAND_TAIL)
+        .count();
+    assert_eq!(tail_writes, 1);
 }
 
 #[test]

@@ -258,12 +258,14 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.after_entry_change(devid, old, None)
     }
 
-    /// COMPLETION_WAIT with a store of a fresh sequence number to the semaphore, polled
-    /// (bounded) until it lands: every command queued before has then completed.
+    /// Hands every queued command to the IOMMU followed by a COMPLETION_WAIT storing a
+    /// fresh sequence number to the semaphore, polled (bounded) until it lands: every
+    /// command queued before has then completed.
     pub fn completion_wait(&mut self) -> Result<(), HwError> {
         self.sequence = self.sequence.wrapping_add(1).max(1);
         let sequence = self.sequence;
         self.submit(Command::completion_wait(self.semaphore, sequence))?;
+        self.commands.publish(&mut self.regs);
         self.stats.completion_waits += 1;
         for _ in 0..POLL_LIMIT {
             if self.mem.read_u64(self.semaphore) == sequence {
@@ -336,12 +338,14 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.completion_wait()
     }
 
+    /// Queues `cmd`; the IOMMU sees it at the next completion wait (which publishes the
+    /// tail) or earlier if the ring fills. One tail write per batch, not per command.
     fn submit(&mut self, cmd: Command) -> Result<(), HwError> {
         if !self.enabled {
             return Err(HwError::Unsupported {
                 what: "commands before the unit is enabled",
             });
         }
-        self.commands.push(&mut self.regs, &mut self.mem, cmd)
+        self.commands.queue(&mut self.regs, &mut self.mem, cmd)
     }
 }
