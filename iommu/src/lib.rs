@@ -8,6 +8,8 @@
 
 extern crate alloc;
 
+pub mod amdvi;
 pub mod error;
 pub mod invalidate;
 pub mod platform;
+pub mod ratelimit;
