@@ -11,3 +11,4 @@ extern crate alloc;
 pub mod error;
 pub mod invalidate;
 pub mod platform;
+pub mod vtd;
