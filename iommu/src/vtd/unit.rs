@@ -455,7 +455,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> IotlbInvalidator for VtdUnit<R, P>
     }
 
     fn invalidate_block(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
-        let mask = block.order.max(12).min(63) - 12;
+        let mask = block.order.clamp(12, 63) - 12;
         self.invalidate_iotlb(IotlbInvalidation::Page {
             domain,
             address: block.iova,
