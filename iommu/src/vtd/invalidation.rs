@@ -134,11 +134,19 @@ const QUEUE_ENTRIES: u64 = 256 << QUEUE_SIZE_SHIFT;
 
 /// The invalidation queue: a ring of descriptors in one page, plus one status word the
 /// wait descriptors write into.
+///
+/// Descriptors are written to memory as they are submitted, and the tail register (the
+/// doorbell) is written once per batch: at [`wait`](Self::wait), or when the ring is full.
+/// So a submitted descriptor starts executing no later than the next `wait`.
 #[derive(Debug)]
 pub struct InvalidationQueue {
     base: PhysAddr,
     status: PhysAddr,
     tail: u64,
+    /// Tail value last written to IQT.
+    published: u64,
+    /// Head last read from IQH; the ring is full when the next tail would reach it.
+    head: u64,
     sequence: u32,
 }
 
@@ -154,6 +162,8 @@ impl InvalidationQueue {
             base,
             status,
             tail: 0,
+            published: 0,
+            head: 0,
             sequence: 0,
         })
     }
@@ -168,6 +178,11 @@ impl InvalidationQueue {
         self.status
     }
 
+    /// Descriptors submitted but not yet handed to the unit (IQT not yet written).
+    pub fn unpublished(&self) -> u64 {
+        (self.tail + QUEUE_ENTRIES - self.published) % QUEUE_ENTRIES
+    }
+
     /// Programs IQA, resets the tail, sets QIE and waits for QIES (the unit must be idle
     /// with QIE clear). GCMD is built from GSTS masked of its one-shot bits.
     pub fn enable<R: Mmio>(&mut self, mmio: &mut R) -> Result<(), HwError> {
@@ -175,6 +190,8 @@ impl InvalidationQueue {
         mmio.write64(regs::IQA, self.base | QUEUE_SIZE_SHIFT);
         mmio.write64(regs::IQT, 0);
         self.tail = 0;
+        self.published = 0;
+        self.head = 0;
         let gcmd = (mmio.read32(regs::GSTS) & regs::GSTS_PERSISTENT_MASK) | regs::GCMD_QIE;
         mmio.write32(regs::GCMD, gcmd);
         poll(
@@ -183,7 +200,8 @@ impl InvalidationQueue {
         )
     }
 
-    /// Writes one descriptor at the tail and advances IQT, waiting (bounded) for room.
+    /// Writes one descriptor at the tail. When the ring is full, first publishes what is
+    /// pending and waits (bounded) for the unit to consume some of it.
     pub fn submit<R: Mmio, P: PhysMemory>(
         &mut self,
         mmio: &mut R,
@@ -191,23 +209,40 @@ impl InvalidationQueue {
         desc: Descriptor,
     ) -> Result<(), HwError> {
         let next = (self.tail + 1) % QUEUE_ENTRIES;
-        poll(
-            || {
-                let head = (mmio.read64(regs::IQH) >> 4) % QUEUE_ENTRIES;
-                head != next
-            },
-            "invalidation queue space (IQH to move past the tail)",
-        )?;
+        if next == self.head {
+            self.publish(mmio, mem)?;
+            let mut head = self.head;
+            poll(
+                || {
+                    head = (mmio.read64(regs::IQH) >> 4) % QUEUE_ENTRIES;
+                    head != next
+                },
+                "invalidation queue space (IQH to move past the tail)",
+            )?;
+            self.head = head;
+        }
         let at = self.base + self.tail * 16;
         mem.write_u64(at, desc.lo);
         mem.write_u64(at + 8, desc.hi);
         self.tail = next;
-        mmio.write64(regs::IQT, self.tail << 4);
-        check_queue_error(mmio)
+        Ok(())
     }
 
-    /// Submits a wait descriptor with a status write and polls memory until the status
-    /// lands, which means every earlier descriptor has completed.
+    /// Hands every submitted descriptor to the unit (writes IQT) and checks for an error.
+    pub fn publish<R: Mmio, P: PhysMemory>(
+        &mut self,
+        mmio: &mut R,
+        mem: &mut P,
+    ) -> Result<(), HwError> {
+        if self.published != self.tail {
+            mmio.write64(regs::IQT, self.tail << 4);
+            self.published = self.tail;
+        }
+        self.check_error(mmio, mem)
+    }
+
+    /// Submits a wait descriptor with a status write, publishes, and polls memory until the
+    /// status lands, which means every earlier descriptor has completed.
     pub fn wait<R: Mmio, P: PhysMemory>(
         &mut self,
         mmio: &mut R,
@@ -220,18 +255,47 @@ impl InvalidationQueue {
         let token = self.sequence;
         mem.write_u64(self.status, 0);
         self.submit(mmio, mem, Descriptor::wait(self.status, token))?;
-        let mut result = Err(HwError::Timeout {
-            what: "invalidation wait descriptor status write",
-        });
+        self.publish(mmio, mem)?;
         for _ in 0..POLL_LIMIT {
             if mem.read_u64(self.status) as u32 == token {
-                result = Ok(());
-                break;
+                self.head = self.tail;
+                return Ok(());
             }
-            check_queue_error(mmio)?;
+            self.check_error(mmio, mem)?;
             core::hint::spin_loop();
         }
-        result
+        Err(HwError::Timeout {
+            what: "invalidation wait descriptor status write",
+        })
+    }
+
+    /// Reports an invalidation-queue error. On IQE the unit stops at the rejected
+    /// descriptor; it is overwritten with a harmless wait (status value 0 to a spare word,
+    /// never a live token), IQE is cleared and IQT rewritten so the queue runs on.
+    fn check_error<R: Mmio, P: PhysMemory>(
+        &mut self,
+        mmio: &mut R,
+        mem: &mut P,
+    ) -> Result<(), HwError> {
+        let fsts = mmio.read32(regs::FSTS);
+        if fsts & regs::FSTS_IQE != 0 {
+            let bad = (mmio.read64(regs::IQH) >> 4) % QUEUE_ENTRIES;
+            let filler = Descriptor::wait(self.status + 8, 0);
+            mem.write_u64(self.base + bad * 16, filler.lo);
+            mem.write_u64(self.base + bad * 16 + 8, filler.hi);
+            mmio.write32(regs::FSTS, regs::FSTS_IQE);
+            mmio.write64(regs::IQT, self.published << 4);
+            return Err(HwError::QueueError {
+                what: "invalidation queue error (FSTS.IQE): a descriptor was rejected",
+            });
+        }
+        if fsts & regs::FSTS_ITE != 0 {
+            mmio.write32(regs::FSTS, regs::FSTS_ITE);
+            return Err(HwError::QueueError {
+                what: "invalidation time-out error (FSTS.ITE)",
+            });
+        }
+        Ok(())
     }
 
     /// Frees the ring and status frames (call only with QIE clear).
@@ -239,24 +303,6 @@ impl InvalidationQueue {
         mem.free_frame(self.base);
         mem.free_frame(self.status);
     }
-}
-
-/// Reports (and clears) an invalidation-queue error: a descriptor the unit refused.
-fn check_queue_error<R: Mmio>(mmio: &mut R) -> Result<(), HwError> {
-    let fsts = mmio.read32(regs::FSTS);
-    if fsts & regs::FSTS_IQE != 0 {
-        mmio.write32(regs::FSTS, regs::FSTS_IQE);
-        return Err(HwError::QueueError {
-            what: "invalidation queue error (FSTS.IQE): a descriptor was rejected",
-        });
-    }
-    if fsts & regs::FSTS_ITE != 0 {
-        mmio.write32(regs::FSTS, regs::FSTS_ITE);
-        return Err(HwError::QueueError {
-            what: "invalidation time-out error (FSTS.ITE)",
-        });
-    }
-    Ok(())
 }
 
 /// Register-based invalidation through CCMD and the IOTLB/IVA registers at ECAP.IRO.

@@ -29,6 +29,7 @@
 
 pub mod context;
 pub mod fault;
+mod flush;
 pub mod invalidation;
 pub mod regs;
 pub mod root_table;

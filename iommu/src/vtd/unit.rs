@@ -4,14 +4,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::error::HwError;
-use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
+use crate::invalidate::DomainId;
 use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory};
 
 use super::context::ContextEntry;
 use super::fault::FaultCounters;
 use super::invalidation::{
-    poll, ContextInvalidation, Descriptor, Drain, InvalidationQueue, IotlbInvalidation,
-    RegisterInvalidation,
+    poll, ContextInvalidation, InvalidationQueue, IotlbInvalidation, RegisterInvalidation,
 };
 use super::regs::{self, Cap, Ecap};
 use super::root_table::RootTable;
@@ -46,20 +45,20 @@ pub struct InvalidationCounts {
 /// tables and queue live in.
 pub struct VtdUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     pub(super) mmio: R,
-    mem: P,
-    ver: u32,
+    pub(super) mem: P,
+    pub(super) ver: u32,
     pub(super) cap: Cap,
-    ecap: Ecap,
-    levels: u32,
-    mode: InvalidationMode,
-    queue: Option<InvalidationQueue>,
-    queue_on: bool,
-    registers: RegisterInvalidation,
-    root: RootTable,
-    enabled: bool,
+    pub(super) ecap: Ecap,
+    pub(super) levels: u32,
+    pub(super) mode: InvalidationMode,
+    pub(super) queue: Option<InvalidationQueue>,
+    pub(super) queue_on: bool,
+    pub(super) registers: RegisterInvalidation,
+    pub(super) root: RootTable,
+    pub(super) enabled: bool,
     pub(super) fault_msi: Option<(u8, u32)>,
     pub(super) faults: FaultCounters,
-    counts: InvalidationCounts,
+    pub(super) counts: InvalidationCounts,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
@@ -200,12 +199,17 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
     }
 
     /// Issues a one-shot GCMD command alongside the current persistent state.
-    fn one_shot(&mut self, bit: u32) {
+    pub(super) fn one_shot(&mut self, bit: u32) {
         let current = self.mmio.read32(regs::GSTS) & regs::GSTS_PERSISTENT_MASK;
         self.mmio.write32(regs::GCMD, current | bit);
     }
 
-    fn wait_status(&self, bit: u32, set: bool, what: &'static str) -> Result<(), HwError> {
+    pub(super) fn wait_status(
+        &self,
+        bit: u32,
+        set: bool,
+        what: &'static str,
+    ) -> Result<(), HwError> {
         poll(|| (self.mmio.read32(regs::GSTS) & bit != 0) == set, what)
     }
 
@@ -269,108 +273,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             self.queue_on = false;
         }
         Ok(())
-    }
-
-    /// Drains the unit's internal write buffers to memory, on units that need it (CAP.RWBF).
-    pub fn flush_write_buffer(&mut self) -> Result<(), HwError> {
-        if !self.cap.rwbf() {
-            return Ok(());
-        }
-        self.counts.write_buffer_flushes += 1;
-        self.one_shot(regs::GCMD_WBF);
-        self.wait_status(
-            regs::GSTS_WBFS,
-            false,
-            "GSTS.WBFS clear (write buffer flush)",
-        )
-    }
-
-    fn drain(&self) -> Drain {
-        Drain {
-            reads: self.cap.read_drain(),
-            writes: self.cap.write_drain(),
-        }
-    }
-
-    /// Invalidates context-cache entries, through the queue when it is on, else CCMD.
-    pub fn invalidate_context(&mut self, what: ContextInvalidation) -> Result<(), HwError> {
-        self.counts.context += 1;
-        match self.queue.as_mut() {
-            Some(queue) if self.queue_on => {
-                queue.submit(&mut self.mmio, &mut self.mem, Descriptor::context(what))
-            }
-            _ => self.registers.context(&mut self.mmio, what),
-        }
-    }
-
-    /// Invalidates IOTLB entries, through the queue when it is on, else the IOTLB registers.
-    /// A page-selective request the unit cannot express (CAP.PSI = 0, or a mask above
-    /// CAP.MAMV) is widened to domain-selective.
-    pub fn invalidate_iotlb(&mut self, what: IotlbInvalidation) -> Result<(), HwError> {
-        let what = match what {
-            IotlbInvalidation::Page { domain, mask, .. }
-                if !self.cap.page_selective()
-                    || mask > self.cap.max_address_mask()
-                    || mask > 51 =>
-            {
-                IotlbInvalidation::Domain(domain)
-            }
-            IotlbInvalidation::Page {
-                domain,
-                address,
-                mask,
-            } => IotlbInvalidation::Page {
-                domain,
-                address: address & !((4096u64 << mask) - 1),
-                mask,
-            },
-            other => other,
-        };
-        match what {
-            IotlbInvalidation::Global => self.counts.iotlb_global += 1,
-            IotlbInvalidation::Domain(_) => self.counts.iotlb_domain += 1,
-            IotlbInvalidation::Page { .. } => self.counts.iotlb_page += 1,
-        }
-        let drain = self.drain();
-        match self.queue.as_mut() {
-            Some(queue) if self.queue_on => queue.submit(
-                &mut self.mmio,
-                &mut self.mem,
-                Descriptor::iotlb(what, drain),
-            ),
-            _ => self.registers.iotlb(&mut self.mmio, what, drain),
-        }
-    }
-
-    /// Waits until every invalidation issued so far has completed: a wait descriptor with a
-    /// status write in queued mode; nothing in register mode (each request was polled).
-    pub fn sync_invalidations(&mut self) -> Result<(), HwError> {
-        match self.queue.as_mut() {
-            Some(queue) if self.queue_on => {
-                self.counts.waits += 1;
-                queue.wait(&mut self.mmio, &mut self.mem)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Forgets everything: global context-cache and IOTLB invalidation, then sync.
-    pub fn invalidate_all(&mut self) -> Result<(), HwError> {
-        self.invalidate_context(ContextInvalidation::Global)?;
-        self.invalidate_iotlb(IotlbInvalidation::Global)?;
-        self.sync_invalidations()
-    }
-
-    /// Call after mapping `block` in `domain`: with CAP.CM the unit may have cached the
-    /// not-present entry, so the block is invalidated; with CAP.RWBF the write buffer is
-    /// flushed. Does nothing on other units.
-    pub fn flush_after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
-        if self.cap.caching_mode() {
-            self.invalidate_block(domain, block)?;
-            self.sync_invalidations()
-        } else {
-            self.flush_write_buffer()
-        }
     }
 
     /// Points requester id `rid` at `domain`'s `levels`-deep tables rooted at `root`.
@@ -440,34 +342,5 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             self.sync_invalidations()?;
         }
         Ok(Some(old.domain()))
-    }
-}
-
-impl<R: Mmio, P: FrameAllocator + PhysMemory> IotlbInvalidator for VtdUnit<R, P> {
-    /// 12 + CAP.MAMV; 63 when the unit has no page-selective invalidation, since then every
-    /// block becomes one domain-selective invalidation and bigger blocks mean fewer of them.
-    fn max_block_order(&self) -> u32 {
-        if self.cap.page_selective() {
-            12 + self.cap.max_address_mask()
-        } else {
-            63
-        }
-    }
-
-    fn invalidate_block(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
-        let mask = block.order.clamp(12, 63) - 12;
-        self.invalidate_iotlb(IotlbInvalidation::Page {
-            domain,
-            address: block.iova,
-            mask,
-        })
-    }
-
-    fn invalidate_domain(&mut self, domain: DomainId) -> Result<(), HwError> {
-        self.invalidate_iotlb(IotlbInvalidation::Domain(domain))
-    }
-
-    fn sync(&mut self) -> Result<(), HwError> {
-        self.sync_invalidations()
     }
 }

@@ -87,9 +87,10 @@ fn mask_limited_by_mamv_else_domain_selective() {
     b.unit
         .invalidate_block(3, IovaBlock { iova: 0, order: 31 })
         .unwrap();
+    b.unit.sync().unwrap();
     assert_eq!(
-        new_invalidations(&b, m),
-        vec![
+        new_invalidations(&b, m)[..2],
+        [
             Inv::Iotlb(IotlbInvalidation::Page {
                 domain: 3,
                 address: 0,
@@ -113,9 +114,10 @@ fn mask_limited_by_mamv_else_domain_selective() {
             },
         )
         .unwrap();
+    b.unit.sync().unwrap();
     assert_eq!(
-        new_invalidations(&b, m),
-        vec![Inv::Iotlb(IotlbInvalidation::Domain(3))]
+        new_invalidations(&b, m)[0],
+        Inv::Iotlb(IotlbInvalidation::Domain(3))
     );
 }
 
@@ -134,9 +136,10 @@ fn no_psi_means_domain_selective() {
             },
         )
         .unwrap();
+    b.unit.sync().unwrap();
     assert_eq!(
-        new_invalidations(&b, m),
-        vec![Inv::Iotlb(IotlbInvalidation::Domain(8))]
+        new_invalidations(&b, m)[0],
+        Inv::Iotlb(IotlbInvalidation::Domain(8))
     );
 }
 
@@ -187,13 +190,14 @@ fn misaligned_block_is_widened_not_shifted() {
             },
         )
         .unwrap();
+    b.unit.sync().unwrap();
     assert_eq!(
-        new_invalidations(&b, m),
-        vec![Inv::Iotlb(IotlbInvalidation::Page {
+        new_invalidations(&b, m)[0],
+        Inv::Iotlb(IotlbInvalidation::Page {
             domain: 1,
             address: 0x2000,
             mask: 1
-        })]
+        })
     );
 }
 
@@ -245,14 +249,29 @@ fn queue_wraps_around() {
 #[test]
 fn queue_error_is_reported() {
     let mut b = qemu_enabled();
-    // A mask above MAMV cannot come from the driver; the model rejects reserved bits instead.
-    b.hw.0.borrow_mut().cap &= !(0x3F << 48); // unit now claims MAMV = 0 for incoming descriptors
-    let err = b.unit.invalidate_block(2, IovaBlock { iova: 0, order: 13 });
+    // The driver never builds a bad descriptor, so the model is told MAMV = 0 instead:
+    // it now rejects the page-selective descriptor the driver (reading MAMV 18) sends.
+    b.hw.0.borrow_mut().cap &= !(0x3F << 48);
+    b.unit
+        .invalidate_block(2, IovaBlock { iova: 0, order: 13 })
+        .unwrap();
     assert_eq!(
-        err,
+        b.unit.sync(),
         Err(HwError::QueueError {
             what: "invalidation queue error (FSTS.IQE): a descriptor was rejected"
         })
+    );
+    assert_eq!(b.unit.fault_counters().queue_errors, 1);
+    assert_eq!(b.hw.0.borrow().fsts & (1 << 4), 0, "IQE cleared");
+    // The rejected descriptor was replaced, so the queue runs on.
+    b.hw.0.borrow_mut().cap = QEMU_CAP;
+    let m = mark(&b);
+    b.unit.invalidate_domain(2).unwrap();
+    b.unit.sync().unwrap();
+    let got = new_invalidations(&b, m);
+    assert!(
+        got.contains(&Inv::Iotlb(IotlbInvalidation::Domain(2))),
+        "{got:?}"
     );
 }
 
@@ -334,4 +353,33 @@ fn invalidate_all_is_global() {
     assert_eq!(got[0], Inv::Context(ContextInvalidation::Global));
     assert_eq!(got[1], Inv::Iotlb(IotlbInvalidation::Global));
     assert!(matches!(got[2], Inv::Wait { .. }));
+}
+
+#[test]
+fn queued_invalidations_are_published_in_one_batch_at_sync() {
+    let mut b = qemu_enabled();
+    let doorbells = b.hw.0.borrow().doorbells;
+    let m = mark(&b);
+    for i in 0..10u64 {
+        b.unit
+            .invalidate_block(
+                2,
+                IovaBlock {
+                    iova: i << 12,
+                    order: 12,
+                },
+            )
+            .unwrap();
+    }
+    assert!(
+        new_invalidations(&b, m).is_empty(),
+        "not yet handed to the unit"
+    );
+    b.unit.sync().unwrap();
+    assert_eq!(new_invalidations(&b, m).len(), 11, "ten pages and the wait");
+    assert_eq!(
+        b.hw.0.borrow().doorbells,
+        doorbells + 1,
+        "one IQT write for the batch"
+    );
 }

@@ -92,6 +92,8 @@ pub struct VtdModel {
     /// 64-bit writes to a fault record's high word (legal, but the driver uses 32-bit).
     pub record_wide_writes: u32,
     pub events: Vec<Event>,
+    /// IQT writes (each hands a batch of descriptors to the unit).
+    pub doorbells: u32,
     /// Raw descriptors consumed from the queue.
     pub descriptors: Vec<(u64, u64)>,
     pub stuck: Stuck,
@@ -136,6 +138,7 @@ impl VtdModel {
             srtp_count: 0,
             record_wide_writes: 0,
             events: Vec::new(),
+            doorbells: 0,
             descriptors: Vec::new(),
             stuck: Stuck::default(),
             mem,
@@ -438,6 +441,7 @@ impl Mmio for ModelMmio {
             0x28 => m.context_register(value),
             0x88 => {
                 m.iqt = value;
+                m.doorbells += 1;
                 m.run_queue();
             }
             0x90 => m.iqa = value,
