@@ -32,6 +32,16 @@ impl ContextEntry {
         }
     }
 
+    /// A present pass-through entry (TT = 2) for `domain`; AW still names a supported
+    /// depth, since units check it even when they do not walk tables.
+    pub fn pass_through(domain: DomainId, levels: u32) -> Self {
+        let aw = u64::from(levels.saturating_sub(2)) & 0x7;
+        ContextEntry {
+            lo: (TT_PASS_THROUGH << 2) | 1,
+            hi: (u64::from(domain) << 8) | aw,
+        }
+    }
+
     /// Whether the present bit is set.
     pub fn present(&self) -> bool {
         self.lo & 1 != 0

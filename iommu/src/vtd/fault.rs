@@ -1,6 +1,8 @@
 //! Primary fault recording: the fault record layout, reasons in words, fault counters and a
 //! rate limiter so a fault storm cannot drown the console.
 
+use core::fmt;
+
 use crate::error::HwError;
 use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory};
 
@@ -53,6 +55,28 @@ impl FaultRecord {
             ((self.source >> 3) & 0x1F) as u8,
             (self.source & 7) as u8,
         )
+    }
+}
+
+impl fmt::Display for FaultRecord {
+    /// One log line: "DMA read fault from 00:03.0 at 0x7000000: reason 0x6 (read from ...)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (bus, dev, func) = self.bdf();
+        write!(
+            f,
+            "DMA {} fault from {:02x}:{:02x}.{} at {:#x}: reason {:#x} ({})",
+            if self.is_read { "read" } else { "write" },
+            bus,
+            dev,
+            func,
+            self.address,
+            self.reason,
+            self.reason_text()
+        )?;
+        if let Some(pasid) = self.pasid {
+            write!(f, ", PASID {pasid:#x}")?;
+        }
+        Ok(())
     }
 }
 
@@ -193,7 +217,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         let count = self.cap.fault_record_count();
         let first = bits(u64::from(fsts), 8, 8) as usize % count;
         let base = self.cap.fault_record_offset();
-        for k in 0..count {
+        // PPF clear: no record holds a fault, so skip reading them (a storm stays cheap).
+        let pending = if fsts & regs::FSTS_PPF != 0 { count } else { 0 };
+        for k in 0..pending {
             let index = (first + k) % count;
             let at = base + index * 16;
             let hi = self.mmio.read64(at + 8);

@@ -285,6 +285,23 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         root: PhysAddr,
         levels: u32,
     ) -> Result<(), HwError> {
+        self.check_attach(domain, levels)?;
+        self.install(rid, ContextEntry::translated(domain, root, levels))
+    }
+
+    /// Lets requester id `rid` DMA untranslated (TT = 2, needs ECAP.PT), tagged with
+    /// `domain`; the entry still names a supported width, as the unit checks AW.
+    pub fn attach_pass_through(&mut self, rid: u16, domain: DomainId) -> Result<(), HwError> {
+        if !self.ecap.pass_through() {
+            return Err(HwError::Unsupported {
+                what: "pass-through translation (ECAP.PT)",
+            });
+        }
+        self.check_attach(domain, self.levels)?;
+        self.install(rid, ContextEntry::pass_through(domain, self.levels))
+    }
+
+    fn check_attach(&self, domain: DomainId, levels: u32) -> Result<(), HwError> {
         if !self.cap.supports_levels(levels) {
             return Err(HwError::Unsupported {
                 what: "this table depth (CAP.SAGAW)",
@@ -300,7 +317,13 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
                 what: "domain id 0 (reserved when CAP.CM = 1)",
             });
         }
-        let entry = ContextEntry::translated(domain, root, levels);
+        Ok(())
+    }
+
+    /// Replaces `rid`'s context entry with `entry` (detaching first when it is present
+    /// and different) and invalidates what the unit may have cached.
+    fn install(&mut self, rid: u16, entry: ContextEntry) -> Result<(), HwError> {
+        let domain = entry.domain();
         let old = self.context_entry(rid);
         if old == entry {
             return Ok(());

@@ -161,3 +161,13 @@ fn fault_storm_costs_counters_not_lines() {
     assert_eq!(printed, 5);
     assert_eq!(rl.suppressed_total(), 245);
 }
+
+#[test]
+fn record_displays_as_one_log_line() {
+    let hi = (1u64 << 63) | (0x05 << 32) | 0x0118;
+    let r = FaultRecord::decode(0, 0x7000_0000, hi).unwrap();
+    assert_eq!(
+        r.to_string(),
+        "DMA write fault from 01:03.0 at 0x70000000: reason 0x5 (write to a page without write permission (or not present))"
+    );
+}

@@ -176,3 +176,17 @@ fn non_coherent_unit_flushes_every_entry_write() {
         "coherent units need no flush"
     );
 }
+
+#[test]
+fn pass_through_needs_ecap_pt_and_keeps_a_valid_width() {
+    let mut b = qemu_enabled();
+    b.unit.attach_pass_through(0x0010, 9).unwrap();
+    let (_, lo, hi) = raw_context(&b, 0x0010);
+    assert_eq!(lo, (2 << 2) | 1, "TT = 2, P");
+    assert_eq!(hi, (9 << 8) | 1, "AW of the unit's depth, DID");
+    let mut no_pt = bench(QEMU_CAP, QEMU_ECAP & !(1 << 6));
+    assert!(matches!(
+        no_pt.unit.attach_pass_through(0x10, 9),
+        Err(HwError::Unsupported { .. })
+    ));
+}
