@@ -24,6 +24,20 @@
 //!   registers: never a 64-bit write); records of 16 bytes at CAP.FRO * 16, F cleared by a
 //!   32-bit write of bit 31 at record + 12; PFO is write-1-to-clear.
 //!
+//! # Using it (what the kernel calls)
+//! ```text
+//! let mut unit = VtdUnit::new(mmio, mem)?;          // reads VER/CAP/ECAP, allocates the root table
+//! for line in unit.describe() { log(line) }         // capabilities in words
+//! unit.program_fault_interrupt(vector, apic_id)?;   // optional, kept across enable
+//! unit.enable()?;                                   // translation on, nothing attached: all DMA faults
+//! // build the domain's tables with unit.levels() levels and unit.supported_page_sizes()
+//! unit.attach_device(rid, domain_id, table_root, unit.levels())?;
+//! // after map: unit.flush_after_map(domain_id, block)? (does work only for CM / RWBF units)
+//! // after unmap: IotlbInvalidator::{invalidate_block, invalidate_domain} then sync()
+//! unit.handle_faults(|record| if limiter.allow(now) { log(record) });
+//! unit.detach_device(rid)?;
+//! ```
+//!
 //! Every wait is bounded by [`POLL_LIMIT`](crate::platform::POLL_LIMIT) and reported as
 //! [`HwError::Timeout`](crate::error::HwError::Timeout) naming the condition.
 

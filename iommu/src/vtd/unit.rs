@@ -262,8 +262,10 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         Ok(())
     }
 
-    /// Turns translation off, then the invalidation queue; DMA is untranslated afterwards.
+    /// Turns translation off, then (after draining what is queued) the invalidation
+    /// queue; DMA is untranslated afterwards.
     pub fn disable(&mut self) -> Result<(), HwError> {
+        self.sync_invalidations()?;
         self.set_persistent(regs::GCMD_TE, false);
         self.wait_status(regs::GSTS_TES, false, "GSTS.TES clear")?;
         self.enabled = false;

@@ -383,3 +383,28 @@ fn queued_invalidations_are_published_in_one_batch_at_sync() {
         "one IQT write for the batch"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever block the core hands over, the unit receives an invalidation that covers it:
+    /// page-selective with the block's DID, AM = order - 12 and the aligned address when
+    /// the mask fits MAMV, domain-selective otherwise; in both mechanisms.
+    #[test]
+    fn any_block_is_covered(domain in 1u16.., page in 0u64..(1 << 27), order in 12u32..40, queued: bool) {
+        let mut b = bench(QEMU_CAP, QEMU_ECAP);
+        if !queued {
+            b.unit.set_invalidation_mode(InvalidationMode::Register).unwrap();
+        }
+        b.unit.enable().unwrap();
+        let iova = (page << 12) & !((1u64 << order) - 1);
+        let m = mark(&b);
+        b.unit.invalidate_block(domain, IovaBlock { iova, order }).unwrap();
+        b.unit.sync().unwrap();
+        let expected = if order - 12 <= 18 {
+            IotlbInvalidation::Page { domain, address: iova, mask: order - 12 }
+        } else {
+            IotlbInvalidation::Domain(domain)
+        };
+        proptest::prop_assert_eq!(new_invalidations(&b, m)[0], Inv::Iotlb(expected));
+    }
+}
