@@ -126,6 +126,30 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         Ok(())
     }
 
+    /// [`set_invalidation_mode`](Self::set_invalidation_mode) in builder form, for
+    /// `VtdUnit::new(..)?.with_invalidation_mode(..)?`.
+    pub fn with_invalidation_mode(mut self, mode: InvalidationMode) -> Result<Self, HwError> {
+        self.set_invalidation_mode(mode)?;
+        Ok(self)
+    }
+
+    /// Overrides the table depth picked at construction (for example 3-level on a unit
+    /// that also offers 4-level); only before enable, and only a depth SAGAW offers.
+    pub fn set_levels(&mut self, levels: u32) -> Result<(), HwError> {
+        if self.enabled {
+            return Err(HwError::Unsupported {
+                what: "changing the table depth after enable",
+            });
+        }
+        if !(3..=4).contains(&levels) || !self.cap.supports_levels(levels) {
+            return Err(HwError::Unsupported {
+                what: "this table depth (CAP.SAGAW)",
+            });
+        }
+        self.levels = levels;
+        Ok(())
+    }
+
     /// The invalidation mechanism in use (or to be used at enable).
     pub fn invalidation_mode(&self) -> InvalidationMode {
         self.mode

@@ -226,3 +226,25 @@ fn write_buffer_flush_only_when_rwbf() {
         })
     );
 }
+
+#[test]
+fn depth_can_be_lowered_before_enable_only() {
+    let mut b = bench(CAP_48, QEMU_ECAP);
+    b.unit.set_levels(3).unwrap();
+    assert_eq!((b.unit.levels(), b.unit.address_width()), (3, 39));
+    assert!(b.unit.set_levels(5).is_err());
+    let mut q = bench(QEMU_CAP, QEMU_ECAP);
+    assert!(q.unit.set_levels(4).is_err(), "SAGAW 0x2 has no 4-level");
+    q.unit.enable().unwrap();
+    assert!(q.unit.set_levels(3).is_err(), "not after enable");
+}
+
+#[test]
+fn builder_form_selects_register_mode() {
+    let mem = super::SharedMemory::new();
+    let hw = super::VtdModel::shared(QEMU_CAP, QEMU_ECAP, mem.clone());
+    let unit = crate::vtd::VtdUnit::new(hw, mem)
+        .and_then(|u| u.with_invalidation_mode(InvalidationMode::Register))
+        .unwrap();
+    assert_eq!(unit.invalidation_mode(), InvalidationMode::Register);
+}
