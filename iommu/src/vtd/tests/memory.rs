@@ -2,7 +2,7 @@
 //! (queue reads, wait-descriptor status writes).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use crate::platform::{FrameAllocator, PhysAddr, PhysMemory, PAGE_SIZE};
@@ -18,6 +18,9 @@ pub struct ModelMemory {
     pub flushes: Vec<(PhysAddr, u64)>,
     /// Frames given back.
     pub freed: Vec<PhysAddr>,
+    /// 64-byte lines written by the CPU and not flushed since: what a non-coherent unit
+    /// might not see yet.
+    pub dirty: BTreeSet<PhysAddr>,
 }
 
 impl ModelMemory {
@@ -41,6 +44,7 @@ impl ModelMemory {
             .get_mut(&(addr & !(PAGE_SIZE - 1)))
             .unwrap_or_else(|| panic!("write to unallocated memory at {addr:#x}"));
         frame[((addr % PAGE_SIZE) / 8) as usize] = value;
+        self.dirty.insert(addr & !63);
     }
 
     /// Writes 32 bits at a 4-byte aligned address (the unit's status writes).
@@ -52,6 +56,14 @@ impl ModelMemory {
             word,
             (old & !(0xFFFF_FFFFu64 << shift)) | (u64::from(value) << shift),
         );
+    }
+
+    /// Dirty (written, unflushed) lines inside the frame at `frame`.
+    pub fn dirty_in(&self, frame: PhysAddr) -> Vec<PhysAddr> {
+        self.dirty
+            .range(frame..frame + PAGE_SIZE)
+            .copied()
+            .collect()
     }
 
     /// Whether `[addr, addr+len)` was covered by some flush request.
@@ -105,6 +117,11 @@ impl PhysMemory for SharedMemory {
         self.0.borrow_mut().write(addr, value)
     }
     fn flush_for_device(&mut self, addr: PhysAddr, len: u64) {
-        self.0.borrow_mut().flushes.push((addr, len));
+        let mut m = self.0.borrow_mut();
+        m.flushes.push((addr, len));
+        let lines: Vec<PhysAddr> = m.dirty.range((addr & !63)..addr + len).copied().collect();
+        for line in lines {
+            m.dirty.remove(&line);
+        }
     }
 }

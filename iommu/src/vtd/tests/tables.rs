@@ -159,14 +159,31 @@ fn non_coherent_unit_flushes_every_entry_write() {
     b.unit.attach_device(0x0208, 3, 0x40_0000, 3).unwrap();
     let root = b.unit.root_table_address();
     let table = raw_context(&b, 0x0208).0 & !0xFFF;
-    let mem = b.mem.0.borrow();
-    assert!(mem.was_flushed(root + 2 * 16, 16), "root entry flushed");
-    assert!(mem.was_flushed(table + 8 * 16, 16), "context entry flushed");
-    assert!(
-        mem.was_flushed(table, 4096),
-        "new table flushed after zeroing"
+    {
+        let mem = b.mem.0.borrow();
+        assert!(mem.was_flushed(root + 2 * 16, 16), "root entry flushed");
+        assert!(mem.was_flushed(table + 8 * 16, 16), "context entry flushed");
+        assert!(
+            mem.was_flushed(table, 4096),
+            "new table flushed after zeroing"
+        );
+        assert_eq!(
+            mem.dirty_in(root),
+            vec![],
+            "no root-table line left unflushed"
+        );
+        assert_eq!(
+            mem.dirty_in(table),
+            vec![],
+            "no context-table line left unflushed"
+        );
+    }
+    b.unit.detach_device(0x0208).unwrap();
+    assert_eq!(
+        b.mem.0.borrow().dirty_in(table),
+        vec![],
+        "detach flushes too"
     );
-    drop(mem);
 
     let mut c = bench(QEMU_CAP, QEMU_ECAP | 1);
     c.unit.enable().unwrap();
