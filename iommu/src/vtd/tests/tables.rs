@@ -207,3 +207,34 @@ fn pass_through_needs_ecap_pt_and_keeps_a_valid_width() {
         Err(HwError::Unsupported { .. })
     ));
 }
+
+#[test]
+fn register_mode_attach_and_detach_use_ccmd_and_iotlb_registers() {
+    use super::model::Event;
+    let mut b = bench(QEMU_CAP, QEMU_ECAP);
+    b.unit
+        .set_invalidation_mode(crate::vtd::InvalidationMode::Register)
+        .unwrap();
+    b.unit.enable().unwrap();
+    let m = b.hw.0.borrow().events.len();
+    b.unit.attach_device(0x0310, 0x0ABC, 0x40_0000, 3).unwrap();
+    b.unit.detach_device(0x0310).unwrap();
+    b.unit
+        .invalidate_context(ContextInvalidation::Domain(0x0ABC))
+        .unwrap();
+    let events = b.hw.0.borrow().events[m..].to_vec();
+    let device = ContextInvalidation::Device {
+        domain: 0x0ABC,
+        source: 0x0310,
+    };
+    assert_eq!(
+        events,
+        vec![
+            Event::Register(Inv::Context(device)),
+            Event::Register(Inv::Iotlb(IotlbInvalidation::Domain(0x0ABC))),
+            Event::Register(Inv::Context(device)),
+            Event::Register(Inv::Iotlb(IotlbInvalidation::Domain(0x0ABC))),
+            Event::Register(Inv::Context(ContextInvalidation::Domain(0x0ABC))),
+        ]
+    );
+}
