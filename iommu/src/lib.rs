@@ -13,3 +13,4 @@ pub mod error;
 pub mod invalidate;
 pub mod platform;
 pub mod ratelimit;
+pub mod vtd;

@@ -13,6 +13,7 @@ pub struct RateLimiter {
     window_start: Option<u64>,
     in_window: u32,
     suppressed: u64,
+    suppressed_total: u64,
 }
 
 impl RateLimiter {
@@ -24,6 +25,7 @@ impl RateLimiter {
             window_start: None,
             in_window: 0,
             suppressed: 0,
+            suppressed_total: 0,
         }
     }
 
@@ -43,6 +45,7 @@ impl RateLimiter {
             true
         } else {
             self.suppressed += 1;
+            self.suppressed_total += 1;
             false
         }
     }
@@ -50,6 +53,11 @@ impl RateLimiter {
     /// Events refused since the last call; resets the count (log "N messages suppressed").
     pub fn take_suppressed(&mut self) -> u64 {
         core::mem::take(&mut self.suppressed)
+    }
+
+    /// Every event ever refused.
+    pub fn suppressed_total(&self) -> u64 {
+        self.suppressed_total
     }
 }
 

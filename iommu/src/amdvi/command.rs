@@ -142,9 +142,7 @@ impl Command {
     }
     /// INVALIDATE_DEVTAB_ENTRY: drop whatever the IOMMU cached of `device`'s entry.
     pub fn invalidate_devtab_entry(device: u16) -> Self {
-        Self {
-            quads: [u64::from(device) | op(OP_INVALIDATE_DEVTAB_ENTRY), 0],
-        }
+        Self { quads: [u64::from(device) | op(OP_INVALIDATE_DEVTAB_ENTRY), 0] }
     }
     /// INVALIDATE_IOMMU_PAGES for the aligned block `[base, base + 2^order)` of `domain`,
     /// page-directory entries included (PDE=1). See [`encode_pages_range`].
@@ -160,15 +158,11 @@ impl Command {
     }
     /// INVALIDATE_INTERRUPT_TABLE for `device`.
     pub fn invalidate_interrupt_table(device: u16) -> Self {
-        Self {
-            quads: [u64::from(device) | op(OP_INVALIDATE_INTERRUPT_TABLE), 0],
-        }
+        Self { quads: [u64::from(device) | op(OP_INVALIDATE_INTERRUPT_TABLE), 0] }
     }
     /// INVALIDATE_IOMMU_ALL (only when EFR.IA says it is implemented).
     pub fn invalidate_all() -> Self {
-        Self {
-            quads: [op(OP_INVALIDATE_IOMMU_ALL), 0],
-        }
+        Self { quads: [op(OP_INVALIDATE_IOMMU_ALL), 0] }
     }
     /// A command from its two quadwords as found in the buffer.
     pub const fn from_quads(quads: [u64; 2]) -> Self {
@@ -233,13 +227,7 @@ impl CommandBuffer {
 
     /// A ring in the zeroed frame at `base`, empty (tail 0).
     pub fn new(base: PhysAddr) -> Self {
-        Self {
-            base,
-            tail: 0,
-            published: 0,
-            head_seen: 0,
-            issued: 0,
-        }
+        Self { base, tail: 0, published: 0, head_seen: 0, issued: 0 }
     }
     /// Physical address of the ring.
     pub fn base(&self) -> PhysAddr {
@@ -334,8 +322,6 @@ impl CommandBuffer {
                 return Ok(());
             }
         }
-        Err(HwError::Timeout {
-            what: "a free command buffer slot (head register)",
-        })
+        Err(HwError::Timeout { what: "a free command buffer slot (head register)" })
     }
 }

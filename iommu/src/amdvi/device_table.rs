@@ -42,18 +42,14 @@ impl DeviceTableEntry {
     /// V=1, TV=1, Mode=0, IR=IW=0: the device is known and all its DMA is refused.
     /// (V=0 would let the device through untranslated.)
     pub const fn blocking() -> Self {
-        Self {
-            quads: [V | TV, 0, 0, 0],
-        }
+        Self { quads: [V | TV, 0, 0, 0] }
     }
 
     /// V=1, TV=1, Mode=`levels`, IR=IW=1: DMA is translated through the v1 page table at
     /// `root` with `levels` levels and cached under `domain`.
     pub fn translated(domain: DomainId, root: PhysAddr, levels: u32) -> Result<Self, HwError> {
         if !(1..=6).contains(&levels) {
-            return Err(HwError::Unsupported {
-                what: "page-table levels outside 1..=6",
-            });
+            return Err(HwError::Unsupported { what: "page-table levels outside 1..=6" });
         }
         if root & !ROOT_MASK != 0 {
             return Err(HwError::Unsupported {
@@ -61,9 +57,7 @@ impl DeviceTableEntry {
             });
         }
         let quad0 = V | TV | (u64::from(levels) << MODE_SHIFT) | root | IR | IW;
-        Ok(Self {
-            quads: [quad0, u64::from(domain), 0, 0],
-        })
+        Ok(Self { quads: [quad0, u64::from(domain), 0, 0] })
     }
 
     /// An entry from its four quadwords as read from the table.

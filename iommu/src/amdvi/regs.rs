@@ -210,11 +210,8 @@ impl Efr {
             (self.bit(48), "GIo (guest I/O protection)"),
             (self.bit(52), "HD (host dirty bits)"),
         ];
-        let mut out: Vec<String> = flags
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, name)| String::from(*name))
-            .collect();
+        let mut out: Vec<String> =
+            flags.iter().filter(|(on, _)| *on).map(|(_, name)| String::from(*name)).collect();
         match self.max_host_levels() {
             Some(levels) => out.push(format!("HATS={} ({levels}-level host tables)", self.hats())),
             None => out.push(format!("HATS={} (reserved)", self.hats())),

@@ -200,11 +200,7 @@ impl Event {
         let tag = (q0 >> 32) as u16;
         let flags = EventFlags(((q0 >> 48) & 0xFFF) as u16);
         match code {
-            CODE_ILLEGAL_DEV_TABLE_ENTRY => Event::IllegalDevTableEntry {
-                device,
-                address,
-                flags,
-            },
+            CODE_ILLEGAL_DEV_TABLE_ENTRY => Event::IllegalDevTableEntry { device, address, flags },
             CODE_IO_PAGE_FAULT => {
                 let (domain, pasid) = if flags.guest() {
                     let high = ((q0 >> 16) & 0xF) as u32;
@@ -212,38 +208,17 @@ impl Event {
                 } else {
                     (Some(tag), None)
                 };
-                Event::IoPageFault {
-                    device,
-                    domain,
-                    pasid,
-                    address,
-                    flags,
-                }
+                Event::IoPageFault { device, domain, pasid, address, flags }
             }
-            CODE_DEV_TAB_HARDWARE_ERROR => Event::DevTabHardwareError {
-                device,
-                address,
-                flags,
-            },
-            CODE_PAGE_TAB_HARDWARE_ERROR => Event::PageTabHardwareError {
-                device,
-                domain: tag,
-                address,
-                flags,
-            },
+            CODE_DEV_TAB_HARDWARE_ERROR => Event::DevTabHardwareError { device, address, flags },
+            CODE_PAGE_TAB_HARDWARE_ERROR => {
+                Event::PageTabHardwareError { device, domain: tag, address, flags }
+            }
             CODE_ILLEGAL_COMMAND => Event::IllegalCommand { address },
             CODE_COMMAND_HARDWARE_ERROR => Event::CommandHardwareError { address, flags },
             CODE_IOTLB_INV_TIMEOUT => Event::IotlbInvTimeout { device, address },
-            CODE_INVALID_DEVICE_REQUEST => Event::InvalidDeviceRequest {
-                device,
-                address,
-                flags,
-            },
-            CODE_INVALID_PPR_REQUEST => Event::InvalidPprRequest {
-                device,
-                address,
-                flags,
-            },
+            CODE_INVALID_DEVICE_REQUEST => Event::InvalidDeviceRequest { device, address, flags },
+            CODE_INVALID_PPR_REQUEST => Event::InvalidPprRequest { device, address, flags },
             code => Event::Other { code, raw },
         }
     }

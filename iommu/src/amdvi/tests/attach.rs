@@ -23,23 +23,12 @@ fn attach_writes_the_entry_then_invalidates_and_waits() {
         "neighbours untouched"
     );
     let cmds = decoded_since(&state, start);
-    assert_eq!(
-        cmds[0],
-        DecodedCommand::InvalidateDevtabEntry { device: 0x0018 }
-    );
+    assert_eq!(cmds[0], DecodedCommand::InvalidateDevtabEntry { device: 0x0018 });
     assert_eq!(
         cmds[1],
-        DecodedCommand::InvalidateIommuPages {
-            domain: 3,
-            base: 0,
-            order: 64,
-            pde: true
-        }
+        DecodedCommand::InvalidateIommuPages { domain: 3, base: 0, order: 64, pde: true }
     );
-    assert!(matches!(
-        cmds[2],
-        DecodedCommand::CompletionWait { store: true, .. }
-    ));
+    assert!(matches!(cmds[2], DecodedCommand::CompletionWait { store: true, .. }));
     assert_eq!(cmds.len(), 3);
     let table = state.borrow().regs[&regs::DEVICE_TABLE_BASE] & regs::BASE_ADDRESS_MASK;
     let entry = table + 0x18 * DTE_SIZE;
@@ -72,41 +61,20 @@ fn reattach_never_exposes_a_mixed_entry() {
     let new = unit.device_entry(0x0020).unwrap();
     for quads in entry_states(&mem, entry, writes_from, old.quads()) {
         let seen = DeviceTableEntry::from_quads(quads);
-        assert!(
-            seen == old || seen == new || seen.is_blocking(),
-            "hardware could read {quads:x?}"
-        );
+        assert!(seen == old || seen == new || seen.is_blocking(), "hardware could read {quads:x?}");
     }
     let cmds = decoded_since(&state, start);
-    let old_domain = DecodedCommand::InvalidateIommuPages {
-        domain: 1,
-        base: 0,
-        order: 64,
-        pde: true,
-    };
-    let new_domain = DecodedCommand::InvalidateIommuPages {
-        domain: 2,
-        base: 0,
-        order: 64,
-        pde: true,
-    };
-    assert!(
-        cmds.contains(&old_domain) && cmds.contains(&new_domain),
-        "{cmds:?}"
-    );
+    let old_domain =
+        DecodedCommand::InvalidateIommuPages { domain: 1, base: 0, order: 64, pde: true };
+    let new_domain =
+        DecodedCommand::InvalidateIommuPages { domain: 2, base: 0, order: 64, pde: true };
+    assert!(cmds.contains(&old_domain) && cmds.contains(&new_domain), "{cmds:?}");
     let devtab = cmds
         .iter()
         .filter(|c| **c == DecodedCommand::InvalidateDevtabEntry { device: 0x20 })
         .count();
-    assert_eq!(
-        devtab, 2,
-        "once for the blocking step, once for the new entry"
-    );
-    assert_eq!(
-        cmds.last()
-            .map(|c| matches!(c, DecodedCommand::CompletionWait { .. })),
-        Some(true)
-    );
+    assert_eq!(devtab, 2, "once for the blocking step, once for the new entry");
+    assert_eq!(cmds.last().map(|c| matches!(c, DecodedCommand::CompletionWait { .. })), Some(true));
 }
 
 #[test]
@@ -118,25 +86,14 @@ fn block_restores_the_blocking_entry_and_forgets_the_domain() {
     let writes_from = mem.0.borrow().writes.len();
     let start = state.borrow().commands.len();
     unit.block_device(0x0008).unwrap();
-    assert_eq!(
-        unit.device_entry(0x0008),
-        Some(DeviceTableEntry::blocking())
-    );
+    assert_eq!(unit.device_entry(0x0008), Some(DeviceTableEntry::blocking()));
     let states = entry_states(&mem, table + 8 * DTE_SIZE, writes_from, old.quads());
-    assert!(
-        DeviceTableEntry::from_quads(states[1]).is_blocking(),
-        "quad 0 goes first"
-    );
+    assert!(DeviceTableEntry::from_quads(states[1]).is_blocking(), "quad 0 goes first");
     let cmds = decoded_since(&state, start);
     assert_eq!(cmds[0], DecodedCommand::InvalidateDevtabEntry { device: 8 });
     assert_eq!(
         cmds[1],
-        DecodedCommand::InvalidateIommuPages {
-            domain: 9,
-            base: 0,
-            order: 64,
-            pde: true
-        }
+        DecodedCommand::InvalidateIommuPages { domain: 9, base: 0, order: 64, pde: true }
     );
     assert_eq!(wait_stores(&cmds), 1);
 }
@@ -145,20 +102,11 @@ fn block_restores_the_blocking_entry_and_forgets_the_domain() {
 fn attach_refuses_what_the_unit_cannot_do() {
     let (_mem, _state, mut unit) = enabled(0, 0x007F);
     assert!(
-        matches!(
-            unit.attach_device(1, 1, 0x1000, 5),
-            Err(HwError::Unsupported { .. })
-        ),
+        matches!(unit.attach_device(1, 1, 0x1000, 5), Err(HwError::Unsupported { .. })),
         "HATS=0: 4 levels"
     );
-    assert!(
-        unit.attach_device(0x0080, 1, 0x1000, 4).is_err(),
-        "beyond the table"
-    );
+    assert!(unit.attach_device(0x0080, 1, 0x1000, 4).is_err(), "beyond the table");
     assert!(unit.block_device(0x0080).is_err());
-    assert!(
-        unit.attach_device(1, 1, 0x1234, 4).is_err(),
-        "unaligned root"
-    );
+    assert!(unit.attach_device(1, 1, 0x1234, 4).is_err(), "unaligned root");
     assert_eq!(unit.device_entry(1), Some(DeviceTableEntry::blocking()));
 }

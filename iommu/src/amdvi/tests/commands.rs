@@ -43,19 +43,10 @@ fn aligned_blocks_round_trip_for_every_order() {
     let mut bases = pseudo_random(0x9E37_79B9_7F4A_7C15);
     for order in 12..=63u32 {
         let mask = !((1u64 << order) - 1);
-        for base in [
-            0,
-            mask,
-            bases.next().unwrap() & mask,
-            bases.next().unwrap() & mask,
-        ] {
+        for base in [0, mask, bases.next().unwrap() & mask, bases.next().unwrap() & mask] {
             let (address, s) = encode_pages_range(base, order);
             assert_eq!(s, order > 12, "order {order}");
-            assert_eq!(
-                address & 0xFFF,
-                0,
-                "low bits are not part of the address field"
-            );
+            assert_eq!(address & 0xFFF, 0, "low bits are not part of the address field");
             assert_eq!(
                 decode_pages_range(address, s),
                 (base, order),
@@ -74,10 +65,7 @@ fn encoded_ranges_cover_exactly_their_block() {
         let (address, s) = encode_pages_range(base, order);
         let inside = [base, base + size / 2, base + (size - 1)];
         for iova in inside {
-            assert!(
-                spec_covers(address, s, iova),
-                "order {order}: {iova:#x} must be covered"
-            );
+            assert!(spec_covers(address, s, iova), "order {order}: {iova:#x} must be covered");
         }
         let outside = [base.wrapping_sub(1), base.wrapping_add(size)];
         for iova in outside {
@@ -115,12 +103,7 @@ fn whole_domain_uses_the_all_pages_address() {
     assert_eq!(q1, ALL_PAGES_ADDRESS | 0b11);
     assert_eq!(
         Command::invalidate_domain(0xBEEF).decode(),
-        DecodedCommand::InvalidateIommuPages {
-            domain: 0xBEEF,
-            base: 0,
-            order: 64,
-            pde: true
-        }
+        DecodedCommand::InvalidateIommuPages { domain: 0xBEEF, base: 0, order: 64, pde: true }
     );
     assert!(spec_covers(ALL_PAGES_ADDRESS, true, 0));
     assert!(spec_covers(ALL_PAGES_ADDRESS, true, u64::MAX));
@@ -155,18 +138,9 @@ fn other_command_layouts() {
     let [q0, q1] = Command::completion_wait(0x000F_FFFF_FFFF_F008, 0x1122_3344_5566_7788).quads();
     assert_eq!(q0, 0x100F_FFFF_FFFF_F009, "opcode 1, address 51:3, S=1");
     assert_eq!(q1, 0x1122_3344_5566_7788);
-    assert_eq!(
-        Command::invalidate_devtab_entry(0x00A8).quads(),
-        [0x2000_0000_0000_00A8, 0]
-    );
-    assert_eq!(
-        Command::invalidate_all().quads(),
-        [0x8000_0000_0000_0000, 0]
-    );
-    assert_eq!(
-        Command::invalidate_interrupt_table(0x10).quads(),
-        [0x5000_0000_0000_0010, 0]
-    );
+    assert_eq!(Command::invalidate_devtab_entry(0x00A8).quads(), [0x2000_0000_0000_00A8, 0]);
+    assert_eq!(Command::invalidate_all().quads(), [0x8000_0000_0000_0000, 0]);
+    assert_eq!(Command::invalidate_interrupt_table(0x10).quads(), [0x5000_0000_0000_0010, 0]);
     assert_eq!(
         Command::from_quads([0xF000_0000_0000_0000, 0]).decode(),
         DecodedCommand::Other { opcode: 0xF }
@@ -190,8 +164,7 @@ fn ring_wraps_and_every_command_runs_in_order() {
     let start = state.borrow().commands.len();
     let n = 700u64;
     for i in 0..n {
-        unit.invalidate_block(i as u16, IovaBlock { iova: 0, order: 12 })
-            .unwrap();
+        unit.invalidate_block(i as u16, IovaBlock { iova: 0, order: 12 }).unwrap();
     }
     unit.completion_wait().unwrap();
     let decoded = decoded_since(&state, start);
@@ -221,28 +194,16 @@ fn queued_invalidations_reach_the_unit_in_one_batch_at_sync() {
     let start = state.borrow().commands.len();
     let accesses = state.borrow().accesses.len();
     for i in 0..10u64 {
-        let block = IovaBlock {
-            iova: i << 21,
-            order: 21,
-        };
+        let block = IovaBlock { iova: i << 21, order: 21 };
         unit.invalidate_block(3, block).unwrap();
     }
-    assert_eq!(
-        decoded_since(&state, start).len(),
-        0,
-        "nothing handed over before sync"
-    );
+    assert_eq!(decoded_since(&state, start).len(), 0, "nothing handed over before sync");
     unit.sync().unwrap();
     let cmds = decoded_since(&state, start);
     assert_eq!(cmds.len(), 11);
     assert_eq!(
         cmds[9],
-        DecodedCommand::InvalidateIommuPages {
-            domain: 3,
-            base: 9 << 21,
-            order: 21,
-            pde: true
-        }
+        DecodedCommand::InvalidateIommuPages { domain: 3, base: 9 << 21, order: 21, pde: true }
     );
     let tail_writes = state.borrow().accesses[accesses..]
         .iter()

@@ -33,10 +33,7 @@ fn reserved_bit_detection_notices_stray_bits() {
     for (quad, bit) in [(0, 2), (0, 8), (0, 52), (0, 63), (1, 16), (2, 0), (3, 5)] {
         let mut q = good;
         q[quad] |= 1 << bit;
-        assert!(
-            !DeviceTableEntry::from_quads(q).reserved_bits_clear(),
-            "quad {quad} bit {bit}"
-        );
+        assert!(!DeviceTableEntry::from_quads(q).reserved_bits_clear(), "quad {quad} bit {bit}");
     }
 }
 
@@ -49,23 +46,15 @@ fn translated_entry_rejects_bad_levels_and_roots() {
         ));
     }
     for root in [0x1001, 0x10_0000_0000_0000, !0xFFF] {
-        assert!(
-            DeviceTableEntry::translated(1, root, 4).is_err(),
-            "root {root:#x}"
-        );
+        assert!(DeviceTableEntry::translated(1, root, 4).is_err(), "root {root:#x}");
     }
 }
 
 #[test]
 fn table_is_sized_from_the_highest_device_id_in_whole_frames() {
-    for (max, frames) in [
-        (0u16, 1u64),
-        (127, 1),
-        (128, 2),
-        (0x00FF, 2),
-        (0x0FFF, 32),
-        (0xFFFF, 512),
-    ] {
+    for (max, frames) in
+        [(0u16, 1u64), (127, 1), (128, 2), (0x00FF, 2), (0x0FFF, 32), (0xFFFF, 512)]
+    {
         let mut mem = TestMemory::new();
         let table = DeviceTable::allocate(&mut mem, max).unwrap();
         assert_eq!(table.entries(), frames * 128, "max devid {max:#x}");
@@ -74,11 +63,7 @@ fn table_is_sized_from_the_highest_device_id_in_whole_frames() {
         if table.entries() <= 0xFFFF {
             assert!(table.entry_address(table.entries() as u16).is_none());
         }
-        assert_eq!(
-            mem.0.borrow().allocated as u64,
-            frames,
-            "no frame kept beyond the table"
-        );
+        assert_eq!(mem.0.borrow().allocated as u64, frames, "no frame kept beyond the table");
     }
 }
 
@@ -87,11 +72,7 @@ fn every_entry_starts_blocking_and_is_flushed() {
     let mut mem = TestMemory::new();
     let table = DeviceTable::allocate(&mut mem, 0x01FF).unwrap();
     for devid in 0..table.entries() as u16 {
-        assert_eq!(
-            table.read(&mem, devid),
-            Some(DeviceTableEntry::blocking()),
-            "devid {devid}"
-        );
+        assert_eq!(table.read(&mem, devid), Some(DeviceTableEntry::blocking()), "devid {devid}");
     }
     let flushed = mem.0.borrow().flushes.clone();
     assert!(flushed.contains(&(table.base(), table.entries() * DTE_SIZE)));
@@ -117,9 +98,6 @@ fn scattered_frames_fail_cleanly_and_are_all_given_back() {
 fn out_of_frames_is_out_of_memory() {
     let mut mem = TestMemory::new();
     mem.0.borrow_mut().frames_left = Some(3);
-    assert_eq!(
-        DeviceTable::allocate(&mut mem, 0x03FF).err(),
-        Some(HwError::OutOfMemory)
-    );
+    assert_eq!(DeviceTable::allocate(&mut mem, 0x03FF).err(), Some(HwError::OutOfMemory));
     assert_eq!(mem.0.borrow().allocated, 0);
 }

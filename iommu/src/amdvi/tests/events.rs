@@ -79,20 +79,12 @@ fn every_code_decodes_to_its_kind() {
     let cases: [(u8, Event, &str); 8] = [
         (
             1,
-            Event::IllegalDevTableEntry {
-                device: 0x10,
-                address: 0x7000,
-                flags: EventFlags(RW),
-            },
+            Event::IllegalDevTableEntry { device: 0x10, address: 0x7000, flags: EventFlags(RW) },
             "ILLEGAL_DEV_TABLE_ENTRY",
         ),
         (
             3,
-            Event::DevTabHardwareError {
-                device: 0x10,
-                address: 0x7000,
-                flags: EventFlags(hw),
-            },
+            Event::DevTabHardwareError { device: 0x10, address: 0x7000, flags: EventFlags(hw) },
             "target abort",
         ),
         (
@@ -105,43 +97,21 @@ fn every_code_decodes_to_its_kind() {
             },
             "PAGE_TAB_HARDWARE_ERROR",
         ),
-        (
-            5,
-            Event::IllegalCommand { address: 0x7000 },
-            "ILLEGAL_COMMAND_ERROR",
-        ),
+        (5, Event::IllegalCommand { address: 0x7000 }, "ILLEGAL_COMMAND_ERROR"),
         (
             6,
-            Event::CommandHardwareError {
-                address: 0x7000,
-                flags: EventFlags(hw),
-            },
+            Event::CommandHardwareError { address: 0x7000, flags: EventFlags(hw) },
             "COMMAND_HARDWARE_ERROR",
         ),
-        (
-            7,
-            Event::IotlbInvTimeout {
-                device: 0x10,
-                address: 0x7000,
-            },
-            "IOTLB_INV_TIMEOUT",
-        ),
+        (7, Event::IotlbInvTimeout { device: 0x10, address: 0x7000 }, "IOTLB_INV_TIMEOUT"),
         (
             8,
-            Event::InvalidDeviceRequest {
-                device: 0x10,
-                address: 0x7000,
-                flags: EventFlags(RW),
-            },
+            Event::InvalidDeviceRequest { device: 0x10, address: 0x7000, flags: EventFlags(RW) },
             "INVALID_DEVICE_REQUEST",
         ),
         (
             9,
-            Event::InvalidPprRequest {
-                device: 0x10,
-                address: 0x7000,
-                flags: EventFlags(RW),
-            },
+            Event::InvalidPprRequest { device: 0x10, address: 0x7000, flags: EventFlags(RW) },
             "INVALID_PPR_REQUEST",
         ),
     ];
@@ -198,10 +168,8 @@ fn no_events_means_nothing_drained_and_no_head_write() {
     let (_mem, state, mut unit) = enabled_unit();
     let before = state.borrow().accesses.len();
     assert!(unit.drain_events().is_empty());
-    let writes = state.borrow().accesses[before..]
-        .iter()
-        .filter(|a| a.0 == regs::EVENT_HEAD)
-        .count();
+    let writes =
+        state.borrow().accesses[before..].iter().filter(|a| a.0 == regs::EVENT_HEAD).count();
     assert_eq!(writes, 0);
     assert_eq!(*unit.event_counters(), Default::default());
 }
@@ -209,20 +177,15 @@ fn no_events_means_nothing_drained_and_no_head_write() {
 #[test]
 fn drain_reads_head_to_tail_zeroes_records_and_moves_the_head() {
     let (mem, state, mut unit) = enabled_unit();
-    let records: Vec<[u64; 2]> = (0..3)
-        .map(|i| record(2, 0x18, 1, 0, RW, 0x1000 * (i + 1)))
-        .collect();
+    let records: Vec<[u64; 2]> =
+        (0..3).map(|i| record(2, 0x18, 1, 0, RW, 0x1000 * (i + 1))).collect();
     log_events(&mem, &state, &records);
     let events = unit.drain_events();
     assert_eq!(events.len(), 3);
     assert_eq!(events[2], Event::decode(records[2]));
     assert_eq!(state.borrow().regs[&regs::EVENT_HEAD], 3 * EVENT_SIZE);
     let base = state.borrow().regs[&regs::EVENT_LOG_BASE] & regs::BASE_ADDRESS_MASK;
-    assert_eq!(
-        (mem.read(base), mem.read(base + 8)),
-        (0, 0),
-        "consumed records are zeroed"
-    );
+    assert_eq!((mem.read(base), mem.read(base + 8)), (0, 0), "consumed records are zeroed");
     assert_eq!(unit.event_counters().by_code[2], 3);
     assert!(unit.drain_events().is_empty(), "nothing read twice");
 }
@@ -233,25 +196,18 @@ fn drain_follows_the_ring_across_the_wrap() {
     let slots = EventLog::LEN / EVENT_SIZE;
     let mut seen = 0u64;
     for round in 0..3u64 {
-        let batch: Vec<[u64; 2]> = (0..200u64)
-            .map(|i| record(7, 0x20, 0, 0, 0, round * 1000 + i))
-            .collect();
+        let batch: Vec<[u64; 2]> =
+            (0..200u64).map(|i| record(7, 0x20, 0, 0, 0, round * 1000 + i)).collect();
         log_events(&mem, &state, &batch);
         let events = unit.drain_events();
         assert_eq!(events.len(), 200);
         assert_eq!(
             events[199],
-            Event::IotlbInvTimeout {
-                device: 0x20,
-                address: round * 1000 + 199
-            }
+            Event::IotlbInvTimeout { device: 0x20, address: round * 1000 + 199 }
         );
         seen += 200;
     }
-    assert_eq!(
-        state.borrow().regs[&regs::EVENT_HEAD],
-        (seen % slots) * EVENT_SIZE
-    );
+    assert_eq!(state.borrow().regs[&regs::EVENT_HEAD], (seen % slots) * EVENT_SIZE);
     assert_eq!(unit.event_counters().total, seen);
 }
 
@@ -259,38 +215,27 @@ fn drain_follows_the_ring_across_the_wrap() {
 fn overflow_is_counted_and_logging_restarted() {
     let (mem, state, mut unit) = enabled_unit();
     log_events(&mem, &state, &[record(5, 0, 0, 0, 0, 0x9000)]);
-    state.borrow_mut().regs.insert(
-        regs::STATUS,
-        Status::EVENT_OVERFLOW.bits() | Status::EVENT_LOG_RUN.bits(),
-    );
+    state
+        .borrow_mut()
+        .regs
+        .insert(regs::STATUS, Status::EVENT_OVERFLOW.bits() | Status::EVENT_LOG_RUN.bits());
     let writes_before = state.borrow().control_writes.len();
     let events = unit.drain_events();
     assert_eq!(events, vec![Event::IllegalCommand { address: 0x9000 }]);
     assert_eq!(unit.event_counters().overflows, 1);
     let s = state.borrow();
-    assert_eq!(
-        s.regs[&regs::STATUS] & Status::EVENT_OVERFLOW.bits(),
-        0,
-        "overflow cleared (W1C)"
-    );
+    assert_eq!(s.regs[&regs::STATUS] & Status::EVENT_OVERFLOW.bits(), 0, "overflow cleared (W1C)");
     let writes = &s.control_writes[writes_before..];
     assert_eq!(writes.len(), 2);
     assert_eq!(writes[0] & Control::EVENT_LOG_EN.bits(), 0, "log stopped");
     assert_ne!(writes[1] & Control::EVENT_LOG_EN.bits(), 0, "log restarted");
-    assert_ne!(
-        writes[1] & Control::IOMMU_EN.bits(),
-        0,
-        "translation untouched"
-    );
+    assert_ne!(writes[1] & Control::IOMMU_EN.bits(), 0, "translation untouched");
 }
 
 #[test]
 fn bogus_tail_and_unwritten_records_are_counted_not_trusted() {
     let (mem, state, mut unit) = enabled_unit();
-    state
-        .borrow_mut()
-        .regs
-        .insert(regs::EVENT_TAIL, EventLog::LEN);
+    state.borrow_mut().regs.insert(regs::EVENT_TAIL, EventLog::LEN);
     assert!(unit.drain_events().is_empty());
     assert_eq!(unit.event_counters().bad_tail, 1);
     state.borrow_mut().regs.insert(regs::EVENT_TAIL, 0);

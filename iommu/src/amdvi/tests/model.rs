@@ -134,10 +134,7 @@ impl AmdViModel {
             head: 0,
             head_register: 0,
         };
-        Self {
-            state: Rc::new(RefCell::new(state)),
-            mem: mem.clone(),
-        }
+        Self { state: Rc::new(RefCell::new(state)), mem: mem.clone() }
     }
 
     fn run_commands(&self) {
@@ -153,11 +150,8 @@ impl AmdViModel {
         while s.head != tail {
             let at = base + s.head;
             let cmd = Command::from_quads([self.mem.read(at), self.mem.read(at + 8)]);
-            if let crate::amdvi::DecodedCommand::CompletionWait {
-                store: true,
-                address,
-                data,
-            } = cmd.decode()
+            if let crate::amdvi::DecodedCommand::CompletionWait { store: true, address, data } =
+                cmd.decode()
             {
                 if s.store_completions {
                     self.mem.device_write(address, data);
@@ -196,13 +190,7 @@ impl Mmio for AmdViModel {
         s.regs.get(&offset).copied().unwrap_or(0)
     }
     fn write32(&mut self, offset: usize, value: u32) {
-        let old = self
-            .state
-            .borrow()
-            .regs
-            .get(&(offset & !7))
-            .copied()
-            .unwrap_or(0);
+        let old = self.state.borrow().regs.get(&(offset & !7)).copied().unwrap_or(0);
         let merged = if offset & 4 == 0 {
             (old & !0xFFFF_FFFF) | u64::from(value)
         } else {
@@ -257,8 +245,5 @@ pub fn decoded_since(
     model: &Rc<RefCell<ModelState>>,
     from: usize,
 ) -> Vec<crate::amdvi::DecodedCommand> {
-    model.borrow().commands[from..]
-        .iter()
-        .map(|c| c.decode())
-        .collect()
+    model.borrow().commands[from..].iter().map(|c| c.decode()).collect()
 }

@@ -22,9 +22,7 @@ pub(super) fn enabled(efr: u64, max_devid: u16) -> (TestMemory, Rc<RefCell<Model
 }
 
 pub(super) fn wait_stores(cmds: &[DecodedCommand]) -> usize {
-    cmds.iter()
-        .filter(|c| matches!(c, DecodedCommand::CompletionWait { store: true, .. }))
-        .count()
+    cmds.iter().filter(|c| matches!(c, DecodedCommand::CompletionWait { store: true, .. })).count()
 }
 
 #[test]
@@ -58,10 +56,7 @@ fn qemu_efr_in_words_and_levels() {
 #[test]
 fn reserved_hats_is_refused_and_four_levels_minimum() {
     let (mem, model) = setup(0b11 << 10);
-    assert!(matches!(
-        AmdViUnit::new(model, mem, 0),
-        Err(HwError::Unsupported { .. })
-    ));
+    assert!(matches!(AmdViUnit::new(model, mem, 0), Err(HwError::Unsupported { .. })));
     let (mem, model) = setup(0);
     let unit = AmdViUnit::new(model, mem, 0).unwrap();
     assert_eq!((unit.max_levels(), unit.levels()), (4, 4));
@@ -79,37 +74,21 @@ fn enable_programs_bases_and_control_and_flushes_all() {
     let s = state.borrow();
     let devtab = s.regs[&regs::DEVICE_TABLE_BASE];
     assert_eq!(devtab & 0x1FF, 1, "two frames: size field 1");
-    assert_eq!(
-        s.regs[&regs::COMMAND_BUFFER_BASE] >> 56,
-        8,
-        "ComLen 256 entries"
-    );
-    assert_eq!(
-        s.regs[&regs::EVENT_LOG_BASE] >> 56,
-        8,
-        "EventLen 256 entries"
-    );
+    assert_eq!(s.regs[&regs::COMMAND_BUFFER_BASE] >> 56, 8, "ComLen 256 entries");
+    assert_eq!(s.regs[&regs::EVENT_LOG_BASE] >> 56, 8, "EventLen 256 entries");
     let control = Control::from_bits_retain(s.regs[&regs::CONTROL]);
     assert!(control.contains(
         Control::IOMMU_EN | Control::CMD_BUF_EN | Control::EVENT_LOG_EN | Control::COHERENT
     ));
     assert!(!control.contains(Control::GA_EN));
-    assert_eq!(
-        s.control_writes[0] & Control::IOMMU_EN.bits(),
-        0,
-        "disabled while programming"
-    );
+    assert_eq!(s.control_writes[0] & Control::IOMMU_EN.bits(), 0, "disabled while programming");
     let last = s.control_writes.last().unwrap();
     assert_eq!(
         s.control_writes[s.control_writes.len() - 2] | Control::IOMMU_EN.bits(),
         *last,
         "IOMMUEn last"
     );
-    for base in [
-        regs::DEVICE_TABLE_BASE,
-        regs::COMMAND_BUFFER_BASE,
-        regs::EVENT_LOG_BASE,
-    ] {
+    for base in [regs::DEVICE_TABLE_BASE, regs::COMMAND_BUFFER_BASE, regs::EVENT_LOG_BASE] {
         assert!(s.accesses.contains(&(base, 8)), "8-byte write to {base:#x}");
     }
     drop(s);
@@ -125,10 +104,8 @@ fn without_ia_every_entry_and_domain_is_invalidated() {
     let efr = QEMU_EFR & !(1 << 6);
     let (_mem, state, _unit) = enabled(efr, 0x007F);
     let cmds = decoded_since(&state, 0);
-    let devtab = cmds
-        .iter()
-        .filter(|c| matches!(c, DecodedCommand::InvalidateDevtabEntry { .. }))
-        .count();
+    let devtab =
+        cmds.iter().filter(|c| matches!(c, DecodedCommand::InvalidateDevtabEntry { .. })).count();
     let domains = cmds
         .iter()
         .filter(|c| matches!(c, DecodedCommand::InvalidateIommuPages { order: 64, .. }))
@@ -147,9 +124,7 @@ fn completion_wait_stores_fresh_sequence_numbers() {
     let data: Vec<u64> = cmds
         .iter()
         .map(|c| match c {
-            DecodedCommand::CompletionWait {
-                store: true, data, ..
-            } => *data,
+            DecodedCommand::CompletionWait { store: true, data, .. } => *data,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -161,23 +136,16 @@ fn completion_wait_stores_fresh_sequence_numbers() {
 fn completion_wait_times_out_when_the_store_never_comes() {
     let (_mem, state, mut unit) = enabled(QEMU_EFR, 0);
     state.borrow_mut().store_completions = false;
-    assert!(matches!(
-        unit.completion_wait(),
-        Err(HwError::Timeout { .. })
-    ));
+    assert!(matches!(unit.completion_wait(), Err(HwError::Timeout { .. })));
     state.borrow_mut().store_completions = true;
-    unit.completion_wait()
-        .expect("a later wait does not mistake the old number");
+    unit.completion_wait().expect("a later wait does not mistake the old number");
 }
 
 #[test]
 fn commands_before_enable_are_refused() {
     let (mem, model) = setup(QEMU_EFR);
     let mut unit = AmdViUnit::new(model, mem, 0).unwrap();
-    assert!(matches!(
-        unit.completion_wait(),
-        Err(HwError::Unsupported { .. })
-    ));
+    assert!(matches!(unit.completion_wait(), Err(HwError::Unsupported { .. })));
 }
 
 #[test]
@@ -185,57 +153,18 @@ fn iotlb_invalidator_encodes_blocks_and_syncs() {
     let (_mem, state, mut unit) = enabled(QEMU_EFR, 0);
     assert_eq!(unit.max_block_order(), 63);
     let start = state.borrow().commands.len();
-    unit.invalidate_block(
-        4,
-        IovaBlock {
-            iova: 0x7000,
-            order: 12,
-        },
-    )
-    .unwrap();
-    unit.invalidate_block(
-        4,
-        IovaBlock {
-            iova: 0x4000_0000,
-            order: 30,
-        },
-    )
-    .unwrap();
-    unit.invalidate_block(
-        4,
-        IovaBlock {
-            iova: 0x3000,
-            order: 13,
-        },
-    )
-    .unwrap(); // misaligned
+    unit.invalidate_block(4, IovaBlock { iova: 0x7000, order: 12 }).unwrap();
+    unit.invalidate_block(4, IovaBlock { iova: 0x4000_0000, order: 30 }).unwrap();
+    unit.invalidate_block(4, IovaBlock { iova: 0x3000, order: 13 }).unwrap(); // misaligned
     unit.invalidate_domain(4).unwrap();
     unit.sync().unwrap();
     let cmds = decoded_since(&state, start);
-    let pages = |base, order| DecodedCommand::InvalidateIommuPages {
-        domain: 4,
-        base,
-        order,
-        pde: true,
-    };
-    assert_eq!(
-        cmds[..4],
-        [
-            pages(0x7000, 12),
-            pages(0x4000_0000, 30),
-            pages(0, 15),
-            pages(0, 64)
-        ]
-    );
-    assert!(matches!(
-        cmds[4],
-        DecodedCommand::CompletionWait { store: true, .. }
-    ));
+    let pages =
+        |base, order| DecodedCommand::InvalidateIommuPages { domain: 4, base, order, pde: true };
+    assert_eq!(cmds[..4], [pages(0x7000, 12), pages(0x4000_0000, 30), pages(0, 15), pages(0, 64)]);
+    assert!(matches!(cmds[4], DecodedCommand::CompletionWait { store: true, .. }));
     let stats = unit.stats();
-    assert_eq!(
-        (stats.page_invalidations, stats.domain_invalidations),
-        (3, 1)
-    );
+    assert_eq!((stats.page_invalidations, stats.domain_invalidations), (3, 1));
 }
 
 #[test]
@@ -248,12 +177,8 @@ fn invalidate_all_without_ia_covers_each_domain_in_use() {
     let start = state.borrow().commands.len();
     unit.invalidate_all().unwrap();
     let cmds = decoded_since(&state, start);
-    let pages = |domain| DecodedCommand::InvalidateIommuPages {
-        domain,
-        base: 0,
-        order: 64,
-        pde: true,
-    };
+    let pages =
+        |domain| DecodedCommand::InvalidateIommuPages { domain, base: 0, order: 64, pde: true };
     assert_eq!(cmds[..2], [pages(7), pages(8)]);
     assert_eq!(cmds.len(), 3);
 }
@@ -262,8 +187,7 @@ fn invalidate_all_without_ia_covers_each_domain_in_use() {
 fn keeps_working_when_no_event_ever_comes() {
     let (_mem, _state, mut unit) = enabled(QEMU_EFR, 0x00FF);
     for round in 0..50u16 {
-        unit.attach_device(round, round, 0x1000 * u64::from(round + 1), 4)
-            .unwrap();
+        unit.attach_device(round, round, 0x1000 * u64::from(round + 1), 4).unwrap();
         assert!(unit.drain_events().is_empty());
         unit.block_device(round).unwrap();
     }

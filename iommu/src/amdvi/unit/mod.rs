@@ -53,9 +53,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// but the EFR: call [`enable`](Self::enable) to start the unit.
     pub fn new(regs: R, mut mem: P, max_device_id: u16) -> Result<Self, HwError> {
         let efr = Efr(regs.read64(regs::EXTENDED_FEATURES));
-        let max_levels = efr.max_host_levels().ok_or(HwError::Unsupported {
-            what: "host translation (EFR.HATS is reserved)",
-        })?;
+        let max_levels = efr
+            .max_host_levels()
+            .ok_or(HwError::Unsupported { what: "host translation (EFR.HATS is reserved)" })?;
         let device_table = DeviceTable::allocate(&mut mem, max_device_id)?;
         let mut frames = [0; 3];
         for i in 0..frames.len() {
@@ -90,19 +90,12 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         let firmware = Control::from_bits_retain(self.regs.read64(regs::CONTROL));
         let quiet = firmware.difference(Control::DRIVER_OWNED);
         self.regs.write64(regs::CONTROL, quiet.bits());
-        self.regs.write64(
-            regs::DEVICE_TABLE_BASE,
-            self.device_table.base_register_value(),
-        );
-        self.regs.write64(
-            regs::COMMAND_BUFFER_BASE,
-            self.commands.base_register_value(),
-        );
+        self.regs.write64(regs::DEVICE_TABLE_BASE, self.device_table.base_register_value());
+        self.regs.write64(regs::COMMAND_BUFFER_BASE, self.commands.base_register_value());
         self.regs.write64(regs::COMMAND_HEAD, 0);
         self.regs.write64(regs::COMMAND_TAIL, 0);
         self.commands.reset();
-        self.regs
-            .write64(regs::EVENT_LOG_BASE, self.events.base_register_value());
+        self.regs.write64(regs::EVENT_LOG_BASE, self.events.base_register_value());
         self.regs.write64(regs::EVENT_HEAD, 0);
         self.regs.write64(regs::EVENT_TAIL, 0);
         self.events.reset();
@@ -112,8 +105,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.regs.write64(regs::STATUS, Status::W1C.bits());
         let rings = quiet | Control::CMD_BUF_EN | Control::EVENT_LOG_EN;
         self.regs.write64(regs::CONTROL, rings.bits());
-        self.regs
-            .write64(regs::CONTROL, (rings | Control::IOMMU_EN).bits());
+        self.regs.write64(regs::CONTROL, (rings | Control::IOMMU_EN).bits());
         self.enabled = true;
         self.flush_everything()
     }
@@ -122,10 +114,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// untranslated: only for shutdown or handing the unit back).
     pub fn disable(&mut self) {
         let control = Control::from_bits_retain(self.regs.read64(regs::CONTROL));
-        self.regs.write64(
-            regs::CONTROL,
-            control.difference(Control::DRIVER_OWNED).bits(),
-        );
+        self.regs.write64(regs::CONTROL, control.difference(Control::DRIVER_OWNED).bits());
         self.enabled = false;
     }
 
@@ -145,11 +134,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// from 4 KiB up to the IOVA width, except 512 GiB (not encodable).
     pub fn page_sizes(&self, levels: u32) -> u64 {
         let width = 12 + 9 * levels.min(self.max_levels);
-        let below_width = if width >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << width) - 1
-        };
+        let below_width = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
         !0xFFF & below_width & !(1u64 << 39)
     }
     /// Number of device ids the device table covers (`0..device_table_entries()`).
@@ -162,10 +147,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     }
     /// Command counts so far.
     pub fn stats(&self) -> UnitStats {
-        UnitStats {
-            commands: self.commands.issued(),
-            ..self.stats
-        }
+        UnitStats { commands: self.commands.issued(), ..self.stats }
     }
     /// Event counts so far.
     pub fn event_counters(&self) -> &EventCounters {
@@ -175,11 +157,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// The unit in words, one line per item: EFR features, levels, table sizes, state.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        lines.push(format!(
-            "AMD-Vi EFR {:#x}: {}",
-            self.efr.0,
-            self.efr.words().join(", ")
-        ));
+        lines.push(format!("AMD-Vi EFR {:#x}: {}", self.efr.0, self.efr.words().join(", ")));
         lines.push(format!(
             "page tables: {} levels used, up to {} supported",
             self.levels(),
@@ -198,11 +176,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         let status = self.regs.read64(regs::STATUS);
         lines.push(format!(
             "{}; control {control:#x}, status {status:#x}",
-            if self.enabled {
-                "enabled"
-            } else {
-                "not enabled"
-            }
+            if self.enabled { "enabled" } else { "not enabled" }
         ));
         lines
     }
@@ -223,10 +197,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         }
         let new = DeviceTableEntry::translated(domain, root, levels)?;
         let at = self.entry_address(devid)?;
-        let old = self
-            .device_table
-            .read(&self.mem, devid)
-            .unwrap_or(DeviceTableEntry::blocking());
+        let old = self.device_table.read(&self.mem, devid).unwrap_or(DeviceTableEntry::blocking());
         if old.is_translating() && old != new {
             // Never let the hardware read the new DomainID with the old root (or the
             // reverse): pass through a blocking entry, fully invalidated, first.
@@ -246,10 +217,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// the entry and whatever its old domain cached, and waits.
     pub fn block_device(&mut self, devid: u16) -> Result<(), HwError> {
         let at = self.entry_address(devid)?;
-        let old = self
-            .device_table
-            .read(&self.mem, devid)
-            .unwrap_or(DeviceTableEntry::blocking());
+        let old = self.device_table.read(&self.mem, devid).unwrap_or(DeviceTableEntry::blocking());
         let blocking = DeviceTableEntry::blocking().quads();
         self.write_quad(at, 0, blocking[0]);
         for (i, &q) in blocking.iter().enumerate().skip(1) {
@@ -272,17 +240,14 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
                 return Ok(());
             }
         }
-        Err(HwError::Timeout {
-            what: "COMPLETION_WAIT store to the semaphore",
-        })
+        Err(HwError::Timeout { what: "COMPLETION_WAIT store to the semaphore" })
     }
 
     /// Reads and decodes every new event record, restarting the log if it overflowed.
     /// Returns nothing (and costs two register reads) when no event came, as under QEMU 7.2.
     pub fn drain_events(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
-        self.events
-            .drain(&mut self.regs, &mut self.mem, &mut self.counters, &mut out);
+        self.events.drain(&mut self.regs, &mut self.mem, &mut self.counters, &mut out);
         let status = Status::from_bits_retain(self.regs.read64(regs::STATUS));
         if status.contains(Status::EVENT_OVERFLOW) {
             self.counters.overflows += 1;
@@ -293,25 +258,17 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
 
     fn restart_event_log(&mut self, out: &mut Vec<Event>) {
         let control = Control::from_bits_retain(self.regs.read64(regs::CONTROL));
-        self.regs.write64(
-            regs::CONTROL,
-            control.difference(Control::EVENT_LOG_EN).bits(),
-        );
+        self.regs.write64(regs::CONTROL, control.difference(Control::EVENT_LOG_EN).bits());
         // Records written between the first drain and the stop are still worth reading.
-        self.events
-            .drain(&mut self.regs, &mut self.mem, &mut self.counters, out);
-        self.regs
-            .write64(regs::STATUS, Status::EVENT_OVERFLOW.bits());
-        self.regs
-            .write64(regs::CONTROL, (control | Control::EVENT_LOG_EN).bits());
+        self.events.drain(&mut self.regs, &mut self.mem, &mut self.counters, out);
+        self.regs.write64(regs::STATUS, Status::EVENT_OVERFLOW.bits());
+        self.regs.write64(regs::CONTROL, (control | Control::EVENT_LOG_EN).bits());
     }
 
     fn entry_address(&self, devid: u16) -> Result<PhysAddr, HwError> {
         self.device_table
             .entry_address(devid)
-            .ok_or(HwError::Unsupported {
-                what: "device id beyond the device table",
-            })
+            .ok_or(HwError::Unsupported { what: "device id beyond the device table" })
     }
 
     fn write_quad(&mut self, entry: PhysAddr, index: usize, value: u64) {
@@ -342,9 +299,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// tail) or earlier if the ring fills. One tail write per batch, not per command.
     fn submit(&mut self, cmd: Command) -> Result<(), HwError> {
         if !self.enabled {
-            return Err(HwError::Unsupported {
-                what: "commands before the unit is enabled",
-            });
+            return Err(HwError::Unsupported { what: "commands before the unit is enabled" });
         }
         self.commands.queue(&mut self.regs, &mut self.mem, cmd)
     }
