@@ -8,6 +8,11 @@
 
 extern crate alloc;
 
+pub mod domain;
 pub mod error;
 pub mod invalidate;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
+pub mod pgtable;
 pub mod platform;
+pub mod tracker;
