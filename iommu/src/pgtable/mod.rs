@@ -54,7 +54,7 @@ pub enum Pte {
 }
 
 /// How one IOMMU format encodes its entries. Levels count from 1 (the 4 KiB leaf table).
-pub trait PteFormat: Clone {
+pub trait PteFormat: Clone + core::fmt::Debug {
     /// Number of table levels (3 or 4 for VT-d, the DTE mode for AMD-Vi).
     fn levels(&self) -> u32;
     /// Bit `n` set means pages of `2^n` bytes can be mapped.
