@@ -322,7 +322,7 @@ impl<F: PteFormat> PageTable<F> {
                             freed,
                             free_tables,
                         );
-                        let hint = level_index(child_end - 1, level - 1) + 1;
+                        let hint = level_index(child_end - 1, level - 1);
                         if free_tables && self.table_is_empty(mem, child, hint) {
                             mem.write_u64(table + 8 * idx as u64, 0);
                             dirty.mark(idx, 1);
@@ -336,7 +336,9 @@ impl<F: PteFormat> PageTable<F> {
         dirty.flush(mem);
     }
 
-    /// Scans for a used entry starting at `hint` (where one most likely is), wrapping.
+    /// Scans for a used entry starting at `hint` (the last entry the unmap touched: a table
+    /// entry there is usually still present, a cleared leaf is usually followed by a used
+    /// one), wrapping around.
     fn table_is_empty<M: TableMemory>(&self, mem: &M, table: PhysAddr, hint: usize) -> bool {
         let hint = hint % ENTRIES;
         (hint..ENTRIES)

@@ -190,3 +190,17 @@ fn bad_ranges_are_refused() {
     // The failed map left nothing mapped at 0.
     assert_eq!(t.iova_to_phys(&mem, 0), None);
 }
+
+#[test]
+fn page_by_page_unmap_reads_few_entries() {
+    let (mut t, mut mem, _) = vtd(4);
+    t.restrict_page_sizes(1 << 12);
+    t.map(&mut mem, 1 << 36, HOST, 1 << 22, Prot::READ).unwrap();
+    let mut freed = Vec::new();
+    let before = t.walk_steps();
+    for i in 0..1024u64 {
+        t.unmap(&mut mem, (1 << 36) + i * 4096, 4096, &mut freed).unwrap();
+    }
+    let per_page = (t.walk_steps() - before) / 1024;
+    assert!(per_page <= 10, "{per_page} entries read per 4K unmap");
+}

@@ -32,9 +32,10 @@ pub enum UnmapStrategy {
     SeedChunked,
     /// As `SeedChunked`, but fgsp domains skip the search (later Linux).
     LinuxFgsp,
-    /// This project's: chunks come from the tracker's own records (no table lookups),
-    /// fgsp domains are unmapped one mapping per call, invalidations are gathered into one
-    /// flush per operation, and pages are released after it.
+    /// This project's: the tracker's records already name every host page, so the
+    /// contiguity search (and with it the fgsp distinction) disappears: one range unmap
+    /// per mapping, all invalidations gathered into one flush per operation, and the
+    /// pages released after it.
     #[default]
     Gathered,
 }

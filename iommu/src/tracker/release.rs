@@ -33,6 +33,11 @@ impl PendingRelease {
         }
     }
 
+    /// Queues every extent of `extents` (already merged where contiguous).
+    pub fn extend(&mut self, extents: &[HostExtent]) {
+        self.pages.extend_from_slice(extents);
+    }
+
     /// Bytes waiting.
     pub fn bytes(&self) -> u64 {
         self.pages.iter().map(|e| e.len).sum()

@@ -154,19 +154,12 @@ impl<F: PteFormat> DmaTracker<F> {
         match strategy {
             UnmapStrategy::Gathered => {
                 let mut gather = IotlbGather::new();
+                // The records already name every host page, so no contiguity search is
+                // needed (fgsp or not): one range unmap per mapping, one flush in all.
                 for &(iova, ref m) in taken {
-                    if first.fgsp() {
-                        first.unmap(mem, iova, m.size, &mut gather)?;
-                        counters.unmap_calls += 1;
-                    } else {
-                        let mut va = iova;
-                        for e in &m.extents {
-                            first.unmap(mem, va, e.len, &mut gather)?;
-                            counters.unmap_calls += 1;
-                            va += e.len;
-                        }
-                    }
-                    ExtentCursor::new(&m.extents).take(m.size, pending);
+                    first.unmap(mem, iova, m.size, &mut gather)?;
+                    counters.unmap_calls += 1;
+                    pending.extend(&m.extents);
                 }
                 let unit = first.unit();
                 pending.release_after(
