@@ -56,8 +56,13 @@ enum Backing {
 }
 
 impl Backing {
-    const ALL: [Backing; 5] =
-        [Backing::Contig4k, Backing::Frag4k, Backing::TwoMegSuper, Backing::TwoMegNoSuper, Backing::Contig4kSuper];
+    const ALL: [Backing; 5] = [
+        Backing::Contig4k,
+        Backing::Frag4k,
+        Backing::TwoMegSuper,
+        Backing::TwoMegNoSuper,
+        Backing::Contig4kSuper,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -77,10 +82,21 @@ impl Backing {
     /// them, or 2 MiB pages with gaps.
     fn extents(self, bytes: u64) -> Vec<HostExtent> {
         match self {
-            Backing::Contig4k | Backing::Contig4kSuper => vec![HostExtent { paddr: HOST_BASE, len: bytes }],
-            Backing::Frag4k => (0..bytes / 4096).map(|i| HostExtent { paddr: HOST_BASE + i * 8192, len: 4096 }).collect(),
+            Backing::Contig4k | Backing::Contig4kSuper => vec![HostExtent {
+                paddr: HOST_BASE,
+                len: bytes,
+            }],
+            Backing::Frag4k => (0..bytes / 4096)
+                .map(|i| HostExtent {
+                    paddr: HOST_BASE + i * 8192,
+                    len: 4096,
+                })
+                .collect(),
             Backing::TwoMegSuper | Backing::TwoMegNoSuper => (0..bytes >> 21)
-                .map(|i| HostExtent { paddr: HOST_BASE + (i << 22), len: 1 << 21 })
+                .map(|i| HostExtent {
+                    paddr: HOST_BASE + (i << 22),
+                    len: 1 << 21,
+                })
                 .collect(),
         }
     }
@@ -133,7 +149,11 @@ fn run_case<F: PteFormat>(
     bytes: u64,
 ) -> Result<Row, String> {
     let mut mem = HostMemory::new();
-    let mut inv = CountingInvalidator { max_order, commands: 0, syncs: 0 };
+    let mut inv = CountingInvalidator {
+        max_order,
+        commands: 0,
+        syncs: 0,
+    };
     let tracker_strategy = match strategy {
         Strategy::Tracker(s) => s,
         Strategy::RawScan => UnmapStrategy::Gathered,
@@ -143,12 +163,20 @@ fn run_case<F: PteFormat>(
     if !backing.superpages() {
         domain = domain.with_page_sizes(1 << 12);
     }
-    tracker.attach(&mut mem, &mut inv, domain).map_err(|(_, e)| format!("attach: {e:?}"))?;
+    tracker
+        .attach(&mut mem, &mut inv, domain)
+        .map_err(|(_, e)| format!("attach: {e:?}"))?;
     let fgsp = tracker.domains()[0].fgsp();
     let extents = backing.extents(bytes);
     let t0 = Instant::now();
     tracker
-        .map_dma(&mut mem, &mut inv, IOVA_BASE, &extents, Prot::READ | Prot::WRITE)
+        .map_dma(
+            &mut mem,
+            &mut inv,
+            IOVA_BASE,
+            &extents,
+            Prot::READ | Prot::WRITE,
+        )
         .map_err(|e| format!("map_dma: {e:?}"))?;
     let map_nanos = t0.elapsed().as_nanos();
     drop(extents);
@@ -172,8 +200,9 @@ fn run_case<F: PteFormat>(
         }
         Strategy::Tracker(_) => {
             let t = Instant::now();
-            let domains =
-                tracker.teardown(&mut mem, &mut inv, &mut |e| released += e.len).map_err(|e| format!("{e:?}"))?;
+            let domains = tracker
+                .teardown(&mut mem, &mut inv, &mut |e| released += e.len)
+                .map_err(|e| format!("{e:?}"))?;
             let nanos = t.elapsed().as_nanos();
             for d in domains {
                 d.destroy(&mut mem);
@@ -225,9 +254,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
-            "--qemu" => return Err("bench --qemu: not yet (QEMU-side teardown timing is not wired)".into()),
+            "--qemu" => {
+                return Err("bench --qemu: not yet (QEMU-side teardown timing is not wired)".into())
+            }
             "--gib" => {
-                gib = it.next().and_then(|v| v.parse().ok()).filter(|&g| g > 0).ok_or("--gib needs a number")?
+                gib = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&g| g > 0)
+                    .ok_or("--gib needs a number")?
             }
             other => return Err(format!("bench: unknown option `{other}`")),
         }
@@ -242,8 +277,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
             for strategy in STRATEGIES {
                 let row = match fmt {
                     // 4-level, 2M+1G pages, CAP.MAMV = 18.
-                    "vtd" => run_case(VtdFormat::new(4, 3).unwrap(), "vtd", 12 + 18, backing, strategy, bytes)?,
-                    _ => run_case(AmdV1Format::new(4).unwrap(), "amdv1", 63, backing, strategy, bytes)?,
+                    "vtd" => run_case(
+                        VtdFormat::new(4, 3).unwrap(),
+                        "vtd",
+                        12 + 18,
+                        backing,
+                        strategy,
+                        bytes,
+                    )?,
+                    _ => run_case(
+                        AmdV1Format::new(4).unwrap(),
+                        "amdv1",
+                        63,
+                        backing,
+                        strategy,
+                        bytes,
+                    )?,
                 };
                 if !json {
                     eprint!(".");
@@ -286,7 +335,9 @@ fn print_json(rows: &[Row]) {
 }
 
 fn find<'a>(rows: &'a [Row], f: &str, b: &str, s: &str) -> &'a Row {
-    rows.iter().find(|r| r.format == f && r.backing == b && r.strategy == s).expect("row exists")
+    rows.iter()
+        .find(|r| r.format == f && r.backing == b && r.strategy == s)
+        .expect("row exists")
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -301,7 +352,17 @@ fn print_table(rows: &[Row], gib: u64) {
     println!("teardown of {gib} GiB of IOVA space (time = CPU work; invalidations counted, not executed)");
     println!(
         "{:<6} {:<16} {:<13} {:>5} {:>10} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9}",
-        "format", "backing", "strategy", "fgsp", "unmaps", "invals", "walk steps", "time ms", "x pbp", "inv/pbp", "map GiB/s"
+        "format",
+        "backing",
+        "strategy",
+        "fgsp",
+        "unmaps",
+        "invals",
+        "walk steps",
+        "time ms",
+        "x pbp",
+        "inv/pbp",
+        "map GiB/s"
     );
     for r in rows {
         let pbp = find(rows, r.format, r.backing, "page-by-page");

@@ -199,7 +199,8 @@ fn page_by_page_unmap_reads_few_entries() {
     let mut freed = Vec::new();
     let before = t.walk_steps();
     for i in 0..1024u64 {
-        t.unmap(&mut mem, (1 << 36) + i * 4096, 4096, &mut freed).unwrap();
+        t.unmap(&mut mem, (1 << 36) + i * 4096, 4096, &mut freed)
+            .unwrap();
     }
     let per_page = (t.walk_steps() - before) / 1024;
     assert!(per_page <= 10, "{per_page} entries read per 4K unmap");
