@@ -22,6 +22,7 @@ pub struct HostExtent {
 #[derive(Debug, Default)]
 pub struct PendingRelease {
     pages: Vec<HostExtent>,
+    batches: Vec<Vec<HostExtent>>,
 }
 
 impl PendingRelease {
@@ -33,14 +34,18 @@ impl PendingRelease {
         }
     }
 
-    /// Queues every extent of `extents` (already merged where contiguous).
-    pub fn extend(&mut self, extents: &[HostExtent]) {
-        self.pages.extend_from_slice(extents);
+    /// Queues a whole mapping's extents without copying them.
+    pub fn push_batch(&mut self, extents: Vec<HostExtent>) {
+        self.batches.push(extents);
     }
 
     /// Bytes waiting.
     pub fn bytes(&self) -> u64 {
-        self.pages.iter().map(|e| e.len).sum()
+        self.pages
+            .iter()
+            .chain(self.batches.iter().flatten())
+            .map(|e| e.len)
+            .sum()
     }
 
     /// Runs `flush`; only if it succeeded, hands every queued page to `release`.
@@ -53,6 +58,11 @@ impl PendingRelease {
         flush()?;
         for page in self.pages.drain(..) {
             release(page);
+        }
+        for batch in self.batches.drain(..) {
+            for page in batch {
+                release(page);
+            }
         }
         Ok(())
     }

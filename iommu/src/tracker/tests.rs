@@ -218,6 +218,14 @@ fn run<F: PteFormat>(
                 for e in ext {
                     owned.remove(&e.paddr);
                 }
+                // Nothing of the range survives in any IOTLB, and DMA to it faults.
+                let mut m = model.borrow_mut();
+                for d in tracker.domains() {
+                    assert_eq!(m.cached_iovas(d.id(), iova, size), 0, "stale IOTLB entries");
+                    for va in (iova..iova + size).step_by(PAGE_SIZE as usize * 3) {
+                        assert!(m.translate(&mem, d.id(), va, Prot::READ).is_err());
+                    }
+                }
             }
             Op::Attach => {
                 if tracker.domains().len() >= 3 {
@@ -414,4 +422,53 @@ fn gathered_teardown_issues_few_invalidations() {
         }
     }
     assert_eq!(mem.live_frames(), 0);
+}
+
+/// Records every block the tracker invalidates.
+#[derive(Default)]
+struct RecordingInvalidator {
+    blocks: Vec<IovaBlock>,
+}
+
+impl IotlbInvalidator for RecordingInvalidator {
+    fn max_block_order(&self) -> u32 {
+        30
+    }
+    fn invalidate_block(&mut self, _d: DomainId, b: IovaBlock) -> Result<(), HwError> {
+        self.blocks.push(b);
+        Ok(())
+    }
+    fn invalidate_domain(&mut self, _d: DomainId) -> Result<(), HwError> {
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), HwError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn probe_uses_a_free_aligned_hole_not_iova_zero() {
+    let mut mem = HostMemory::new();
+    let mut inv = RecordingInvalidator::default();
+    let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
+    let ext = [HostExtent {
+        paddr: HOST_BASE,
+        len: 0x4000,
+    }];
+    t.map_dma(&mut mem, &mut inv, 0x10000, &ext, Prot::READ)
+        .unwrap();
+    t.reserve_iova(0x14000, 0x20000);
+    let frames = mem.live_frames();
+    let d = Domain::new(&mut mem, 1, 0, AmdV1Format::new(3).unwrap()).unwrap();
+    t.attach(&mut mem, &mut inv, d).unwrap();
+    let probe = inv.blocks[0];
+    assert_eq!(
+        probe,
+        IovaBlock {
+            iova: 0x20000,
+            order: 13
+        }
+    );
+    // Only the root and the replayed mapping's tables remain.
+    assert_eq!(mem.live_frames(), frames + 3);
 }

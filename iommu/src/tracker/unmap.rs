@@ -90,7 +90,7 @@ impl<F: PteFormat> DmaTracker<F> {
             .filter_map(|k| self.mappings.remove(&k).map(|m| (k, m)))
             .collect();
         let bytes = taken.iter().map(|(_, m)| m.size).sum();
-        self.unmap_taken(mem, inv, &taken, release)?;
+        self.unmap_taken(mem, inv, taken, release)?;
         Ok(bytes)
     }
 
@@ -104,7 +104,7 @@ impl<F: PteFormat> DmaTracker<F> {
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<Vec<Domain<F>>, TrackerError> {
         let taken: Vec<(u64, Mapping)> = core::mem::take(&mut self.mappings).into_iter().collect();
-        self.unmap_taken(mem, inv, &taken, release)?;
+        self.unmap_taken(mem, inv, taken, release)?;
         Ok(core::mem::take(&mut self.domains))
     }
 
@@ -115,7 +115,7 @@ impl<F: PteFormat> DmaTracker<F> {
         &mut self,
         mem: &mut M,
         inv: &mut I,
-        taken: &[(u64, Mapping)],
+        taken: Vec<(u64, Mapping)>,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let steps_before: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
@@ -129,7 +129,7 @@ impl<F: PteFormat> DmaTracker<F> {
         &mut self,
         mem: &mut M,
         inv: &mut I,
-        taken: &[(u64, Mapping)],
+        taken: Vec<(u64, Mapping)>,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let counters = &mut self.counters;
@@ -137,14 +137,14 @@ impl<F: PteFormat> DmaTracker<F> {
         let Some((first, rest)) = self.domains.split_first_mut() else {
             // No domain ever translated these pages (detach flushed them).
             for (_, m) in taken {
-                ExtentCursor::new(&m.extents).take(m.size, pending);
+                pending.push_batch(m.extents);
             }
             pending.release_after(|| Ok(()), release)?;
             return Ok(());
         };
         for d in rest.iter_mut() {
             let mut gather = IotlbGather::new();
-            for &(iova, ref m) in taken {
+            for &(iova, ref m) in &taken {
                 d.unmap(mem, iova, m.size, &mut gather)?;
                 counters.unmap_calls += 1;
             }
@@ -156,10 +156,10 @@ impl<F: PteFormat> DmaTracker<F> {
                 let mut gather = IotlbGather::new();
                 // The records already name every host page, so no contiguity search is
                 // needed (fgsp or not): one range unmap per mapping, one flush in all.
-                for &(iova, ref m) in taken {
+                for (iova, m) in taken {
                     first.unmap(mem, iova, m.size, &mut gather)?;
                     counters.unmap_calls += 1;
-                    pending.extend(&m.extents);
+                    pending.push_batch(m.extents);
                 }
                 let unit = first.unit();
                 pending.release_after(
@@ -168,7 +168,7 @@ impl<F: PteFormat> DmaTracker<F> {
                 )?;
             }
             _ => {
-                for &(iova, ref m) in taken {
+                for &(iova, ref m) in &taken {
                     let end = iova + m.size;
                     let mut cursor = ExtentCursor::new(&m.extents);
                     let mut va = iova;
