@@ -33,19 +33,6 @@ impl Unmapped {
     }
 }
 
-/// A run of consecutive leaves that map physically contiguous memory with one access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeafRun {
-    /// First IOVA of the run.
-    pub iova: u64,
-    /// Physical address `iova` maps to.
-    pub paddr: PhysAddr,
-    /// Bytes in the run.
-    pub size: u64,
-    /// Access granted.
-    pub prot: Prot,
-}
-
 /// Which entries of one table were written, so they are flushed once for the device.
 struct Dirty {
     table: PhysAddr,
@@ -131,12 +118,14 @@ impl<F: PteFormat> PageTable<F> {
         1u64 << (level_shift(self.levels()) + 9)
     }
 
-    fn read<M: TableMemory>(&self, mem: &M, table: PhysAddr, idx: usize) -> u64 {
+    /// Reads entry `idx` of `table`, counting the step.
+    pub(super) fn read<M: TableMemory>(&self, mem: &M, table: PhysAddr, idx: usize) -> u64 {
         self.walk_steps.set(self.walk_steps.get() + 1);
         mem.read_u64(table + 8 * idx as u64)
     }
 
-    fn check_range(&self, iova: u64, size: u64) -> Result<u64, MapError> {
+    /// The end of `[iova, iova + size)` if it is aligned, nonempty and in the aperture.
+    pub(super) fn check_range(&self, iova: u64, size: u64) -> Result<u64, MapError> {
         let end = iova.checked_add(size).ok_or(MapError::BadRange)?;
         if size == 0 || (iova | size) & 0xFFF != 0 || end > self.aperture() {
             return Err(MapError::BadRange);
@@ -386,79 +375,6 @@ impl<F: PteFormat> PageTable<F> {
                     level -= 1;
                 }
                 Pte::Table(_) => return None,
-            }
-        }
-    }
-
-    /// Calls `f` with each run of physically contiguous leaves in `[iova, iova + size)`,
-    /// in IOVA order, reading each table entry once. Runs are clipped to the range.
-    pub fn for_each_run<M: TableMemory>(
-        &self,
-        mem: &M,
-        iova: u64,
-        size: u64,
-        mut f: impl FnMut(LeafRun),
-    ) {
-        let Ok(end) = self.check_range(iova, size) else {
-            return;
-        };
-        let mut run: Option<LeafRun> = None;
-        self.runs_in(mem, self.root, self.levels(), iova, end, &mut run, &mut f);
-        if let Some(r) = run {
-            f(r);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn runs_in<M: TableMemory>(
-        &self,
-        mem: &M,
-        table: PhysAddr,
-        level: u32,
-        start: u64,
-        end: u64,
-        run: &mut Option<LeafRun>,
-        f: &mut impl FnMut(LeafRun),
-    ) {
-        let shift = level_shift(level);
-        let mut va = start;
-        while va < end {
-            let idx = level_index(va, level);
-            let entry_end = (va | ((1u64 << shift) - 1)) + 1;
-            match self.format.decode(self.read(mem, table, idx), level) {
-                Pte::Empty => va = entry_end,
-                Pte::Table(child) => {
-                    if level > 1 {
-                        self.runs_in(mem, child, level - 1, va, end.min(entry_end), run, f);
-                    }
-                    va = entry_end;
-                }
-                Pte::Leaf { paddr, order, prot } => {
-                    let page_end = (va | ((1u64 << order) - 1)) + 1;
-                    let stop = page_end.min(end);
-                    let here = paddr + (va & ((1u64 << order) - 1));
-                    let piece = LeafRun {
-                        iova: va,
-                        paddr: here,
-                        size: stop - va,
-                        prot,
-                    };
-                    match run {
-                        Some(r)
-                            if r.iova + r.size == va
-                                && r.paddr + r.size == here
-                                && r.prot == prot =>
-                        {
-                            r.size += piece.size
-                        }
-                        _ => {
-                            if let Some(done) = run.replace(piece) {
-                                f(done);
-                            }
-                        }
-                    }
-                    va = stop;
-                }
             }
         }
     }

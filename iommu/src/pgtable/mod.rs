@@ -9,8 +9,10 @@ mod engine;
 #[cfg(test)]
 mod tests;
 pub mod vtd;
+mod walk;
 
-pub use engine::{LeafRun, PageTable, Unmapped};
+pub use engine::{PageTable, Unmapped};
+pub use walk::LeafRun;
 
 use crate::platform::{FrameAllocator, PhysAddr, PhysMemory};
 
