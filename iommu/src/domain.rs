@@ -232,3 +232,67 @@ impl<F: PteFormat> Domain<F> {
         self.table.destroy(mem);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_and_cover_exactly() {
+        let mut g = IotlbGather::new();
+        g.add_range(0x3000, 0x11000);
+        g.add_range(0x11000, 0x12000);
+        g.add_range(0x1_0000_0000, 0x1_0020_0000);
+        let blocks = g.blocks(16);
+        let want = [
+            (0x3000, 12),
+            (0x4000, 14),
+            (0x8000, 15),
+            (0x10000, 13),
+            (0x1_0000_0000, 16),
+        ];
+        for (i, &(iova, order)) in want.iter().enumerate() {
+            assert_eq!(blocks[i], IovaBlock { iova, order });
+        }
+        // 2 MiB in 64 KiB blocks.
+        assert_eq!(blocks.len(), 4 + 32);
+        let mut covered = 0;
+        for b in &blocks {
+            assert_eq!(b.iova % b.size(), 0);
+            assert!(b.order <= 16);
+            covered += b.size();
+        }
+        assert_eq!(covered, 0xF000 + 0x20_0000);
+    }
+
+    #[test]
+    fn many_blocks_become_one_domain_invalidation_and_tables_wait_for_sync() {
+        use crate::model::{HostMemory, ModelIommu, ModelKind};
+        use crate::pgtable::vtd::VtdFormat;
+        let mut mem = HostMemory::new();
+        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 0 });
+        let fmt = VtdFormat::new(3, 0).unwrap();
+        let mut d = Domain::new(&mut mem, 7, 0, fmt).unwrap();
+        let mut g = IotlbGather::new();
+        for i in 0..(DOMAIN_FLUSH_THRESHOLD as u64 + 1) {
+            d.map(&mut mem, i << 22, 0x1000_0000, 0x1000, Prot::READ)
+                .unwrap();
+        }
+        for i in 0..(DOMAIN_FLUSH_THRESHOLD as u64 + 1) {
+            d.unmap(&mut mem, i << 22, 0x1000, &mut g).unwrap();
+        }
+        let live = mem.live_frames();
+        assert!(live > 1, "emptied tables are not freed before the flush");
+        let stats = d.flush(&mut mem, &mut g, &mut inv).unwrap();
+        assert_eq!(
+            stats,
+            FlushStats {
+                blocks: 0,
+                domain_wide: 1
+            }
+        );
+        assert_eq!(inv.syncs, 1);
+        assert_eq!(mem.live_frames(), 1);
+        assert!(g.is_empty());
+    }
+}

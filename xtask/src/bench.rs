@@ -21,11 +21,13 @@ const IOVA_BASE: u64 = 1 << 36;
 const HOST_BASE: u64 = 0x100_0000_0000;
 const PROBE_PAIR: u64 = 0x7F_0000_0000;
 
-/// Counts what a driver would issue; the work of the hardware itself is not simulated.
+/// Counts what a driver would issue; each `sync` optionally spins `sync_ns` to stand in
+/// for the hardware's completion wait (`--sync-ns`, 0 by default: CPU work only).
 struct CountingInvalidator {
     max_order: u32,
     commands: u64,
     syncs: u64,
+    sync_ns: u64,
 }
 
 impl IotlbInvalidator for CountingInvalidator {
@@ -42,6 +44,12 @@ impl IotlbInvalidator for CountingInvalidator {
     }
     fn sync(&mut self) -> Result<(), HwError> {
         self.syncs += 1;
+        if self.sync_ns > 0 {
+            let t = Instant::now();
+            while t.elapsed().as_nanos() < u128::from(self.sync_ns) {
+                std::hint::spin_loop();
+            }
+        }
         Ok(())
     }
 }
@@ -147,12 +155,14 @@ fn run_case<F: PteFormat>(
     backing: Backing,
     strategy: Strategy,
     bytes: u64,
+    sync_ns: u64,
 ) -> Result<Row, String> {
     let mut mem = HostMemory::new();
     let mut inv = CountingInvalidator {
         max_order,
         commands: 0,
         syncs: 0,
+        sync_ns,
     };
     let tracker_strategy = match strategy {
         Strategy::Tracker(s) => s,
@@ -246,10 +256,11 @@ fn reexec_release(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// Entry point of `cargo xtask bench [--json] [--gib N] [--qemu]`.
+/// Entry point of `cargo xtask bench [--json] [--gib N] [--sync-ns N] [--qemu]`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut json = false;
     let mut gib = 64u64;
+    let mut sync_ns = 0u64;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -263,6 +274,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .and_then(|v| v.parse().ok())
                     .filter(|&g| g > 0)
                     .ok_or("--gib needs a number")?
+            }
+            "--sync-ns" => {
+                sync_ns = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--sync-ns needs a number")?
             }
             other => return Err(format!("bench: unknown option `{other}`")),
         }
@@ -284,6 +301,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         backing,
                         strategy,
                         bytes,
+                        sync_ns,
                     )?,
                     _ => run_case(
                         AmdV1Format::new(4).unwrap(),
@@ -292,6 +310,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         backing,
                         strategy,
                         bytes,
+                        sync_ns,
                     )?,
                 };
                 if !json {
@@ -305,7 +324,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         print_json(&rows);
     } else {
         eprintln!();
-        print_table(&rows, gib);
+        print_table(&rows, gib, sync_ns);
     }
     Ok(())
 }
@@ -348,8 +367,10 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-fn print_table(rows: &[Row], gib: u64) {
-    println!("teardown of {gib} GiB of IOVA space (time = CPU work; invalidations counted, not executed)");
+fn print_table(rows: &[Row], gib: u64, sync_ns: u64) {
+    println!(
+        "teardown of {gib} GiB of IOVA space (time = CPU work + {sync_ns} ns per sync; invalidations counted, not executed)"
+    );
     println!(
         "{:<6} {:<16} {:<13} {:>5} {:>10} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9}",
         "format",

@@ -46,6 +46,11 @@ impl HostMemory {
         self.live_count
     }
 
+    /// Words written and not yet flushed for the device (0 when every write was flushed).
+    pub fn unflushed_words(&self) -> usize {
+        self.unflushed.len()
+    }
+
     /// True if `addr` was written and not yet flushed for the device.
     pub fn is_unflushed(&self, addr: PhysAddr) -> bool {
         self.unflushed.contains(&(addr & !7))

@@ -310,6 +310,11 @@ fn run<F: PteFormat>(
                 .values()
                 .all(|&pa| pa < e.paddr || pa >= e.paddr + e.len));
         }
+        assert_eq!(
+            mem.unflushed_words(),
+            0,
+            "table writes not flushed for the device"
+        );
         assert!(mem.violations.is_empty(), "{:?}", mem.violations);
         assert_eq!(mem.bad_reads.get(), 0);
         let _ = &owned;
