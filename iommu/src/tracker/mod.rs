@@ -118,6 +118,8 @@ pub struct DmaTracker<F: PteFormat> {
     probe_pair: PhysAddr,
     reserved: Vec<(u64, u64)>,
     pending: PendingRelease,
+    /// Pages whose invalidation failed: released only by `retry_release`.
+    quarantine: PendingRelease,
 }
 
 impl<F: PteFormat> DmaTracker<F> {
@@ -132,6 +134,7 @@ impl<F: PteFormat> DmaTracker<F> {
             probe_pair: probe_pair & !(2 * PAGE_SIZE - 1),
             reserved: DEFAULT_RESERVED.to_vec(),
             pending: PendingRelease::default(),
+            quarantine: PendingRelease::default(),
         }
     }
 
@@ -165,9 +168,31 @@ impl<F: PteFormat> DmaTracker<F> {
         self.mappings.len()
     }
 
-    /// Bytes of host memory waiting for a flush that failed.
+    /// Bytes of host memory held back because an invalidation failed.
     pub fn unreleased_bytes(&self) -> u64 {
-        self.pending.bytes()
+        self.pending.bytes() + self.quarantine.bytes()
+    }
+
+    /// After an invalidation failure: invalidates every attached domain wholesale and,
+    /// once that completed, releases the pages held back.
+    pub fn retry_release<I: InvalidatorSet + ?Sized>(
+        &mut self,
+        inv: &mut I,
+        release: &mut dyn FnMut(HostExtent),
+    ) -> Result<(), TrackerError> {
+        let domains = &self.domains;
+        self.quarantine.release_after(
+            || {
+                for d in domains {
+                    let unit = inv.unit(d.unit());
+                    unit.invalidate_domain(d.id())?;
+                    unit.sync()?;
+                }
+                Ok(())
+            },
+            release,
+        )?;
+        Ok(())
     }
 
     /// Records a mapping of `iova..` onto `extents` (in order) and maps it into every

@@ -39,6 +39,12 @@ impl PendingRelease {
         self.batches.push(extents);
     }
 
+    /// Moves everything queued in `other` here.
+    pub fn absorb(&mut self, other: &mut PendingRelease) {
+        self.pages.append(&mut other.pages);
+        self.batches.append(&mut other.batches);
+    }
+
     /// Bytes waiting.
     pub fn bytes(&self) -> u64 {
         self.pages

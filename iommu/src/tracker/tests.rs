@@ -477,3 +477,69 @@ fn probe_uses_a_free_aligned_hole_not_iova_zero() {
     // Only the root and the replayed mapping's tables remain.
     assert_eq!(mem.live_frames(), frames + 3);
 }
+
+/// Fails every sync until told otherwise.
+struct FailingInvalidator {
+    fail: bool,
+    domain_wide: u64,
+}
+
+impl IotlbInvalidator for FailingInvalidator {
+    fn max_block_order(&self) -> u32 {
+        63
+    }
+    fn invalidate_block(&mut self, _d: DomainId, _b: IovaBlock) -> Result<(), HwError> {
+        Ok(())
+    }
+    fn invalidate_domain(&mut self, _d: DomainId) -> Result<(), HwError> {
+        self.domain_wide += 1;
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), HwError> {
+        if self.fail {
+            Err(HwError::Timeout { what: "test" })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn pages_of_a_failed_flush_wait_for_a_domain_wide_invalidation() {
+    let mut mem = HostMemory::new();
+    let mut inv = FailingInvalidator {
+        fail: false,
+        domain_wide: 0,
+    };
+    let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
+    let d = Domain::new(&mut mem, 1, 0, VtdFormat::new(3, 3).unwrap()).unwrap();
+    t.attach(&mut mem, &mut inv, d).unwrap();
+    for i in 0..2u64 {
+        let ext = [HostExtent {
+            paddr: HOST_BASE + (i << 24),
+            len: 0x4000,
+        }];
+        t.map_dma(&mut mem, &mut inv, 0x100_0000 * (i + 1), &ext, Prot::READ)
+            .unwrap();
+    }
+    let mut released = 0;
+    inv.fail = true;
+    let r = t.unmap_dma(&mut mem, &mut inv, 0x100_0000, 0x4000, &mut |e| {
+        released += e.len
+    });
+    assert!(matches!(r, Err(TrackerError::Hw(_))));
+    assert_eq!(released, 0);
+    inv.fail = false;
+    // A later, successful flush of another range must not release the held-back pages.
+    t.unmap_dma(&mut mem, &mut inv, 0x200_0000, 0x4000, &mut |e| {
+        released += e.len
+    })
+    .unwrap();
+    assert_eq!(released, 0x4000);
+    assert_eq!(t.unreleased_bytes(), 0x4000);
+    t.retry_release(&mut inv, &mut |e| released += e.len)
+        .unwrap();
+    assert_eq!(inv.domain_wide, 1);
+    assert_eq!(released, 0x8000);
+    assert_eq!(t.unreleased_bytes(), 0);
+}

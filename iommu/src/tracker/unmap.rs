@@ -120,6 +120,11 @@ impl<F: PteFormat> DmaTracker<F> {
     ) -> Result<(), TrackerError> {
         let steps_before: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
         let result = self.unmap_taken_inner(mem, inv, taken, release);
+        if result.is_err() {
+            // The ranges of the failed flush are lost with its gather: whatever was
+            // queued may still be cached, so only a domain-wide invalidation frees it.
+            self.quarantine.absorb(&mut self.pending);
+        }
         let steps_after: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
         self.counters.walk_steps += steps_after - steps_before;
         result
