@@ -3,6 +3,8 @@
 
 mod iommu;
 mod memory;
+#[cfg(test)]
+mod tests;
 
 pub use iommu::{Fault, ModelIommu, ModelKind};
 pub use memory::{HostMemory, ARENA_BASE};
