@@ -9,8 +9,13 @@
 extern crate alloc;
 
 pub mod amdvi;
+pub mod domain;
 pub mod error;
 pub mod invalidate;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
+pub mod pgtable;
 pub mod platform;
 pub mod ratelimit;
+pub mod tracker;
 pub mod vtd;
