@@ -18,4 +18,5 @@ pub mod pgtable;
 pub mod platform;
 pub mod ratelimit;
 pub mod tracker;
+pub mod unit;
 pub mod vtd;
