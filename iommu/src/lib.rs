@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod error;
 pub mod invalidate;
 pub mod platform;
