@@ -17,6 +17,8 @@ pub mod resolve;
 pub mod sanity;
 pub mod scope;
 pub mod summary;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use dmar::{Dmar, DmarStructure};
 pub use error::{AcpiError, ErrorKind};

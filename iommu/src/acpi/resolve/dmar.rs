@@ -88,10 +88,10 @@ impl fmt::Display for ScopeProblem {
 }
 
 /// Follows a scope's path from its start bus through the bridges enumeration found.
-pub fn resolve_scope(
+pub fn resolve_scope<T: PciTopology + ?Sized>(
     segment: u16,
     scope: &DeviceScope<'_>,
-    topology: &dyn PciTopology,
+    topology: &T,
 ) -> Result<ResolvedScope, ScopeProblem> {
     let offset = scope.offset;
     let hops = scope.path.len();
@@ -133,7 +133,7 @@ pub fn resolve_scope(
 /// The requester id a device's DMA carries at the root complex (VT-d rules, as Linux's
 /// DMA-alias walk): PCIe-to-PCI bridges substitute (secondary bus, 00.0), conventional
 /// PCI bridges their own BDF; the topmost substitution wins. Bounded against loops.
-pub fn requester_id(topology: &dyn PciTopology, segment: u16, bdf: Bdf) -> Bdf {
+pub fn requester_id<T: PciTopology + ?Sized>(topology: &T, segment: u16, bdf: Bdf) -> Bdf {
     let mut rid = bdf;
     let mut bus = bdf.bus;
     for _ in 0..256 {
@@ -188,7 +188,7 @@ pub struct DmarUnits {
 
 impl DmarUnits {
     /// Resolves every DRHD's scopes against the topology.
-    pub fn new(dmar: &Dmar<'_>, topology: &dyn PciTopology) -> Self {
+    pub fn new<T: PciTopology + ?Sized>(dmar: &Dmar<'_>, topology: &T) -> Self {
         let units = dmar
             .drhds()
             .enumerate()
@@ -219,9 +219,9 @@ impl DmarUnits {
 
     /// The usable unit that translates PCI device `bdf`: one whose scope names it (or a
     /// bridge above it), else the segment's INCLUDE_PCI_ALL unit; with its requester id.
-    pub fn translating_unit(
+    pub fn translating_unit<T: PciTopology + ?Sized>(
         &self,
-        topology: &dyn PciTopology,
+        topology: &T,
         segment: u16,
         bdf: Bdf,
     ) -> Option<Translation> {

@@ -5,6 +5,9 @@ pub mod dmar;
 pub mod ivrs;
 
 pub use dmar::{requester_id, resolve_scope, DmarUnit, DmarUnits, ResolvedScope, ScopeProblem};
+#[cfg(test)]
+mod tests;
+
 pub use ivrs::{EntryProblem, IvrsDeviceRange, IvrsHidDevice, IvrsSpecial, IvrsUnit, IvrsUnits};
 
 /// The answer to "who translates this device": the unit's index and the requester id
