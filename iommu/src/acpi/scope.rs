@@ -172,7 +172,7 @@ impl<'a> DeviceScopes<'a> {
                 },
             ));
         }
-        if (stated - SCOPE_HEADER_LEN) % 2 != 0 {
+        if !(stated - SCOPE_HEADER_LEN).is_multiple_of(2) {
             return Err(w.error(at + 1, ErrorKind::OddScopePath { stated }));
         }
         let s = w.sub(at, stated)?;

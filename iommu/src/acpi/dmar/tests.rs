@@ -110,7 +110,7 @@ fn errors_name_offset_and_problem() {
     // Truncated data: length says more than supplied.
     let e = Dmar::parse(&good[..good.len() - 1]).unwrap_err();
     assert_eq!(
-        (e.offset, e.kind.clone()),
+        (e.offset, e.kind),
         (
             4,
             ErrorKind::TableLengthExceedsData {
