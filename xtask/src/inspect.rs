@@ -98,6 +98,7 @@ fn default_files() -> Result<Vec<PathBuf>, String> {
     Ok(found)
 }
 
+/// Runs `inspect` with the arguments after the subcommand name.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut as_json = false;
     let mut files = Vec::new();
