@@ -173,7 +173,7 @@ pub struct Ivhd<'a> {
 impl<'a> Ivhd<'a> {
     /// The device entries.
     pub fn entries(&self) -> DeviceEntries<'a> {
-        DeviceEntries::new(self.entries, self.kind)
+        DeviceEntries::new(self.entries)
     }
 
     /// Offset of the first device entry from the start of the block.

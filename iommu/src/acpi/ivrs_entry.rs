@@ -127,8 +127,8 @@ pub struct DeviceEntries<'a> {
 }
 
 impl<'a> DeviceEntries<'a> {
-    /// Entries packed into `window`; `_block_type` is the IVHD type they belong to.
-    pub fn new(window: Window<'a>, _block_type: u8) -> Self {
+    /// Entries packed into `window` (everything after an IVHD's fixed part).
+    pub fn new(window: Window<'a>) -> Self {
         DeviceEntries {
             window,
             pos: 0,
@@ -248,7 +248,7 @@ mod tests {
         b.extend_from_slice(b"MSFT0201");
         b.extend_from_slice(&[0; 8]);
         b.extend_from_slice(&[0x01, 0x02, 0x34, 0x12]); // integer UID, 2 bytes
-        let entries: Vec<_> = DeviceEntries::new(Window::new(&b, 0x100), 0x40).collect();
+        let entries: Vec<_> = DeviceEntries::new(Window::new(&b, 0x100)).collect();
         assert_eq!(entries.len(), 7);
         assert_eq!(entries[1].device_id, 0xfffe);
         assert_eq!(entries[2].body, EntryBody::Padding);
@@ -282,7 +282,7 @@ mod tests {
         let short_hid = [
             0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 9, b'x',
         ];
-        let err = DeviceEntries::new(Window::new(&short_hid, 0x50), 0x40)
+        let err = DeviceEntries::new(Window::new(&short_hid, 0x50))
             .next_checked()
             .unwrap()
             .unwrap_err();
@@ -292,7 +292,7 @@ mod tests {
             ErrorKind::StructureOverrun { stated: 31, .. }
         ));
         let unknown = [0x81, 0, 0, 0];
-        let err = DeviceEntries::new(Window::new(&unknown, 0), 0x40)
+        let err = DeviceEntries::new(Window::new(&unknown, 0))
             .next_checked()
             .unwrap()
             .unwrap_err();
@@ -301,7 +301,7 @@ mod tests {
             ErrorKind::UnknownVariableEntry { entry_type: 0x81 }
         );
         let eight = [0x48, 0, 0, 0, 0];
-        assert!(DeviceEntries::new(Window::new(&eight, 0), 0x10)
+        assert!(DeviceEntries::new(Window::new(&eight, 0))
             .next_checked()
             .unwrap()
             .is_err());

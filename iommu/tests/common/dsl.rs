@@ -83,19 +83,3 @@ pub fn parse(text: &str) -> Disassembly {
     }
     d
 }
-
-#[test]
-fn reads_field_lines_and_markers() {
-    let text = "[024h 0036 001h]          Host Address Width : 26\n\
-                [046h 0070 002h]                    PCI Path : 1C,04\n\
-                [00Ah 0010 006h]                      Oem ID : \"INTEL \"\n\
-                [030h 0048 002h]               Subtable Type : 0000 [Hardware Unit Definition]\n\
-                **** Unknown IVRS subtable type 0x51\n";
-    let d = parse(text);
-    assert_eq!(d.fields.len(), 4);
-    assert_eq!(d.fields[0].value, Value::Num(0x26));
-    assert_eq!(d.fields[1].value, Value::Num(0x1c04));
-    assert_eq!(d.fields[2].value, Value::Str("INTEL ".into()));
-    assert_eq!(d.fields[3].offset, 0x30);
-    assert_eq!(d.unknown_subtables, [0x51]);
-}
