@@ -5,6 +5,33 @@
 //! checksum and every length field up front, and reports malformed input as an
 //! [`AcpiError`] naming the byte offset and the problem. No input can make it panic or read
 //! out of bounds: all access goes through the checked [`bytes::Window`] helpers.
+//!
+//! Boot uses them like this (IVRS is the same with `Ivrs`, `IvrsUnits`, `check_ivrs`):
+//!
+//! ```
+//! use iommu::acpi::pci::{Bdf, MemRange, PciBridge};
+//! use iommu::acpi::resolve::DmarUnits;
+//! use iommu::acpi::sanity::{check_dmar, PlatformFacts};
+//! use iommu::acpi::summary::dmar_summary;
+//! use iommu::acpi::{AcpiError, Dmar};
+//!
+//! fn bring_up(table: &[u8], bridges: &[PciBridge], reserved: &[MemRange], ioapics: &[u8])
+//!     -> Result<(), AcpiError> {
+//!     let dmar = Dmar::parse(table)?;
+//!     for line in dmar_summary(&dmar) {
+//!         println!("{line}"); // the kernel logs these
+//!     }
+//!     let mut units = DmarUnits::new(&dmar, bridges);
+//!     let facts = PlatformFacts { reserved: Some(reserved), ioapic_ids: Some(ioapics) };
+//!     for warning in check_dmar(&dmar, &mut units, &facts).warnings {
+//!         println!("{warning}"); // "[Firmware Bug]: ..."; unusable units are now skipped
+//!     }
+//!     if let Some(t) = units.translating_unit(bridges, 0, Bdf::from_id(0x0010)) {
+//!         println!("00:02.0 -> DRHD {} as requester id {:#06x}", t.unit, t.requester_id);
+//!     }
+//!     Ok(())
+//! }
+//! ```
 
 pub mod bytes;
 pub mod dmar;
