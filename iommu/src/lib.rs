@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod amdvi;
 pub mod domain;
 pub mod error;
