@@ -122,7 +122,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
-                errors.push(format!("{}: cannot read: {e}", path.display()));
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (reading the firmware's ACPI tables needs root)"
+                } else {
+                    ""
+                };
+                errors.push(format!("{}: cannot read: {e}{hint}", path.display()));
                 continue;
             }
         };
