@@ -110,8 +110,10 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> RemappingUnit for AmdViUnit<R, P> 
     }
 
     fn invalidations_issued(&self) -> u64 {
+        // Every command but COMPLETION_WAIT invalidates something (pages, domains, device
+        // table entries, or everything).
         let s = self.stats();
-        s.page_invalidations + s.domain_invalidations + s.devtab_invalidations
+        s.commands - s.completion_waits
     }
 
     fn describe(&self) -> Vec<String> {

@@ -31,13 +31,7 @@ fn text(bytes: &[u8]) -> Value {
     let s = bytes
         .iter()
         .take_while(|&&b| b != 0)
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                ' '
-            }
-        })
+        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { ' ' })
         .collect();
     Value::Str(s)
 }
@@ -67,11 +61,7 @@ fn scope_fields(out: &mut Decoded, scopes: DeviceScopes<'_>) {
         out.push((o + 4, "Enumeration ID", num(s.enumeration_id)));
         out.push((o + 5, "PCI Bus Number", num(s.start_bus)));
         for (i, (d, f)) in s.path.hops().enumerate() {
-            out.push((
-                o + 6 + 2 * i,
-                "PCI Path",
-                num((u16::from(d) << 8) | u16::from(f)),
-            ));
+            out.push((o + 6 + 2 * i, "PCI Path", num((u16::from(d) << 8) | u16::from(f))));
         }
     }
 }
@@ -154,11 +144,7 @@ fn ivrs_fields(ivrs: &Ivrs<'_>) -> (Decoded, Vec<(u8, usize)>) {
                 out.push((o + 8, "Base Address", num(h.base)));
                 out.push((o + 16, "PCI Segment Group", num(h.segment)));
                 out.push((o + 18, "Virtualization Info", num(h.info)));
-                let attr = if h.kind == 0x10 {
-                    "Feature Reporting"
-                } else {
-                    "Attributes"
-                };
+                let attr = if h.kind == 0x10 { "Feature Reporting" } else { "Attributes" };
                 out.push((o + 20, attr, num(h.attributes)));
                 if let Some(efr) = h.efr {
                     out.push((o + 24, "EFR Image", num(efr)));
@@ -172,22 +158,12 @@ fn ivrs_fields(ivrs: &Ivrs<'_>) -> (Decoded, Vec<(u8, usize)>) {
                         EntryBody::AliasSelect { alias } | EntryBody::AliasRangeStart { alias } => {
                             out.push((o + 5, "Source Used Device ID", num(alias)));
                         }
-                        EntryBody::Special {
-                            handle,
-                            source,
-                            variety,
-                        } => {
+                        EntryBody::Special { handle, source, variety } => {
                             out.push((o + 4, "Handle", num(handle)));
                             out.push((o + 5, "Source Used Device ID", num(source)));
                             out.push((o + 7, "Variety", num(variety)));
                         }
-                        EntryBody::AcpiHid {
-                            hid,
-                            cid,
-                            uid_format,
-                            uid_length,
-                            uid,
-                        } => {
+                        EntryBody::AcpiHid { hid, cid, uid_format, uid_length, uid } => {
                             out.push((o + 4, "ACPI HID", text(&hid)));
                             out.push((o + 12, "ACPI CID", num(u64::from_le_bytes(cid))));
                             if uid_format != 0 {
@@ -282,11 +258,7 @@ fn compare(name: &str, ours: &Decoded, theirs: &Disassembly, stop: usize) -> Vec
     let mut problems = Vec::new();
     let mine: HashMap<(usize, &str), &Value> = ours.iter().map(|(o, n, v)| ((*o, *n), v)).collect();
     let mut seen = 0usize;
-    for f in theirs
-        .fields
-        .iter()
-        .filter(|f| COMPARED.contains(&f.name.as_str()))
-    {
+    for f in theirs.fields.iter().filter(|f| COMPARED.contains(&f.name.as_str())) {
         match mine.get(&(f.offset, f.name.as_str())) {
             Some(v) if **v == f.value => seen += 1,
             Some(v) => problems.push(format!(
@@ -299,16 +271,11 @@ fn compare(name: &str, ours: &Decoded, theirs: &Disassembly, stop: usize) -> Vec
             )),
         }
     }
-    let theirs_keys: std::collections::HashSet<(usize, &str)> = theirs
-        .fields
-        .iter()
-        .map(|f| (f.offset, f.name.as_str()))
-        .collect();
+    let theirs_keys: std::collections::HashSet<(usize, &str)> =
+        theirs.fields.iter().map(|f| (f.offset, f.name.as_str())).collect();
     for (o, n, v) in ours {
         if *o < stop && !theirs_keys.contains(&(*o, *n)) {
-            problems.push(format!(
-                "{name}: we decoded {n} at {o:#x} = {v:?}, ACPICA did not"
-            ));
+            problems.push(format!("{name}: we decoded {n} at {o:#x} = {v:?}, ACPICA did not"));
         }
     }
     if seen == 0 {
@@ -343,12 +310,7 @@ fn every_dmar_decodes_and_matches_acpica() {
         assert!(!theirs.terminates_early, "{stem}: ACPICA stopped early");
         problems.extend(compare(stem, &dmar_fields(&dmar), &theirs, usize::MAX));
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     // The README's counts, taken from the disassembly: DRHD, RMRR, ATSR, RHSA, ANDD, SATC, SIDP.
     assert_eq!(counts, [687, 524, 14, 10, 72, 7, 7, 0]);
 }
@@ -396,22 +358,14 @@ fn every_ivrs_decodes_and_matches_acpica() {
         }
         if theirs.terminates_early {
             let named = ACPICA_WRONG.iter().any(|(n, _)| n == stem);
-            assert!(
-                named,
-                "{stem}: ACPICA stopped early but the table is not a named exception"
-            );
+            assert!(named, "{stem}: ACPICA stopped early but the table is not a named exception");
             exceptions_used.push(stem.clone());
             let last = theirs.fields.iter().map(|f| f.offset).max().unwrap_or(0);
             stop = stop.min(last + 1);
         }
         problems.extend(compare(stem, &ours, &theirs, stop));
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     assert_eq!(
         with_unknown,
         [

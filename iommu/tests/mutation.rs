@@ -82,14 +82,8 @@ fn exercise_dmar(data: &[u8], tally: &mut Tally) {
                 kind: BridgeKind::PcieToPci,
             }];
             let mut units = DmarUnits::new(&d, &topo);
-            let reserved = [MemRange {
-                start: 0,
-                end: 0xffff_ffff,
-            }];
-            let facts = PlatformFacts {
-                reserved: Some(&reserved),
-                ioapic_ids: Some(&[0, 2]),
-            };
+            let reserved = [MemRange { start: 0, end: 0xffff_ffff }];
+            let facts = PlatformFacts { reserved: Some(&reserved), ioapic_ids: Some(&[0, 2]) };
             let report = check_dmar(&d, &mut units, &facts);
             report.warnings.iter().for_each(|w| drop(w.to_string()));
             let _ = units.translating_unit(&topo, 0, Bdf::from_id(0x0100));
@@ -116,10 +110,7 @@ fn exercise_ivrs(data: &[u8], tally: &mut Tally) {
                 }
             }
             let mut units = IvrsUnits::new(&r);
-            let facts = PlatformFacts {
-                reserved: None,
-                ioapic_ids: Some(&[0x21]),
-            };
+            let facts = PlatformFacts { reserved: None, ioapic_ids: Some(&[0x21]) };
             let report = check_ivrs(&r, &mut units, &facts);
             report.warnings.iter().for_each(|w| drop(w.to_string()));
             let _ = units.translating_unit(0, 0xff10);
@@ -143,12 +134,7 @@ fn dmar_length_fields(d: &Dmar<'_>) -> Vec<(usize, usize)> {
             DmarStructure::Unknown { offset, .. } => *offset,
         };
         out.push((offset + 2, 2));
-        out.extend(
-            s.scopes()
-                .into_iter()
-                .flatten()
-                .map(|sc| (sc.offset + 1, 1)),
-        );
+        out.extend(s.scopes().into_iter().flatten().map(|sc| (sc.offset + 1, 1)));
     }
     out
 }
@@ -205,20 +191,8 @@ fn mutate(table: &[u8], fields: &[(usize, usize)], rng: &mut Rng, run: &mut dyn 
     // Every length field set to 0, 1, odd, one short, one long and huge.
     for &(at, width) in fields {
         let current = (0..width).fold(0u64, |v, i| v | (u64::from(table[at + i]) << (8 * i)));
-        let huge = if width == 4 {
-            u64::from(u32::MAX)
-        } else {
-            (1u64 << (8 * width)) - 1
-        };
-        for value in [
-            0,
-            1,
-            current | 1,
-            current.wrapping_sub(1),
-            current + 2,
-            huge,
-            huge / 2,
-        ] {
+        let huge = if width == 4 { u64::from(u32::MAX) } else { (1u64 << (8 * width)) - 1 };
+        for value in [0, 1, current | 1, current.wrapping_sub(1), current + 2, huge, huge / 2] {
             let mut t = table.to_vec();
             set(&mut t, at, width, value);
             fix_checksum(&mut t);
@@ -234,19 +208,14 @@ fn mutated_dmar_tables_never_panic() {
     for (_, table) in common::corpus("dmar") {
         let d = Dmar::parse(&table).expect("corpus table parses");
         let fields = dmar_length_fields(&d);
-        mutate(&table, &fields, &mut rng, &mut |t| {
-            exercise_dmar(t, &mut tally)
-        });
+        mutate(&table, &fields, &mut rng, &mut |t| exercise_dmar(t, &mut tally));
     }
     println!(
         "DMAR mutations: {} inputs, {} accepted, {} rejected",
         tally.inputs, tally.accepted, tally.rejected
     );
     assert!(tally.inputs > 75_000);
-    assert!(
-        tally.accepted > 1000 && tally.rejected > 1000,
-        "mutations both pass and fail parsing"
-    );
+    assert!(tally.accepted > 1000 && tally.rejected > 1000, "mutations both pass and fail parsing");
 }
 
 #[test]
@@ -256,17 +225,12 @@ fn mutated_ivrs_tables_never_panic() {
     for (_, table) in common::corpus("ivrs") {
         let r = Ivrs::parse(&table).expect("corpus table parses");
         let fields = ivrs_length_fields(&r);
-        mutate(&table, &fields, &mut rng, &mut |t| {
-            exercise_ivrs(t, &mut tally)
-        });
+        mutate(&table, &fields, &mut rng, &mut |t| exercise_ivrs(t, &mut tally));
     }
     println!(
         "IVRS mutations: {} inputs, {} accepted, {} rejected",
         tally.inputs, tally.accepted, tally.rejected
     );
     assert!(tally.inputs > 75_000);
-    assert!(
-        tally.accepted > 1000 && tally.rejected > 1000,
-        "mutations both pass and fail parsing"
-    );
+    assert!(tally.accepted > 1000 && tally.rejected > 1000, "mutations both pass and fail parsing");
 }

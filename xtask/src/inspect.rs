@@ -28,16 +28,15 @@ pub enum Decoded<'a> {
 /// Decodes a file's bytes by signature, or says clearly why it is not a valid table.
 pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, String> {
     match bytes.get(..4) {
-        Some(b"DMAR") => Dmar::parse(bytes)
-            .map(Decoded::Dmar)
-            .map_err(|e| format!("invalid DMAR table: {e}")),
-        Some(b"IVRS") => Ivrs::parse(bytes)
-            .map(Decoded::Ivrs)
-            .map_err(|e| format!("invalid IVRS table: {e}")),
-        Some(sig) => Err(format!(
-            "not a DMAR or IVRS table (signature {:?})",
-            String::from_utf8_lossy(sig)
-        )),
+        Some(b"DMAR") => {
+            Dmar::parse(bytes).map(Decoded::Dmar).map_err(|e| format!("invalid DMAR table: {e}"))
+        }
+        Some(b"IVRS") => {
+            Ivrs::parse(bytes).map(Decoded::Ivrs).map_err(|e| format!("invalid IVRS table: {e}"))
+        }
+        Some(sig) => {
+            Err(format!("not a DMAR or IVRS table (signature {:?})", String::from_utf8_lossy(sig)))
+        }
         None => Err(format!("not an ACPI table ({} bytes)", bytes.len())),
     }
 }
@@ -139,10 +138,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if as_json {
         let doc = json::document(documents);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
     }
     if errors.is_empty() {
         Ok(())

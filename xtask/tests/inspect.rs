@@ -7,10 +7,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn corpus(kind: &str) -> Vec<PathBuf> {
@@ -36,9 +33,7 @@ fn inspect(args: &[&str], files: &[PathBuf]) -> Output {
 /// The JSON Schema block between the schema markers of docs/inspect-json.md.
 fn documented_schema() -> Value {
     let doc = std::fs::read_to_string(root().join("docs/inspect-json.md")).unwrap();
-    let start = doc
-        .find("<!-- schema:begin -->")
-        .expect("schema begin marker");
+    let start = doc.find("<!-- schema:begin -->").expect("schema begin marker");
     let end = doc.find("<!-- schema:end -->").expect("schema end marker");
     let block = &doc[start..end];
     let json = block
@@ -56,9 +51,7 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn check(&self, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
-        let s = schema
-            .as_object()
-            .ok_or(format!("{at}: schema not an object"))?;
+        let s = schema.as_object().ok_or(format!("{at}: schema not an object"))?;
         if let Some(r) = s.get("$ref").and_then(Value::as_str) {
             let name = r.strip_prefix("#/$defs/").ok_or(format!("bad $ref {r}"))?;
             let target = &self.root["$defs"][name];
@@ -80,13 +73,9 @@ impl Validator<'_> {
         if let Some(alts) = s.get("oneOf").and_then(Value::as_array) {
             let matching = alts.iter().filter(|a| self.check(a, v, at).is_ok()).count();
             if matching != 1 {
-                let why: Vec<String> = alts
-                    .iter()
-                    .filter_map(|a| self.check(a, v, at).err())
-                    .collect();
-                return Err(format!(
-                    "{at}: {matching} oneOf alternatives match: {why:?}"
-                ));
+                let why: Vec<String> =
+                    alts.iter().filter_map(|a| self.check(a, v, at).err()).collect();
+                return Err(format!("{at}: {matching} oneOf alternatives match: {why:?}"));
             }
         }
         if let Some(t) = s.get("type") {
@@ -112,21 +101,14 @@ impl Validator<'_> {
             let text = v.as_str().unwrap_or("");
             let digits = text.strip_prefix("0x").unwrap_or("");
             if digits.is_empty()
-                || !digits
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                || !digits.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
             {
                 return Err(format!("{at}: {v} is not a 0x hex string"));
             }
         }
         if let Some(obj) = v.as_object() {
             let props = s.get("properties").and_then(Value::as_object);
-            for req in s
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for req in s.get("required").and_then(Value::as_array).into_iter().flatten() {
                 let key = req.as_str().unwrap_or("");
                 if !obj.contains_key(key) {
                     return Err(format!("{at}: missing required key {key}"));
@@ -162,22 +144,10 @@ fn text_report_runs_clean_over_the_corpus() {
         let files = corpus(kind);
         let out = inspect(&[], &files);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{kind}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(stdout.matches("\n== ").count() + 1, files.len());
-        let unit = if kind == "dmar" {
-            "DRHD 0: base 0x"
-        } else {
-            "IVHD 0: type 0x"
-        };
-        assert_eq!(
-            stdout.matches(unit).count(),
-            files.len(),
-            "{kind}: one unit 0 per table"
-        );
+        let unit = if kind == "dmar" { "DRHD 0: base 0x" } else { "IVHD 0: type 0x" };
+        assert_eq!(stdout.matches(unit).count(), files.len(), "{kind}: one unit 0 per table");
     }
 }
 
@@ -186,11 +156,7 @@ fn json_over_the_corpus_validates_against_the_documented_schema() {
     let mut files = corpus("dmar");
     files.extend(corpus("ivrs"));
     let out = inspect(&["--json"], &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     validate(&doc).unwrap();
     let tables = doc["tables"].as_array().unwrap();
@@ -202,12 +168,7 @@ fn json_over_the_corpus_validates_against_the_documented_schema() {
     assert_eq!(first["structures"][0]["scopes"][0]["path_text"], "00:02.0");
     let lenovo = tables
         .iter()
-        .find(|t| {
-            t["file"]
-                .as_str()
-                .unwrap()
-                .ends_with("ivrs-405067a82a69.bin")
-        })
+        .find(|t| t["file"].as_str().unwrap().ends_with("ivrs-405067a82a69.bin"))
         .unwrap();
     let blocks = lenovo["blocks"].as_array().unwrap();
     assert_eq!(blocks.last().unwrap()["type"], "unknown");
@@ -250,11 +211,7 @@ fn invalid_files_fail_clearly_without_a_panic() {
     let sum = bad_length.iter().fold(0u8, |a, &b| a.wrapping_add(b));
     bad_length[9] = 0u8.wrapping_sub(sum);
     let cases: [(&str, Vec<u8>, &str); 4] = [
-        (
-            "garbage.bin",
-            b"hello, world".to_vec(),
-            "not a DMAR or IVRS table",
-        ),
+        ("garbage.bin", b"hello, world".to_vec(), "not a DMAR or IVRS table"),
         ("short.bin", b"DM".to_vec(), "not an ACPI table"),
         ("checksum.bin", bad_checksum, "checksum invalid"),
         ("length.bin", bad_length, "at offset 0x32"),

@@ -40,10 +40,7 @@ impl<'a> Window<'a> {
 
     /// An error at window offset `at`.
     pub fn error(&self, at: usize, kind: ErrorKind) -> AcpiError {
-        AcpiError {
-            offset: self.base.saturating_add(at),
-            kind,
-        }
+        AcpiError { offset: self.base.saturating_add(at), kind }
     }
 
     /// The `len` bytes at window offset `at`, as a window.
@@ -51,26 +48,14 @@ impl<'a> Window<'a> {
         let available = self.bytes.len().saturating_sub(at);
         let end = at.checked_add(len);
         match end.and_then(|end| self.bytes.get(at..end)) {
-            Some(bytes) => Ok(Window {
-                bytes,
-                base: self.base.saturating_add(at),
-            }),
-            None => Err(self.error(
-                at,
-                ErrorKind::Truncated {
-                    needed: len,
-                    available,
-                },
-            )),
+            Some(bytes) => Ok(Window { bytes, base: self.base.saturating_add(at) }),
+            None => Err(self.error(at, ErrorKind::Truncated { needed: len, available })),
         }
     }
 
     /// Everything from window offset `at` to the end (empty if `at` is past the end).
     pub fn rest(&self, at: usize) -> Window<'a> {
-        Window {
-            bytes: self.bytes.get(at..).unwrap_or(&[]),
-            base: self.base.saturating_add(at),
-        }
+        Window { bytes: self.bytes.get(at..).unwrap_or(&[]), base: self.base.saturating_add(at) }
     }
 
     /// `N` bytes at window offset `at`.
@@ -115,13 +100,7 @@ mod tests {
         assert_eq!(w.u64(1).unwrap(), 0x0908_0706_0504_0302);
         let err = w.u64(2).unwrap_err();
         assert_eq!(err.offset, 0x32);
-        assert_eq!(
-            err.kind,
-            ErrorKind::Truncated {
-                needed: 8,
-                available: 7
-            }
-        );
+        assert_eq!(err.kind, ErrorKind::Truncated { needed: 8, available: 7 });
         assert!(w.sub(usize::MAX, 2).is_err());
         assert!(w.rest(100).is_empty());
         assert_eq!(w.sub(4, 2).unwrap().base(), 0x34);

@@ -43,11 +43,7 @@ impl<'a> Dmar<'a> {
     /// Like [`Dmar::parse`], but a wrong checksum is tolerated (see [`Dmar::checksum_ok`]).
     pub fn parse_with(bytes: &'a [u8], checksum: Checksum) -> Result<Self, AcpiError> {
         let t = check_table(bytes, *b"DMAR", DMAR_STRUCTURES_OFFSET, checksum)?;
-        let dmar = Dmar {
-            window: t.window,
-            header: t.header,
-            checksum_ok: t.checksum_ok,
-        };
+        let dmar = Dmar { window: t.window, header: t.header, checksum_ok: t.checksum_ok };
         let mut it = dmar.structures();
         while let Some(s) = it.next_checked() {
             if let Some(scopes) = s?.scopes() {
@@ -89,11 +85,7 @@ impl<'a> Dmar<'a> {
 
     /// All remapping structures in table order, unknown types included.
     pub fn structures(&self) -> DmarStructures<'a> {
-        DmarStructures {
-            window: self.window,
-            pos: DMAR_STRUCTURES_OFFSET,
-            failed: false,
-        }
+        DmarStructures { window: self.window, pos: DMAR_STRUCTURES_OFFSET, failed: false }
     }
 
     /// The DRHD structures (remapping units) in table order.
@@ -223,25 +215,11 @@ fn read_structure<'a>(
     let stated = usize::from(length);
     let (minimum, what) = minimum_length(kind);
     if stated < minimum {
-        return Err(table.error(
-            at + 2,
-            ErrorKind::StructureTooShort {
-                what,
-                stated,
-                minimum,
-            },
-        ));
+        return Err(table.error(at + 2, ErrorKind::StructureTooShort { what, stated, minimum }));
     }
     let remaining = table.len().saturating_sub(at);
     if stated > remaining {
-        return Err(table.error(
-            at + 2,
-            ErrorKind::StructureOverrun {
-                what,
-                stated,
-                remaining,
-            },
-        ));
+        return Err(table.error(at + 2, ErrorKind::StructureOverrun { what, stated, remaining }));
     }
     let s = table.sub(at, stated)?;
     let offset = s.base();
@@ -295,11 +273,7 @@ fn read_structure<'a>(
             segment: s.u16(6)?,
             scopes: DeviceScopes::new(s.rest(8)),
         }),
-        _ => DmarStructure::Unknown {
-            kind,
-            offset,
-            length,
-        },
+        _ => DmarStructure::Unknown { kind, offset, length },
     };
     Ok((structure, stated))
 }

@@ -148,11 +148,7 @@ impl fmt::Display for Ascii<'_> {
             if b == 0 {
                 break;
             }
-            let c = if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '?'
-            };
+            let c = if (0x20..0x7f).contains(&b) { b as char } else { '?' };
             f.write_char(c)?;
         }
         Ok(())

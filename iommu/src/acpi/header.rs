@@ -74,39 +74,22 @@ pub(crate) fn check_table<'a>(
     let all = Window::new(bytes, 0);
     let found: [u8; 4] = all.array(0)?;
     if found != signature {
-        return Err(all.error(
-            0,
-            ErrorKind::BadSignature {
-                found,
-                expected: signature,
-            },
-        ));
+        return Err(all.error(0, ErrorKind::BadSignature { found, expected: signature }));
     }
     let stated = all.u32(4)? as usize;
     if stated < minimum {
         return Err(all.error(4, ErrorKind::TableTooShort { stated, minimum }));
     }
     if stated > bytes.len() {
-        return Err(all.error(
-            4,
-            ErrorKind::TableLengthExceedsData {
-                stated,
-                available: bytes.len(),
-            },
-        ));
+        return Err(
+            all.error(4, ErrorKind::TableLengthExceedsData { stated, available: bytes.len() })
+        );
     }
     let window = all.sub(0, stated)?;
     let header = SdtHeader::read(&window)?;
-    let sum = window
-        .bytes()
-        .iter()
-        .fold(0u8, |acc, &b| acc.wrapping_add(b));
+    let sum = window.bytes().iter().fold(0u8, |acc, &b| acc.wrapping_add(b));
     if sum != 0 && checksum == Checksum::Enforce {
         return Err(window.error(9, ErrorKind::BadChecksum { sum }));
     }
-    Ok(CheckedTable {
-        window,
-        header,
-        checksum_ok: sum == 0,
-    })
+    Ok(CheckedTable { window, header, checksum_ok: sum == 0 })
 }

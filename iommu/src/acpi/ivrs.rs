@@ -40,11 +40,7 @@ impl<'a> Ivrs<'a> {
     /// Like [`Ivrs::parse`], but a wrong checksum is tolerated (see [`Ivrs::checksum_ok`]).
     pub fn parse_with(bytes: &'a [u8], checksum: Checksum) -> Result<Self, AcpiError> {
         let t = check_table(bytes, *b"IVRS", IVRS_BLOCKS_OFFSET, checksum)?;
-        let ivrs = Ivrs {
-            window: t.window,
-            header: t.header,
-            checksum_ok: t.checksum_ok,
-        };
+        let ivrs = Ivrs { window: t.window, header: t.header, checksum_ok: t.checksum_ok };
         let mut it = ivrs.blocks();
         while let Some(b) = it.next_checked() {
             if let IvrsBlock::Hardware(h) = b? {
@@ -79,11 +75,7 @@ impl<'a> Ivrs<'a> {
 
     /// All blocks in table order, unknown types included.
     pub fn blocks(&self) -> IvrsBlocks<'a> {
-        IvrsBlocks {
-            window: self.window,
-            pos: IVRS_BLOCKS_OFFSET,
-            failed: false,
-        }
+        IvrsBlocks { window: self.window, pos: IVRS_BLOCKS_OFFSET, failed: false }
     }
 
     /// All IVHD blocks in table order, every type.
@@ -294,25 +286,11 @@ fn read_block<'a>(table: &Window<'a>, at: usize) -> Result<(IvrsBlock<'a>, usize
     let stated = usize::from(length);
     let (minimum, what) = minimum_length(kind);
     if stated < minimum {
-        return Err(table.error(
-            at + 2,
-            ErrorKind::StructureTooShort {
-                what,
-                stated,
-                minimum,
-            },
-        ));
+        return Err(table.error(at + 2, ErrorKind::StructureTooShort { what, stated, minimum }));
     }
     let remaining = table.len().saturating_sub(at);
     if stated > remaining {
-        return Err(table.error(
-            at + 2,
-            ErrorKind::StructureOverrun {
-                what,
-                stated,
-                remaining,
-            },
-        ));
+        return Err(table.error(at + 2, ErrorKind::StructureOverrun { what, stated, remaining }));
     }
     let b = table.sub(at, stated)?;
     let offset = b.base();
@@ -345,11 +323,7 @@ fn read_block<'a>(table: &Window<'a>, at: usize) -> Result<(IvrsBlock<'a>, usize
             start: b.u64(16)?,
             size: b.u64(24)?,
         }),
-        _ => IvrsBlock::Unknown {
-            kind,
-            offset,
-            length,
-        },
+        _ => IvrsBlock::Unknown { kind, offset, length },
     };
     Ok((block, stated))
 }

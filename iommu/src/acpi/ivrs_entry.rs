@@ -32,11 +32,9 @@ impl AcpiUid<'_> {
     /// The integer value of a format-1 UID of at most 8 bytes.
     pub fn integer(&self) -> Option<u64> {
         match self {
-            AcpiUid::Integer(b) if b.len() <= 8 => Some(
-                b.iter()
-                    .rev()
-                    .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-            ),
+            AcpiUid::Integer(b) if b.len() <= 8 => {
+                Some(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+            }
             _ => None,
         }
     }
@@ -129,11 +127,7 @@ pub struct DeviceEntries<'a> {
 impl<'a> DeviceEntries<'a> {
     /// Entries packed into `window` (everything after an IVHD's fixed part).
     pub fn new(window: Window<'a>) -> Self {
-        DeviceEntries {
-            window,
-            pos: 0,
-            failed: false,
-        }
+        DeviceEntries { window, pos: 0, failed: false }
     }
 
     /// The next entry, an error for a malformed one, or `None` at the end.
@@ -177,11 +171,7 @@ fn read_entry<'a>(w: &Window<'a>, at: usize) -> Result<DeviceEntry<'a>, AcpiErro
     if length > remaining {
         return Err(w.error(
             at,
-            ErrorKind::StructureOverrun {
-                what: "IVHD device entry",
-                stated: length,
-                remaining,
-            },
+            ErrorKind::StructureOverrun { what: "IVHD device entry", stated: length, remaining },
         ));
     }
     let e = w.sub(at, length)?;
@@ -195,11 +185,7 @@ fn read_entry<'a>(w: &Window<'a>, at: usize) -> Result<DeviceEntry<'a>, AcpiErro
         0x43 => EntryBody::AliasRangeStart { alias: e.u16(5)? },
         0x46 => EntryBody::ExtendedSelect { ext: e.u32(4)? },
         0x47 => EntryBody::ExtendedRangeStart { ext: e.u32(4)? },
-        0x48 => EntryBody::Special {
-            handle: e.u8(4)?,
-            source: e.u16(5)?,
-            variety: e.u8(7)?,
-        },
+        0x48 => EntryBody::Special { handle: e.u8(4)?, source: e.u16(5)?, variety: e.u8(7)? },
         0xf0 => {
             let uid_format = e.u8(20)?;
             let uid_length = e.u8(21)?;
@@ -210,24 +196,11 @@ fn read_entry<'a>(w: &Window<'a>, at: usize) -> Result<DeviceEntry<'a>, AcpiErro
                 2 => AcpiUid::String(bytes),
                 format => AcpiUid::Other { format, bytes },
             };
-            EntryBody::AcpiHid {
-                hid: e.array(4)?,
-                cid: e.array(12)?,
-                uid_format,
-                uid_length,
-                uid,
-            }
+            EntryBody::AcpiHid { hid: e.array(4)?, cid: e.array(12)?, uid_format, uid_length, uid }
         }
         _ => EntryBody::Reserved,
     };
-    Ok(DeviceEntry {
-        offset: e.base(),
-        kind,
-        length,
-        device_id: e.u16(1)?,
-        data: e.u8(3)?,
-        body,
-    })
+    Ok(DeviceEntry { offset: e.base(), kind, length, device_id: e.u16(1)?, data: e.u8(3)?, body })
 }
 
 #[cfg(test)]
@@ -254,17 +227,10 @@ mod tests {
         assert_eq!(entries[2].body, EntryBody::Padding);
         assert_eq!(entries[3].body, EntryBody::AliasSelect { alias: 0xa4 });
         assert_eq!(entries[3].device_id, 0x100);
-        assert_eq!(
-            entries[4].body,
-            EntryBody::ExtendedSelect { ext: 0x8000_0000 }
-        );
+        assert_eq!(entries[4].body, EntryBody::ExtendedSelect { ext: 0x8000_0000 });
         assert_eq!(
             entries[5].body,
-            EntryBody::Special {
-                handle: 0x21,
-                source: 0xa0,
-                variety: SPECIAL_IOAPIC
-            }
+            EntryBody::Special { handle: 0x21, source: 0xa0, variety: SPECIAL_IOAPIC }
         );
         assert_eq!(entries[6].offset, 0x100 + 36);
         assert_eq!(entries[6].length, 24);
@@ -279,31 +245,15 @@ mod tests {
 
     #[test]
     fn rejects_overruns_and_unknown_variable_types() {
-        let short_hid = [
-            0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 9, b'x',
-        ];
-        let err = DeviceEntries::new(Window::new(&short_hid, 0x50))
-            .next_checked()
-            .unwrap()
-            .unwrap_err();
+        let short_hid = [0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 9, b'x'];
+        let err =
+            DeviceEntries::new(Window::new(&short_hid, 0x50)).next_checked().unwrap().unwrap_err();
         assert_eq!(err.offset, 0x50);
-        assert!(matches!(
-            err.kind,
-            ErrorKind::StructureOverrun { stated: 31, .. }
-        ));
+        assert!(matches!(err.kind, ErrorKind::StructureOverrun { stated: 31, .. }));
         let unknown = [0x81, 0, 0, 0];
-        let err = DeviceEntries::new(Window::new(&unknown, 0))
-            .next_checked()
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(
-            err.kind,
-            ErrorKind::UnknownVariableEntry { entry_type: 0x81 }
-        );
+        let err = DeviceEntries::new(Window::new(&unknown, 0)).next_checked().unwrap().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::UnknownVariableEntry { entry_type: 0x81 });
         let eight = [0x48, 0, 0, 0, 0];
-        assert!(DeviceEntries::new(Window::new(&eight, 0))
-            .next_checked()
-            .unwrap()
-            .is_err());
+        assert!(DeviceEntries::new(Window::new(&eight, 0)).next_checked().unwrap().is_err());
     }
 }

@@ -16,20 +16,12 @@ pub struct Bdf {
 impl Bdf {
     /// A BDF, or `None` if the device or function number is out of range.
     pub fn new(bus: u8, device: u8, function: u8) -> Option<Self> {
-        (device < 32 && function < 8).then_some(Bdf {
-            bus,
-            device,
-            function,
-        })
+        (device < 32 && function < 8).then_some(Bdf { bus, device, function })
     }
 
     /// Splits a 16-bit requester / device id.
     pub fn from_id(id: u16) -> Self {
-        Bdf {
-            bus: (id >> 8) as u8,
-            device: ((id >> 3) & 0x1f) as u8,
-            function: (id & 7) as u8,
-        }
+        Bdf { bus: (id >> 8) as u8, device: ((id >> 3) & 0x1f) as u8, function: (id & 7) as u8 }
     }
 
     /// The 16-bit requester / device id.
@@ -109,9 +101,7 @@ pub trait PciTopology {
 
 impl PciTopology for [PciBridge] {
     fn bridge_at(&self, segment: u16, bdf: Bdf) -> Option<PciBridge> {
-        self.iter()
-            .find(|b| b.segment == segment && b.bdf == bdf)
-            .copied()
+        self.iter().find(|b| b.segment == segment && b.bdf == bdf).copied()
     }
 
     fn bridge_above(&self, segment: u16, bus: u8) -> Option<PciBridge> {
@@ -147,25 +137,12 @@ mod tests {
 
     #[test]
     fn ranges_overlap_and_contain() {
-        let a = MemRange {
-            start: 0x1000,
-            end: 0x1fff,
-        };
-        let b = MemRange {
-            start: 0x1fff,
-            end: 0x2fff,
-        };
-        let c = MemRange {
-            start: 0x2000,
-            end: 0x2fff,
-        };
+        let a = MemRange { start: 0x1000, end: 0x1fff };
+        let b = MemRange { start: 0x1fff, end: 0x2fff };
+        let c = MemRange { start: 0x2000, end: 0x2fff };
         assert!(a.overlaps(&b));
         assert!(!a.overlaps(&c));
-        assert!(MemRange {
-            start: 0,
-            end: u64::MAX
-        }
-        .contains_range(&c));
+        assert!(MemRange { start: 0, end: u64::MAX }.contains_range(&c));
         assert!(!a.contains_range(&b));
     }
 }

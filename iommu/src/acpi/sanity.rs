@@ -200,60 +200,41 @@ impl fmt::Display for FirmwareWarning {
             Severity::Info => "[Firmware Info]: ",
         })?;
         match self {
-            InvalidRegisterBase { unit } => write!(
-                f,
-                "{unit}: register base is 0, all ones or unaligned; unit disabled"
-            ),
+            InvalidRegisterBase { unit } => {
+                write!(f, "{unit}: register base is 0, all ones or unaligned; unit disabled")
+            }
             RegisterOverlap { unit, other } => {
                 write!(f, "{unit}: register window overlaps {other}; unit disabled")
             }
-            RmrrBackwards { index, base, limit } => write!(
-                f,
-                "RMRR {index}: bad range [{base:#018x}-{limit:#018x}], limit below base"
-            ),
+            RmrrBackwards { index, base, limit } => {
+                write!(f, "RMRR {index}: bad range [{base:#018x}-{limit:#018x}], limit below base")
+            }
             RmrrUnaligned { index, range } => {
                 write!(f, "RMRR {index}: range {range} is not 4 KiB aligned")
             }
-            RmrrNotReserved { index, range } => write!(
-                f,
-                "RMRR {index}: no firmware reserved region can cover {range}"
-            ),
-            RegionOverlap {
-                what,
-                first,
-                second,
-                range,
-            } => write!(f, "{what} {second} {range} overlaps {what} {first}"),
-            IvmdBadRange { index, start, size } => write!(
-                f,
-                "IVMD {index}: bad range start {start:#x} length {size:#x}"
-            ),
-            IoapicNotInIvrs { id } => write!(
-                f,
-                "IOAPIC[{id}] not in IVRS table; interrupt remapping disabled"
-            ),
-            IoapicNotInDmar { id } => write!(
-                f,
-                "IOAPIC {id} has no remapping unit in DMAR; interrupt remapping disabled"
-            ),
-            DeviceClaimedTwice {
-                segment,
-                device_id,
-                first,
-                second,
-            } => write!(
+            RmrrNotReserved { index, range } => {
+                write!(f, "RMRR {index}: no firmware reserved region can cover {range}")
+            }
+            RegionOverlap { what, first, second, range } => {
+                write!(f, "{what} {second} {range} overlaps {what} {first}")
+            }
+            IvmdBadRange { index, start, size } => {
+                write!(f, "IVMD {index}: bad range start {start:#x} length {size:#x}")
+            }
+            IoapicNotInIvrs { id } => {
+                write!(f, "IOAPIC[{id}] not in IVRS table; interrupt remapping disabled")
+            }
+            IoapicNotInDmar { id } => {
+                write!(f, "IOAPIC {id} has no remapping unit in DMAR; interrupt remapping disabled")
+            }
+            DeviceClaimedTwice { segment, device_id, first, second } => write!(
                 f,
                 "device {segment:04x}:{} claimed by {first} and {second}; {first} keeps it",
                 super::Bdf::from_id(*device_id)
             ),
             BadScope { unit, problem } => write!(f, "{unit}: {problem}"),
             BadEntries { unit, problem } => write!(f, "{unit}: {problem}"),
-            UnknownSkipped {
-                table,
-                kind,
-                offset,
-                length,
-            } => write!(
+            UnknownSkipped { table, kind, offset, length } => write!(
                 f,
                 "{table}: unknown structure type {kind:#x} at {offset:#x} (length {length}) skipped"
             ),

@@ -117,11 +117,7 @@ pub struct DeviceScopes<'a> {
 impl<'a> DeviceScopes<'a> {
     /// Scopes packed into `window` (everything after a structure's fixed part).
     pub fn new(window: Window<'a>) -> Self {
-        DeviceScopes {
-            window,
-            pos: 0,
-            failed: false,
-        }
+        DeviceScopes { window, pos: 0, failed: false }
     }
 
     /// The next scope, an error for a malformed one, or `None` at the end.
@@ -165,11 +161,7 @@ impl<'a> DeviceScopes<'a> {
         if stated > remaining {
             return Err(w.error(
                 at + 1,
-                ErrorKind::StructureOverrun {
-                    what: "device scope",
-                    stated,
-                    remaining,
-                },
+                ErrorKind::StructureOverrun { what: "device scope", stated, remaining },
             ));
         }
         if !(stated - SCOPE_HEADER_LEN).is_multiple_of(2) {
@@ -183,9 +175,7 @@ impl<'a> DeviceScopes<'a> {
             flags: s.u8(2)?,
             enumeration_id: s.u8(4)?,
             start_bus: s.u8(5)?,
-            path: PciPath {
-                bytes: s.rest(SCOPE_HEADER_LEN).bytes(),
-            },
+            path: PciPath { bytes: s.rest(SCOPE_HEADER_LEN).bytes() },
         })
     }
 }
@@ -212,10 +202,7 @@ mod tests {
         assert_eq!(scopes.len(), 2);
         assert_eq!(scopes[0].kind, ScopeKind::Endpoint);
         assert_eq!(scopes[0].offset, 0x40);
-        assert_eq!(
-            scopes[0].path.hops().collect::<alloc::vec::Vec<_>>(),
-            [(0x1c, 4), (0, 2)]
-        );
+        assert_eq!(scopes[0].path.hops().collect::<alloc::vec::Vec<_>>(), [(0x1c, 4), (0, 2)]);
         assert_eq!(scopes[1].kind, ScopeKind::IoApic);
         assert_eq!(scopes[1].offset, 0x4a);
         assert_eq!(scopes[1].enumeration_id, 2);
@@ -230,9 +217,7 @@ mod tests {
             (&[1u8, 12, 0, 0, 0, 0, 0, 0][..], "overrun"),
             (&[1u8][..], "truncated"),
         ] {
-            let err = DeviceScopes::new(Window::new(bytes, 0x100))
-                .validate()
-                .unwrap_err();
+            let err = DeviceScopes::new(Window::new(bytes, 0x100)).validate().unwrap_err();
             assert_eq!(err.offset, 0x101, "{kind_is}");
             let ok = match err.kind {
                 ErrorKind::StructureTooShort { .. } => kind_is == "short",

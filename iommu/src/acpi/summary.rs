@@ -57,11 +57,8 @@ impl fmt::Display for PathDisplay<'_, '_> {
 }
 
 fn flag_names(flags: u8, names: &[(u8, &str)]) -> String {
-    let set: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, n)| *n)
-        .collect();
+    let set: Vec<&str> =
+        names.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect();
     if set.is_empty() {
         String::new()
     } else {
@@ -75,10 +72,7 @@ fn scope_lines(out: &mut Vec<String>, prefix: &str, scopes: DeviceScopes<'_>) {
         if let ScopeKind::Reserved(raw) = s.kind {
             let _ = write!(line, " type {raw:#x}");
         }
-        if matches!(
-            s.kind,
-            ScopeKind::IoApic | ScopeKind::Hpet | ScopeKind::AcpiNamespace
-        ) {
+        if matches!(s.kind, ScopeKind::IoApic | ScopeKind::Hpet | ScopeKind::AcpiNamespace) {
             let _ = write!(line, " id {}", s.enumeration_id);
         }
         let _ = write!(line, " {}", PathDisplay(&s));
@@ -133,11 +127,7 @@ pub fn dmar_summary(dmar: &Dmar<'_>) -> Vec<String> {
                     d.segment,
                     d.register_size() / 1024,
                     d.flags,
-                    if d.include_pci_all() {
-                        " include-pci-all"
-                    } else {
-                        ""
-                    },
+                    if d.include_pci_all() { " include-pci-all" } else { "" },
                 ));
                 scope_lines(&mut out, &p, d.scopes);
             }
@@ -157,11 +147,7 @@ pub fn dmar_summary(dmar: &Dmar<'_>) -> Vec<String> {
                     "{p}: segment {} flags {:#x}{} scopes {n}",
                     a.segment,
                     a.flags,
-                    if a.flags & ATSR_ALL_PORTS != 0 {
-                        " all-ports"
-                    } else {
-                        ""
-                    }
+                    if a.flags & ATSR_ALL_PORTS != 0 { " all-ports" } else { "" }
                 ));
                 scope_lines(&mut out, &p, a.scopes);
             }
@@ -184,11 +170,7 @@ pub fn dmar_summary(dmar: &Dmar<'_>) -> Vec<String> {
                     "{p}: segment {} flags {:#x}{} scopes {n}",
                     s.segment,
                     s.flags,
-                    if s.flags & SATC_ATC_REQUIRED != 0 {
-                        " atc-required"
-                    } else {
-                        ""
-                    }
+                    if s.flags & SATC_ATC_REQUIRED != 0 { " atc-required" } else { "" }
                 ));
                 scope_lines(&mut out, &p, s.scopes);
             }
@@ -198,11 +180,7 @@ pub fn dmar_summary(dmar: &Dmar<'_>) -> Vec<String> {
                 out.push(format!("{p}: segment {} scopes {n}", s.segment));
                 scope_lines(&mut out, &p, s.scopes);
             }
-            DmarStructure::Unknown {
-                kind,
-                offset,
-                length,
-            } => out.push(format!(
+            DmarStructure::Unknown { kind, offset, length } => out.push(format!(
                 "DMAR: unknown structure type {kind:#x} at {offset:#x} length {length} skipped"
             )),
         }
@@ -354,11 +332,7 @@ pub fn ivrs_summary(ivrs: &Ivrs<'_>) -> Vec<String> {
                 out.push(ivmd_line(ivmd, &m));
                 ivmd += 1;
             }
-            IvrsBlock::Unknown {
-                kind,
-                offset,
-                length,
-            } => out.push(format!(
+            IvrsBlock::Unknown { kind, offset, length } => out.push(format!(
                 "IVRS: unknown block type {kind:#x} at {offset:#x} length {length} skipped"
             )),
         }

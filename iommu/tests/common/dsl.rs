@@ -37,8 +37,7 @@ pub fn parse(text: &str) -> Disassembly {
     for line in text.lines() {
         if let Some(rest) = line.split("Unknown IVRS subtable type 0x").nth(1) {
             let hex: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
-            d.unknown_subtables
-                .push(u8::from_str_radix(&hex, 16).expect("unknown subtable type"));
+            d.unknown_subtables.push(u8::from_str_radix(&hex, 16).expect("unknown subtable type"));
         }
         if line.contains("terminates early") {
             d.terminates_early = true;
@@ -75,11 +74,7 @@ pub fn parse(text: &str) -> Disassembly {
                 Err(_) => Value::Str(raw.to_string()),
             }
         };
-        d.fields.push(Field {
-            offset,
-            name,
-            value,
-        });
+        d.fields.push(Field { offset, name, value });
     }
     d
 }

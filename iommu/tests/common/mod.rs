@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The corpus directory for `kind` ("dmar" or "ivrs").
 pub fn corpus_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(kind)
 }
 
 /// Every `.bin` table of one corpus directory, sorted, with its stem.

@@ -76,6 +76,9 @@ fn start_unit(base: u64, max_devid: u16) -> Result<KernelAmdVi, alloc::string::S
         log::info!("amdvi:   {line}");
     }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
-    log::info!("amdvi: unit at {base:#x} enabled: {}-level tables, every device blocked", unit.levels());
+    log::info!(
+        "amdvi: unit at {base:#x} enabled: {}-level tables, every device blocked",
+        unit.levels()
+    );
     Ok(unit)
 }

@@ -36,7 +36,10 @@ pub struct FaultSummary {
 
 /// Reads and clears every pending fault record and event, logging at most a few per
 /// window (the rest are counted and reported as suppressed).
-pub fn service_faults(sys: &mut IommuSystem, mut on_fault: impl FnMut(&FaultEvent)) -> FaultSummary {
+pub fn service_faults(
+    sys: &mut IommuSystem,
+    mut on_fault: impl FnMut(&FaultEvent),
+) -> FaultSummary {
     let mut sum = FaultSummary::default();
     let now = crate::apic::ticks();
     let mut limiter = LIMITER.lock();

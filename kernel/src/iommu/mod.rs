@@ -46,26 +46,34 @@ pub struct Route {
     pub requester_id: u16,
 }
 
+/// Hands out domain ids; ids start at 1 because VT-d caching-mode units reserve 0.
+#[derive(Debug)]
+pub struct DomainIds {
+    next: DomainId,
+}
+
+impl DomainIds {
+    /// A domain id not handed out before (wrapping after 65535, skipping 0).
+    pub fn alloc(&mut self) -> DomainId {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1).max(1);
+        id
+    }
+}
+
 /// The IOMMUs, the device routes and domain-id allocation.
 pub struct IommuSystem {
     /// The units.
     pub units: Units,
     routes: Vec<(Bdf, Route)>,
-    next_domain: DomainId,
+    /// Domain-id allocation (one id space for all units keeps logs unambiguous).
+    pub domain_ids: DomainIds,
 }
 
 impl IommuSystem {
     /// The unit and requester id that translate `bdf`'s DMA, if any.
     pub fn route(&self, bdf: Bdf) -> Option<Route> {
         self.routes.iter().find(|(b, _)| *b == bdf).map(|(_, r)| *r)
-    }
-
-    /// A domain id not handed out before (ids start at 1: VT-d caching-mode units
-    /// reserve 0).
-    pub fn alloc_domain_id(&mut self) -> DomainId {
-        let id = self.next_domain;
-        self.next_domain = self.next_domain.wrapping_add(1).max(1);
-        id
     }
 
     /// Number of units brought up.
@@ -117,12 +125,15 @@ pub fn discover(
     boot: &boot::BootInfo,
     opts: &boot::cmdline::Options<'_>,
 ) -> IommuSystem {
-    let mut sys = IommuSystem { units: Units::None, routes: Vec::new(), next_domain: 1 };
+    let mut sys =
+        IommuSystem { units: Units::None, routes: Vec::new(), domain_ids: DomainIds { next: 1 } };
     let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
     let reserved = reserved_ranges(boot);
     let bridges = bridges(pci);
     if let Some(dmar) = acpi.dmar {
-        if let Some((units, routes)) = vtd::bring_up(dmar, pci, &bridges, &reserved, &ioapic_ids, opts) {
+        if let Some((units, routes)) =
+            vtd::bring_up(dmar, pci, &bridges, &reserved, &ioapic_ids, opts)
+        {
             sys.units = Units::Vtd(units);
             sys.routes = routes;
         }

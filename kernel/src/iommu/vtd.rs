@@ -73,7 +73,8 @@ fn start_unit(
     let window = MmioWindow::map(base, size.clamp(0x1000, 0x10_0000) as usize)?;
     let mut unit = VtdUnit::new(window, KernelMemory).map_err(|e| alloc::format!("{e}"))?;
     if opts.vtd_register_invalidation {
-        unit.set_invalidation_mode(InvalidationMode::Register).map_err(|e| alloc::format!("{e}"))?;
+        unit.set_invalidation_mode(InvalidationMode::Register)
+            .map_err(|e| alloc::format!("{e}"))?;
     }
     log::info!("vtd: unit at {base:#x}:");
     for line in unit.describe() {

@@ -3,6 +3,7 @@
 mod core_tests;
 pub mod dma;
 mod edu_tests;
+pub mod iommu;
 
 use crate::testing::KernelTest;
 
@@ -14,4 +15,11 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "acpi", run: core_tests::acpi },
     KernelTest { name: "pci", run: core_tests::pci },
     KernelTest { name: "edu_dma_untranslated", run: edu_tests::untranslated_copy },
+    KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
+    KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
+    KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },
+    KernelTest { name: "iommu_invalidate_page", run: iommu::invalidation::page_selective },
+    KernelTest { name: "iommu_invalidate_domain", run: iommu::invalidation::domain_selective },
+    KernelTest { name: "iommu_invalidate_global", run: iommu::invalidation::global },
+    KernelTest { name: "iommu_invalidate_control", run: iommu::invalidation::suppressed_control },
 ];

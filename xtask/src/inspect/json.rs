@@ -52,11 +52,7 @@ fn header(h: &SdtHeader, checksum_ok: bool) -> Value {
 }
 
 fn flag_names(flags: u8, names: &[(u8, &'static str)]) -> Vec<&'static str> {
-    names
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, n)| *n)
-        .collect()
+    names.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect()
 }
 
 fn scopes(list: DeviceScopes<'_>) -> Value {
@@ -111,11 +107,7 @@ fn dmar_structure(s: DmarStructure<'_>) -> Value {
             "type": "sidp", "type_code": 6, "offset": s.offset, "length": s.length,
             "segment": s.segment, "scopes": scopes(s.scopes),
         }),
-        DmarStructure::Unknown {
-            kind,
-            offset,
-            length,
-        } => json!({
+        DmarStructure::Unknown { kind, offset, length } => json!({
             "type": "unknown", "type_code": kind, "offset": offset, "length": length,
         }),
     }
@@ -150,22 +142,12 @@ fn entry(e: &DeviceEntry<'_>) -> Value {
         EntryBody::ExtendedSelect { ext } | EntryBody::ExtendedRangeStart { ext } => {
             json!({ "ext": ext })
         }
-        EntryBody::Special {
-            handle,
-            source,
-            variety,
-        } => json!({
+        EntryBody::Special { handle, source, variety } => json!({
             "handle": handle, "source": source, "source_device": Bdf::from_id(source).to_string(),
             "variety": variety,
             "variety_name": match variety { 1 => "ioapic", 2 => "hpet", _ => "reserved" },
         }),
-        EntryBody::AcpiHid {
-            hid,
-            cid,
-            uid_format,
-            uid_length,
-            uid,
-        } => json!({
+        EntryBody::AcpiHid { hid, cid, uid_format, uid_length, uid } => json!({
             "hid": text(&hid), "cid": hex(u64::from_le_bytes(cid)),
             "uid_format": uid_format, "uid_length": uid_length,
             "uid": match uid {
@@ -262,11 +244,7 @@ fn ivrs(path: &Path, r: &Ivrs<'_>, table: &Decoded<'_>) -> Value {
                 ivhd(index - 1, &h, Some(h.kind) == preferred)
             }
             IvrsBlock::Memory(m) => ivmd(&m),
-            IvrsBlock::Unknown {
-                kind,
-                offset,
-                length,
-            } => json!({
+            IvrsBlock::Unknown { kind, offset, length } => json!({
                 "type": "unknown", "type_code": kind, "offset": offset, "length": length,
             }),
         })

@@ -81,11 +81,7 @@ fn decodes_every_structure_type_and_skips_unknown_ones() {
     }
     assert!(matches!(&all[6], DmarStructure::Sidp(x) if x.scopes.clone().count() == 1));
     match &all[7] {
-        DmarStructure::Unknown {
-            kind,
-            length,
-            offset,
-        } => {
+        DmarStructure::Unknown { kind, length, offset } => {
             assert_eq!((*kind, *length), (0x4242, 10));
             assert_eq!(*offset, t.len() - 10);
         }
@@ -111,13 +107,7 @@ fn errors_name_offset_and_problem() {
     let e = Dmar::parse(&good[..good.len() - 1]).unwrap_err();
     assert_eq!(
         (e.offset, e.kind),
-        (
-            4,
-            ErrorKind::TableLengthExceedsData {
-                stated: good.len(),
-                available: good.len() - 1
-            }
-        )
+        (4, ErrorKind::TableLengthExceedsData { stated: good.len(), available: good.len() - 1 })
     );
     // A structure length of 0 (would loop forever) at the DRHD's length field.
     let mut t = good.clone();
@@ -126,14 +116,7 @@ fn errors_name_offset_and_problem() {
     fix_checksum(&mut t);
     let e = Dmar::parse(&t).unwrap_err();
     assert_eq!(e.offset, 50);
-    assert!(matches!(
-        e.kind,
-        ErrorKind::StructureTooShort {
-            what: "DRHD",
-            stated: 0,
-            ..
-        }
-    ));
+    assert!(matches!(e.kind, ErrorKind::StructureTooShort { what: "DRHD", stated: 0, .. }));
     // A structure that runs past the table.
     let mut t = good.clone();
     t[50] = 0xff;
@@ -151,13 +134,7 @@ fn errors_name_offset_and_problem() {
     let mut t = good.clone();
     t[4] = 40;
     let e = Dmar::parse(&t).unwrap_err();
-    assert!(matches!(
-        e.kind,
-        ErrorKind::TableTooShort {
-            stated: 40,
-            minimum: 48
-        }
-    ));
+    assert!(matches!(e.kind, ErrorKind::TableTooShort { stated: 40, minimum: 48 }));
     assert!(e.to_string().starts_with("at offset 0x4: "));
 }
 

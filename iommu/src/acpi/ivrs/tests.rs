@@ -11,21 +11,14 @@ fn decodes_the_qemu_table() {
     let hds: Vec<_> = r.ivhds().collect();
     assert_eq!(hds.len(), 1);
     let h = &hds[0];
-    assert_eq!(
-        (h.kind, h.base, h.device_id, h.flags),
-        (0x10, 0xfed8_0000, 0x10, 0xd1)
-    );
+    assert_eq!((h.kind, h.base, h.device_id, h.flags), (0x10, 0xfed8_0000, 0x10, 0xd1));
     assert_eq!(h.efr, None);
     let entries: Vec<_> = h.entries().collect();
     assert_eq!(entries.len(), 5);
     assert_eq!(entries[0].offset, 48 + 24);
     assert_eq!(
         entries[4].body,
-        EntryBody::Special {
-            handle: 0,
-            source: 0xa0,
-            variety: SPECIAL_IOAPIC
-        }
+        EntryBody::Special { handle: 0, source: 0xa0, variety: SPECIAL_IOAPIC }
     );
     assert_eq!(r.preferred_ivhd_type(), Some(0x10));
 }
@@ -70,14 +63,7 @@ fn decodes_efr_ivmd_and_skips_unknown_blocks() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        blocks[4],
-        IvrsBlock::Unknown {
-            kind: 0x51,
-            length: 32,
-            ..
-        }
-    ));
+    assert!(matches!(blocks[4], IvrsBlock::Unknown { kind: 0x51, length: 32, .. }));
     match &blocks[5] {
         IvrsBlock::Memory(m) => assert_eq!(m.target(), IvmdTarget::Range(0, 0xfff)),
         other => panic!("{other:?}"),
@@ -94,14 +80,7 @@ fn errors_name_offset_and_problem() {
     fix_checksum(&mut t);
     let e = Ivrs::parse(&t).unwrap_err();
     assert_eq!(e.offset, 50);
-    assert!(matches!(
-        e.kind,
-        ErrorKind::StructureTooShort {
-            stated: 20,
-            minimum: 24,
-            ..
-        }
-    ));
+    assert!(matches!(e.kind, ErrorKind::StructureTooShort { stated: 20, minimum: 24, .. }));
     // An 8-byte entry cut off by the end of its block.
     let mut e = Vec::new();
     e.extend_from_slice(&entry4(2, 8, 0));
@@ -109,14 +88,7 @@ fn errors_name_offset_and_problem() {
     let t = ivrs(0, &[ivhd(0x10, 2, 0xfed8_0000, 0, 0, &e)]);
     let err = Ivrs::parse(&t).unwrap_err();
     assert_eq!(err.offset, 48 + 24 + 4);
-    assert!(matches!(
-        err.kind,
-        ErrorKind::StructureOverrun {
-            stated: 8,
-            remaining: 4,
-            ..
-        }
-    ));
+    assert!(matches!(err.kind, ErrorKind::StructureOverrun { stated: 8, remaining: 4, .. }));
     // A block type 0x11 with the 0x10 length.
     let t = ivrs(0, &[ivhd(0x10, 2, 0xfed8_0000, 0, 0, &[])]);
     let mut t2 = t.clone();

@@ -29,10 +29,7 @@ impl ResolvedScope {
         match self.kind {
             ScopeKind::Endpoint => self.bdf == bdf,
             ScopeKind::Bridge => {
-                self.bdf == bdf
-                    || self
-                        .buses
-                        .is_some_and(|(lo, hi)| (lo..=hi).contains(&bdf.bus))
+                self.bdf == bdf || self.buses.is_some_and(|(lo, hi)| (lo..=hi).contains(&bdf.bus))
             }
             _ => false,
         }
@@ -71,11 +68,7 @@ impl fmt::Display for ScopeProblem {
             ScopeProblem::EmptyPath { offset } => {
                 write!(f, "device scope at {offset:#x} has an empty PCI path")
             }
-            ScopeProblem::BadHop {
-                offset,
-                device,
-                function,
-            } => write!(
+            ScopeProblem::BadHop { offset, device, function } => write!(
                 f,
                 "device scope at {offset:#x} has an invalid hop {device:02x}.{function:x}"
             ),
@@ -116,18 +109,12 @@ pub fn resolve_scope<T: PciTopology + ?Sized>(
     }
     let bdf = last.ok_or(ScopeProblem::EmptyPath { offset })?;
     let buses = match scope.kind {
-        ScopeKind::Bridge => topology
-            .bridge_at(segment, bdf)
-            .map(|b| (b.secondary, b.subordinate.max(b.secondary))),
+        ScopeKind::Bridge => {
+            topology.bridge_at(segment, bdf).map(|b| (b.secondary, b.subordinate.max(b.secondary)))
+        }
         _ => None,
     };
-    Ok(ResolvedScope {
-        offset,
-        kind: scope.kind,
-        enumeration_id: scope.enumeration_id,
-        bdf,
-        buses,
-    })
+    Ok(ResolvedScope { offset, kind: scope.kind, enumeration_id: scope.enumeration_id, bdf, buses })
 }
 
 /// The requester id a device's DMA carries at the root complex (VT-d rules, as Linux's
@@ -142,13 +129,7 @@ pub fn requester_id<T: PciTopology + ?Sized>(topology: &T, segment: u16, bdf: Bd
         };
         match bridge.kind {
             BridgeKind::PciExpress => {}
-            BridgeKind::PcieToPci => {
-                rid = Bdf {
-                    bus: bridge.secondary,
-                    device: 0,
-                    function: 0,
-                }
-            }
+            BridgeKind::PcieToPci => rid = Bdf { bus: bridge.secondary, device: 0, function: 0 },
             BridgeKind::ConventionalPci => rid = bridge.bdf,
         }
         bus = bridge.bdf.bus;
@@ -225,11 +206,7 @@ impl DmarUnits {
         segment: u16,
         bdf: Bdf,
     ) -> Option<Translation> {
-        let usable = || {
-            self.units
-                .iter()
-                .filter(|u| u.usable && u.segment == segment)
-        };
+        let usable = || self.units.iter().filter(|u| u.usable && u.segment == segment);
         let explicit = usable().find(|u| u.scopes.iter().any(|s| s.covers(bdf)));
         let unit = explicit.or_else(|| usable().find(|u| u.include_pci_all))?;
         Some(Translation {

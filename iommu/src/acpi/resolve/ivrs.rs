@@ -92,11 +92,7 @@ impl fmt::Display for EntryProblem {
             EntryProblem::StartWithoutEnd { offset } => {
                 write!(f, "device range start at {offset:#x} is never closed")
             }
-            EntryProblem::Backwards {
-                offset,
-                first,
-                last,
-            } => write!(
+            EntryProblem::Backwards { offset, first, last } => write!(
                 f,
                 "device range ending at {offset:#x} runs backwards ({first:#06x} > {last:#06x})"
             ),
@@ -166,9 +162,7 @@ impl<'a> IvrsUnit<'a> {
             };
             if let Some(start) = opens {
                 if let Some(prev) = open.replace(start) {
-                    unit.problems.push(EntryProblem::StartWithoutEnd {
-                        offset: prev.offset,
-                    });
+                    unit.problems.push(EntryProblem::StartWithoutEnd { offset: prev.offset });
                 }
                 continue;
             }
@@ -183,9 +177,7 @@ impl<'a> IvrsUnit<'a> {
                         first: r.first,
                         last: e.device_id,
                     }),
-                    None => unit
-                        .problems
-                        .push(EntryProblem::EndWithoutStart { offset: e.offset }),
+                    None => unit.problems.push(EntryProblem::EndWithoutStart { offset: e.offset }),
                 },
                 EntryBody::All => unit.ranges.push(IvrsDeviceRange {
                     first: 0,
@@ -195,11 +187,7 @@ impl<'a> IvrsUnit<'a> {
                 EntryBody::Select => unit.ranges.push(single(None, None)),
                 EntryBody::AliasSelect { alias } => unit.ranges.push(single(Some(alias), None)),
                 EntryBody::ExtendedSelect { ext } => unit.ranges.push(single(None, Some(ext))),
-                EntryBody::Special {
-                    handle,
-                    source,
-                    variety,
-                } => unit.specials.push(IvrsSpecial {
+                EntryBody::Special { handle, source, variety } => unit.specials.push(IvrsSpecial {
                     offset: e.offset,
                     variety,
                     handle,
@@ -216,8 +204,7 @@ impl<'a> IvrsUnit<'a> {
             }
         }
         if let Some(r) = open {
-            unit.problems
-                .push(EntryProblem::StartWithoutEnd { offset: r.offset });
+            unit.problems.push(EntryProblem::StartWithoutEnd { offset: r.offset });
         }
         unit
     }
@@ -247,24 +234,16 @@ impl<'a> IvrsUnits<'a> {
             .filter(|(_, h)| Some(h.kind) == preferred_type)
             .map(|(i, h)| IvrsUnit::new(i, &h))
             .collect();
-        IvrsUnits {
-            preferred_type,
-            units,
-        }
+        IvrsUnits { preferred_type, units }
     }
 
     /// The usable unit that translates `device_id` in `segment`, and the requester id its
     /// DMA carries (the alias when an alias entry covers it).
     pub fn translating_unit(&self, segment: u16, device_id: u16) -> Option<Translation> {
-        self.units
-            .iter()
-            .filter(|u| u.usable && u.segment == segment)
-            .find_map(|u| {
-                u.range_for(device_id).map(|r| Translation {
-                    unit: u.index,
-                    requester_id: r.alias.unwrap_or(device_id),
-                })
-            })
+        self.units.iter().filter(|u| u.usable && u.segment == segment).find_map(|u| {
+            u.range_for(device_id)
+                .map(|r| Translation { unit: u.index, requester_id: r.alias.unwrap_or(device_id) })
+        })
     }
 
     /// The usable unit and device id for I/O APIC `id` (for interrupt remapping).

@@ -64,10 +64,7 @@ fn scope_paths_follow_bridges_to_bdfs() {
     assert!(
         matches!(u.unresolved[0], ScopeProblem::MissingBridge { at, .. } if at == bdf(0, 0x1d, 0))
     );
-    assert!(matches!(
-        u.unresolved[1],
-        ScopeProblem::BadHop { device: 0x20, .. }
-    ));
+    assert!(matches!(u.unresolved[1], ScopeProblem::BadHop { device: 0x20, .. }));
 }
 
 #[test]
@@ -97,10 +94,8 @@ fn explicit_scopes_win_over_include_pci_all() {
     let d = Dmar::parse(&t).unwrap();
     let topo = topology();
     let mut units = DmarUnits::new(&d, &topo);
-    let who = |u: &DmarUnits, b: Bdf| {
-        u.translating_unit(&topo, 0, b)
-            .map(|t| (t.unit, t.requester_id))
-    };
+    let who =
+        |u: &DmarUnits, b: Bdf| u.translating_unit(&topo, 0, b).map(|t| (t.unit, t.requester_id));
     assert_eq!(who(&units, bdf(0, 2, 0)), Some((0, 0x0010)));
     assert_eq!(who(&units, bdf(2, 7, 1)), Some((1, 0x0200)));
     assert_eq!(who(&units, bdf(0, 0x1f, 3)), Some((2, 0x00fb)));
@@ -122,13 +117,7 @@ fn ivrs_ranges_aliases_and_specials_resolve() {
     e.extend_from_slice(&tu::special_entry(0x21, 0x00a0, 1));
     e.extend_from_slice(&tu::special_entry(0, 0x00a0, 2));
     e.extend_from_slice(&entry4(4, 0x0010, 0)); // end without start
-    let t = ivrs(
-        0,
-        &[
-            ivhd(0x10, 2, 0xfed8_0000, 0, 0, &e),
-            ivhd(0x40, 2, 0xfed8_0000, 0, 0, &e),
-        ],
-    );
+    let t = ivrs(0, &[ivhd(0x10, 2, 0xfed8_0000, 0, 0, &e), ivhd(0x40, 2, 0xfed8_0000, 0, 0, &e)]);
     let r = Ivrs::parse(&t).unwrap();
     let units = IvrsUnits::new(&r);
     assert_eq!(units.preferred_type, Some(0x40));
@@ -137,23 +126,10 @@ fn ivrs_ranges_aliases_and_specials_resolve() {
     assert_eq!(u.index, 1, "index counts every IVHD block");
     assert_eq!(u.ranges.len(), 3);
     assert_eq!((u.ranges[0].first, u.ranges[0].last), (0x0008, 0xfffe));
-    assert_eq!(
-        u.problems,
-        [EntryProblem::EndWithoutStart {
-            offset: u.offset + 40 + 44
-        }]
-    );
-    let t = |id| {
-        units
-            .translating_unit(0, id)
-            .map(|t| (t.unit, t.requester_id))
-    };
+    assert_eq!(u.problems, [EntryProblem::EndWithoutStart { offset: u.offset + 40 + 44 }]);
+    let t = |id| units.translating_unit(0, id).map(|t| (t.unit, t.requester_id));
     assert_eq!(t(0x0010), Some((1, 0x0010)));
-    assert_eq!(
-        t(0xff42),
-        Some((1, 0x00a5)),
-        "alias range: later entry overrides"
-    );
+    assert_eq!(t(0xff42), Some((1, 0x00a5)), "alias range: later entry overrides");
     assert_eq!(t(0x0300), Some((1, 0x0208)), "alias select");
     assert_eq!(t(0x0004), None);
     assert_eq!(units.ioapic(0x21), Some((1, 0x00a0)));

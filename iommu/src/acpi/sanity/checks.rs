@@ -15,10 +15,7 @@ fn bad_base(base: u64) -> bool {
 }
 
 fn window(base: u64, size: u64) -> MemRange {
-    MemRange {
-        start: base,
-        end: base.saturating_add(size.saturating_sub(1)),
-    }
+    MemRange { start: base, end: base.saturating_add(size.saturating_sub(1)) }
 }
 
 /// Whether the union of `reserved` covers all of `range`.
@@ -46,23 +43,13 @@ pub fn check_dmar(
 ) -> SanityReport {
     let mut report = SanityReport::default();
     if !dmar.checksum_ok() {
-        report
-            .warnings
-            .push(FirmwareWarning::BadChecksum { table: "DMAR" });
+        report.warnings.push(FirmwareWarning::BadChecksum { table: "DMAR" });
     }
     if units.units.is_empty() {
-        report
-            .warnings
-            .push(FirmwareWarning::NoUnits { table: "DMAR" });
+        report.warnings.push(FirmwareWarning::NoUnits { table: "DMAR" });
     }
-    let refs: Vec<UnitRef> = units
-        .units
-        .iter()
-        .map(|u| UnitRef::Drhd {
-            index: u.index,
-            base: u.base,
-        })
-        .collect();
+    let refs: Vec<UnitRef> =
+        units.units.iter().map(|u| UnitRef::Drhd { index: u.index, base: u.base }).collect();
     let windows: Vec<UnitWindow> = units
         .units
         .iter()
@@ -80,10 +67,7 @@ pub fn check_dmar(
     for (u, r) in units.units.iter().zip(&refs) {
         for p in &u.unresolved {
             if !matches!(p, ScopeProblem::MissingBridge { .. }) {
-                report.warnings.push(FirmwareWarning::BadScope {
-                    unit: *r,
-                    problem: *p,
-                });
+                report.warnings.push(FirmwareWarning::BadScope { unit: *r, problem: *p });
             }
         }
     }
@@ -111,10 +95,7 @@ pub fn check_dmar(
         match s {
             DmarStructure::Rmrr(r) => {
                 let index = rmrrs.len();
-                let range = MemRange {
-                    start: r.base,
-                    end: r.limit,
-                };
+                let range = MemRange { start: r.base, end: r.limit };
                 rmrrs.push(range);
                 if r.limit < r.base {
                     report.warnings.push(FirmwareWarning::RmrrBackwards {
@@ -125,28 +106,17 @@ pub fn check_dmar(
                     continue;
                 }
                 if r.base & 0xfff != 0 || r.limit.wrapping_add(1) & 0xfff != 0 {
-                    report
-                        .warnings
-                        .push(FirmwareWarning::RmrrUnaligned { index, range });
+                    report.warnings.push(FirmwareWarning::RmrrUnaligned { index, range });
                 }
                 if let Some(reserved) = facts.reserved {
                     if !covered(range, reserved) {
-                        report
-                            .warnings
-                            .push(FirmwareWarning::RmrrNotReserved { index, range });
+                        report.warnings.push(FirmwareWarning::RmrrNotReserved { index, range });
                     }
                 }
             }
-            DmarStructure::Unknown {
-                kind,
-                offset,
-                length,
-            } => report.warnings.push(FirmwareWarning::UnknownSkipped {
-                table: "DMAR",
-                kind,
-                offset,
-                length,
-            }),
+            DmarStructure::Unknown { kind, offset, length } => report
+                .warnings
+                .push(FirmwareWarning::UnknownSkipped { table: "DMAR", kind, offset, length }),
             _ => {}
         }
     }
@@ -156,9 +126,7 @@ pub fn check_dmar(
             for &id in ids {
                 if units.ioapic_unit(id).is_none() {
                     report.interrupt_remapping_unusable = true;
-                    report
-                        .warnings
-                        .push(FirmwareWarning::IoapicNotInDmar { id });
+                    report.warnings.push(FirmwareWarning::IoapicNotInDmar { id });
                 }
             }
         }
@@ -174,23 +142,13 @@ pub fn check_ivrs(
 ) -> SanityReport {
     let mut report = SanityReport::default();
     if !ivrs.checksum_ok() {
-        report
-            .warnings
-            .push(FirmwareWarning::BadChecksum { table: "IVRS" });
+        report.warnings.push(FirmwareWarning::BadChecksum { table: "IVRS" });
     }
     if units.units.is_empty() {
-        report
-            .warnings
-            .push(FirmwareWarning::NoUnits { table: "IVRS" });
+        report.warnings.push(FirmwareWarning::NoUnits { table: "IVRS" });
     }
-    let refs: Vec<UnitRef> = units
-        .units
-        .iter()
-        .map(|u| UnitRef::Ivhd {
-            index: u.index,
-            base: u.base,
-        })
-        .collect();
+    let refs: Vec<UnitRef> =
+        units.units.iter().map(|u| UnitRef::Ivhd { index: u.index, base: u.base }).collect();
     let windows: Vec<UnitWindow> = units
         .units
         .iter()
@@ -207,10 +165,7 @@ pub fn check_ivrs(
     }
     for (u, r) in units.units.iter().zip(&refs) {
         for p in &u.problems {
-            report.warnings.push(FirmwareWarning::BadEntries {
-                unit: *r,
-                problem: *p,
-            });
+            report.warnings.push(FirmwareWarning::BadEntries { unit: *r, problem: *p });
         }
     }
     for (i, (a, ra)) in units.units.iter().zip(&refs).enumerate() {
@@ -241,10 +196,7 @@ pub fn check_ivrs(
                 let index = ivmds.len();
                 let end = m.start.checked_add(m.size).and_then(|e| e.checked_sub(1));
                 match end {
-                    Some(end) if m.size != 0 => ivmds.push(MemRange {
-                        start: m.start,
-                        end,
-                    }),
+                    Some(end) if m.size != 0 => ivmds.push(MemRange { start: m.start, end }),
                     _ => {
                         report.warnings.push(FirmwareWarning::IvmdBadRange {
                             index,
@@ -255,16 +207,14 @@ pub fn check_ivrs(
                     }
                 }
             }
-            IvrsBlock::Unknown {
-                kind,
-                offset,
-                length,
-            } => report.warnings.push(FirmwareWarning::UnknownSkipped {
-                table: "IVRS",
-                kind: u16::from(kind),
-                offset,
-                length,
-            }),
+            IvrsBlock::Unknown { kind, offset, length } => {
+                report.warnings.push(FirmwareWarning::UnknownSkipped {
+                    table: "IVRS",
+                    kind: u16::from(kind),
+                    offset,
+                    length,
+                })
+            }
             IvrsBlock::Hardware(_) => {}
         }
     }
@@ -272,16 +222,11 @@ pub fn check_ivrs(
     if let Some(ids) = facts.ioapic_ids {
         for &id in ids {
             let listed = units.units.iter().any(|u| {
-                u.usable
-                    && u.specials
-                        .iter()
-                        .any(|s| s.variety == SPECIAL_IOAPIC && s.handle == id)
+                u.usable && u.specials.iter().any(|s| s.variety == SPECIAL_IOAPIC && s.handle == id)
             });
             if !listed {
                 report.interrupt_remapping_unusable = true;
-                report
-                    .warnings
-                    .push(FirmwareWarning::IoapicNotInIvrs { id });
+                report.warnings.push(FirmwareWarning::IoapicNotInIvrs { id });
             }
         }
     }
@@ -299,10 +244,7 @@ struct UnitWindow {
 fn register_checks(report: &mut SanityReport, units: &[UnitWindow]) {
     for (i, u) in units.iter().enumerate() {
         if bad_base(u.window.start) {
-            report.disable(
-                u.index,
-                FirmwareWarning::InvalidRegisterBase { unit: u.unit },
-            );
+            report.disable(u.index, FirmwareWarning::InvalidRegisterBase { unit: u.unit });
             continue;
         }
         let clash = units.iter().take(i).find(|o| {
@@ -311,13 +253,8 @@ fn register_checks(report: &mut SanityReport, units: &[UnitWindow]) {
                 && !report.unusable.contains(&o.index)
         });
         if let Some(o) = clash {
-            report.disable(
-                u.index,
-                FirmwareWarning::RegisterOverlap {
-                    unit: u.unit,
-                    other: o.unit,
-                },
-            );
+            report
+                .disable(u.index, FirmwareWarning::RegisterOverlap { unit: u.unit, other: o.unit });
         }
     }
 }
@@ -327,17 +264,10 @@ fn overlap_checks(report: &mut SanityReport, what: &'static str, ranges: &[MemRa
         if b.end < b.start {
             continue;
         }
-        if let Some(first) = ranges
-            .iter()
-            .take(second)
-            .position(|a| a.end >= a.start && a.overlaps(b))
+        if let Some(first) =
+            ranges.iter().take(second).position(|a| a.end >= a.start && a.overlaps(b))
         {
-            report.warnings.push(FirmwareWarning::RegionOverlap {
-                what,
-                first,
-                second,
-                range: *b,
-            });
+            report.warnings.push(FirmwareWarning::RegionOverlap { what, first, second, range: *b });
         }
     }
 }

@@ -41,12 +41,7 @@ fn multi_hop_paths_hids_ivmds_and_unknowns_are_shown() {
         38,
         0,
         &[
-            tu::drhd(
-                1,
-                0,
-                0xfed9_1000,
-                &[tu::scope(1, 0, 0, &[(0x1c, 4), (0, 2)])],
-            ),
+            tu::drhd(1, 0, 0xfed9_1000, &[tu::scope(1, 0, 0, &[(0x1c, 4), (0, 2)])]),
             tu::raw_structure(7, &[0; 4], &[]),
         ],
     );
@@ -57,10 +52,7 @@ fn multi_hop_paths_hids_ivmds_and_unknowns_are_shown() {
         "DRHD 0: base 0xfed91000 segment 0 size 4KiB flags 0x1 include-pci-all scopes 1"
     );
     assert_eq!(s[2], "DRHD 0: scope endpoint 00:1c.4/00.2");
-    assert_eq!(
-        s[3],
-        "DMAR: unknown structure type 0x7 at 0x4a length 8 skipped"
-    );
+    assert_eq!(s[3], "DMAR: unknown structure type 0x7 at 0x4a length 8 skipped");
 
     let mut e = alloc::vec![0xf0, 0xa5, 0x00, 0x40];
     e.extend_from_slice(b"AMDI0020");
@@ -78,16 +70,10 @@ fn multi_hop_paths_hids_ivmds_and_unknowns_are_shown() {
     let r = Ivrs::parse(&t).unwrap();
     let s = ivrs_summary(&r);
     assert!(s[1].ends_with("efr 0x1234"), "{}", s[1]);
-    assert_eq!(
-        s[2],
-        "IVHD 0: acpi-hid \"AMDI0020\" uid \"\\_SB.FUR0\" devid 00:14.5"
-    );
+    assert_eq!(s[2], "IVHD 0: acpi-hid \"AMDI0020\" uid \"\\_SB.FUR0\" devid 00:14.5");
     assert_eq!(
         s[3],
         "IVMD 0: type 0x21 device 01:00.0 range 0xc9f42000+0x26000 flags 0x8 (exclusion)"
     );
-    assert_eq!(
-        s[4],
-        "IVRS: unknown block type 0x51 at 0x97 length 4 skipped"
-    );
+    assert_eq!(s[4], "IVRS: unknown block type 0x51 at 0x97 length 4 skipped");
 }
