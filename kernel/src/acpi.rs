@@ -34,9 +34,7 @@ impl AcpiHandler for IdentityHandler {
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
 
-#[repr(align(4096))]
-struct ZeroPage([u8; 4096]);
-static ZEROS: ZeroPage = ZeroPage([0; 4096]);
+static ZEROS: [u8; 4096] = [0; 4096];
 
 /// A table we only want the bytes of.
 #[repr(C, packed)]

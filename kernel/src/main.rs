@@ -185,6 +185,15 @@ mod bare {
             let ok = testing::run(&opts, &mut platform);
             exit(if ok { ExitCode::Success } else { ExitCode::Failure });
         }
+        // Any DMA fault since bring-up is worth a line on a real machine.
+        let stray = iommu::service_faults(&mut platform.iommu, |_| {});
+        if stray.faults > 0 {
+            log::warn!(
+                "iommu: {} DMA faults since bring-up ({} fault interrupts)",
+                stray.faults,
+                iommu::fault_interrupts()
+            );
+        }
         log::info!("boot complete");
         exit(ExitCode::Success)
     }

@@ -30,7 +30,7 @@ impl MmioWindow {
 
     fn ptr<T>(&self, offset: usize) -> Option<NonNull<T>> {
         let size = core::mem::size_of::<T>();
-        if offset % size != 0 || offset.checked_add(size)? > self.len {
+        if !offset.is_multiple_of(size) || offset.checked_add(size)? > self.len {
             log::error!("mmio: bad access of {size} bytes at {:#x}+{offset:#x}", self.base);
             return None;
         }

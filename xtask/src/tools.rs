@@ -48,7 +48,7 @@ pub fn ensure(tools: &[&Tool]) -> Result<(), String> {
         .iter()
         .filter(|t| {
             // An explicitly chosen QEMU is the user's business.
-            !(t.name == QEMU.name && std::env::var_os("QEMU").is_some()) && !present(t.name)
+            !(present(t.name) || t.name == QEMU.name && std::env::var_os("QEMU").is_some())
         })
         .collect();
     if missing.is_empty() {

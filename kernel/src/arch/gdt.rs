@@ -15,8 +15,9 @@ pub const NMI_IST: u16 = 1;
 
 const IST_STACK_SIZE: usize = 16 * 1024;
 
+/// Only the CPU uses these bytes (as a stack), so Rust never reads the field.
 #[repr(align(16))]
-struct IstStack([u8; IST_STACK_SIZE]);
+struct IstStack(#[allow(dead_code)] [u8; IST_STACK_SIZE]);
 
 static mut DOUBLE_FAULT_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
 static mut NMI_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);

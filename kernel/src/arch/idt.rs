@@ -13,8 +13,6 @@ use x86_64::VirtAddr;
 
 use super::gdt;
 
-/// First vector available to devices.
-pub const FIRST_DEVICE_VECTOR: u8 = 32;
 const VECTORS: usize = 48;
 
 /// What the common entry path saved, lowest address first.

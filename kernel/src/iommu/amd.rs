@@ -3,7 +3,7 @@
 use super::{KernelAmdVi, Route};
 use crate::mem::KernelMemory;
 use crate::mmio::MmioWindow;
-use crate::pci::{Bdf, PciFunction};
+use crate::pci::PciFunction;
 use alloc::vec::Vec;
 use iommu::acpi::pci::MemRange;
 use iommu::acpi::resolve::{IvrsUnit, IvrsUnits};
@@ -26,7 +26,7 @@ pub fn bring_up(
     pci: &[PciFunction],
     reserved: &[MemRange],
     ioapic_ids: &[u8],
-) -> Option<(Vec<KernelAmdVi>, Vec<(Bdf, Route)>)> {
+) -> Option<(Vec<KernelAmdVi>, super::RouteTable)> {
     let ivrs = match Ivrs::parse(table) {
         Ok(t) => t,
         Err(e) => {

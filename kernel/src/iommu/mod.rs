@@ -20,7 +20,7 @@ use iommu::amdvi::AmdViUnit;
 use iommu::invalidate::DomainId;
 use iommu::vtd::VtdUnit;
 
-pub use faults::service_faults;
+pub use faults::{fault_interrupts, service_faults};
 
 /// A VT-d unit as the kernel drives it.
 pub type KernelVtd = VtdUnit<MmioWindow, KernelMemory>;
@@ -45,6 +45,9 @@ pub struct Route {
     /// The requester id (VT-d source id, AMD-Vi device id) its DMA carries there.
     pub requester_id: u16,
 }
+
+/// Each PCI function's route, as bring-up found it.
+pub type RouteTable = Vec<(Bdf, Route)>;
 
 /// Hands out domain ids; ids start at 1 because VT-d caching-mode units reserve 0.
 #[derive(Debug)]

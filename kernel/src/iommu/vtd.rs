@@ -3,7 +3,7 @@
 use super::{faults, KernelVtd, Route};
 use crate::mem::KernelMemory;
 use crate::mmio::MmioWindow;
-use crate::pci::{Bdf, PciFunction};
+use crate::pci::PciFunction;
 use alloc::vec::Vec;
 use iommu::acpi::pci::{Bdf as AcpiBdf, MemRange, PciBridge};
 use iommu::acpi::resolve::DmarUnits;
@@ -21,7 +21,7 @@ pub fn bring_up(
     reserved: &[MemRange],
     ioapic_ids: &[u8],
     opts: &boot::cmdline::Options<'_>,
-) -> Option<(Vec<KernelVtd>, Vec<(Bdf, Route)>)> {
+) -> Option<(Vec<KernelVtd>, super::RouteTable)> {
     let dmar = match Dmar::parse(table) {
         Ok(d) => d,
         Err(e) => {
@@ -80,7 +80,9 @@ fn start_unit(
     for line in unit.describe() {
         log::info!("vtd:   {line}");
     }
-    unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id());
+    if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
+        log::warn!("vtd: unit at {base:#x}: no fault interrupt ({e}); faults are polled");
+    }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
     // Faults firmware left behind are reported once, then cleared.
     unit.handle_faults(|r| log::warn!("vtd: fault left by firmware: {r}"));

@@ -18,8 +18,3 @@ pub fn init() -> Result<(), &'static str> {
     unsafe { HEAP.lock().init(start as *mut u8, HEAP_SIZE as usize) };
     Ok(())
 }
-
-/// Bytes in use on the heap.
-pub fn used() -> usize {
-    HEAP.lock().used()
-}

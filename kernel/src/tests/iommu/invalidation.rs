@@ -10,7 +10,6 @@ use crate::testing::{TestContext, TestResult};
 use crate::tests::dma::TestFrame;
 use alloc::format;
 use iommu::domain::IotlbGather;
-use iommu::invalidate::IotlbInvalidator;
 use iommu::pgtable::Prot;
 use iommu::unit::RemappingUnit;
 

@@ -61,11 +61,6 @@ pub fn on_edu_unit(
     }
 }
 
-/// Formats any displayable error as a test failure reason.
-pub fn why(what: &str) -> impl Fn(&dyn core::fmt::Display) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 impl<U: RemappingUnit> Rig<'_, U> {
     /// A fresh, empty domain in the unit's format.
     pub fn new_domain(&mut self) -> Result<Domain<U::Format>, String> {
