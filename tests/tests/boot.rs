@@ -12,6 +12,13 @@ fn multiboot1_with_intel_iommu() {
     assert_passed(&out);
     assert_logged(&out, "boot: Multiboot1 loader");
     assert_logged(&out, " DMAR");
+    // The DMAR summary matches what QEMU generated: one DRHD, the root-bus edu in scope.
+    assert_logged(&out, "DMAR: revision 1, host address width 39 bits");
+    assert_logged(&out, "1 DRHD, 0 RMRR");
+    assert_logged(&out, "DRHD 0: base 0xfed90000 segment 0");
+    assert_logged(&out, "DRHD 0: scope endpoint 00:04.0");
+    assert_logged(&out, "DRHD 0: scope ioapic id 0 ff:00.0");
+    assert_logged(&out, "vtd: unit at 0xfed90000 enabled: 3-level tables");
 }
 
 #[test]
@@ -19,13 +26,19 @@ fn multiboot1_with_amd_iommu() {
     let out = boot(&machine(Iommu::Amd { intremap: false }, CORE));
     assert_passed(&out);
     assert_logged(&out, " IVRS");
+    assert_logged(&out, "1 IVHD (using type 0x10), 0 IVMD");
+    assert_logged(&out, "IVHD 0: type 0x10 base 0xfed80000 segment 0");
+    assert_logged(&out, "IVHD 0: device 00:04.0");
+    assert_logged(&out, "amdvi: unit at 0xfed80000 enabled");
 }
 
 #[test]
 fn multiboot1_without_iommu() {
     let out = boot(&machine(Iommu::None, CORE));
     assert_passed(&out);
-    assert!(!out.log.contains(" DMAR") && !out.log.contains(" IVRS"), "{}", out.log);
+    let tables = out.log.lines().find(|l| l.contains("acpi: tables:")).unwrap_or_default();
+    assert!(!tables.contains("DMAR") && !tables.contains("IVRS"), "{}", out.log);
+    assert_logged(&out, "iommu: no DMAR or IVRS table: no IOMMU");
 }
 
 #[test]
