@@ -1,0 +1,178 @@
+//! Partition configuration on the machine: find the configuration (a boot module whose
+//! file name ends in `.cfg`, or the built-in default), check it against what the boot
+//! discovered (devices exist and sit behind an IOMMU, guest images exist, memory
+//! suffices), then create every partition before running any: nothing starts
+//! half-configured.
+
+use super::{Budget, Partition, Stop};
+use crate::pci::Bdf;
+use crate::Platform;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use boot::partition_config::{self, DeviceAddr, GuestImage, PartitionConfig, PartitionSpec};
+use boot::BootInfo;
+
+/// Host memory kept free beyond all partitions (heap growth, tables, IOMMU structures).
+const HOST_RESERVE: u64 = 16 << 20;
+
+/// The file name (path and arguments stripped) a boot module is known by.
+pub fn module_name<'a>(info: &'a BootInfo, m: &boot::Module) -> &'a str {
+    let full = info.string(m.name);
+    let first = full.split_whitespace().next().unwrap_or("");
+    first.rsplit('/').next().unwrap_or(first)
+}
+
+fn module_bytes(m: &boot::Module) -> &'static [u8] {
+    // SAFETY: boot modules lie in RAM the frame allocator never hands out (kept at
+    // init), identity-mapped, and nothing writes them.
+    unsafe { core::slice::from_raw_parts(m.start as *const u8, (m.end - m.start) as usize) }
+}
+
+/// The configuration text and where it came from.
+pub fn find_config(info: &'static BootInfo) -> Result<(&'static str, String), String> {
+    match info.modules().iter().find(|m| module_name(info, m).ends_with(".cfg")) {
+        Some(m) => {
+            let name = module_name(info, m);
+            let text = core::str::from_utf8(module_bytes(m))
+                .map_err(|_| format!("partition configuration module {name} is not UTF-8 text"))?;
+            Ok((text.trim_end_matches('\0'), format!("module {name}")))
+        }
+        None => Ok((partition_config::DEFAULT_CONFIG, "built-in default".into())),
+    }
+}
+
+fn bdf(d: &DeviceAddr) -> Bdf {
+    Bdf { segment: d.segment, bus: d.bus, device: d.device, function: d.function }
+}
+
+/// Whether an IOMMU translates `dev`'s DMA. Phase 1 knows only whether the firmware
+/// describes an IOMMU at all (DMAR or IVRS); the IOMMU drivers replace this with the
+/// DRHD device scopes / IVHD device entries.
+pub fn behind_iommu(platform: &Platform, _dev: Bdf) -> bool {
+    platform.acpi.dmar.is_some() || platform.acpi.ivrs.is_some()
+}
+
+/// The image bytes a partition runs.
+pub fn image_for(platform: &Platform, spec: &PartitionSpec<'_>) -> Result<&'static [u8], String> {
+    match spec.image {
+        GuestImage::Builtin => Ok(super::BUILTIN_GUEST),
+        GuestImage::Module(name) => platform
+            .boot
+            .modules()
+            .iter()
+            .find(|m| module_name(platform.boot, m) == name)
+            .map(module_bytes)
+            .ok_or_else(|| format!("partition `{}`: no boot module named `{name}`", spec.name)),
+    }
+}
+
+/// Checks a parsed configuration against the machine. Every problem is reported, not
+/// only the first; `Err` carries them all, one per line.
+pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut total = 0u64;
+    for p in cfg.partitions() {
+        total += p.memory;
+        if let Err(e) = image_for(platform, p) {
+            problems.push(e);
+        }
+        for d in p.devices() {
+            let b = bdf(d);
+            if !platform.pci.iter().any(|f| f.bdf == b) {
+                problems.push(format!("partition `{}`: device {b} does not exist on this machine", p.name));
+            } else if !behind_iommu(platform, b) {
+                problems.push(format!(
+                    "partition `{}`: device {b} sits behind no IOMMU, so its DMA could not be confined",
+                    p.name
+                ));
+            }
+        }
+    }
+    let free = crate::mem::frames::free_frames() * 4096;
+    if total + HOST_RESERVE > free {
+        problems.push(format!(
+            "partitions need {} MiB but only {} MiB are free (keeping {} MiB for the host)",
+            total >> 20,
+            free.saturating_sub(HOST_RESERVE) >> 20,
+            HOST_RESERVE >> 20
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Parses, validates and creates every partition of `text` (all or none).
+pub fn create_all(text: &str, platform: &Platform) -> Result<Vec<Partition>, String> {
+    let cfg = partition_config::parse(text).map_err(|e| format!("{e}"))?;
+    validate(&cfg, platform)?;
+    let mut made = Vec::new();
+    for spec in cfg.partitions() {
+        let image = image_for(platform, spec)?;
+        match Partition::create(spec, image) {
+            Ok(mut p) => {
+                p.devices = spec.devices().iter().map(bdf).collect();
+                made.push(p);
+            }
+            // Dropping `made` tears the others down: nothing stays half-configured.
+            Err(e) => return Err(format!("partition `{}`: {e}", spec.name)),
+        }
+    }
+    Ok(made)
+}
+
+/// The boot's partition story: load the configuration, create every partition, run
+/// each guest to completion, destroy them, and say what happened.
+pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
+    let (text, source) = find_config(platform.boot)?;
+    log::info!("partitions: configuration from the {source}");
+    let partitions = create_all(text, platform)?;
+    for p in &partitions {
+        let m = p.memory().map_or(0, |m| m.size());
+        let (small, large) = p.nested_tables().map_or((0, 0), |t| t.leaves);
+        log::info!(
+            "partition {}: created, {} MiB {}-backed, nested leaves {small} x 4K + {large} x 2M",
+            p.name,
+            m >> 20,
+            p.memory().map_or(boot::partition_config::Backing::Pages4K, |m| m.backing()),
+        );
+        for d in &p.devices {
+            log::info!("partition {}: owns {d} (IOMMU attach comes with the IOMMU drivers)", p.name);
+        }
+    }
+    let mut failures = Vec::new();
+    let mut done = Vec::new();
+    for mut p in partitions {
+        let r = p.run(Budget::DEFAULT).map_err(|e| format!("partition {}: {e}", p.name))?;
+        log::info!(
+            "partition {}: stopped: {:?} after {} exits, {} hypercalls, {} ticks",
+            p.name,
+            r.stop,
+            r.exits,
+            r.hypercalls,
+            r.ticks
+        );
+        if r.stop != Stop::Done(0) {
+            failures.push(format!("partition {}: guest ended with {:?}", p.name, r.stop));
+        }
+        done.push(p);
+    }
+    for p in done {
+        let name = p.name.clone();
+        let t0 = crate::apic::ticks();
+        let bytes = p.destroy();
+        log::info!(
+            "partition {name}: destroyed, {} MiB scrubbed and returned in {} ticks",
+            bytes >> 20,
+            crate::apic::ticks() - t0
+        );
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}

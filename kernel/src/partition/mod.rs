@@ -1,0 +1,428 @@
+//! Guest partitions: memory carved from host RAM, nested page tables, one virtual CPU
+//! behind [`vcpu::VcpuBackend`] (SVM today), a guest image, and the lifecycle
+//! create -> run -> stop -> destroy. Device assignment through the IOMMU plugs in at
+//! [`Partition::assign_device`]-time (phase 2) and at [`Partition::before_memory_release`].
+
+pub mod config;
+pub mod image;
+pub mod memory;
+pub mod npt;
+pub mod svm;
+pub mod vcpu;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use boot::partition_config::PartitionSpec;
+use core::fmt;
+use memory::GuestMemory;
+use npt::NestedTables;
+use vcpu::{EntryState, Reg, VcpuBackend, VmExit};
+
+/// Why a partition could not be created or run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionError {
+    /// Not enough free host memory for the partition.
+    OutOfMemory {
+        /// Bytes asked for.
+        wanted: u64,
+    },
+    /// The nested tables refused a mapping.
+    Npt(npt::NptError),
+    /// The virtualization extension is missing or failed.
+    Svm(svm::SvmError),
+    /// The guest image could not be loaded.
+    Image(image::ImageError),
+    /// The guest's boot structures did not fit its memory.
+    TooSmall,
+    /// The partition was stopped and cannot run again.
+    Stopped,
+}
+
+impl fmt::Display for PartitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartitionError::OutOfMemory { wanted } => {
+                write!(f, "not enough free host memory for {} MiB", wanted >> 20)
+            }
+            PartitionError::Npt(e) => write!(f, "nested paging: {e}"),
+            PartitionError::Svm(e) => write!(f, "SVM: {e}"),
+            PartitionError::Image(e) => write!(f, "{e}"),
+            PartitionError::TooSmall => f.write_str("memory too small for the guest's boot structures"),
+            PartitionError::Stopped => f.write_str("the partition was stopped"),
+        }
+    }
+}
+
+impl From<npt::NptError> for PartitionError {
+    fn from(e: npt::NptError) -> Self {
+        PartitionError::Npt(e)
+    }
+}
+
+/// How long a run may take before the guest is stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Host timer ticks (about 1.6 ms each under QEMU).
+    pub ticks: u64,
+    /// VM exits.
+    pub exits: u64,
+}
+
+impl Budget {
+    /// Enough for the guest program's normal work on a small partition.
+    pub const DEFAULT: Budget = Budget { ticks: 3_000, exits: 1_000_000 };
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The guest reported `DONE` with this status (0 = all its checks passed).
+    Done(u64),
+    /// The guest executed HLT.
+    Halted,
+    /// The guest triple-faulted.
+    Shutdown,
+    /// The budget ran out (a runaway guest).
+    BudgetExhausted,
+    /// An intercepted guest exception.
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Where.
+        rip: u64,
+    },
+    /// A guest-physical access outside the nested mappings.
+    NestedPageFault {
+        /// The address.
+        gpa: u64,
+        /// Where.
+        rip: u64,
+    },
+    /// I/O to a port that is not the hypercall port, or an unsupported form.
+    UnhandledIo {
+        /// The port.
+        port: u16,
+        /// Where.
+        rip: u64,
+    },
+    /// An unknown hypercall or an MSR access.
+    Unsupported {
+        /// Where.
+        rip: u64,
+    },
+    /// The hardware refused the guest state.
+    InvalidState,
+    /// An exit the run loop does not know.
+    UnknownExit(u64),
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy)]
+pub struct RunReport {
+    /// Why it ended.
+    pub stop: Stop,
+    /// VM exits taken.
+    pub exits: u64,
+    /// Host timer ticks spent.
+    pub ticks: u64,
+    /// Hypercalls served.
+    pub hypercalls: u64,
+}
+
+/// Where a partition is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Created and loaded; not yet run.
+    Ready,
+    /// Has run and may run again (the last run ended in a host interrupt budget only).
+    Paused,
+    /// Stopped for good: it may only be destroyed.
+    Stopped,
+}
+
+/// The edu BAR a guest is told about in its boot page.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestDevice {
+    /// Guest-physical base of BAR0.
+    pub bar_gpa: u64,
+    /// Its size.
+    pub bar_size: u64,
+    /// Whether the guest may start DMA (only once an IOMMU translates the device).
+    pub dma_allowed: bool,
+}
+
+/// A guest partition.
+pub struct Partition {
+    /// Its name (from the configuration).
+    pub name: String,
+    memory: Option<GuestMemory>,
+    npt: Option<NestedTables>,
+    vcpu: Option<Box<dyn VcpuBackend>>,
+    entry: u64,
+    state: State,
+    /// The boot-page scenario (tests provoke misbehaviour through it).
+    pub scenario: u64,
+    /// The device the guest is told about, if any.
+    pub device: Option<GuestDevice>,
+    /// `(check, value)` pairs the guest reported, in order.
+    pub reports: Vec<(u64, u64)>,
+    /// Messages the guest logged.
+    pub messages: Vec<String>,
+    /// PCI functions assigned to this partition (IOMMU attach: phase 2).
+    pub devices: Vec<crate::pci::Bdf>,
+}
+
+/// Address-space id for every partition's vCPU (the TLB is flushed on each entry).
+const ASID: u32 = 1;
+
+impl Partition {
+    /// Creates a partition from its configuration: fresh zeroed memory, nested tables,
+    /// the guest image and page tables, a vCPU. All or nothing.
+    pub fn create(spec: &PartitionSpec<'_>, image: &[u8]) -> Result<Partition, PartitionError> {
+        let mem = GuestMemory::allocate(spec.memory, spec.backing)
+            .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
+        Self::create_in(spec.name, mem, image)
+    }
+
+    /// Creates a partition in memory handed back by [`Partition::destroy_keeping_memory`]
+    /// (scrubbed), or freshly allocated.
+    pub fn create_in(name: &str, mut mem: GuestMemory, image: &[u8]) -> Result<Partition, PartitionError> {
+        if mem.size() < guest::PROBE_START {
+            return Err(PartitionError::TooSmall);
+        }
+        let entry = image::load_elf(image, &mut mem).map_err(PartitionError::Image)?;
+        if !image::build_identity_map(&mut mem) {
+            return Err(PartitionError::TooSmall);
+        }
+        let mut tables = NestedTables::new()?;
+        tables.map_memory(&mem)?;
+        let vcpu = svm::SvmVcpu::new(tables.root(), ASID).map_err(PartitionError::Svm)?;
+        Ok(Partition {
+            name: name.into(),
+            memory: Some(mem),
+            npt: Some(tables),
+            vcpu: Some(Box::new(vcpu)),
+            entry,
+            state: State::Ready,
+            scenario: guest::scenario::NORMAL,
+            device: None,
+            reports: Vec::new(),
+            messages: Vec::new(),
+            devices: Vec::new(),
+        })
+    }
+
+    /// Guest memory (for checks; `None` only during teardown).
+    pub fn memory(&self) -> Option<&GuestMemory> {
+        self.memory.as_ref()
+    }
+
+    /// The nested page tables.
+    pub fn nested_tables(&self) -> Option<&NestedTables> {
+        self.npt.as_ref()
+    }
+
+    /// Where the partition is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// MMIO passthrough: maps `[host_phys, +size)` (a device BAR) uncached at
+    /// `guest_phys` in the nested tables, so the guest drives the device's registers
+    /// itself. The BAR must not overlap guest RAM and must lie inside the guest's
+    /// identity map (below 4 GiB).
+    pub fn map_device_bar(&mut self, guest_phys: u64, host_phys: u64, size: u64) -> Result<(), PartitionError> {
+        let ram = self.memory.as_ref().map_or(0, |m| m.size());
+        let end = guest_phys.checked_add(size).ok_or(npt::NptError::Misaligned(guest_phys))?;
+        if guest_phys < ram || end > guest::IDENTITY_MAP_END {
+            return Err(npt::NptError::AlreadyMapped(guest_phys).into());
+        }
+        let npt = self.npt.as_mut().ok_or(PartitionError::Stopped)?;
+        Ok(npt.map_device(guest_phys, host_phys, size)?)
+    }
+
+    /// Which guest exceptions stop the guest (default: all).
+    pub fn set_exception_intercepts(&mut self, vectors: u32) {
+        if let Some(v) = self.vcpu.as_mut() {
+            v.set_exception_intercepts(vectors);
+        }
+    }
+
+    fn boot_info(&self) -> guest::BootInfo {
+        let size = self.memory.as_ref().map_or(0, |m| m.size());
+        let dev = self.device;
+        guest::BootInfo {
+            magic: guest::BOOT_MAGIC,
+            memory_size: size,
+            scenario: self.scenario,
+            edu_bar: dev.map_or(0, |d| d.bar_gpa),
+            edu_bar_size: dev.map_or(0, |d| d.bar_size),
+            dma_allowed: dev.is_some_and(|d| d.dma_allowed) as u64,
+            // 1 GiB above the top of RAM, still below the identity map's end.
+            dma_outside: size + (1 << 30),
+        }
+    }
+
+    /// Runs the guest until it reports done, halts, faults, or `budget` runs out.
+    /// A finished guest (anything but an exhausted budget) leaves the partition stopped.
+    pub fn run(&mut self, budget: Budget) -> Result<RunReport, PartitionError> {
+        if self.state == State::Stopped {
+            return Err(PartitionError::Stopped);
+        }
+        if self.state == State::Ready {
+            let info = self.boot_info();
+            let mem = self.memory.as_mut().ok_or(PartitionError::Stopped)?;
+            if !image::write_boot_info(mem, &info) {
+                return Err(PartitionError::TooSmall);
+            }
+            let entry = EntryState {
+                rip: self.entry,
+                rsp: guest::STACK_TOP - 8,
+                rdi: guest::BOOT_INFO,
+                cr3: guest::PAGE_TABLES,
+            };
+            self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.enter_long_mode(&entry);
+        }
+        self.state = State::Paused;
+        let start = crate::apic::ticks();
+        let mut report = RunReport { stop: Stop::BudgetExhausted, exits: 0, ticks: 0, hypercalls: 0 };
+        loop {
+            let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
+            let exit = vcpu.run();
+            report.exits += 1;
+            let stop = match exit {
+                VmExit::HostInterrupt => None,
+                VmExit::Io { port, size: 4, write: true, string: false, next_rip }
+                    if port == guest::HYPERCALL_PORT =>
+                {
+                    report.hypercalls += 1;
+                    self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.set_rip(next_rip);
+                    self.hypercall()
+                }
+                VmExit::Hypercall { next_rip } => {
+                    report.hypercalls += 1;
+                    self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.set_rip(next_rip);
+                    self.hypercall()
+                }
+                VmExit::Io { port, .. } => Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) }),
+                VmExit::Halt => Some(Stop::Halted),
+                VmExit::Shutdown => Some(Stop::Shutdown),
+                VmExit::Exception { vector, rip, .. } => Some(Stop::Exception { vector, rip }),
+                VmExit::NestedPageFault { gpa, rip, .. } => Some(Stop::NestedPageFault { gpa, rip }),
+                VmExit::Msr { rip } => Some(Stop::Unsupported { rip }),
+                VmExit::InvalidState => Some(Stop::InvalidState),
+                VmExit::Other { code, .. } => Some(Stop::UnknownExit(code)),
+            };
+            report.ticks = crate::apic::ticks().wrapping_sub(start);
+            if let Some(stop) = stop {
+                report.stop = stop;
+                self.state = State::Stopped;
+                return Ok(report);
+            }
+            if report.ticks > budget.ticks || report.exits > budget.exits {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Serves one hypercall (registers per `guest::op`); `Some` ends the run.
+    fn hypercall(&mut self) -> Option<Stop> {
+        let vcpu = self.vcpu.as_ref()?;
+        let (op, a, b) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx), vcpu.reg(Reg::Rsi));
+        let rip = vcpu.reg(Reg::Rip);
+        match op {
+            guest::op::DONE => Some(Stop::Done(a)),
+            guest::op::REPORT => {
+                log::debug!("partition {}: report {} = {:#x}", self.name, a, b);
+                self.reports.push((a, b));
+                None
+            }
+            guest::op::LOG => {
+                let mut buf = [0u8; 256];
+                let n = (b as usize).min(buf.len());
+                let got = self.memory.as_ref().map_or(0, |m| m.read(a, &mut buf[..n]));
+                let text = String::from_utf8_lossy(&buf[..got]).into_owned();
+                log::info!("partition {}: guest says: {}", self.name, text);
+                self.messages.push(text);
+                None
+            }
+            _ => Some(Stop::Unsupported { rip }),
+        }
+    }
+
+    /// The last value the guest reported for `check`.
+    pub fn reported(&self, check: u64) -> Option<u64> {
+        self.reports.iter().rev().find(|(c, _)| *c == check).map(|(_, v)| *v)
+    }
+
+    /// Stops the partition for good: it will not run again (its vCPU is not running
+    /// when this is called: one CPU, runs are synchronous).
+    pub fn stop(&mut self) {
+        self.state = State::Stopped;
+    }
+
+    /// The teardown hook that runs after the vCPU is gone and before guest memory is
+    /// scrubbed and returned. Phase 2 (IOMMU) fills it in, in this order, for each
+    /// assigned device: bus mastering off, in-flight DMA drained or timed out, detach
+    /// from the domain, the DMA mappings torn down with their invalidations completed.
+    /// An error keeps the memory out of the allocator (leaked, never reused) because a
+    /// device might still write it.
+    pub fn before_memory_release(&mut self) -> Result<(), String> {
+        for d in &self.devices {
+            log::debug!("partition {}: device {d}: nothing to detach yet (no IOMMU attach)", self.name);
+        }
+        Ok(())
+    }
+
+    /// Stops the vCPU, runs [`Partition::before_memory_release`], frees the nested tables
+    /// and scrubs guest memory; returns the scrubbed memory, or `None` when the hook
+    /// refused (the memory is then deliberately leaked).
+    fn teardown(&mut self) -> Option<GuestMemory> {
+        self.stop();
+        self.vcpu = None;
+        let hook = self.before_memory_release();
+        self.npt = None;
+        let mut mem = self.memory.take()?;
+        if let Err(e) = hook {
+            log::error!("partition {}: teardown failed ({e}): its memory is kept out of use", self.name);
+            core::mem::forget(mem);
+            return None;
+        }
+        mem.scrub();
+        Some(mem)
+    }
+
+    /// Destroys the partition: teardown, scrub, and every frame back to the allocator.
+    /// Returns the bytes returned.
+    pub fn destroy(mut self) -> u64 {
+        match self.teardown() {
+            Some(mut mem) => {
+                let size = mem.size();
+                mem.release();
+                size
+            }
+            None => 0,
+        }
+    }
+
+    /// Destroys the partition but keeps its (scrubbed) memory for
+    /// [`Partition::create_in`], which is how a re-created partition gets the same frames.
+    pub fn destroy_keeping_memory(mut self) -> Option<GuestMemory> {
+        self.teardown()
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        if self.memory.is_some() {
+            if let Some(mut mem) = self.teardown() {
+                mem.release();
+            }
+        }
+    }
+}
+
+/// The guest program built into the hypervisor (`GUEST_ELF` at build time; empty when
+/// the kernel was built without xtask).
+pub static BUILTIN_GUEST: &[u8] = include_bytes!(env!("GUEST_ELF"));
