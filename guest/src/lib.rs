@@ -110,3 +110,17 @@ pub fn page_stamp(gpa: u64) -> u64 {
 pub const DMA_SOURCE: u64 = 0x1F_E000;
 /// Guest-physical page edu writes back to.
 pub const DMA_TARGET: u64 = 0x1F_F000;
+
+/// A [`check`] id's name, for logs.
+pub fn check_name(id: u64) -> &'static str {
+    match id {
+        check::NONZERO_WORDS => "nonzero_words",
+        check::PAGES_STAMPED => "pages_stamped",
+        check::EDU_ID => "edu_id",
+        check::EDU_ALIVE => "edu_alive",
+        check::DMA_OWN_MATCHED => "dma_own_matched",
+        check::DMA_OUTSIDE_NONZERO => "dma_outside_nonzero",
+        check::DMA_TIMEOUT => "dma_timeout",
+        _ => "unknown",
+    }
+}

@@ -155,6 +155,9 @@ pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
             r.hypercalls,
             r.ticks
         );
+        for (check, value) in &p.reports {
+            log::info!("partition {}: guest reports {} = {value:#x}", p.name, guest::check_name(*check));
+        }
         if r.stop != Stop::Done(0) {
             failures.push(format!("partition {}: guest ended with {:?}", p.name, r.stop));
         }

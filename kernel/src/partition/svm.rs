@@ -255,6 +255,12 @@ impl SvmVcpu {
         self.vmcb + off as u64
     }
 
+    fn w8(&mut self, off: usize, v: u8) {
+        // SAFETY: `off` is a byte field inside the VMCB frame this vCPU owns; the guest is
+        // not running while the VMCB changes.
+        unsafe { core::ptr::write_volatile(self.at(off) as *mut u8, v) }
+    }
+
     fn w16(&mut self, off: usize, v: u16) {
         // SAFETY: `off` is a field offset inside the VMCB frame this vCPU owns, aligned
         // for the field; the guest is not running while the VMCB changes.
@@ -327,7 +333,7 @@ impl VcpuBackend for SvmVcpu {
         // take is intercepted (or, with intercepts off, escalates to a shutdown).
         self.segment(save::GDTR, 0, 0, 0, 0);
         self.segment(save::IDTR, 0, 0, 0, 0);
-        self.w16(save::CPL, 0);
+        self.w8(save::CPL, 0);
         // EFER: LME | LMA | SVME (VMRUN requires the guest's SVME).
         self.w64(save::EFER, 1 << 8 | 1 << 10 | EFER_SVME);
         self.w64(save::CR4, 1 << 5); // PAE
