@@ -3,6 +3,7 @@
 mod core_tests;
 pub mod dma;
 mod edu_tests;
+mod partition_tests;
 
 use crate::testing::KernelTest;
 
@@ -14,4 +15,15 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "acpi", run: core_tests::acpi },
     KernelTest { name: "pci", run: core_tests::pci },
     KernelTest { name: "edu_dma_untranslated", run: edu_tests::untranslated_copy },
+    KernelTest { name: "partition_guest_4k", run: partition_tests::guest_4k },
+    KernelTest { name: "partition_guest_2m", run: partition_tests::guest_2m },
+    KernelTest { name: "partition_vmmcall", run: partition_tests::vmmcall },
+    KernelTest { name: "partition_hlt_exit", run: partition_tests::hlt_exit },
+    KernelTest { name: "partition_shutdown_exit", run: partition_tests::shutdown_exit },
+    KernelTest { name: "partition_runaway_budget", run: partition_tests::runaway_budget },
+    KernelTest { name: "partition_destroy_scrubs", run: partition_tests::destroy_scrubs },
+    KernelTest { name: "partition_device_bar", run: partition_tests::device_bar_passthrough },
+    KernelTest { name: "partition_unmapped_access", run: partition_tests::unmapped_access_faults },
+    KernelTest { name: "partition_bad_image", run: partition_tests::bad_image_refused },
+    KernelTest { name: "partition_config", run: partition_tests::config_validation },
 ];
