@@ -70,7 +70,11 @@ mod bare {
     pub extern "C" fn _start(info: *const BootInfo) -> ! {
         // SAFETY: the hypervisor put the boot page at this address before entry.
         let info = unsafe { core::ptr::read_volatile(info) };
-        let ch = if info.scenario == scenario::NORMAL_VMMCALL { Channel::Vmmcall } else { Channel::Port };
+        let ch = if info.scenario == scenario::NORMAL_VMMCALL {
+            Channel::Vmmcall
+        } else {
+            Channel::Port
+        };
         if info.magic != BOOT_MAGIC {
             hypercall(ch, op::DONE, 0xbad, 0);
         }
@@ -147,7 +151,9 @@ mod bare {
 
         fn count(base: u64, f: impl Fn(u64, u8) -> bool) -> u64 {
             // SAFETY: as for `fill`.
-            (0..LEN).filter(|&i| f(i, unsafe { core::ptr::read_volatile((base + i) as *const u8) })).count() as u64
+            (0..LEN)
+                .filter(|&i| f(i, unsafe { core::ptr::read_volatile((base + i) as *const u8) }))
+                .count() as u64
         }
 
         /// Returns 0 when every step worked.

@@ -80,7 +80,10 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
         for d in p.devices() {
             let b = bdf(d);
             if !platform.pci.iter().any(|f| f.bdf == b) {
-                problems.push(format!("partition `{}`: device {b} does not exist on this machine", p.name));
+                problems.push(format!(
+                    "partition `{}`: device {b} does not exist on this machine",
+                    p.name
+                ));
             } else if !behind_iommu(platform, b) {
                 problems.push(format!(
                     "partition `{}`: device {b} sits behind no IOMMU, so its DMA could not be confined",
@@ -134,13 +137,17 @@ pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
         let m = p.memory().map_or(0, |m| m.size());
         let (small, large) = p.nested_tables().map_or((0, 0), |t| t.leaves);
         log::info!(
-            "partition {}: created, {} MiB {}-backed, nested leaves {small} x 4K + {large} x 2M",
+            "partition {}: created, {} MiB {}-backed, nested leaves {small} x 4K + {large} x 2M, {} vCPU",
             p.name,
             m >> 20,
             p.memory().map_or(boot::partition_config::Backing::Pages4K, |m| m.backing()),
+            p.backend_name(),
         );
         for d in &p.devices {
-            log::info!("partition {}: owns {d} (IOMMU attach comes with the IOMMU drivers)", p.name);
+            log::info!(
+                "partition {}: owns {d} (IOMMU attach comes with the IOMMU drivers)",
+                p.name
+            );
         }
     }
     let mut failures = Vec::new();
@@ -156,7 +163,11 @@ pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
             r.ticks
         );
         for (check, value) in &p.reports {
-            log::info!("partition {}: guest reports {} = {value:#x}", p.name, guest::check_name(*check));
+            log::info!(
+                "partition {}: guest reports {} = {value:#x}",
+                p.name,
+                guest::check_name(*check)
+            );
         }
         if r.stop != Stop::Done(0) {
             failures.push(format!("partition {}: guest ended with {:?}", p.name, r.stop));

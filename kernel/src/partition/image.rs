@@ -128,5 +128,8 @@ pub fn write_boot_info(mem: &mut GuestMemory, info: &guest::BootInfo) -> bool {
         info.dma_outside,
     ];
     const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 7 * 8);
-    words.iter().enumerate().all(|(i, w)| mem.write(guest::BOOT_INFO + i as u64 * 8, &w.to_le_bytes()))
+    words
+        .iter()
+        .enumerate()
+        .all(|(i, w)| mem.write(guest::BOOT_INFO + i as u64 * 8, &w.to_le_bytes()))
 }

@@ -20,7 +20,7 @@ impl GuestMemory {
     /// All or nothing: on failure every frame taken so far goes back.
     pub fn allocate(size: u64, backing: Backing) -> Option<GuestMemory> {
         let page = backing.page_size();
-        if size == 0 || size % page != 0 {
+        if size == 0 || !size.is_multiple_of(page) {
             return None;
         }
         let count = size / page;
@@ -82,22 +82,10 @@ impl GuestMemory {
             let Some(host) = self.host_address(at) else { return false };
             // SAFETY: `host..host + n` lies in one frame this partition owns (checked
             // against its size above), identity-mapped; the guest is not running.
-            unsafe {
-                core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host as *mut u8, n)
-            };
+            unsafe { core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host as *mut u8, n) };
             done += n;
         }
         true
-    }
-
-    /// Reads the u64 at guest-physical `gpa` (8-aligned), if it is guest RAM.
-    pub fn read_u64(&self, gpa: u64) -> Option<u64> {
-        if gpa % 8 != 0 {
-            return None;
-        }
-        let host = self.host_address(gpa)?;
-        // SAFETY: an aligned word of a frame this partition owns, identity-mapped.
-        Some(unsafe { core::ptr::read_volatile(host as *const u64) })
     }
 
     /// Copies up to `out.len()` bytes from guest RAM at `gpa`; returns how many were RAM.

@@ -48,7 +48,9 @@ impl fmt::Display for PartitionError {
             PartitionError::Npt(e) => write!(f, "nested paging: {e}"),
             PartitionError::Svm(e) => write!(f, "SVM: {e}"),
             PartitionError::Image(e) => write!(f, "{e}"),
-            PartitionError::TooSmall => f.write_str("memory too small for the guest's boot structures"),
+            PartitionError::TooSmall => {
+                f.write_str("memory too small for the guest's boot structures")
+            }
             PartitionError::Stopped => f.write_str("the partition was stopped"),
         }
     }
@@ -187,7 +189,11 @@ impl Partition {
 
     /// Creates a partition in memory handed back by [`Partition::destroy_keeping_memory`]
     /// (scrubbed), or freshly allocated.
-    pub fn create_in(name: &str, mut mem: GuestMemory, image: &[u8]) -> Result<Partition, PartitionError> {
+    pub fn create_in(
+        name: &str,
+        mut mem: GuestMemory,
+        image: &[u8],
+    ) -> Result<Partition, PartitionError> {
         if mem.size() < guest::PROBE_START {
             return Err(PartitionError::TooSmall);
         }
@@ -223,6 +229,11 @@ impl Partition {
         self.npt.as_ref()
     }
 
+    /// The vCPU backend's name ("SVM").
+    pub fn backend_name(&self) -> &'static str {
+        self.vcpu.as_ref().map_or("no", |v| v.name())
+    }
+
     /// Where the partition is in its life.
     pub fn state(&self) -> State {
         self.state
@@ -232,7 +243,12 @@ impl Partition {
     /// `guest_phys` in the nested tables, so the guest drives the device's registers
     /// itself. The BAR must not overlap guest RAM and must lie inside the guest's
     /// identity map (below 4 GiB).
-    pub fn map_device_bar(&mut self, guest_phys: u64, host_phys: u64, size: u64) -> Result<(), PartitionError> {
+    pub fn map_device_bar(
+        &mut self,
+        guest_phys: u64,
+        host_phys: u64,
+        size: u64,
+    ) -> Result<(), PartitionError> {
         let ram = self.memory.as_ref().map_or(0, |m| m.size());
         let end = guest_phys.checked_add(size).ok_or(npt::NptError::Misaligned(guest_phys))?;
         if guest_phys < ram || end > guest::IDENTITY_MAP_END {
@@ -286,7 +302,8 @@ impl Partition {
         }
         self.state = State::Paused;
         let start = crate::apic::ticks();
-        let mut report = RunReport { stop: Stop::BudgetExhausted, exits: 0, ticks: 0, hypercalls: 0 };
+        let mut report =
+            RunReport { stop: Stop::BudgetExhausted, exits: 0, ticks: 0, hypercalls: 0 };
         loop {
             let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
             let exit = vcpu.run();
@@ -305,11 +322,15 @@ impl Partition {
                     self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.set_rip(next_rip);
                     self.hypercall()
                 }
-                VmExit::Io { port, .. } => Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) }),
+                VmExit::Io { port, .. } => {
+                    Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) })
+                }
                 VmExit::Halt => Some(Stop::Halted),
                 VmExit::Shutdown => Some(Stop::Shutdown),
                 VmExit::Exception { vector, rip, .. } => Some(Stop::Exception { vector, rip }),
-                VmExit::NestedPageFault { gpa, rip, .. } => Some(Stop::NestedPageFault { gpa, rip }),
+                VmExit::NestedPageFault { gpa, rip, .. } => {
+                    Some(Stop::NestedPageFault { gpa, rip })
+                }
                 VmExit::Msr { rip } => Some(Stop::Unsupported { rip }),
                 VmExit::InvalidState => Some(Stop::InvalidState),
                 VmExit::Other { code, .. } => Some(Stop::UnknownExit(code)),
@@ -370,7 +391,10 @@ impl Partition {
     /// device might still write it.
     pub fn before_memory_release(&mut self) -> Result<(), String> {
         for d in &self.devices {
-            log::debug!("partition {}: device {d}: nothing to detach yet (no IOMMU attach)", self.name);
+            log::debug!(
+                "partition {}: device {d}: nothing to detach yet (no IOMMU attach)",
+                self.name
+            );
         }
         Ok(())
     }
@@ -385,7 +409,10 @@ impl Partition {
         self.npt = None;
         let mut mem = self.memory.take()?;
         if let Err(e) = hook {
-            log::error!("partition {}: teardown failed ({e}): its memory is kept out of use", self.name);
+            log::error!(
+                "partition {}: teardown failed ({e}): its memory is kept out of use",
+                self.name
+            );
             core::mem::forget(mem);
             return None;
         }

@@ -5,7 +5,6 @@
 use super::memory::GuestMemory;
 use crate::mem::frames;
 use alloc::vec::Vec;
-use boot::partition_config::Backing;
 use core::fmt;
 
 const PRESENT: u64 = 1 << 0;
@@ -110,9 +109,19 @@ impl NestedTables {
     }
 
     /// Maps one page of `size` (4 KiB or 2 MiB) at `gpa` to `hpa`.
-    pub fn map_page(&mut self, gpa: u64, hpa: u64, size: u64, ty: MemoryType) -> Result<(), NptError> {
+    pub fn map_page(
+        &mut self,
+        gpa: u64,
+        hpa: u64,
+        size: u64,
+        ty: MemoryType,
+    ) -> Result<(), NptError> {
         let level = if size == HUGE { 2 } else { 1 };
-        if gpa % size != 0 || hpa % size != 0 || gpa >= GPA_LIMIT || (size != SMALL && size != HUGE) {
+        if !gpa.is_multiple_of(size)
+            || !hpa.is_multiple_of(size)
+            || gpa >= GPA_LIMIT
+            || (size != SMALL && size != HUGE)
+        {
             return Err(NptError::Misaligned(gpa));
         }
         let table = self.table_for(gpa, level)?;
@@ -146,7 +155,10 @@ impl NestedTables {
     /// Maps a device window (a BAR) uncached, 4 KiB at a time: `[gpa, gpa + size)` ->
     /// `[hpa, hpa + size)`. The guest then drives the device's registers itself.
     pub fn map_device(&mut self, gpa: u64, hpa: u64, size: u64) -> Result<(), NptError> {
-        if size == 0 || size % SMALL != 0 || gpa.checked_add(size).is_none_or(|e| e > GPA_LIMIT) {
+        if size == 0
+            || !size.is_multiple_of(SMALL)
+            || gpa.checked_add(size).is_none_or(|e| e > GPA_LIMIT)
+        {
             return Err(NptError::Misaligned(gpa));
         }
         let mut off = 0;
@@ -173,16 +185,6 @@ impl NestedTables {
             table = e & ADDRESS;
         }
         None
-    }
-
-    /// Table frames in use, root included.
-    pub fn table_frames(&self) -> usize {
-        self.tables.len() + 1
-    }
-
-    /// The leaf size a backing maps with.
-    pub fn leaf_size(backing: Backing) -> u64 {
-        backing.page_size()
     }
 }
 

@@ -5,7 +5,9 @@
 use crate::ensure;
 use crate::mem::frames;
 use crate::partition::npt::MemoryType;
-use crate::partition::{Budget, GuestDevice, Partition, PartitionError, State, Stop, BUILTIN_GUEST};
+use crate::partition::{
+    Budget, GuestDevice, Partition, PartitionError, State, Stop, BUILTIN_GUEST,
+};
 use crate::testing::{TestContext, TestResult};
 use alloc::format;
 use alloc::vec::Vec;
@@ -48,9 +50,14 @@ fn stamps_at_host_addresses(p: &Partition) -> TestResult {
     let mut pages = 0;
     while gpa < mem.size() {
         let host = mem.host_address(gpa).ok_or("gpa not backed")?;
-        let (walked, leaf, ty) = npt.translate(gpa).ok_or(format!("{gpa:#x} not in the nested tables"))?;
+        let (walked, leaf, ty) =
+            npt.translate(gpa).ok_or(format!("{gpa:#x} not in the nested tables"))?;
         ensure!(walked == host, "nested walk of {gpa:#x} gives {walked:#x}, memory says {host:#x}");
-        ensure!(leaf == mem.backing().page_size(), "leaf of {leaf:#x} bytes for {} backing", mem.backing());
+        ensure!(
+            leaf == mem.backing().page_size(),
+            "leaf of {leaf:#x} bytes for {} backing",
+            mem.backing()
+        );
         ensure!(ty == MemoryType::WriteBack, "guest RAM mapped {ty:?}");
         // SAFETY: `host` is an aligned word of a frame the partition owns (identity-mapped).
         let word = unsafe { core::ptr::read_volatile(host as *const u64) };
@@ -58,7 +65,11 @@ fn stamps_at_host_addresses(p: &Partition) -> TestResult {
         pages += 1;
         gpa += 4096;
     }
-    ensure!(p.reported(check::PAGES_STAMPED) == Some(pages), "guest stamped {:?} pages, host found {pages}", p.reported(check::PAGES_STAMPED));
+    ensure!(
+        p.reported(check::PAGES_STAMPED) == Some(pages),
+        "guest stamped {:?} pages, host found {pages}",
+        p.reported(check::PAGES_STAMPED)
+    );
     Ok(())
 }
 
@@ -82,7 +93,11 @@ fn guest_runs_and_reports(backing: Backing) -> TestResult {
     stamps_at_host_addresses(&p)?;
     ensure!(p.state() == State::Stopped, "state {:?} after done", p.state());
     p.destroy();
-    ensure!(frames::free_frames() == free, "{} frames leaked", free as i64 - frames::free_frames() as i64);
+    ensure!(
+        frames::free_frames() == free,
+        "{} frames leaked",
+        free as i64 - frames::free_frames() as i64
+    );
     Ok(())
 }
 
@@ -112,7 +127,10 @@ pub fn hlt_exit(_: &mut TestContext<'_>) -> TestResult {
     p.scenario = scenario::HALT;
     let stop = run(&mut p, Budget::DEFAULT)?;
     ensure!(stop == Stop::Halted, "guest ended with {stop:?}");
-    ensure!(p.run(Budget::DEFAULT).err() == Some(PartitionError::Stopped), "a halted guest ran again");
+    ensure!(
+        p.run(Budget::DEFAULT).err() == Some(PartitionError::Stopped),
+        "a halted guest ran again"
+    );
     Ok(())
 }
 
@@ -139,7 +157,11 @@ pub fn runaway_budget(_: &mut TestContext<'_>) -> TestResult {
         let r = p.run(Budget { ticks: 40, exits: u64::MAX }).map_err(|e| format!("{e}"))?;
         log::info!("runaway round {round}: {:?}, {} exits in {} ticks", r.stop, r.exits, r.ticks);
         ensure!(r.stop == Stop::BudgetExhausted, "round {round} ended with {:?}", r.stop);
-        ensure!((41..200).contains(&r.ticks), "round {round} took {} ticks for a 40-tick budget", r.ticks);
+        ensure!(
+            (41..200).contains(&r.ticks),
+            "round {round} took {} ticks for a 40-tick budget",
+            r.ticks
+        );
         ensure!(p.state() == State::Paused, "state {:?}", p.state());
     }
     let r = p.run(Budget { ticks: u64::MAX, exits: 25 }).map_err(|e| format!("{e}"))?;
@@ -157,33 +179,53 @@ pub fn destroy_scrubs(_: &mut TestContext<'_>) -> TestResult {
     let stop = run(&mut p, Budget::DEFAULT)?;
     ensure!(stop == Stop::Done(0), "first guest ended with {stop:?}");
     let chunks: Vec<u64> = p.memory().map(|m| m.chunks().to_vec()).unwrap_or_default();
-    let nonzero = |c: u64| (0..4096).step_by(8).filter(|o| {
-        // SAFETY: a frame of the partition's memory (kept, not freed), identity-mapped.
-        let w = unsafe { core::ptr::read_volatile((c + o) as *const u64) };
-        w != 0
-    }).count();
+    let nonzero = |c: u64| {
+        (0..4096)
+            .step_by(8)
+            .filter(|o| {
+                // SAFETY: a frame of the partition's memory (kept, not freed), identity-mapped.
+                let w = unsafe { core::ptr::read_volatile((c + o) as *const u64) };
+                w != 0
+            })
+            .count()
+    };
     let before: usize = chunks.iter().map(|&c| nonzero(c)).sum();
     ensure!(before > 512, "the guest left only {before} nonzero words to scrub");
     let mem = p.destroy_keeping_memory().ok_or("teardown kept no memory")?;
     let after: usize = chunks.iter().map(|&c| nonzero(c)).sum();
     ensure!(after == 0, "{after} nonzero words survived the scrub");
     ensure!(mem.chunks() == chunks.as_slice(), "memory came back different");
-    let mut again = Partition::create_in("scrub2", mem, BUILTIN_GUEST).map_err(|e| format!("{e}"))?;
+    let mut again =
+        Partition::create_in("scrub2", mem, BUILTIN_GUEST).map_err(|e| format!("{e}"))?;
     let stop = run(&mut again, Budget::DEFAULT)?;
     ensure!(stop == Stop::Done(0), "re-created guest ended with {stop:?}");
-    ensure!(again.reported(check::NONZERO_WORDS) == Some(0), "re-created guest saw old data: {:?}", again.reports);
+    ensure!(
+        again.reported(check::NONZERO_WORDS) == Some(0),
+        "re-created guest saw old data: {:?}",
+        again.reports
+    );
     let bytes = again.destroy();
     ensure!(bytes == 4 * MIB, "destroy returned {bytes} bytes");
-    ensure!(frames::free_frames() == free, "{} frames leaked", free as i64 - frames::free_frames() as i64);
+    ensure!(
+        frames::free_frames() == free,
+        "{} frames leaked",
+        free as i64 - frames::free_frames() as i64
+    );
     Ok(())
 }
 
 /// A device BAR mapped uncached into the nested tables: the guest reads the edu's
 /// identification and passes its liveness check itself (no DMA without an IOMMU).
 pub fn device_bar_passthrough(ctx: &mut TestContext<'_>) -> TestResult {
-    let f = ctx.platform.pci.iter().find(|f| f.vendor == 0x1234 && f.device == 0x11e8).ok_or("no edu device")?;
+    let f = ctx
+        .platform
+        .pci
+        .iter()
+        .find(|f| f.vendor == 0x1234 && f.device == 0x11e8)
+        .ok_or("no edu device")?;
     let (base, size) = f.memory_bar(0).ok_or("edu has no BAR0")?;
-    let host_id = crate::mmio::MmioWindow::map(base, 4096).map_err(|e| format!("{e}"))?.read32(0);
+    let host_id =
+        crate::mmio::MmioWindow::map(base, 4096).map_err(alloc::string::String::from)?.read32(0);
     let mut p = create("bar", 4 * MIB, Backing::Pages4K)?;
     ensure!(p.map_device_bar(0x1000, base, size).is_err(), "a BAR over guest RAM was accepted");
     let gpa = 0xC000_0000;
@@ -193,7 +235,11 @@ pub fn device_bar_passthrough(ctx: &mut TestContext<'_>) -> TestResult {
     p.device = Some(GuestDevice { bar_gpa: gpa, bar_size: size, dma_allowed: false });
     let stop = run(&mut p, Budget::DEFAULT)?;
     ensure!(stop == Stop::Done(0), "guest ended with {stop:?}");
-    ensure!(p.reported(check::EDU_ID) == Some(host_id as u64), "guest read id {:?}, host {host_id:#x}", p.reported(check::EDU_ID));
+    ensure!(
+        p.reported(check::EDU_ID) == Some(host_id as u64),
+        "guest read id {:?}, host {host_id:#x}",
+        p.reported(check::EDU_ID)
+    );
     ensure!(p.reported(check::EDU_ALIVE) == Some(1), "liveness {:?}", p.reported(check::EDU_ALIVE));
     ensure!(p.reported(check::DMA_OWN_MATCHED).is_none(), "guest ran DMA without an IOMMU");
     Ok(())
@@ -204,7 +250,10 @@ pub fn unmapped_access_faults(_: &mut TestContext<'_>) -> TestResult {
     let mut p = create("npf", 2 * MIB, Backing::Pages4K)?;
     p.device = Some(GuestDevice { bar_gpa: 0xD000_0000, bar_size: 4096, dma_allowed: false });
     let stop = run(&mut p, Budget::DEFAULT)?;
-    ensure!(matches!(stop, Stop::NestedPageFault { gpa: 0xD000_0000, .. }), "expected a nested fault, got {stop:?}");
+    ensure!(
+        matches!(stop, Stop::NestedPageFault { gpa: 0xD000_0000, .. }),
+        "expected a nested fault, got {stop:?}"
+    );
     Ok(())
 }
 
@@ -213,12 +262,21 @@ pub fn bad_image_refused(_: &mut TestContext<'_>) -> TestResult {
     let free = free_frames_after_svm()?;
     let spec = PartitionSpec::new("bad", 2 * MIB, Backing::Pages4K);
     let e = Partition::create(&spec, b"not an elf at all").err();
-    ensure!(e == Some(PartitionError::Image(crate::partition::image::ImageError::NotElf)), "got {e:?}");
+    ensure!(
+        e == Some(PartitionError::Image(crate::partition::image::ImageError::NotElf)),
+        "got {e:?}"
+    );
     let e = Partition::create(&spec, &[]).err();
-    ensure!(e == Some(PartitionError::Image(crate::partition::image::ImageError::Missing)), "got {e:?}");
+    ensure!(
+        e == Some(PartitionError::Image(crate::partition::image::ImageError::Missing)),
+        "got {e:?}"
+    );
     // A real image whose header is cut short.
     let e = Partition::create(&spec, &BUILTIN_GUEST[..70]).err();
-    ensure!(e == Some(PartitionError::Image(crate::partition::image::ImageError::Truncated)), "got {e:?}");
+    ensure!(
+        e == Some(PartitionError::Image(crate::partition::image::ImageError::Truncated)),
+        "got {e:?}"
+    );
     ensure!(frames::free_frames() == free, "a refused partition leaked frames");
     Ok(())
 }
@@ -240,14 +298,23 @@ pub fn config_validation(ctx: &mut TestContext<'_>) -> TestResult {
     };
     refuse("partition a\n memory 4M\n cpus 2\n", "only 1 virtual CPU")?;
     refuse("partition a\n memory 4M\n device 00:1e.0\n", "device 0000:00:1e.0 does not exist")?;
-    refuse("partition a\n memory 4M\n image module:nothing.elf\n", "no boot module named `nothing.elf`")?;
+    refuse(
+        "partition a\n memory 4M\n image module:nothing.elf\n",
+        "no boot module named `nothing.elf`",
+    )?;
     refuse("partition a\n memory 3G\npartition b\n memory 3G\n", "only")?;
-    refuse("partition a\n memory 4M\n device 00:04.0\npartition b\n memory 4M\n device 00:04.0\n", "assigned to both")?;
+    refuse(
+        "partition a\n memory 4M\n device 00:04.0\npartition b\n memory 4M\n device 00:04.0\n",
+        "assigned to both",
+    )?;
     let edu = "partition a\n memory 4M\n device 00:04.0\n";
     let iommu = platform.acpi.dmar.is_some() || platform.acpi.ivrs.is_some();
     if iommu {
         let made = create_all(edu, platform)?;
-        ensure!(made.len() == 1 && made[0].devices.len() == 1, "one partition with one device expected");
+        ensure!(
+            made.len() == 1 && made[0].devices.len() == 1,
+            "one partition with one device expected"
+        );
     } else {
         refuse(edu, "sits behind no IOMMU")?;
     }
