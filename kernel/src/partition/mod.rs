@@ -37,6 +37,8 @@ pub enum PartitionError {
     TooSmall,
     /// The partition was stopped and cannot run again.
     Stopped,
+    /// The device to assign has no memory BAR0.
+    NoBar,
 }
 
 impl fmt::Display for PartitionError {
@@ -52,6 +54,7 @@ impl fmt::Display for PartitionError {
                 f.write_str("memory too small for the guest's boot structures")
             }
             PartitionError::Stopped => f.write_str("the partition was stopped"),
+            PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
         }
     }
 }
@@ -175,6 +178,10 @@ pub struct Partition {
     pub devices: Vec<crate::pci::Bdf>,
 }
 
+/// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
+/// partition's RAM, inside the guest's 4 GiB identity map).
+pub const DEVICE_WINDOW: u64 = 0xC000_0000;
+
 /// Address-space id for every partition's vCPU (the TLB is flushed on each entry).
 const ASID: u32 = 1;
 
@@ -258,6 +265,25 @@ impl Partition {
         Ok(npt.map_device(guest_phys, host_phys, size)?)
     }
 
+    /// Gives the partition a PCI function's BAR0: maps it uncached at
+    /// [`DEVICE_WINDOW`] + `slot` MiB-aligned slots in the nested tables, records the
+    /// function and tells the guest (boot page) where it is. DMA stays off for the guest
+    /// (`dma_allowed = false`) until an IOMMU translates the device: phase 2 attaches the
+    /// requester id to the partition's domain and maps guest memory here, then sets
+    /// `dma_allowed`.
+    pub fn assign_device(&mut self, f: &crate::pci::PciFunction) -> Result<u64, PartitionError> {
+        let (base, size) = f.memory_bar(0).ok_or(PartitionError::NoBar)?;
+        let slot = self.devices.len() as u64;
+        let span = size.next_multiple_of(1 << 20).max(1 << 20);
+        let gpa = DEVICE_WINDOW + slot * span;
+        self.map_device_bar(gpa, base, size)?;
+        self.devices.push(f.bdf);
+        if self.device.is_none() {
+            self.device = Some(GuestDevice { bar_gpa: gpa, bar_size: size, dma_allowed: false });
+        }
+        Ok(gpa)
+    }
+
     /// Which guest exceptions stop the guest (default: all).
     pub fn set_exception_intercepts(&mut self, vectors: u32) {
         if let Some(v) = self.vcpu.as_mut() {
@@ -275,8 +301,8 @@ impl Partition {
             edu_bar: dev.map_or(0, |d| d.bar_gpa),
             edu_bar_size: dev.map_or(0, |d| d.bar_size),
             dma_allowed: dev.is_some_and(|d| d.dma_allowed) as u64,
-            // 1 GiB above the top of RAM, still below the identity map's end.
-            dma_outside: size + (1 << 30),
+            // 1 MiB past the end of RAM: the nearest address the partition does not own.
+            dma_outside: size + (1 << 20),
         }
     }
 

@@ -228,11 +228,12 @@ pub fn device_bar_passthrough(ctx: &mut TestContext<'_>) -> TestResult {
         crate::mmio::MmioWindow::map(base, 4096).map_err(alloc::string::String::from)?.read32(0);
     let mut p = create("bar", 4 * MIB, Backing::Pages4K)?;
     ensure!(p.map_device_bar(0x1000, base, size).is_err(), "a BAR over guest RAM was accepted");
-    let gpa = 0xC000_0000;
-    p.map_device_bar(gpa, base, size).map_err(|e| format!("{e}"))?;
+    let gpa = p.assign_device(f).map_err(|e| format!("{e}"))?;
+    ensure!(gpa == crate::partition::DEVICE_WINDOW, "BAR placed at {gpa:#x}");
     let t = p.nested_tables().and_then(|t| t.translate(gpa + 0x1234));
     ensure!(t == Some((base + 0x1234, 4096, MemoryType::Uncached)), "BAR walk gives {t:x?}");
-    p.device = Some(GuestDevice { bar_gpa: gpa, bar_size: size, dma_allowed: false });
+    let d = p.device.ok_or("no device in the boot page")?;
+    ensure!(d.bar_gpa == gpa && d.bar_size == size && !d.dma_allowed, "boot-page device {d:?}");
     let stop = run(&mut p, Budget::DEFAULT)?;
     ensure!(stop == Stop::Done(0), "guest ended with {stop:?}");
     ensure!(
