@@ -111,6 +111,17 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
     }
 }
 
+/// Gives a new partition its configured devices. Phase 1 only records them (no BAR is
+/// passed through and no DMA allowed without an IOMMU). Phase 2, per device, in order:
+/// attach its requester id to the partition's IOMMU domain; map every
+/// `GuestMemory::contiguous_runs()` run gpa -> hpa through the DMA tracker; then
+/// `Partition::assign_device(function)` (BAR0 into the nested tables) and set
+/// `partition.device.dma_allowed`. A failure there must fail `create_all` (the dropped
+/// partitions tear down through `before_memory_release`).
+fn attach_devices(p: &mut Partition, spec: &PartitionSpec<'_>) {
+    p.devices = spec.devices().iter().map(bdf).collect();
+}
+
 /// Parses, validates and creates every partition of `text` (all or none).
 pub fn create_all(text: &str, platform: &Platform) -> Result<Vec<Partition>, String> {
     let cfg = partition_config::parse(text).map_err(|e| format!("{e}"))?;
@@ -120,7 +131,7 @@ pub fn create_all(text: &str, platform: &Platform) -> Result<Vec<Partition>, Str
         let image = image_for(platform, spec)?;
         match Partition::create(spec, image) {
             Ok(mut p) => {
-                p.devices = spec.devices().iter().map(bdf).collect();
+                attach_devices(&mut p, spec);
                 made.push(p);
             }
             // Dropping `made` tears the others down: nothing stays half-configured.

@@ -60,6 +60,22 @@ impl GuestMemory {
         &self.chunks
     }
 
+    /// Guest RAM as maximal physically contiguous runs `(gpa, hpa, len)`, in guest order:
+    /// what an IOMMU mapping (and its chunked unmap) of the whole partition walks.
+    pub fn contiguous_runs(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let page = self.backing.page_size();
+        let mut i = 0;
+        core::iter::from_fn(move || {
+            let first = *self.chunks.get(i)?;
+            let start = i;
+            i += 1;
+            while self.chunks.get(i) == Some(&(first + (i - start) as u64 * page)) {
+                i += 1;
+            }
+            Some((start as u64 * page, first, (i - start) as u64 * page))
+        })
+    }
+
     /// The host-physical address behind guest-physical `gpa`, if it is guest RAM.
     pub fn host_address(&self, gpa: u64) -> Option<u64> {
         let page = self.backing.page_size();

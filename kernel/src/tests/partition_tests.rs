@@ -65,6 +65,18 @@ fn stamps_at_host_addresses(p: &Partition) -> TestResult {
         pages += 1;
         gpa += 4096;
     }
+    // The contiguous runs (what an IOMMU mapping walks) cover RAM exactly, in order.
+    let mut next = 0;
+    for (g, h, len) in mem.contiguous_runs() {
+        ensure!(g == next && len > 0, "run at {g:#x} after {next:#x}");
+        ensure!(
+            mem.host_address(g + len - 1) == Some(h + len - 1),
+            "run {g:#x}+{len:#x} is not contiguous"
+        );
+        next = g + len;
+    }
+    ensure!(next == mem.size(), "runs cover {next:#x} of {:#x}", mem.size());
+    log::info!("{} backing: {} contiguous runs", mem.backing(), mem.contiguous_runs().count());
     ensure!(
         p.reported(check::PAGES_STAMPED) == Some(pages),
         "guest stamped {:?} pages, host found {pages}",
