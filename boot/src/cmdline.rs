@@ -4,7 +4,8 @@
 //! - `log=error|warn|info|debug|trace`: console log level (default `info`);
 //! - `test=NAME[,NAME...]` or `test=all`: run the in-kernel tests instead of the demo;
 //! - `fault=pagefault`: touch an unmapped address on purpose (checks exception reports);
-//! - `partitions=NAME`: reserved for partition configuration by name.
+//! - `vtd-invalidation=queued|register`: force one VT-d invalidation mechanism (default:
+//!   queued when the unit has it).
 
 use core::fmt;
 
@@ -39,6 +40,8 @@ pub struct Options<'a> {
     pub tests: Option<&'a str>,
     /// A deliberate fault to trigger after bring-up.
     pub fault: Option<DeliberateFault>,
+    /// Use register-based VT-d invalidation even where queued invalidation exists.
+    pub vtd_register_invalidation: bool,
 }
 
 /// What is wrong with a command line.
@@ -62,7 +65,7 @@ impl fmt::Display for CmdlineError<'_> {
         match self {
             CmdlineError::UnknownSwitch(s) => write!(
                 f,
-                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault)"
+                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register)"
             ),
             CmdlineError::BadValue { key, value, expected } => {
                 write!(f, "command-line switch `{key}` does not take `{value}`: expected {expected}")
@@ -74,7 +77,12 @@ impl fmt::Display for CmdlineError<'_> {
 impl<'a> Options<'a> {
     /// Parses `text`; the first bad switch is reported.
     pub fn parse(text: &'a str) -> Result<Options<'a>, CmdlineError<'a>> {
-        let mut opts = Options { log: LogLevel::Info, tests: None, fault: None };
+        let mut opts = Options {
+            log: LogLevel::Info,
+            tests: None,
+            fault: None,
+            vtd_register_invalidation: false,
+        };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
@@ -106,6 +114,19 @@ impl<'a> Options<'a> {
                 "fault" => {
                     return Err(CmdlineError::BadValue { key, value, expected: "pagefault" })
                 }
+                "vtd-invalidation" => {
+                    opts.vtd_register_invalidation = match value {
+                        "queued" => false,
+                        "register" => true,
+                        _ => {
+                            return Err(CmdlineError::BadValue {
+                                key,
+                                value,
+                                expected: "queued or register",
+                            })
+                        }
+                    }
+                }
                 _ => return Err(CmdlineError::UnknownSwitch(word)),
             }
         }
@@ -134,6 +155,8 @@ mod tests {
         assert_eq!(o.fault, Some(DeliberateFault::PageFault));
         assert!(Options::parse("test=all").unwrap().selects("anything"));
         assert_eq!(Options::parse("").unwrap().tests, None);
+        assert!(Options::parse("vtd-invalidation=register").unwrap().vtd_register_invalidation);
+        assert!(Options::parse("vtd-invalidation=maybe").is_err());
     }
 
     #[test]

@@ -8,6 +8,16 @@
 
 extern crate alloc;
 
+pub mod acpi;
+pub mod amdvi;
+pub mod domain;
 pub mod error;
 pub mod invalidate;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
+pub mod pgtable;
 pub mod platform;
+pub mod ratelimit;
+pub mod tracker;
+pub mod unit;
+pub mod vtd;

@@ -24,6 +24,8 @@ mod edu;
 #[cfg(target_os = "none")]
 mod exit;
 #[cfg(target_os = "none")]
+mod iommu;
+#[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
 mod mmio;
@@ -42,7 +44,7 @@ pub use bare::*;
 #[cfg(target_os = "none")]
 mod bare {
     use crate::exit::{exit, ExitCode};
-    use crate::{acpi, apic, arch, console, edu, mem, pci, testing};
+    use crate::{acpi, apic, arch, console, edu, iommu, mem, pci, testing};
     use alloc::vec::Vec;
     use boot::cmdline::{DeliberateFault, LogLevel, Options};
     use boot::{BootInfo, MemoryKind, PhysReader};
@@ -57,6 +59,8 @@ mod bare {
         pub pci: Vec<pci::PciFunction>,
         /// QEMU edu test devices found.
         pub edus: Vec<edu::Edu>,
+        /// The IOMMUs and where each device's DMA goes.
+        pub iommu: iommu::IommuSystem,
     }
 
     static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
@@ -168,7 +172,8 @@ mod bare {
         for e in &edus {
             log::info!("edu: {} ready (requester id {:#06x})", e.bdf, e.bdf.requester_id());
         }
-        let mut platform = Platform { boot: info, acpi, pci, edus };
+        let iommu = iommu::discover(&acpi, &pci, info, &opts);
+        let mut platform = Platform { boot: info, acpi, pci, edus, iommu };
 
         if opts.fault == Some(DeliberateFault::PageFault) {
             log::warn!("fault=pagefault: reading an unmapped address on purpose");

@@ -68,6 +68,8 @@ pub struct PciFunction {
     pub bridge: Option<(u8, u8)>,
     /// Implemented BARs by slot index.
     pub bars: Vec<(usize, Bar)>,
+    /// PCI Express device/port type (capability 0x10), when the function has one.
+    pub pcie_type: Option<u8>,
     ecam: u64,
 }
 
@@ -121,6 +123,26 @@ impl PciFunction {
             _ => None,
         })
     }
+}
+
+/// The PCI Express capability's device/port type, following the capability list with a
+/// bound (a looping list is a hardware fault, not a reason to hang).
+fn pcie_type(cfg: ConfigSpace) -> Option<u8> {
+    if cfg.read32(4) & (1 << 20) == 0 {
+        return None;
+    }
+    let mut ptr = (cfg.read32(0x34) & 0xFC) as u16;
+    for _ in 0..48 {
+        if ptr < 0x40 {
+            return None;
+        }
+        let header = cfg.read32(ptr);
+        if header & 0xFF == 0x10 {
+            return Some(((header >> 20) & 0xF) as u8);
+        }
+        ptr = ((header >> 8) & 0xFC) as u16;
+    }
+    None
 }
 
 fn ecam_address(window: u64, first_bus: u8, bus: u8, dev: u8, func: u8) -> u64 {
@@ -204,6 +226,7 @@ fn scan_bus(out: &mut Vec<PciFunction>, window: (u64, u16, u8, u8), bus: u8, dep
                 class: ((class >> 24) as u8, (class >> 16) as u8, (class >> 8) as u8),
                 bridge,
                 bars,
+                pcie_type: pcie_type(cfg),
                 ecam: cfg.base,
             });
             if let Some((secondary, _)) = bridge {

@@ -46,11 +46,10 @@ fn bdf(d: &DeviceAddr) -> Bdf {
     Bdf { segment: d.segment, bus: d.bus, device: d.device, function: d.function }
 }
 
-/// Whether an IOMMU translates `dev`'s DMA. Phase 1 knows only whether the firmware
-/// describes an IOMMU at all (DMAR or IVRS); the IOMMU drivers replace this with the
-/// DRHD device scopes / IVHD device entries.
-pub fn behind_iommu(platform: &Platform, _dev: Bdf) -> bool {
-    platform.acpi.dmar.is_some() || platform.acpi.ivrs.is_some()
+/// Whether an IOMMU translates `dev`'s DMA: the boot routed it to a unit that was
+/// brought up (DRHD device scope or include-all on VT-d, IVHD device entries on AMD-Vi).
+pub fn behind_iommu(platform: &Platform, dev: Bdf) -> bool {
+    platform.iommu.route(dev).is_some()
 }
 
 /// The image bytes a partition runs.

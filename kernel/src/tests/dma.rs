@@ -40,6 +40,22 @@ impl Drop for TestFrame {
     }
 }
 
+/// Whether the `len` bytes at physical `addr` are `pattern(seed, from..from + len)`.
+pub fn region_holds(addr: u64, len: u64, seed: u8, from: u64) -> bool {
+    // SAFETY: callers name RAM their test owns; RAM is identity-mapped.
+    (0..len).all(
+        |i| unsafe { core::ptr::read_volatile((addr + i) as *const u8) } == pattern(seed, from + i),
+    )
+}
+
+/// Writes `pattern(seed, 0..len)` to the `len` bytes at physical `addr`.
+pub fn region_fill(addr: u64, len: u64, seed: u8) {
+    for i in 0..len {
+        // SAFETY: callers name RAM their test owns; RAM is identity-mapped.
+        unsafe { core::ptr::write_volatile((addr + i) as *mut u8, pattern(seed, i)) };
+    }
+}
+
 /// The test pattern: byte `i` of a frame filled with `seed`.
 pub fn pattern(seed: u8, i: u64) -> u8 {
     (i as u8).wrapping_mul(31).wrapping_add(seed) | 1

@@ -3,6 +3,7 @@
 mod core_tests;
 pub mod dma;
 mod edu_tests;
+pub mod iommu;
 mod partition_tests;
 
 use crate::testing::KernelTest;
@@ -26,4 +27,11 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "partition_unmapped_access", run: partition_tests::unmapped_access_faults },
     KernelTest { name: "partition_bad_image", run: partition_tests::bad_image_refused },
     KernelTest { name: "partition_config", run: partition_tests::config_validation },
+    KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
+    KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
+    KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },
+    KernelTest { name: "iommu_invalidate_page", run: iommu::invalidation::page_selective },
+    KernelTest { name: "iommu_invalidate_domain", run: iommu::invalidation::domain_selective },
+    KernelTest { name: "iommu_invalidate_global", run: iommu::invalidation::global },
+    KernelTest { name: "iommu_invalidate_control", run: iommu::invalidation::suppressed_control },
 ];

@@ -294,6 +294,17 @@ pub fn bad_image_refused(_: &mut TestContext<'_>) -> TestResult {
     Ok(())
 }
 
+/// The edu at 00:04.0.
+fn f_bdf(platform: &crate::Platform) -> Result<crate::pci::Bdf, alloc::string::String> {
+    let want = crate::pci::Bdf { segment: 0, bus: 0, device: 4, function: 0 };
+    platform
+        .pci
+        .iter()
+        .find(|f| f.bdf == want)
+        .map(|f| f.bdf)
+        .ok_or_else(|| "no device at 00:04.0".into())
+}
+
 /// The configuration is checked against the machine, all or nothing.
 pub fn config_validation(ctx: &mut TestContext<'_>) -> TestResult {
     use crate::partition::config::create_all;
@@ -321,8 +332,7 @@ pub fn config_validation(ctx: &mut TestContext<'_>) -> TestResult {
         "assigned to both",
     )?;
     let edu = "partition a\n memory 4M\n device 00:04.0\n";
-    let iommu = platform.acpi.dmar.is_some() || platform.acpi.ivrs.is_some();
-    if iommu {
+    if crate::partition::config::behind_iommu(platform, f_bdf(platform)?) {
         let made = create_all(edu, platform)?;
         ensure!(
             made.len() == 1 && made[0].devices.len() == 1,

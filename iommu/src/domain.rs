@@ -1,0 +1,278 @@
+//! The domain API: one IOMMU address space on one unit, with an invalidation gather.
+//!
+//! Unmaps only collect what the IOTLB must forget; [`Domain::flush`] turns the gathered
+//! ranges into naturally aligned power-of-two [`IovaBlock`]s (or one domain-wide
+//! invalidation past [`DOMAIN_FLUSH_THRESHOLD`] blocks), waits for them, and only then
+//! frees the table pages that unmap emptied.
+
+use alloc::vec::Vec;
+
+use crate::error::HwError;
+use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
+use crate::pgtable::{MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
+use crate::platform::PhysAddr;
+
+/// More page-selective blocks than this in one flush become one domain invalidation.
+pub const DOMAIN_FLUSH_THRESHOLD: usize = 64;
+
+/// What unmaps left for the IOTLB to forget, and the table pages to free afterwards.
+#[derive(Debug, Default)]
+pub struct IotlbGather {
+    ranges: Vec<(u64, u64)>,
+    freed_tables: Vec<PhysAddr>,
+}
+
+impl IotlbGather {
+    /// An empty gather.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when nothing waits for a flush.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.freed_tables.is_empty()
+    }
+
+    /// Records `[start, end)` as needing invalidation, merging with the last range when
+    /// they touch (unmaps usually go in IOVA order).
+    pub fn add_range(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        if let Some(last) = self.ranges.last_mut() {
+            if start <= last.1 && end >= last.0 {
+                *last = (last.0.min(start), last.1.max(end));
+                return;
+            }
+        }
+        self.ranges.push((start, end));
+    }
+
+    /// The gathered ranges as naturally aligned blocks of at most `2^max_order` bytes.
+    pub fn blocks(&self, max_order: u32) -> Vec<IovaBlock> {
+        let mut ranges = self.ranges.clone();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        let mut blocks = Vec::new();
+        for (mut s, e) in merged {
+            while s < e {
+                let align = s.trailing_zeros().min(63);
+                let fit = 63 - (e - s).leading_zeros();
+                let order = align.min(fit).min(max_order).max(12);
+                blocks.push(IovaBlock { iova: s, order });
+                s += 1u64 << order;
+            }
+        }
+        blocks
+    }
+}
+
+/// Invalidations one flush issued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Page-selective block invalidations.
+    pub blocks: u64,
+    /// Domain-wide invalidations.
+    pub domain_wide: u64,
+}
+
+impl FlushStats {
+    /// Every invalidation command issued.
+    pub fn total(&self) -> u64 {
+        self.blocks + self.domain_wide
+    }
+}
+
+/// One IOMMU address space on one remapping unit.
+#[derive(Debug)]
+pub struct Domain<F: PteFormat> {
+    id: DomainId,
+    unit: usize,
+    table: PageTable<F>,
+    fgsp: bool,
+}
+
+impl<F: PteFormat> Domain<F> {
+    /// An empty domain `id` on the caller's unit number `unit`, tables in `format`.
+    pub fn new<M: TableMemory>(
+        mem: &mut M,
+        id: DomainId,
+        unit: usize,
+        format: F,
+    ) -> Result<Self, MapError> {
+        Ok(Self { id, unit, table: PageTable::new(mem, format)?, fgsp: false })
+    }
+
+    /// Keeps only the page sizes in `mask` (bit n = 2^n bytes; 4 KiB always stays).
+    pub fn with_page_sizes(mut self, mask: u64) -> Self {
+        self.table.restrict_page_sizes(mask);
+        self
+    }
+
+    /// The domain id the hardware tags its IOTLB entries with.
+    pub fn id(&self) -> DomainId {
+        self.id
+    }
+
+    /// The caller's number for the unit this domain lives on.
+    pub fn unit(&self) -> usize {
+        self.unit
+    }
+
+    /// Top-level table address for the context entry / DTE.
+    pub fn root(&self) -> PhysAddr {
+        self.table.root()
+    }
+
+    /// Table depth: VT-d AW = levels - 2, AMD-Vi DTE Mode = levels.
+    pub fn levels(&self) -> u32 {
+        self.table.levels()
+    }
+
+    /// Page sizes map uses (bit n = 2^n bytes).
+    pub fn page_sizes(&self) -> u64 {
+        self.table.page_sizes()
+    }
+
+    /// True when unmapping part of a page returns the whole fine-grained page (AMD-Vi v1
+    /// NextLevel-7 pages); set by the tracker's probe at attach.
+    pub fn fgsp(&self) -> bool {
+        self.fgsp
+    }
+
+    /// Records the probe's finding.
+    pub fn set_fgsp(&mut self, fgsp: bool) {
+        self.fgsp = fgsp;
+    }
+
+    /// The page table itself (for walks and statistics).
+    pub fn table(&self) -> &PageTable<F> {
+        &self.table
+    }
+
+    /// Maps `[iova, iova + size)` to `paddr..` with the largest pages allowed.
+    pub fn map<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        paddr: PhysAddr,
+        size: u64,
+        prot: Prot,
+    ) -> Result<(), MapError> {
+        self.table.map(mem, iova, paddr, size, prot)
+    }
+
+    /// Unmaps the pages intersecting `[iova, iova + size)` and gathers their invalidation.
+    /// Nothing is freed until [`Domain::flush`].
+    pub fn unmap<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        gather: &mut IotlbGather,
+    ) -> Result<Unmapped, MapError> {
+        let done = self.table.unmap(mem, iova, size, &mut gather.freed_tables)?;
+        gather.add_range(done.iova, done.iova + done.size);
+        Ok(done)
+    }
+
+    /// Where `iova` translates to now (the tables, not any IOTLB).
+    pub fn iova_to_phys<M: TableMemory>(&self, mem: &M, iova: u64) -> Option<PhysAddr> {
+        self.table.iova_to_phys(mem, iova)
+    }
+
+    /// Invalidates what `gather` collected, waits for completion, then frees its table
+    /// pages. On error the gather keeps everything so the flush can be retried.
+    pub fn flush<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        gather: &mut IotlbGather,
+        inv: &mut dyn IotlbInvalidator,
+    ) -> Result<FlushStats, HwError> {
+        let mut stats = FlushStats::default();
+        if gather.is_empty() {
+            return Ok(stats);
+        }
+        let blocks = gather.blocks(inv.max_block_order().max(12));
+        if blocks.len() > DOMAIN_FLUSH_THRESHOLD
+            || (!gather.freed_tables.is_empty() && blocks.is_empty())
+        {
+            inv.invalidate_domain(self.id)?;
+            stats.domain_wide = 1;
+        } else {
+            for block in blocks {
+                inv.invalidate_block(self.id, block)?;
+                stats.blocks += 1;
+            }
+        }
+        inv.sync()?;
+        gather.ranges.clear();
+        for frame in gather.freed_tables.drain(..) {
+            mem.free_frame(frame);
+        }
+        Ok(stats)
+    }
+
+    /// Frees every table page. Only after the unit no longer points at this domain and
+    /// its IOTLB entries were invalidated.
+    pub fn destroy<M: TableMemory>(self, mem: &mut M) {
+        self.table.destroy(mem);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_and_cover_exactly() {
+        let mut g = IotlbGather::new();
+        g.add_range(0x3000, 0x11000);
+        g.add_range(0x11000, 0x12000);
+        g.add_range(0x1_0000_0000, 0x1_0020_0000);
+        let blocks = g.blocks(16);
+        let want = [(0x3000, 12), (0x4000, 14), (0x8000, 15), (0x10000, 13), (0x1_0000_0000, 16)];
+        for (i, &(iova, order)) in want.iter().enumerate() {
+            assert_eq!(blocks[i], IovaBlock { iova, order });
+        }
+        // 2 MiB in 64 KiB blocks.
+        assert_eq!(blocks.len(), 4 + 32);
+        let mut covered = 0;
+        for b in &blocks {
+            assert_eq!(b.iova % b.size(), 0);
+            assert!(b.order <= 16);
+            covered += b.size();
+        }
+        assert_eq!(covered, 0xF000 + 0x20_0000);
+    }
+
+    #[test]
+    fn many_blocks_become_one_domain_invalidation_and_tables_wait_for_sync() {
+        use crate::model::{HostMemory, ModelIommu, ModelKind};
+        use crate::pgtable::vtd::VtdFormat;
+        let mut mem = HostMemory::new();
+        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 0 });
+        let fmt = VtdFormat::new(3, 0).unwrap();
+        let mut d = Domain::new(&mut mem, 7, 0, fmt).unwrap();
+        let mut g = IotlbGather::new();
+        for i in 0..(DOMAIN_FLUSH_THRESHOLD as u64 + 1) {
+            d.map(&mut mem, i << 22, 0x1000_0000, 0x1000, Prot::READ).unwrap();
+        }
+        for i in 0..(DOMAIN_FLUSH_THRESHOLD as u64 + 1) {
+            d.unmap(&mut mem, i << 22, 0x1000, &mut g).unwrap();
+        }
+        let live = mem.live_frames();
+        assert!(live > 1, "emptied tables are not freed before the flush");
+        let stats = d.flush(&mut mem, &mut g, &mut inv).unwrap();
+        assert_eq!(stats, FlushStats { blocks: 0, domain_wide: 1 });
+        assert_eq!(inv.syncs, 1);
+        assert_eq!(mem.live_frames(), 1);
+        assert!(g.is_empty());
+    }
+}

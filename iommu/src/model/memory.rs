@@ -1,0 +1,126 @@
+//! Host memory standing in for physical memory: table frames in one growable arena.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+
+use crate::platform::{FrameAllocator, PhysAddr, PhysMemory, PAGE_SIZE};
+
+/// Where the arena's first frame sits (not 0, so a null table pointer is caught).
+pub const ARENA_BASE: PhysAddr = 0x10_0000_0000;
+
+/// Frames for tables, word access to them, and bookkeeping that catches leaks,
+/// double frees, stray accesses and writes not flushed for a non-coherent device.
+#[derive(Debug, Default)]
+pub struct HostMemory {
+    words: Vec<u64>,
+    live: Vec<bool>,
+    free: Vec<usize>,
+    live_count: usize,
+    /// Frames ever handed out.
+    pub allocations: u64,
+    /// When set, every write is remembered until `flush_for_device` covers it.
+    pub check_flushes: bool,
+    unflushed: HashSet<PhysAddr>,
+    /// Accesses outside live frames, double frees and the like, in words.
+    pub violations: Vec<String>,
+    /// Reads of words outside live frames (a walk through a freed table).
+    pub bad_reads: Cell<u64>,
+}
+
+impl HostMemory {
+    /// Empty memory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empty memory that tracks unflushed writes.
+    pub fn strict() -> Self {
+        Self { check_flushes: true, ..Self::default() }
+    }
+
+    /// Frames currently allocated.
+    pub fn live_frames(&self) -> usize {
+        self.live_count
+    }
+
+    /// Words written and not yet flushed for the device (0 when every write was flushed).
+    pub fn unflushed_words(&self) -> usize {
+        self.unflushed.len()
+    }
+
+    /// True if `addr` was written and not yet flushed for the device.
+    pub fn is_unflushed(&self, addr: PhysAddr) -> bool {
+        self.unflushed.contains(&(addr & !7))
+    }
+
+    fn word(&self, addr: PhysAddr) -> Option<usize> {
+        let off = addr.checked_sub(ARENA_BASE)?;
+        let frame = (off / PAGE_SIZE) as usize;
+        (addr & 7 == 0 && *self.live.get(frame)?).then_some((off / 8) as usize)
+    }
+}
+
+impl FrameAllocator for HostMemory {
+    fn alloc_zeroed_frame(&mut self) -> Option<PhysAddr> {
+        let frame = match self.free.pop() {
+            Some(f) => {
+                self.words[f * 512..(f + 1) * 512].fill(0);
+                f
+            }
+            None => {
+                self.words.resize(self.words.len() + 512, 0);
+                self.live.push(false);
+                self.live.len() - 1
+            }
+        };
+        self.live[frame] = true;
+        self.live_count += 1;
+        self.allocations += 1;
+        Some(ARENA_BASE + frame as u64 * PAGE_SIZE)
+    }
+
+    fn free_frame(&mut self, addr: PhysAddr) {
+        let frame = (addr.wrapping_sub(ARENA_BASE) / PAGE_SIZE) as usize;
+        if addr & 0xFFF != 0 || !self.live.get(frame).copied().unwrap_or(false) {
+            self.violations.push(format!("free of non-live frame {addr:#x}"));
+            return;
+        }
+        self.live[frame] = false;
+        self.live_count -= 1;
+        self.free.push(frame);
+    }
+}
+
+impl PhysMemory for HostMemory {
+    fn read_u64(&self, addr: PhysAddr) -> u64 {
+        match self.word(addr) {
+            Some(i) => self.words[i],
+            None => {
+                self.bad_reads.set(self.bad_reads.get() + 1);
+                u64::MAX
+            }
+        }
+    }
+
+    fn write_u64(&mut self, addr: PhysAddr, value: u64) {
+        match self.word(addr) {
+            Some(i) => {
+                self.words[i] = value;
+                if self.check_flushes {
+                    self.unflushed.insert(addr);
+                }
+            }
+            None => self.violations.push(format!("write to non-live {addr:#x}")),
+        }
+    }
+
+    fn flush_for_device(&mut self, addr: PhysAddr, len: u64) {
+        if self.check_flushes {
+            let mut a = addr & !7;
+            while a < addr + len {
+                self.unflushed.remove(&a);
+                a += 8;
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The reference model for host tests and benchmarks: host memory that tracks its
+//! frames, and a software IOMMU that walks tables by the specifications.
+
+mod iommu;
+mod memory;
+#[cfg(test)]
+mod tests;
+
+pub use iommu::{Fault, ModelIommu, ModelKind};
+pub use memory::{HostMemory, ARENA_BASE};

@@ -1,0 +1,152 @@
+//! Engine tests against the reference walker.
+
+use super::amdv1::AmdV1Format;
+use super::vtd::VtdFormat;
+use super::*;
+use crate::model::{Fault, HostMemory, ModelIommu, ModelKind};
+use alloc::vec::Vec;
+
+const HOST: u64 = 0x40_0000_0000;
+
+fn vtd(levels: u32) -> (PageTable<VtdFormat>, HostMemory, ModelIommu) {
+    let mut mem = HostMemory::strict();
+    let t = PageTable::new(&mut mem, VtdFormat::new(levels, 3).unwrap()).unwrap();
+    (t, mem, ModelIommu::new(ModelKind::Vtd { sllps: 3 }))
+}
+
+fn amd(levels: u32) -> (PageTable<AmdV1Format>, HostMemory, ModelIommu) {
+    let mut mem = HostMemory::strict();
+    let t = PageTable::new(&mut mem, AmdV1Format::new(levels).unwrap()).unwrap();
+    (t, mem, ModelIommu::new(ModelKind::AmdV1))
+}
+
+fn check_walk<F: PteFormat>(
+    t: &PageTable<F>,
+    mem: &HostMemory,
+    m: &ModelIommu,
+    iova: u64,
+    size: u64,
+    paddr: u64,
+) {
+    let mut off = 0;
+    while off < size {
+        assert_eq!(t.iova_to_phys(mem, iova + off), Some(paddr + off));
+        assert_eq!(m.walk(mem, t.root(), t.levels(), iova + off).map(|x| x.0), Ok(paddr + off));
+        off += 0x1000 * 7;
+    }
+}
+
+#[test]
+fn vtd_uses_2m_pages_and_unmap_returns_whole_page() {
+    let (mut t, mut mem, m) = vtd(4);
+    t.map(&mut mem, 0x20_0000, HOST, 0x40_0000, Prot::READ | Prot::WRITE).unwrap();
+    check_walk(&t, &mem, &m, 0x20_0000, 0x40_0000, HOST);
+    // Root, L3, L2: two 2 MiB leaves, no L1 table.
+    assert_eq!(mem.live_frames(), 3);
+    let mut freed = Vec::new();
+    let done = t.unmap(&mut mem, 0x21_0000, 0x1000, &mut freed).unwrap();
+    assert_eq!(done, Unmapped { iova: 0x20_0000, size: 0x20_0000 });
+    assert_eq!(t.iova_to_phys(&mem, 0x20_0000), None);
+    assert_eq!(t.iova_to_phys(&mem, 0x40_0000), Some(HOST + 0x20_0000));
+    assert!(mem.violations.is_empty());
+}
+
+#[test]
+fn vtd_4k_only_when_restricted_and_tables_freed_when_empty() {
+    let (mut t, mut mem, m) = vtd(3);
+    t.restrict_page_sizes(1 << 12);
+    t.map(&mut mem, 0x40_0000, HOST, 0x40_0000, Prot::READ).unwrap();
+    check_walk(&t, &mem, &m, 0x40_0000, 0x40_0000, HOST);
+    assert_eq!(mem.live_frames(), 1 + 1 + 2);
+    let mut freed = Vec::new();
+    let done = t.unmap(&mut mem, 0x40_0000, 0x1000, &mut freed).unwrap();
+    assert_eq!(done, Unmapped { iova: 0x40_0000, size: 0x1000 });
+    assert!(freed.is_empty());
+    t.unmap(&mut mem, 0x40_1000, 0x3F_F000, &mut freed).unwrap();
+    assert_eq!(freed.len(), 3, "two leaf tables and the L2 table");
+    assert_eq!(m.walk(&mem, t.root(), 3, 0x40_0000), Err(Fault::NotPresent));
+}
+
+#[test]
+fn amd_sized_pages_replicate_and_unmap_whole_run() {
+    let (mut t, mut mem, m) = amd(4);
+    // 0x1_0000 aligned, 16 pages: one 64K NextLevel-7 page (16 copies).
+    t.map(&mut mem, 0x1_0000, HOST + 0x1_0000, 0x1_0000, Prot::READ).unwrap();
+    check_walk(&t, &mem, &m, 0x1_0000, 0x1_0000, HOST + 0x1_0000);
+    let mut freed = Vec::new();
+    let done = t.unmap(&mut mem, 0x1_8000, 0x1000, &mut freed).unwrap();
+    assert_eq!(done, Unmapped { iova: 0x1_0000, size: 0x1_0000 });
+    assert_eq!(freed.len(), 3);
+    assert_eq!(m.walk(&mem, t.root(), 4, 0x1_0000), Err(Fault::NotPresent));
+}
+
+#[test]
+fn amd_large_sized_pages_at_levels_2_and_3() {
+    let (mut t, mut mem, m) = amd(4);
+    let iova = 1u64 << 33; // 8G aligned
+    t.map(&mut mem, iova, HOST, 1 << 33, Prot::WRITE).unwrap(); // one 8G page at level 3
+    check_walk(&t, &mem, &m, iova, 1 << 22, HOST);
+    assert_eq!(
+        m.walk(&mem, t.root(), 4, iova + (1 << 33) - 0x1000).map(|x| x.0),
+        Ok(HOST + (1 << 33) - 0x1000)
+    );
+    t.map(&mut mem, 1 << 22, HOST + (1 << 22), 1 << 22, Prot::READ).unwrap(); // 4M at level 2
+    check_walk(&t, &mem, &m, 1 << 22, 1 << 22, HOST + (1 << 22));
+    assert_eq!(
+        t.map(&mut mem, iova + (1 << 30), HOST, 0x1000, Prot::READ),
+        Err(MapError::AlreadyMapped { iova: iova + (1 << 30) })
+    );
+}
+
+#[test]
+fn leaf_runs_coalesce_contiguous_leaves() {
+    let (mut t, mut mem, _) = vtd(4);
+    t.map(&mut mem, 0x1000, HOST + 0x1000, 0x40_0000, Prot::READ).unwrap();
+    t.map(&mut mem, 0x80_0000, HOST + 0x900_0000, 0x2000, Prot::READ).unwrap();
+    let mut runs = Vec::new();
+    t.for_each_run(&mem, 0, 0x100_0000, |r| runs.push((r.iova, r.paddr, r.size)));
+    assert_eq!(runs, [(0x1000, HOST + 0x1000, 0x40_0000), (0x80_0000, HOST + 0x900_0000, 0x2000)]);
+}
+
+#[test]
+fn every_write_is_flushed_for_the_device() {
+    let (mut t, mut mem, _) = amd(3);
+    t.map(&mut mem, 0x3000, HOST + 0x3000, 0x7_D000, Prot::READ).unwrap();
+    for a in 0..mem.live_frames() as u64 * 512 {
+        assert!(!mem.is_unflushed(crate::model::ARENA_BASE + 8 * a));
+    }
+    let mut freed = Vec::new();
+    t.unmap(&mut mem, 0x3000, 0x7_D000, &mut freed).unwrap();
+    for a in 0..512u64 {
+        assert!(!mem.is_unflushed(t.root() + 8 * a));
+    }
+}
+
+#[test]
+fn bad_ranges_are_refused() {
+    let (mut t, mut mem, _) = vtd(3);
+    assert_eq!(t.map(&mut mem, 0x800, HOST, 0x1000, Prot::READ), Err(MapError::BadRange));
+    assert_eq!(t.map(&mut mem, 1 << 39, HOST, 0x1000, Prot::READ), Err(MapError::BadRange));
+    assert_eq!(t.map(&mut mem, 0, HOST, 0x1000, Prot::empty()), Err(MapError::NoAccess));
+    t.map(&mut mem, 0x1000, HOST, 0x2000, Prot::READ).unwrap();
+    assert_eq!(
+        t.map(&mut mem, 0, HOST, 0x3000, Prot::READ),
+        Err(MapError::AlreadyMapped { iova: 0x1000 })
+    );
+    // The failed map left nothing mapped at 0.
+    assert_eq!(t.iova_to_phys(&mem, 0), None);
+}
+
+#[test]
+fn page_by_page_unmap_reads_few_entries() {
+    let (mut t, mut mem, _) = vtd(4);
+    t.restrict_page_sizes(1 << 12);
+    t.map(&mut mem, 1 << 36, HOST, 1 << 22, Prot::READ).unwrap();
+    let mut freed = Vec::new();
+    let before = t.walk_steps();
+    for i in 0..1024u64 {
+        t.unmap(&mut mem, (1 << 36) + i * 4096, 4096, &mut freed).unwrap();
+    }
+    let per_page = (t.walk_steps() - before) / 1024;
+    assert!(per_page <= 10, "{per_page} entries read per 4K unmap");
+}

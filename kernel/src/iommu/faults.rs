@@ -1,0 +1,119 @@
+//! Fault records (VT-d) and event logs (AMD-Vi): read, decoded in words, counted, and
+//! logged through a rate limiter so a fault storm cannot drown the console or stall the
+//! hypervisor.
+
+use super::{IommuSystem, Units};
+use core::sync::atomic::{AtomicU64, Ordering};
+use iommu::ratelimit::RateLimiter;
+use spin::Mutex;
+
+/// Vector of the VT-d fault-event interrupt.
+pub const FAULT_VECTOR: u8 = 33;
+
+static FAULT_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+static LIMITER: Mutex<RateLimiter> = Mutex::new(RateLimiter::new(8, 600));
+
+/// The fault-event interrupt only notes that records are waiting; they are read in
+/// thread context by [`service_faults`] (the unit is not reachable from the handler).
+pub fn fault_interrupt() {
+    FAULT_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    crate::apic::eoi();
+}
+
+/// Fault-event interrupts taken since boot.
+pub fn fault_interrupts() -> u64 {
+    FAULT_INTERRUPTS.load(Ordering::Relaxed)
+}
+
+/// What one pass over the fault records / event logs found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultSummary {
+    /// Records or events read.
+    pub faults: u64,
+    /// Primary-fault overflows (VT-d) or event-log overflows (AMD-Vi) seen.
+    pub overflows: u64,
+}
+
+/// Reads and clears every pending fault record and event, logging at most a few per
+/// window (the rest are counted and reported as suppressed).
+pub fn service_faults(
+    sys: &mut IommuSystem,
+    mut on_fault: impl FnMut(&FaultEvent),
+) -> FaultSummary {
+    let mut sum = FaultSummary::default();
+    let now = crate::apic::ticks();
+    let mut limiter = LIMITER.lock();
+    match &mut sys.units {
+        Units::None => {}
+        Units::Vtd(units) => {
+            for (i, u) in units.iter_mut().enumerate() {
+                let scan = u.handle_faults(|r| {
+                    sum.faults += 1;
+                    on_fault(&FaultEvent {
+                        unit: i,
+                        source_id: r.source,
+                        address: r.address,
+                        write: !r.is_read,
+                        reason: r.reason,
+                    });
+                    if limiter.allow(now) {
+                        log::warn!("iommu: unit {i}: DMA fault: {r}");
+                    }
+                });
+                if scan.overflow {
+                    sum.overflows += 1;
+                    log::warn!("iommu: unit {i}: fault records overflowed; some faults were lost");
+                }
+            }
+        }
+        Units::Amd(units) => {
+            for (i, u) in units.iter_mut().enumerate() {
+                for e in u.drain_events() {
+                    sum.faults += 1;
+                    if let Some(f) = FaultEvent::from_amd(i, &e) {
+                        on_fault(&f);
+                    }
+                    if limiter.allow(now) {
+                        log::warn!("iommu: unit {i}: event: {e}");
+                    }
+                }
+            }
+        }
+    }
+    let suppressed = limiter.take_suppressed();
+    if suppressed > 0 {
+        log::warn!("iommu: {suppressed} fault messages suppressed");
+    }
+    sum
+}
+
+/// One fault, vendor-neutral, for tests and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultEvent {
+    /// Unit index.
+    pub unit: usize,
+    /// Requester id of the faulting DMA.
+    pub source_id: u16,
+    /// The faulting IOVA (page address on VT-d).
+    pub address: u64,
+    /// A write (else a read).
+    pub write: bool,
+    /// VT-d fault reason code (AMD-Vi: the event code).
+    pub reason: u8,
+}
+
+impl FaultEvent {
+    /// The vendor-neutral view of an AMD-Vi IO_PAGE_FAULT (other events have none).
+    fn from_amd(unit: usize, e: &iommu::amdvi::Event) -> Option<FaultEvent> {
+        match *e {
+            iommu::amdvi::Event::IoPageFault { device, address, flags, .. } => Some(FaultEvent {
+                unit,
+                source_id: device,
+                address,
+                write: flags.write(),
+                reason: e.code(),
+            }),
+            _ => None,
+        }
+    }
+}

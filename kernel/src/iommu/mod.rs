@@ -1,0 +1,152 @@
+//! The hypervisor's IOMMUs: discovered from DMAR or IVRS at boot, driven by the `iommu`
+//! crate's unit drivers through [`MmioWindow`](crate::mmio::MmioWindow) and
+//! [`KernelMemory`](crate::mem::KernelMemory).
+//!
+//! Everything vendor-neutral (domains, the DMA tracker, the tests that prove translation
+//! with DMA) is written against [`iommu::unit::RemappingUnit`]; this module only finds
+//! the units, brings them up, routes each PCI function to its unit and requester id, and
+//! services fault records and event logs.
+
+mod amd;
+mod faults;
+mod vtd;
+
+use crate::mem::KernelMemory;
+use crate::mmio::MmioWindow;
+use crate::pci::{Bdf, PciFunction};
+use alloc::vec::Vec;
+use iommu::acpi::pci::{Bdf as AcpiBdf, BridgeKind, MemRange, PciBridge};
+use iommu::amdvi::AmdViUnit;
+use iommu::invalidate::DomainId;
+use iommu::vtd::VtdUnit;
+
+pub use faults::service_faults;
+
+/// A VT-d unit as the kernel drives it.
+pub type KernelVtd = VtdUnit<MmioWindow, KernelMemory>;
+/// An AMD-Vi unit as the kernel drives it.
+pub type KernelAmdVi = AmdViUnit<MmioWindow, KernelMemory>;
+
+/// The machine's remapping units (one vendor per machine).
+pub enum Units {
+    /// No usable IOMMU: device DMA is untranslated.
+    None,
+    /// Intel VT-d units, in DMAR order.
+    Vtd(Vec<KernelVtd>),
+    /// AMD-Vi units, in IVRS order.
+    Amd(Vec<KernelAmdVi>),
+}
+
+/// Where a PCI function's DMA is translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Index into the unit list.
+    pub unit: usize,
+    /// The requester id (VT-d source id, AMD-Vi device id) its DMA carries there.
+    pub requester_id: u16,
+}
+
+/// Hands out domain ids; ids start at 1 because VT-d caching-mode units reserve 0.
+#[derive(Debug)]
+pub struct DomainIds {
+    next: DomainId,
+}
+
+impl DomainIds {
+    /// A domain id not handed out before (wrapping after 65535, skipping 0).
+    pub fn alloc(&mut self) -> DomainId {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1).max(1);
+        id
+    }
+}
+
+/// The IOMMUs, the device routes and domain-id allocation.
+pub struct IommuSystem {
+    /// The units.
+    pub units: Units,
+    routes: Vec<(Bdf, Route)>,
+    /// Domain-id allocation (one id space for all units keeps logs unambiguous).
+    pub domain_ids: DomainIds,
+}
+
+impl IommuSystem {
+    /// The unit and requester id that translate `bdf`'s DMA, if any.
+    pub fn route(&self, bdf: Bdf) -> Option<Route> {
+        self.routes.iter().find(|(b, _)| *b == bdf).map(|(_, r)| *r)
+    }
+
+    /// Number of units brought up.
+    pub fn unit_count(&self) -> usize {
+        match &self.units {
+            Units::None => 0,
+            Units::Vtd(u) => u.len(),
+            Units::Amd(u) => u.len(),
+        }
+    }
+}
+
+/// Firmware-reserved ranges from the memory map (for RMRR/IVMD checks), inclusive ends.
+fn reserved_ranges(boot: &boot::BootInfo) -> Vec<MemRange> {
+    boot.memory_map()
+        .iter()
+        .filter(|r| r.kind != boot::MemoryKind::Usable && r.len > 0)
+        .map(|r| MemRange { start: r.start, end: r.end() - 1 })
+        .collect()
+}
+
+/// Bridges as the resolution code wants them.
+fn bridges(pci: &[PciFunction]) -> Vec<PciBridge> {
+    pci.iter()
+        .filter_map(|f| {
+            let (secondary, subordinate) = f.bridge?;
+            let kind = match f.pcie_type {
+                Some(7) => BridgeKind::PcieToPci,
+                Some(_) => BridgeKind::PciExpress,
+                None => BridgeKind::ConventionalPci,
+            };
+            Some(PciBridge {
+                segment: f.bdf.segment,
+                bdf: AcpiBdf::from_id(f.bdf.requester_id()),
+                secondary,
+                subordinate,
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// Finds the IOMMUs (DMAR first, then IVRS), brings every usable unit up and routes
+/// every PCI function. Never fails the boot: a table or unit that cannot be used is
+/// reported and skipped, and the machine runs without translation for it.
+pub fn discover(
+    acpi: &crate::acpi::AcpiInfo,
+    pci: &[PciFunction],
+    boot: &boot::BootInfo,
+    opts: &boot::cmdline::Options<'_>,
+) -> IommuSystem {
+    let mut sys =
+        IommuSystem { units: Units::None, routes: Vec::new(), domain_ids: DomainIds { next: 1 } };
+    let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
+    let reserved = reserved_ranges(boot);
+    let bridges = bridges(pci);
+    if let Some(dmar) = acpi.dmar {
+        if let Some((units, routes)) =
+            vtd::bring_up(dmar, pci, &bridges, &reserved, &ioapic_ids, opts)
+        {
+            sys.units = Units::Vtd(units);
+            sys.routes = routes;
+        }
+    } else if let Some(ivrs) = acpi.ivrs {
+        if let Some((units, routes)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids) {
+            sys.units = Units::Amd(units);
+            sys.routes = routes;
+        }
+    } else {
+        log::info!("iommu: no DMAR or IVRS table: no IOMMU, device DMA is untranslated");
+    }
+    for (bdf, r) in &sys.routes {
+        log::info!("iommu: {bdf} -> unit {} as requester id {:#06x}", r.unit, r.requester_id);
+    }
+    sys
+}

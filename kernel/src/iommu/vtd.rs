@@ -1,0 +1,93 @@
+//! VT-d bring-up: DMAR -> usable DRHDs -> running units, and every PCI function routed.
+
+use super::{faults, KernelVtd, Route};
+use crate::mem::KernelMemory;
+use crate::mmio::MmioWindow;
+use crate::pci::{Bdf, PciFunction};
+use alloc::vec::Vec;
+use iommu::acpi::pci::{Bdf as AcpiBdf, MemRange, PciBridge};
+use iommu::acpi::resolve::DmarUnits;
+use iommu::acpi::sanity::{check_dmar, PlatformFacts};
+use iommu::acpi::summary::dmar_summary;
+use iommu::acpi::Dmar;
+use iommu::vtd::{InvalidationMode, VtdUnit};
+
+/// Parses the DMAR, checks it, and enables every usable unit. `None` when the table is
+/// unusable or no unit came up.
+pub fn bring_up(
+    table: &[u8],
+    pci: &[PciFunction],
+    bridges: &[PciBridge],
+    reserved: &[MemRange],
+    ioapic_ids: &[u8],
+    opts: &boot::cmdline::Options<'_>,
+) -> Option<(Vec<KernelVtd>, Vec<(Bdf, Route)>)> {
+    let dmar = match Dmar::parse(table) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("[Firmware Bug] DMAR: {e}; VT-d stays off");
+            return None;
+        }
+    };
+    for line in dmar_summary(&dmar) {
+        log::info!("dmar: {line}");
+    }
+    let mut resolved = DmarUnits::new(&dmar, bridges);
+    let facts = PlatformFacts { reserved: Some(reserved), ioapic_ids: Some(ioapic_ids) };
+    for w in check_dmar(&dmar, &mut resolved, &facts).warnings {
+        log::warn!("dmar: {w}");
+    }
+    crate::arch::idt::register_handler(faults::FAULT_VECTOR, faults::fault_interrupt);
+    let mut units = Vec::new();
+    // DRHD index -> position in `units`.
+    let mut position = Vec::new();
+    for u in resolved.units.iter().filter(|u| u.usable) {
+        match start_unit(u.base, u.register_size, opts) {
+            Ok(unit) => {
+                position.push((u.index, units.len()));
+                units.push(unit);
+            }
+            Err(e) => log::error!("vtd: DRHD {} at {:#x}: {e}; unit skipped", u.index, u.base),
+        }
+    }
+    if units.is_empty() {
+        return None;
+    }
+    let mut routes = Vec::new();
+    for f in pci {
+        let bdf = AcpiBdf::from_id(f.bdf.requester_id());
+        if let Some(t) = resolved.translating_unit(bridges, f.bdf.segment, bdf) {
+            if let Some(&(_, pos)) = position.iter().find(|(i, _)| *i == t.unit) {
+                routes.push((f.bdf, Route { unit: pos, requester_id: t.requester_id }));
+            }
+        }
+    }
+    Some((units, routes))
+}
+
+fn start_unit(
+    base: u64,
+    size: u64,
+    opts: &boot::cmdline::Options<'_>,
+) -> Result<KernelVtd, alloc::string::String> {
+    let window = MmioWindow::map(base, size.clamp(0x1000, 0x10_0000) as usize)?;
+    let mut unit = VtdUnit::new(window, KernelMemory).map_err(|e| alloc::format!("{e}"))?;
+    if opts.vtd_register_invalidation {
+        unit.set_invalidation_mode(InvalidationMode::Register)
+            .map_err(|e| alloc::format!("{e}"))?;
+    }
+    log::info!("vtd: unit at {base:#x}:");
+    for line in unit.describe() {
+        log::info!("vtd:   {line}");
+    }
+    unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id());
+    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    // Faults firmware left behind are reported once, then cleared.
+    unit.handle_faults(|r| log::warn!("vtd: fault left by firmware: {r}"));
+    log::info!(
+        "vtd: unit at {base:#x} enabled: {}-level tables, {:?} invalidation",
+        unit.levels(),
+        unit.invalidation_mode()
+    );
+    Ok(unit)
+}
