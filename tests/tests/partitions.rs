@@ -102,3 +102,18 @@ fn device_behind_no_iommu_is_refused_before_anything_starts() {
     assert_logged(&out, "device 0000:00:05.0 sits behind no IOMMU");
     assert!(!out.log.contains("created"), "a partition was created: {}", out.log);
 }
+
+#[test]
+fn guest_dma_lands_in_its_own_memory_through_vtd() {
+    let out = boot(&machine(intel(), "partition_guest_dma_4k,partition_guest_dma_2m"));
+    assert_passed(&out);
+}
+
+#[test]
+fn guest_dma_lands_in_its_own_memory_through_amdvi() {
+    let out = boot(&machine(
+        Iommu::Amd { intremap: false },
+        "partition_guest_dma_4k,partition_guest_dma_2m",
+    ));
+    assert_passed(&out);
+}

@@ -4,6 +4,7 @@ mod core_tests;
 pub mod dma;
 mod edu_tests;
 pub mod iommu;
+mod partition_dma_tests;
 mod partition_tests;
 
 use crate::testing::KernelTest;
@@ -27,6 +28,8 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "partition_unmapped_access", run: partition_tests::unmapped_access_faults },
     KernelTest { name: "partition_bad_image", run: partition_tests::bad_image_refused },
     KernelTest { name: "partition_config", run: partition_tests::config_validation },
+    KernelTest { name: "partition_guest_dma_4k", run: partition_dma_tests::guest_dma_4k },
+    KernelTest { name: "partition_guest_dma_2m", run: partition_dma_tests::guest_dma_2m },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },
