@@ -164,7 +164,7 @@ pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
         );
         for d in &p.devices {
             log::info!(
-                "partition {}: owns {d} (IOMMU attach comes with the IOMMU drivers)",
+                "partition {}: owns {d} (not attached yet: no BAR, no DMA for the guest)",
                 p.name
             );
         }
