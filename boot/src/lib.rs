@@ -11,6 +11,7 @@ pub mod cmdline;
 mod info;
 mod multiboot1;
 mod multiboot2;
+pub mod partition_config;
 mod pvh;
 
 #[cfg(target_os = "none")]

@@ -30,6 +30,8 @@ mod mem;
 #[cfg(target_os = "none")]
 mod mmio;
 #[cfg(target_os = "none")]
+mod partition;
+#[cfg(target_os = "none")]
 mod pci;
 #[cfg(target_os = "none")]
 mod testing;
@@ -184,6 +186,9 @@ mod bare {
         if opts.tests.is_some() {
             let ok = testing::run(&opts, &mut platform);
             exit(if ok { ExitCode::Success } else { ExitCode::Failure });
+        }
+        if let Err(e) = crate::partition::config::run_configured(&mut platform) {
+            fail(format_args!("partitions: {e}"));
         }
         // Any DMA fault since bring-up is worth a line on a real machine.
         let stray = iommu::service_faults(&mut platform.iommu, |_| {});

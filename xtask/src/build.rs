@@ -20,16 +20,15 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Builds the kernel ELF and returns its path.
-pub fn kernel(release: bool) -> Result<PathBuf, String> {
-    crate::tools::ensure_rust_target()?;
+/// Builds one bare-metal package and returns the path of its binary.
+fn bare_metal(package: &str, release: bool, guest: Option<&Path>) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root()).args([
         "build",
         "--quiet",
         "--package",
-        "kernel",
+        package,
         "--target",
         TARGET,
     ]);
@@ -38,15 +37,31 @@ pub fn kernel(release: bool) -> Result<PathBuf, String> {
     }
     // A RUSTFLAGS meant for the host must not leak into the bare-metal build.
     cmd.env_remove("RUSTFLAGS");
+    match guest {
+        Some(g) => cmd.env("GUEST_ELF", g),
+        None => cmd.env_remove("GUEST_ELF"),
+    };
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err("building the kernel failed".into());
+        return Err(format!("building the {package} failed"));
     }
     let path =
-        target_dir().join(TARGET).join(if release { "release" } else { "debug" }).join("kernel");
+        target_dir().join(TARGET).join(if release { "release" } else { "debug" }).join(package);
     path.exists()
         .then_some(path.clone())
         .ok_or_else(|| format!("{} was not produced", path.display()))
+}
+
+/// Builds the guest program partitions run (embedded in the kernel) and returns its path.
+pub fn guest(release: bool) -> Result<PathBuf, String> {
+    crate::tools::ensure_rust_target()?;
+    bare_metal("guest", release, None)
+}
+
+/// Builds the guest, then the kernel ELF embedding it, and returns the kernel's path.
+pub fn kernel(release: bool) -> Result<PathBuf, String> {
+    let guest = guest(release)?;
+    bare_metal("kernel", release, Some(&guest))
 }
 
 /// Writes a copy of the kernel whose Multiboot1 header is disabled, so QEMU's `-kernel`

@@ -4,6 +4,8 @@ mod core_tests;
 pub mod dma;
 mod edu_tests;
 pub mod iommu;
+mod partition_dma_tests;
+mod partition_tests;
 
 use crate::testing::KernelTest;
 
@@ -15,6 +17,19 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "acpi", run: core_tests::acpi },
     KernelTest { name: "pci", run: core_tests::pci },
     KernelTest { name: "edu_dma_untranslated", run: edu_tests::untranslated_copy },
+    KernelTest { name: "partition_guest_4k", run: partition_tests::guest_4k },
+    KernelTest { name: "partition_guest_2m", run: partition_tests::guest_2m },
+    KernelTest { name: "partition_vmmcall", run: partition_tests::vmmcall },
+    KernelTest { name: "partition_hlt_exit", run: partition_tests::hlt_exit },
+    KernelTest { name: "partition_shutdown_exit", run: partition_tests::shutdown_exit },
+    KernelTest { name: "partition_runaway_budget", run: partition_tests::runaway_budget },
+    KernelTest { name: "partition_destroy_scrubs", run: partition_tests::destroy_scrubs },
+    KernelTest { name: "partition_device_bar", run: partition_tests::device_bar_passthrough },
+    KernelTest { name: "partition_unmapped_access", run: partition_tests::unmapped_access_faults },
+    KernelTest { name: "partition_bad_image", run: partition_tests::bad_image_refused },
+    KernelTest { name: "partition_config", run: partition_tests::config_validation },
+    KernelTest { name: "partition_guest_dma_4k", run: partition_dma_tests::guest_dma_4k },
+    KernelTest { name: "partition_guest_dma_2m", run: partition_dma_tests::guest_dma_2m },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },

@@ -1,0 +1,360 @@
+//! The partition configuration: a small line-oriented text format naming each guest
+//! partition's memory, backing page size, CPU count, guest image and PCI devices.
+//!
+//! ```text
+//! # comment
+//! partition alpha        # starts a partition; the name is [a-z0-9_-], 1-16 characters
+//!   memory 64M           # required: bytes, or with K/M/G (KiB/MiB/GiB); >= 2 MiB
+//!   backing 2m           # 4k (default) or 2m host pages behind guest memory
+//!   cpus 1               # only 1 is supported for now
+//!   image builtin        # `builtin` (default) or `module:NAME` (a boot module's file name)
+//!   device 00:04.0       # a PCI function, [SSSS:]BB:DD.F in hex; repeatable
+//! ```
+//!
+//! Parsing is syntax and self-consistency only (no allocation: fixed-size arrays that
+//! borrow the text); the kernel checks the result against the machine (devices exist and
+//! sit behind an IOMMU, memory is available) before anything starts.
+
+use core::fmt;
+
+mod error;
+pub use error::{ConfigError, ConfigErrorKind};
+
+/// Partitions one configuration may hold.
+pub const MAX_PARTITIONS: usize = 4;
+/// PCI devices one partition may own.
+pub const MAX_DEVICES: usize = 4;
+/// The smallest partition: the guest's page tables, boot page, stack and image fill the
+/// first MiB and a half, so less than 2 MiB cannot run a guest.
+pub const MIN_MEMORY: u64 = 2 << 20;
+/// The largest partition this format accepts (its guest identity map covers 4 GiB).
+pub const MAX_MEMORY: u64 = 3 << 30;
+/// Longest partition name.
+pub const MAX_NAME: usize = 16;
+
+/// Host page size behind guest memory (and the nested page-table leaf size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// 4 KiB frames, each mapped by its own nested PTE.
+    Pages4K,
+    /// 2 MiB-aligned runs, mapped by nested 2 MiB entries.
+    Pages2M,
+}
+
+impl Backing {
+    /// Page size in bytes.
+    pub fn page_size(self) -> u64 {
+        match self {
+            Backing::Pages4K => 4 << 10,
+            Backing::Pages2M => 2 << 20,
+        }
+    }
+}
+
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backing::Pages4K => "4k",
+            Backing::Pages2M => "2m",
+        })
+    }
+}
+
+/// Which program a partition runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestImage<'a> {
+    /// The guest program built into the hypervisor.
+    Builtin,
+    /// A boot module, by the file name of its first word (path stripped).
+    Module(&'a str),
+}
+
+/// A PCI function address as written in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct DeviceAddr {
+    /// PCI segment group.
+    pub segment: u16,
+    /// Bus.
+    pub bus: u8,
+    /// Device (0-31).
+    pub device: u8,
+    /// Function (0-7).
+    pub function: u8,
+}
+
+impl fmt::Display for DeviceAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}:{:02x}:{:02x}.{}", self.segment, self.bus, self.device, self.function)
+    }
+}
+
+/// One partition as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSpec<'a> {
+    /// Its name, for logs and for the IOMMU domain.
+    pub name: &'a str,
+    /// Guest memory in bytes (a multiple of the backing page size).
+    pub memory: u64,
+    /// Host page size behind it.
+    pub backing: Backing,
+    /// Virtual CPUs (always 1 today).
+    pub cpus: u32,
+    /// The program it runs.
+    pub image: GuestImage<'a>,
+    devices: [DeviceAddr; MAX_DEVICES],
+    device_count: usize,
+    /// The line of its `partition` keyword, for messages.
+    pub line: usize,
+}
+
+impl<'a> PartitionSpec<'a> {
+    /// A partition with the defaults (4K backing, one CPU, the built-in guest), no
+    /// devices and `memory` bytes; for code that builds partitions without a file.
+    pub fn new(name: &'a str, memory: u64, backing: Backing) -> PartitionSpec<'a> {
+        PartitionSpec {
+            name,
+            memory,
+            backing,
+            cpus: 1,
+            image: GuestImage::Builtin,
+            devices: [DeviceAddr::default(); MAX_DEVICES],
+            device_count: 0,
+            line: 0,
+        }
+    }
+
+    /// The PCI functions it owns.
+    pub fn devices(&self) -> &[DeviceAddr] {
+        &self.devices[..self.device_count]
+    }
+}
+
+/// A parsed, self-consistent configuration.
+#[derive(Debug, Clone)]
+pub struct PartitionConfig<'a> {
+    partitions: [Option<PartitionSpec<'a>>; MAX_PARTITIONS],
+    count: usize,
+}
+
+impl<'a> PartitionConfig<'a> {
+    /// The partitions, in file order.
+    pub fn partitions(&self) -> impl Iterator<Item = &PartitionSpec<'a>> {
+        self.partitions[..self.count].iter().flatten()
+    }
+
+    /// How many partitions.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none (never true for a parsed configuration).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Which settings a partition has seen (to refuse repeats).
+#[derive(Default)]
+struct Seen {
+    memory: bool,
+    backing: bool,
+    cpus: bool,
+    image: bool,
+}
+
+/// Parses and checks `text`; the result borrows names from it.
+pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
+    let mut cfg = PartitionConfig { partitions: [None; MAX_PARTITIONS], count: 0 };
+    let mut seen = Seen::default();
+    let mut last_line = 0;
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        last_line = line;
+        let err = |kind| ConfigError { line, kind };
+        let content = raw.split('#').next().unwrap_or("");
+        let mut words = content.split_whitespace();
+        let Some(key) = words.next() else { continue };
+        let value = words.next();
+        let key_name = known_key(key).ok_or(err(ConfigErrorKind::UnknownKey(key)))?;
+        let value = value.ok_or(err(ConfigErrorKind::MissingValue(key_name)))?;
+        if words.next().is_some() {
+            return Err(err(ConfigErrorKind::ExtraWords(key_name)));
+        }
+        if key_name == "partition" {
+            finish(&cfg, cfg.count.checked_sub(1))?;
+            if cfg.count == MAX_PARTITIONS {
+                return Err(err(ConfigErrorKind::TooManyPartitions));
+            }
+            if !valid_name(value) {
+                return Err(err(ConfigErrorKind::BadName(value)));
+            }
+            if cfg.partitions().any(|p| p.name == value) {
+                return Err(err(ConfigErrorKind::DuplicateName(value)));
+            }
+            let mut spec = PartitionSpec::new(value, 0, Backing::Pages4K);
+            spec.line = line;
+            cfg.partitions[cfg.count] = Some(spec);
+            cfg.count += 1;
+            seen = Seen::default();
+            continue;
+        }
+        let current =
+            cfg.count.checked_sub(1).ok_or(err(ConfigErrorKind::OutsidePartition(key)))?;
+        // Devices are checked against every partition before the current one is borrowed.
+        if key_name == "device" {
+            let dev = parse_device(value).ok_or(err(ConfigErrorKind::BadDevice(value)))?;
+            let me = cfg.partitions[current].map(|p| p.name).unwrap_or("");
+            if let Some(owner) = cfg.partitions().find(|p| p.devices().contains(&dev)) {
+                return Err(err(ConfigErrorKind::DeviceTwice {
+                    device: dev,
+                    first: owner.name,
+                    second: me,
+                }));
+            }
+        }
+        let spec = cfg.partitions[current].as_mut().ok_or(err(ConfigErrorKind::Empty))?;
+        let once = |flag: &mut bool| {
+            if core::mem::replace(flag, true) {
+                Err(err(ConfigErrorKind::Repeated(key_name)))
+            } else {
+                Ok(())
+            }
+        };
+        match key_name {
+            "memory" => {
+                once(&mut seen.memory)?;
+                spec.memory = parse_size(value).ok_or(err(ConfigErrorKind::BadSize(value)))?;
+            }
+            "backing" => {
+                once(&mut seen.backing)?;
+                spec.backing = match value {
+                    "4k" | "4K" => Backing::Pages4K,
+                    "2m" | "2M" => Backing::Pages2M,
+                    _ => return Err(err(ConfigErrorKind::BadBacking(value))),
+                };
+            }
+            "cpus" => {
+                once(&mut seen.cpus)?;
+                let n: u32 = value.parse().map_err(|_| err(ConfigErrorKind::BadCpus(value)))?;
+                match n {
+                    0 => return Err(err(ConfigErrorKind::BadCpus(value))),
+                    1 => spec.cpus = 1,
+                    _ => return Err(err(ConfigErrorKind::TooManyCpus(n))),
+                }
+            }
+            "image" => {
+                once(&mut seen.image)?;
+                spec.image = match value.strip_prefix("module:") {
+                    _ if value == "builtin" => GuestImage::Builtin,
+                    Some(m) if !m.is_empty() => GuestImage::Module(m),
+                    _ => return Err(err(ConfigErrorKind::BadImage(value))),
+                };
+            }
+            "device" => {
+                if spec.device_count == MAX_DEVICES {
+                    return Err(err(ConfigErrorKind::TooManyDevices(spec.name)));
+                }
+                // Checked above; parses again only to avoid holding two borrows.
+                let dev = parse_device(value).ok_or(err(ConfigErrorKind::BadDevice(value)))?;
+                spec.devices[spec.device_count] = dev;
+                spec.device_count += 1;
+            }
+            _ => return Err(err(ConfigErrorKind::UnknownKey(key))),
+        }
+    }
+    if cfg.count == 0 {
+        return Err(ConfigError { line: last_line, kind: ConfigErrorKind::Empty });
+    }
+    finish(&cfg, Some(cfg.count - 1))?;
+    Ok(cfg)
+}
+
+fn known_key(key: &str) -> Option<&'static str> {
+    ["partition", "memory", "backing", "cpus", "image", "device"].into_iter().find(|k| *k == key)
+}
+
+/// Checks a finished partition: memory given, in range, a whole number of pages.
+fn finish<'a>(cfg: &PartitionConfig<'a>, index: Option<usize>) -> Result<(), ConfigError<'a>> {
+    let Some(p) = index.and_then(|i| cfg.partitions[i]) else { return Ok(()) };
+    let err = |kind| ConfigError { line: p.line, kind };
+    if p.memory == 0 {
+        return Err(err(ConfigErrorKind::MissingMemory(p.name)));
+    }
+    if p.memory < MIN_MEMORY {
+        return Err(err(ConfigErrorKind::TooLittleMemory(p.memory)));
+    }
+    if p.memory > MAX_MEMORY {
+        return Err(err(ConfigErrorKind::TooMuchMemory(p.memory)));
+    }
+    if p.memory % p.backing.page_size() != 0 {
+        return Err(err(ConfigErrorKind::NotMultipleOfBacking {
+            memory: p.memory,
+            backing: p.backing,
+        }));
+    }
+    Ok(())
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=MAX_NAME).contains(&n.len())
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `4096`, `0x1000`, `512K`, `64M`, `1G` (also `KiB`, `MiB`, `GiB`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = [("KiB", 10), ("MiB", 20), ("GiB", 30), ("K", 10), ("M", 20), ("G", 30)]
+        .iter()
+        .find_map(|(suffix, shift)| s.strip_suffix(suffix).map(|d| (d, *shift)))
+        .unwrap_or((s, 0));
+    let n = match digits.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse().ok()?
+        }
+        None => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+/// `[SSSS:]BB:DD.F`, hexadecimal.
+pub fn parse_device(s: &str) -> Option<DeviceAddr> {
+    let (rest, function) = s.rsplit_once('.')?;
+    let mut parts = rest.rsplit(':');
+    let device = parts.next()?;
+    let bus = parts.next()?;
+    let segment = parts.next().unwrap_or("0");
+    if parts.next().is_some() {
+        return None;
+    }
+    let hex = |t: &str, max: u32| {
+        let ok = !t.is_empty() && t.len() <= 4 && t.bytes().all(|b| b.is_ascii_hexdigit());
+        u32::from_str_radix(t, 16).ok().filter(|v| ok && *v <= max)
+    };
+    Some(DeviceAddr {
+        segment: hex(segment, 0xffff)? as u16,
+        bus: hex(bus, 0xff)? as u8,
+        device: hex(device, 0x1f)? as u8,
+        function: hex(function, 7)? as u8,
+    })
+}
+
+/// The configuration used when the boot loader passes none: two partitions, a 2M-backed
+/// one owning edu at 00:04.0 and a 4K-backed one owning edu at 00:05.0 (the devices
+/// `cargo xtask qemu` gives the machine).
+pub const DEFAULT_CONFIG: &str = "\
+# Built-in default: used when no boot module ending in .cfg is given.
+partition alpha
+  memory 64M
+  backing 2m
+  cpus 1
+  image builtin
+  device 00:04.0
+partition beta
+  memory 32M
+  backing 4k
+  image builtin
+  device 00:05.0
+";
+
+#[cfg(test)]
+mod tests;

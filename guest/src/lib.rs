@@ -1,0 +1,126 @@
+//! The contract between the hypervisor and the guest program it runs: the guest-physical
+//! layout, the boot page the hypervisor fills in, and the hypercall port the guest
+//! reports through. Both sides use these items, so they cannot drift apart.
+//!
+//! Guest-physical layout (identity-mapped by the guest's own page tables, which the
+//! hypervisor builds before the first instruction):
+//!
+//! | range | what |
+//! | --- | --- |
+//! | `0x1000-0x6fff` | guest page tables: PML4, PDPT, 4 PDs mapping 0-4 GiB with 2 MiB pages |
+//! | `0x7000` | [`BootInfo`] page (RDI points at it on entry) |
+//! | `0x8000-0xfffff` | stack (RSP starts just below 1 MiB) |
+//! | `0x100000-` | the guest image (ELF PT_LOAD segments), below [`PROBE_START`] |
+//! | [`PROBE_START`]`-memory` | free memory the guest probes and uses for DMA |
+#![no_std]
+
+/// Guest-physical address of the PML4; the PDPT and PDs follow page by page.
+pub const PAGE_TABLES: u64 = 0x1000;
+/// Guest-physical address of the boot page.
+pub const BOOT_INFO: u64 = 0x7000;
+/// Initial stack pointer (the stack grows down towards 0x8000).
+pub const STACK_TOP: u64 = 0x10_0000;
+/// Where the image is linked and loaded.
+pub const LOAD_ADDRESS: u64 = 0x10_0000;
+/// First byte after the image area: the guest's free memory starts here.
+pub const PROBE_START: u64 = 0x20_0000;
+/// The guest's identity map covers this much (device BARs must lie below it).
+pub const IDENTITY_MAP_END: u64 = 4 << 30;
+
+/// I/O port of the hypercall interface: `out dx, eax` with EAX = an [`op`] code,
+/// RCX = first argument, RSI = second argument. `vmmcall` with the same registers is
+/// handled identically.
+pub const HYPERCALL_PORT: u16 = 0x500;
+
+/// Hypercall operation codes (EAX).
+pub mod op {
+    /// The guest is finished; RCX = status (0 = everything it did worked).
+    pub const DONE: u32 = 1;
+    /// A result: RCX = a [`super::check`] id, RSI = the value.
+    pub const REPORT: u32 = 2;
+    /// A message: RCX = guest-physical address of UTF-8 text, RSI = its length (<= 256).
+    pub const LOG: u32 = 3;
+}
+
+/// Ids of the results a guest reports with [`op::REPORT`].
+pub mod check {
+    /// Nonzero 64-bit words found in `[PROBE_START, memory)` before writing anything
+    /// (0 for scrubbed memory).
+    pub const NONZERO_WORDS: u64 = 1;
+    /// Pages of `[PROBE_START, memory)` the guest stamped with [`super::page_stamp`].
+    pub const PAGES_STAMPED: u64 = 2;
+    /// The edu identification register, read through the passed-through BAR.
+    pub const EDU_ID: u64 = 3;
+    /// 1 when the edu liveness register returned the complement of what was written.
+    pub const EDU_ALIVE: u64 = 4;
+    /// Bytes that matched after edu copied a pattern within the guest's own memory.
+    pub const DMA_OWN_MATCHED: u64 = 5;
+    /// Nonzero bytes edu read from a guest-physical address beyond the guest's memory.
+    pub const DMA_OUTSIDE_NONZERO: u64 = 6;
+    /// An edu DMA did not finish within the guest's poll limit (value: which step).
+    pub const DMA_TIMEOUT: u64 = 7;
+}
+
+/// What the guest should do (in [`BootInfo::scenario`]): the normal program, or one of
+/// the misbehaviours the hypervisor's tests provoke.
+pub mod scenario {
+    /// Probe memory, use the edu device if given one, report, then [`super::op::DONE`].
+    pub const NORMAL: u64 = 0;
+    /// Execute HLT at once.
+    pub const HALT: u64 = 1;
+    /// Spin forever (the hypervisor's budget must stop it).
+    pub const RUNAWAY: u64 = 2;
+    /// Fault with no IDT: a triple fault, which the CPU turns into a shutdown.
+    pub const TRIPLE_FAULT: u64 = 3;
+    /// The normal program, but every hypercall made with `vmmcall`.
+    pub const NORMAL_VMMCALL: u64 = 4;
+}
+
+/// [`BootInfo::magic`]: "GUESTBI1".
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"GUESTBI1");
+
+/// The boot page at [`BOOT_INFO`], filled in by the hypervisor.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootInfo {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// Bytes of guest RAM, from guest-physical 0.
+    pub memory_size: u64,
+    /// A [`scenario`] code.
+    pub scenario: u64,
+    /// Guest-physical base of the assigned edu device's BAR0 (0: no device).
+    pub edu_bar: u64,
+    /// Its size in bytes.
+    pub edu_bar_size: u64,
+    /// 1 when the device's DMA is translated by an IOMMU and the guest may start DMA.
+    pub dma_allowed: u64,
+    /// A guest-physical address beyond the guest's memory to try DMA at.
+    pub dma_outside: u64,
+}
+
+/// The word the guest writes at the start of each probed page: derived from the page's
+/// guest-physical address so a page mapped at the wrong place is caught.
+pub fn page_stamp(gpa: u64) -> u64 {
+    gpa ^ 0x5a5a_0000_0000_a5a5
+}
+
+/// Guest-physical page the guest fills and has edu read (below [`PROBE_START`], so the
+/// memory probe never overlaps it; the image must end below it).
+pub const DMA_SOURCE: u64 = 0x1F_E000;
+/// Guest-physical page edu writes back to.
+pub const DMA_TARGET: u64 = 0x1F_F000;
+
+/// A [`check`] id's name, for logs.
+pub fn check_name(id: u64) -> &'static str {
+    match id {
+        check::NONZERO_WORDS => "nonzero_words",
+        check::PAGES_STAMPED => "pages_stamped",
+        check::EDU_ID => "edu_id",
+        check::EDU_ALIVE => "edu_alive",
+        check::DMA_OWN_MATCHED => "dma_own_matched",
+        check::DMA_OUTSIDE_NONZERO => "dma_outside_nonzero",
+        check::DMA_TIMEOUT => "dma_timeout",
+        _ => "unknown",
+    }
+}

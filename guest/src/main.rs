@@ -1,0 +1,227 @@
+//! The guest program a partition runs: 64-bit, identity-mapped, no interrupts. It reads its
+//! [`guest::BootInfo`], probes its memory, drives its edu device through the BAR the
+//! hypervisor mapped into it, and reports every result through the hypercall port.
+//! On the host it compiles to a stub.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the guest runs inside a partition: `cargo xtask build` embeds it in the hypervisor");
+}
+
+#[cfg(target_os = "none")]
+mod bare {
+    use core::arch::asm;
+    use guest::{check, op, scenario, BootInfo, BOOT_MAGIC, HYPERCALL_PORT, PROBE_START};
+
+    /// How hypercalls leave the guest.
+    #[derive(Clone, Copy)]
+    enum Channel {
+        Port,
+        Vmmcall,
+    }
+
+    fn hypercall(ch: Channel, code: u32, a: u64, b: u64) {
+        match ch {
+            // SAFETY: an OUT to the hypercall port exits to the hypervisor, which reads
+            // the registers and resumes us after the instruction; no memory is touched.
+            Channel::Port => unsafe {
+                asm!("out dx, eax", in("dx") HYPERCALL_PORT, in("eax") code, in("rcx") a, in("rsi") b, options(nostack));
+            },
+            // SAFETY: as above; VMMCALL is intercepted and skipped by the hypervisor.
+            Channel::Vmmcall => unsafe {
+                asm!("vmmcall", in("eax") code, in("rcx") a, in("rsi") b, options(nostack));
+            },
+        }
+    }
+
+    fn report(ch: Channel, id: u64, value: u64) {
+        hypercall(ch, op::REPORT, id, value);
+    }
+
+    fn say(ch: Channel, text: &str) {
+        hypercall(ch, op::LOG, text.as_ptr() as u64, text.len() as u64);
+    }
+
+    fn read64(addr: u64) -> u64 {
+        // SAFETY: callers pass 8-aligned addresses of the guest's own RAM or of the
+        // device BAR, all inside the identity map the hypervisor built for us.
+        unsafe { core::ptr::read_volatile(addr as *const u64) }
+    }
+
+    fn write64(addr: u64, v: u64) {
+        // SAFETY: as for `read64`.
+        unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+    }
+
+    fn read32(addr: u64) -> u32 {
+        // SAFETY: as for `read64` (4-aligned device registers).
+        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+
+    fn write32(addr: u64, v: u32) {
+        // SAFETY: as for `read64`.
+        unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
+    }
+
+    /// Entered from the hypervisor with RDI = the boot page, in long mode, IF = 0.
+    #[unsafe(no_mangle)]
+    #[unsafe(link_section = ".text._start")]
+    pub extern "C" fn _start(info: *const BootInfo) -> ! {
+        // SAFETY: the hypervisor put the boot page at this address before entry.
+        let info = unsafe { core::ptr::read_volatile(info) };
+        let ch = if info.scenario == scenario::NORMAL_VMMCALL {
+            Channel::Vmmcall
+        } else {
+            Channel::Port
+        };
+        if info.magic != BOOT_MAGIC {
+            hypercall(ch, op::DONE, 0xbad, 0);
+        }
+        match info.scenario {
+            scenario::HALT => halt(),
+            scenario::RUNAWAY => runaway(),
+            scenario::TRIPLE_FAULT => triple_fault(),
+            _ => {}
+        }
+        say(ch, "started");
+        let status = normal(ch, &info);
+        hypercall(ch, op::DONE, status, 0);
+        halt()
+    }
+
+    fn normal(ch: Channel, info: &BootInfo) -> u64 {
+        // Fresh memory must read as zeros: count anything else.
+        let mut nonzero = 0;
+        let mut a = PROBE_START;
+        while a < info.memory_size {
+            nonzero += (read64(a) != 0) as u64;
+            a += 8;
+        }
+        report(ch, check::NONZERO_WORDS, nonzero);
+        let mut stamped = 0;
+        let mut page = PROBE_START;
+        while page < info.memory_size {
+            write64(page, guest::page_stamp(page));
+            stamped += 1;
+            page += 4096;
+        }
+        report(ch, check::PAGES_STAMPED, stamped);
+        let mut status = (nonzero != 0) as u64;
+        if info.edu_bar != 0 {
+            status |= edu::run(ch, info) << 1;
+        }
+        status
+    }
+
+    mod edu {
+        use super::{read32, read64, report, say, write32, write64, Channel};
+        use guest::{check, BootInfo, DMA_SOURCE, DMA_TARGET};
+
+        const ID: u64 = 0x00;
+        const ALIVE: u64 = 0x04;
+        const SRC: u64 = 0x80;
+        const DST: u64 = 0x88;
+        const COUNT: u64 = 0x90;
+        const CMD: u64 = 0x98;
+        const BUFFER: u64 = 0x40000;
+        const LEN: u64 = 2048;
+        const POLLS: u32 = 20_000_000;
+
+        /// One DMA between guest-physical `ram` and the device buffer; false on timeout.
+        fn dma(bar: u64, ram: u64, to_ram: bool) -> bool {
+            let (src, dst) = if to_ram { (BUFFER, ram) } else { (ram, BUFFER) };
+            write64(bar + SRC, src);
+            write64(bar + DST, dst);
+            write64(bar + COUNT, LEN);
+            write64(bar + CMD, 1 | if to_ram { 2 } else { 0 });
+            (0..POLLS).any(|_| read64(bar + CMD) & 1 == 0)
+        }
+
+        fn pattern(i: u64) -> u8 {
+            (i as u8).wrapping_mul(7) | 1
+        }
+
+        fn fill(base: u64, f: impl Fn(u64) -> u8) {
+            for i in 0..LEN {
+                // SAFETY: [base, base + LEN) is one of the guest's own DMA pages.
+                unsafe { core::ptr::write_volatile((base + i) as *mut u8, f(i)) };
+            }
+        }
+
+        fn count(base: u64, f: impl Fn(u64, u8) -> bool) -> u64 {
+            // SAFETY: as for `fill`.
+            (0..LEN)
+                .filter(|&i| f(i, unsafe { core::ptr::read_volatile((base + i) as *const u8) }))
+                .count() as u64
+        }
+
+        /// Returns 0 when every step worked.
+        pub fn run(ch: Channel, info: &BootInfo) -> u64 {
+            let bar = info.edu_bar;
+            report(ch, check::EDU_ID, read32(bar + ID) as u64);
+            write32(bar + ALIVE, 0x1357_9bdf);
+            let alive = read32(bar + ALIVE) == !0x1357_9bdf;
+            report(ch, check::EDU_ALIVE, alive as u64);
+            if !alive {
+                return 1;
+            }
+            if info.dma_allowed == 0 {
+                say(ch, "edu DMA not allowed (no IOMMU translation yet)");
+                return 0;
+            }
+            // Own memory: pattern -> device -> another page.
+            fill(DMA_SOURCE, pattern);
+            fill(DMA_TARGET, |_| 0);
+            if !dma(bar, DMA_SOURCE, false) || !dma(bar, DMA_TARGET, true) {
+                report(ch, check::DMA_TIMEOUT, 1);
+                return 1;
+            }
+            let matched = count(DMA_TARGET, |i, b| b == pattern(i));
+            report(ch, check::DMA_OWN_MATCHED, matched);
+            // Outside: reading beyond our memory must bring back nothing.
+            fill(DMA_TARGET, |_| 0);
+            if !dma(bar, info.dma_outside, false) || !dma(bar, DMA_TARGET, true) {
+                report(ch, check::DMA_TIMEOUT, 2);
+                return 1;
+            }
+            let leaked = count(DMA_TARGET, |_, b| b != 0);
+            report(ch, check::DMA_OUTSIDE_NONZERO, leaked);
+            (matched != LEN || leaked != 0) as u64
+        }
+    }
+
+    fn halt() -> ! {
+        loop {
+            // SAFETY: HLT exits to the hypervisor (intercepted); it never resumes a
+            // halted guest, and if it did we would halt again.
+            unsafe { asm!("hlt", options(nomem, nostack)) };
+        }
+    }
+
+    fn runaway() -> ! {
+        let mut n: u64 = 0;
+        loop {
+            n = core::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    fn triple_fault() -> ! {
+        #[repr(C, packed)]
+        struct Idtr {
+            limit: u16,
+            base: u64,
+        }
+        let empty = Idtr { limit: 0, base: 0 };
+        // SAFETY: deliberately fatal: with an empty IDT the #UD cannot be delivered, which
+        // escalates to a double and then a triple fault; the CPU shuts the guest down.
+        unsafe { asm!("lidt [{}]", "ud2", in(reg) &empty, options(nostack)) };
+        halt()
+    }
+
+    #[panic_handler]
+    fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+        hypercall(Channel::Port, op::DONE, 0xdead, 0);
+        halt()
+    }
+}

@@ -1,0 +1,320 @@
+//! Guest partitions: memory carved from host RAM, nested page tables, one virtual CPU
+//! behind [`vcpu::VcpuBackend`] (SVM today), a guest image, and the lifecycle
+//! create -> run -> stop -> destroy. Device assignment through the IOMMU plugs in at
+//! [`Partition::assign_device`]-time (phase 2) and at [`Partition::before_memory_release`].
+
+pub mod config;
+pub mod image;
+mod lifecycle;
+pub mod memory;
+pub mod npt;
+pub mod svm;
+pub mod vcpu;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use boot::partition_config::PartitionSpec;
+use core::fmt;
+use memory::GuestMemory;
+use npt::NestedTables;
+use vcpu::VcpuBackend;
+
+/// Why a partition could not be created or run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionError {
+    /// Not enough free host memory for the partition.
+    OutOfMemory {
+        /// Bytes asked for.
+        wanted: u64,
+    },
+    /// The nested tables refused a mapping.
+    Npt(npt::NptError),
+    /// The virtualization extension is missing or failed.
+    Svm(svm::SvmError),
+    /// The guest image could not be loaded.
+    Image(image::ImageError),
+    /// The guest's boot structures did not fit its memory.
+    TooSmall,
+    /// The partition was stopped and cannot run again.
+    Stopped,
+    /// The device to assign has no memory BAR0.
+    NoBar,
+}
+
+impl fmt::Display for PartitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartitionError::OutOfMemory { wanted } => {
+                write!(f, "not enough free host memory for {} MiB", wanted >> 20)
+            }
+            PartitionError::Npt(e) => write!(f, "nested paging: {e}"),
+            PartitionError::Svm(e) => write!(f, "SVM: {e}"),
+            PartitionError::Image(e) => write!(f, "{e}"),
+            PartitionError::TooSmall => {
+                f.write_str("memory too small for the guest's boot structures")
+            }
+            PartitionError::Stopped => f.write_str("the partition was stopped"),
+            PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
+        }
+    }
+}
+
+impl From<npt::NptError> for PartitionError {
+    fn from(e: npt::NptError) -> Self {
+        PartitionError::Npt(e)
+    }
+}
+
+/// How long a run may take before the guest is stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Host timer ticks (about 1.6 ms each under QEMU).
+    pub ticks: u64,
+    /// VM exits.
+    pub exits: u64,
+}
+
+impl Budget {
+    /// Enough for the guest program's normal work on a small partition.
+    pub const DEFAULT: Budget = Budget { ticks: 3_000, exits: 1_000_000 };
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The guest reported `DONE` with this status (0 = all its checks passed).
+    Done(u64),
+    /// The guest executed HLT.
+    Halted,
+    /// The guest triple-faulted.
+    Shutdown,
+    /// The budget ran out (a runaway guest).
+    BudgetExhausted,
+    /// An intercepted guest exception.
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Where.
+        rip: u64,
+    },
+    /// A guest-physical access outside the nested mappings.
+    NestedPageFault {
+        /// The address.
+        gpa: u64,
+        /// Where.
+        rip: u64,
+    },
+    /// I/O to a port that is not the hypercall port, or an unsupported form.
+    UnhandledIo {
+        /// The port.
+        port: u16,
+        /// Where.
+        rip: u64,
+    },
+    /// An unknown hypercall or an MSR access.
+    Unsupported {
+        /// Where.
+        rip: u64,
+    },
+    /// The hardware refused the guest state.
+    InvalidState,
+    /// An exit the run loop does not know.
+    UnknownExit(u64),
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy)]
+pub struct RunReport {
+    /// Why it ended.
+    pub stop: Stop,
+    /// VM exits taken.
+    pub exits: u64,
+    /// Host timer ticks spent.
+    pub ticks: u64,
+    /// Hypercalls served.
+    pub hypercalls: u64,
+}
+
+/// Where a partition is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Created and loaded; not yet run.
+    Ready,
+    /// Has run and may run again (the last run ended in a host interrupt budget only).
+    Paused,
+    /// Stopped for good: it may only be destroyed.
+    Stopped,
+}
+
+/// The edu BAR a guest is told about in its boot page.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestDevice {
+    /// Guest-physical base of BAR0.
+    pub bar_gpa: u64,
+    /// Its size.
+    pub bar_size: u64,
+    /// Whether the guest may start DMA (only once an IOMMU translates the device).
+    pub dma_allowed: bool,
+}
+
+/// A guest partition.
+pub struct Partition {
+    /// Its name (from the configuration).
+    pub name: String,
+    memory: Option<GuestMemory>,
+    npt: Option<NestedTables>,
+    vcpu: Option<Box<dyn VcpuBackend>>,
+    entry: u64,
+    state: State,
+    /// The boot-page scenario (tests provoke misbehaviour through it).
+    pub scenario: u64,
+    /// The device the guest is told about, if any.
+    pub device: Option<GuestDevice>,
+    /// `(check, value)` pairs the guest reported, in order.
+    pub reports: Vec<(u64, u64)>,
+    /// Messages the guest logged.
+    pub messages: Vec<String>,
+    /// PCI functions assigned to this partition (IOMMU attach: phase 2).
+    pub devices: Vec<crate::pci::Bdf>,
+    /// Where the next assigned BAR goes (from [`DEVICE_WINDOW`], 1 MiB-aligned).
+    next_device_gpa: u64,
+}
+
+/// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
+/// partition's RAM, inside the guest's 4 GiB identity map).
+pub const DEVICE_WINDOW: u64 = 0xC000_0000;
+
+/// Address-space id for every partition's vCPU (the TLB is flushed on each entry).
+const ASID: u32 = 1;
+
+impl Partition {
+    /// Creates a partition from its configuration: fresh zeroed memory, nested tables,
+    /// the guest image and page tables, a vCPU. All or nothing.
+    pub fn create(spec: &PartitionSpec<'_>, image: &[u8]) -> Result<Partition, PartitionError> {
+        let mem = GuestMemory::allocate(spec.memory, spec.backing)
+            .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
+        Self::create_in(spec.name, mem, image)
+    }
+
+    /// Creates a partition in memory handed back by [`Partition::destroy_keeping_memory`]
+    /// (scrubbed), or freshly allocated.
+    pub fn create_in(
+        name: &str,
+        mut mem: GuestMemory,
+        image: &[u8],
+    ) -> Result<Partition, PartitionError> {
+        if mem.size() < guest::PROBE_START {
+            return Err(PartitionError::TooSmall);
+        }
+        let entry = image::load_elf(image, &mut mem).map_err(PartitionError::Image)?;
+        if !image::build_identity_map(&mut mem) {
+            return Err(PartitionError::TooSmall);
+        }
+        let mut tables = NestedTables::new()?;
+        tables.map_memory(&mem)?;
+        let vcpu = svm::SvmVcpu::new(tables.root(), ASID).map_err(PartitionError::Svm)?;
+        Ok(Partition {
+            name: name.into(),
+            memory: Some(mem),
+            npt: Some(tables),
+            vcpu: Some(Box::new(vcpu)),
+            entry,
+            state: State::Ready,
+            scenario: guest::scenario::NORMAL,
+            device: None,
+            reports: Vec::new(),
+            messages: Vec::new(),
+            devices: Vec::new(),
+            next_device_gpa: DEVICE_WINDOW,
+        })
+    }
+
+    /// Guest memory (for checks; `None` only during teardown).
+    pub fn memory(&self) -> Option<&GuestMemory> {
+        self.memory.as_ref()
+    }
+
+    /// The nested page tables.
+    pub fn nested_tables(&self) -> Option<&NestedTables> {
+        self.npt.as_ref()
+    }
+
+    /// The vCPU backend's name ("SVM").
+    pub fn backend_name(&self) -> &'static str {
+        self.vcpu.as_ref().map_or("no", |v| v.name())
+    }
+
+    /// Where the partition is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// MMIO passthrough: maps `[host_phys, +size)` (a device BAR) uncached at
+    /// `guest_phys` in the nested tables, so the guest drives the device's registers
+    /// itself. The BAR must not overlap guest RAM and must lie inside the guest's
+    /// identity map (below 4 GiB).
+    pub fn map_device_bar(
+        &mut self,
+        guest_phys: u64,
+        host_phys: u64,
+        size: u64,
+    ) -> Result<(), PartitionError> {
+        let ram = self.memory.as_ref().map_or(0, |m| m.size());
+        let end = guest_phys.checked_add(size).ok_or(npt::NptError::Misaligned(guest_phys))?;
+        if guest_phys < ram || end > guest::IDENTITY_MAP_END {
+            return Err(npt::NptError::AlreadyMapped(guest_phys).into());
+        }
+        let npt = self.npt.as_mut().ok_or(PartitionError::Stopped)?;
+        Ok(npt.map_device(guest_phys, host_phys, size)?)
+    }
+
+    /// Gives the partition a PCI function's BAR0: maps it uncached at
+    /// [`DEVICE_WINDOW`] + `slot` MiB-aligned slots in the nested tables, records the
+    /// function and tells the guest (boot page) where it is. DMA stays off for the guest
+    /// (`dma_allowed = false`) until an IOMMU translates the device: phase 2 attaches the
+    /// requester id to the partition's domain and maps guest memory here, then sets
+    /// `dma_allowed`.
+    pub fn assign_device(&mut self, f: &crate::pci::PciFunction) -> Result<u64, PartitionError> {
+        let (base, size) = f.memory_bar(0).ok_or(PartitionError::NoBar)?;
+        let gpa = self.next_device_gpa;
+        self.map_device_bar(gpa, base, size)?;
+        self.next_device_gpa += size.next_multiple_of(1 << 20).max(1 << 20);
+        self.devices.push(f.bdf);
+        if self.device.is_none() {
+            self.device = Some(GuestDevice { bar_gpa: gpa, bar_size: size, dma_allowed: false });
+        }
+        Ok(gpa)
+    }
+
+    /// Which guest exceptions stop the guest (default: all).
+    pub fn set_exception_intercepts(&mut self, vectors: u32) {
+        if let Some(v) = self.vcpu.as_mut() {
+            v.set_exception_intercepts(vectors);
+        }
+    }
+
+    fn boot_info(&self) -> guest::BootInfo {
+        let size = self.memory.as_ref().map_or(0, |m| m.size());
+        let dev = self.device;
+        guest::BootInfo {
+            magic: guest::BOOT_MAGIC,
+            memory_size: size,
+            scenario: self.scenario,
+            edu_bar: dev.map_or(0, |d| d.bar_gpa),
+            edu_bar_size: dev.map_or(0, |d| d.bar_size),
+            dma_allowed: dev.is_some_and(|d| d.dma_allowed) as u64,
+            // 1 MiB past the end of RAM: the nearest address the partition does not own.
+            dma_outside: size + (1 << 20),
+        }
+    }
+
+    /// The last value the guest reported for `check`.
+    pub fn reported(&self, check: u64) -> Option<u64> {
+        self.reports.iter().rev().find(|(c, _)| *c == check).map(|(_, v)| *v)
+    }
+}
+
+/// The guest program built into the hypervisor (`GUEST_ELF` at build time; empty when
+/// the kernel was built without xtask).
+pub static BUILTIN_GUEST: &[u8] = include_bytes!(env!("GUEST_ELF"));

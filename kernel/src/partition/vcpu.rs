@@ -1,0 +1,109 @@
+//! The virtual-CPU backend interface: what the partition's run loop needs from a
+//! hardware virtualization extension, with exits decoded into one vendor-neutral enum.
+//! [`super::svm::SvmVcpu`] implements it for AMD SVM; a VMX backend (VMCS, EPT) would
+//! implement the same trait (see docs/partitions.md).
+
+/// Where a guest starts: 64-bit long mode, paging on with the guest's own tables.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryState {
+    /// First instruction (guest-virtual = guest-physical: identity map).
+    pub rip: u64,
+    /// Initial stack pointer.
+    pub rsp: u64,
+    /// First argument (the boot page).
+    pub rdi: u64,
+    /// The guest's page-table root (guest-physical).
+    pub cr3: u64,
+}
+
+/// Guest registers the run loop reads (hypercall arguments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reg {
+    /// RAX.
+    Rax,
+    /// RCX.
+    Rcx,
+    /// RSI.
+    Rsi,
+    /// RIP.
+    Rip,
+}
+
+/// Why the guest stopped running, in vendor-neutral terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmExit {
+    /// An I/O port access; `next_rip` resumes after the instruction.
+    Io {
+        /// The port.
+        port: u16,
+        /// Access size in bytes (1, 2, 4).
+        size: u8,
+        /// OUT (true) or IN.
+        write: bool,
+        /// String or REP form (not emulated).
+        string: bool,
+        /// The instruction after the access.
+        next_rip: u64,
+    },
+    /// A hypercall instruction (VMMCALL; VMCALL on VMX).
+    Hypercall {
+        /// The instruction after it.
+        next_rip: u64,
+    },
+    /// HLT.
+    Halt,
+    /// A triple fault (or other shutdown condition).
+    Shutdown,
+    /// A guest exception the backend intercepts.
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code (0 when the vector has none).
+        error_code: u64,
+        /// Where.
+        rip: u64,
+    },
+    /// A guest-physical access the nested tables do not allow.
+    NestedPageFault {
+        /// The guest-physical address.
+        gpa: u64,
+        /// The fault's error code.
+        error_code: u64,
+        /// Where.
+        rip: u64,
+    },
+    /// An MSR access (every MSR is intercepted; none is emulated).
+    Msr {
+        /// Where.
+        rip: u64,
+    },
+    /// A host interrupt arrived; the host has handled it by the time `run` returns.
+    HostInterrupt,
+    /// The hardware refused the guest state (VMEXIT_INVALID / VM-entry failure).
+    InvalidState,
+    /// Any other exit, undecoded.
+    Other {
+        /// The backend's raw exit code.
+        code: u64,
+        /// Where.
+        rip: u64,
+    },
+}
+
+/// A virtual CPU on some hardware extension.
+pub trait VcpuBackend {
+    /// For logs: "SVM", "VMX".
+    fn name(&self) -> &'static str;
+    /// Sets the architectural state for a 64-bit entry at `entry`.
+    fn enter_long_mode(&mut self, entry: &EntryState);
+    /// Which guest exceptions stop the guest (bit n = vector n); others are delivered
+    /// through the guest's own IDT.
+    fn set_exception_intercepts(&mut self, vectors: u32);
+    /// Runs the guest until its next exit. Host interrupts must be enabled so a host
+    /// timer can end a runaway guest's slice.
+    fn run(&mut self) -> VmExit;
+    /// A guest register.
+    fn reg(&self, r: Reg) -> u64;
+    /// Moves the guest's RIP (to skip an emulated instruction).
+    fn set_rip(&mut self, rip: u64);
+}
