@@ -101,7 +101,7 @@ impl IommuTest for FineGrainedPage {
     fn run<U: RemappingUnit>(&self, rig: &mut Rig<'_, U>) -> TestResult {
         let (size, iova, amd) = (self.size, self.iova, self.amd);
         let lands = LandsThrough { size, iova, offset: size - 1024 };
-        lands.run_checking_tables(rig, |dom, _unit| {
+        lands.run_checking_tables(rig, |dom| {
             if amd {
                 holds_one_sized_page(dom, iova, size)
             } else {

@@ -46,17 +46,17 @@ pub(crate) struct LandsThrough {
 
 impl IommuTest for LandsThrough {
     fn run<U: RemappingUnit>(&self, rig: &mut Rig<'_, U>) -> TestResult {
-        self.run_checking_tables(rig, |_, _| Ok(()))
+        self.run_checking_tables(rig, |_| Ok(()))
     }
 }
 
 impl LandsThrough {
-    /// As [`IommuTest::run`], with `tables` judging the domain's tables (and the unit)
-    /// after the map and before any DMA: for checks of how the mapping was encoded.
+    /// As [`IommuTest::run`], with `tables` judging the domain's tables after the map
+    /// and before any DMA: for checks of how the mapping was encoded.
     pub(crate) fn run_checking_tables<U: RemappingUnit>(
         &self,
         rig: &mut Rig<'_, U>,
-        tables: impl FnOnce(&Domain<U::Format>, &U) -> TestResult,
+        tables: impl FnOnce(&Domain<U::Format>) -> TestResult,
     ) -> TestResult {
         let run = HostRun::aligned(self.size)?;
         let at = run.start + self.offset;
@@ -75,7 +75,7 @@ impl LandsThrough {
             "the tables translate {:#x} to {walked:x?}",
             self.iova + self.offset
         );
-        if let Err(e) = tables(&dom, rig.unit) {
+        if let Err(e) = tables(&dom) {
             rig.retire(dom)?;
             return Err(e);
         }
