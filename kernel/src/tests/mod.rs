@@ -37,4 +37,11 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "iommu_invalidate_domain", run: iommu::invalidation::domain_selective },
     KernelTest { name: "iommu_invalidate_global", run: iommu::invalidation::global },
     KernelTest { name: "iommu_invalidate_control", run: iommu::invalidation::suppressed_control },
+    KernelTest { name: "iommu_translate_8k", run: iommu::fine_grained::eight_k },
+    KernelTest { name: "iommu_translate_64k", run: iommu::fine_grained::sixty_four_k },
+    KernelTest { name: "iommu_translate_1m", run: iommu::fine_grained::one_m },
+    KernelTest { name: "iommu_translate_4m", run: iommu::fine_grained::four_m },
+    KernelTest { name: "iommu_isolation_unmapped", run: iommu::isolation::unmapped },
+    KernelTest { name: "iommu_isolation_blocked", run: iommu::isolation::blocked },
+    KernelTest { name: "iommu_fgsp_probe", run: iommu::fgsp::probe },
 ];

@@ -3,7 +3,10 @@
 //! not, invalidation by a DMA that stops working after unmap (QEMU keeps stale
 //! translations until invalidated, so a missing invalidation makes the DMA succeed).
 
+pub mod fgsp;
+pub mod fine_grained;
 pub mod invalidation;
+pub mod isolation;
 pub mod translation;
 
 use crate::edu::Edu;

@@ -6,6 +6,7 @@ use crate::ensure;
 use crate::mem::frames;
 use crate::testing::{TestContext, TestResult};
 use crate::tests::dma::{region_fill, region_holds, TestFrame};
+use iommu::domain::Domain;
 use iommu::pgtable::Prot;
 use iommu::unit::RemappingUnit;
 
@@ -34,14 +35,29 @@ impl Drop for HostRun {
 
 /// Maps `size` bytes at `iova` onto a fresh aligned host run, DMAs a pattern from a 4K
 /// source page into the run at `offset`, and checks it landed exactly there.
-struct LandsThrough {
-    size: u64,
-    iova: u64,
-    offset: u64,
+pub(crate) struct LandsThrough {
+    /// Bytes mapped (and the host run's alignment).
+    pub size: u64,
+    /// Where they are mapped.
+    pub iova: u64,
+    /// Where in the run the DMA writes (1024 bytes from here must lie inside it).
+    pub offset: u64,
 }
 
 impl IommuTest for LandsThrough {
     fn run<U: RemappingUnit>(&self, rig: &mut Rig<'_, U>) -> TestResult {
+        self.run_checking_tables(rig, |_| Ok(()))
+    }
+}
+
+impl LandsThrough {
+    /// As [`IommuTest::run`], with `tables` judging the domain's tables after the map
+    /// and before any DMA: for checks of how the mapping was encoded.
+    pub(crate) fn run_checking_tables<U: RemappingUnit>(
+        &self,
+        rig: &mut Rig<'_, U>,
+        tables: impl FnOnce(&Domain<U::Format>) -> TestResult,
+    ) -> TestResult {
         let run = HostRun::aligned(self.size)?;
         let at = run.start + self.offset;
         region_fill(at, 1024, 0x55);
@@ -59,6 +75,10 @@ impl IommuTest for LandsThrough {
             "the tables translate {:#x} to {walked:x?}",
             self.iova + self.offset
         );
+        if let Err(e) = tables(&dom) {
+            rig.retire(dom)?;
+            return Err(e);
+        }
         rig.attach(&dom)?;
         let copied = rig.copy(src_iova + 8, self.iova + self.offset, 1000);
         let landed = region_holds(at, 1000, 0x21, 8);
