@@ -86,7 +86,7 @@ fn configuration_module_with_a_guest_module_runs() {
 #[test]
 fn configuration_asking_for_two_cpus_is_refused() {
     let cfg = config_file("cpus", "partition smp\n  memory 4M\n  cpus 2\n");
-    let out = boot(&demo_machine(Iommu::None, &[cfg.clone()]));
+    let out = boot(&demo_machine(Iommu::None, std::slice::from_ref(&cfg)));
     let _ = std::fs::remove_file(&cfg);
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
     assert_logged(&out, "line 3: 2 CPUs requested but a partition supports only 1 virtual CPU");
