@@ -1,6 +1,6 @@
 //! AMD-Vi bring-up: IVRS -> usable IVHDs -> running units, and every PCI function routed.
 
-use super::{KernelAmdVi, Route};
+use super::KernelAmdVi;
 use crate::mem::KernelMemory;
 use crate::mmio::MmioWindow;
 use crate::pci::PciFunction;
@@ -42,29 +42,20 @@ pub fn bring_up(
     for w in check_ivrs(&ivrs, &mut resolved, &facts).warnings {
         log::warn!("ivrs: {w}");
     }
-    let mut units = Vec::new();
-    let mut position = Vec::new();
-    for u in resolved.units.iter().filter(|u| u.usable) {
-        match start_unit(u.base, max_device_id(u)) {
-            Ok(unit) => {
-                position.push((u.index, units.len()));
-                units.push(unit);
-            }
-            Err(e) => log::error!("amdvi: IVHD {} at {:#x}: {e}; unit skipped", u.index, u.base),
-        }
-    }
-    if units.is_empty() {
-        return None;
-    }
-    let mut routes = Vec::new();
-    for f in pci {
-        if let Some(t) = resolved.translating_unit(f.bdf.segment, f.bdf.requester_id()) {
-            if let Some(&(_, pos)) = position.iter().find(|(i, _)| *i == t.unit) {
-                routes.push((f.bdf, Route { unit: pos, requester_id: t.requester_id }));
-            }
-        }
-    }
-    Some((units, routes))
+    let usable: Vec<(usize, u64, u16)> = resolved
+        .units
+        .iter()
+        .filter(|u| u.usable)
+        .map(|u| (u.index, u.base, max_device_id(u)))
+        .collect();
+    let max_id = |i: usize| usable.iter().find(|(j, ..)| *j == i).map_or(0, |u| u.2);
+    super::start_and_route(
+        "IVHD",
+        usable.iter().map(|u| (u.0, u.1)),
+        |i, base| start_unit(base, max_id(i)),
+        pci,
+        |f| resolved.translating_unit(f.bdf.segment, f.bdf.requester_id()),
+    )
 }
 
 fn start_unit(base: u64, max_devid: u16) -> Result<KernelAmdVi, alloc::string::String> {

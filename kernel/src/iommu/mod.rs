@@ -89,6 +89,42 @@ impl IommuSystem {
     }
 }
 
+/// Starts every usable unit (`(table index, base)` pairs) with `start`, skipping those that
+/// fail, then routes every PCI function through `lookup` (table index + requester id).
+/// Shared by both vendors' bring-up; `None` when no unit came up.
+fn start_and_route<U>(
+    what: &str,
+    usable: impl Iterator<Item = (usize, u64)>,
+    mut start: impl FnMut(usize, u64) -> Result<U, alloc::string::String>,
+    pci: &[PciFunction],
+    lookup: impl Fn(&PciFunction) -> Option<iommu::acpi::resolve::Translation>,
+) -> Option<(Vec<U>, RouteTable)> {
+    let mut units = Vec::new();
+    // Table index -> position in `units`.
+    let mut position = Vec::new();
+    for (index, base) in usable {
+        match start(index, base) {
+            Ok(unit) => {
+                position.push((index, units.len()));
+                units.push(unit);
+            }
+            Err(e) => log::error!("iommu: {what} {index} at {base:#x}: {e}; unit skipped"),
+        }
+    }
+    if units.is_empty() {
+        return None;
+    }
+    let routes = pci
+        .iter()
+        .filter_map(|f| {
+            let t = lookup(f)?;
+            let &(_, unit) = position.iter().find(|(i, _)| *i == t.unit)?;
+            Some((f.bdf, Route { unit, requester_id: t.requester_id }))
+        })
+        .collect();
+    Some((units, routes))
+}
+
 /// Firmware-reserved ranges from the memory map (for RMRR/IVMD checks), inclusive ends.
 fn reserved_ranges(boot: &boot::BootInfo) -> Vec<MemRange> {
     boot.memory_map()

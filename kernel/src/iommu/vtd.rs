@@ -1,6 +1,6 @@
 //! VT-d bring-up: DMAR -> usable DRHDs -> running units, and every PCI function routed.
 
-use super::{faults, KernelVtd, Route};
+use super::{faults, KernelVtd};
 use crate::mem::KernelMemory;
 use crate::mmio::MmioWindow;
 use crate::pci::PciFunction;
@@ -38,31 +38,20 @@ pub fn bring_up(
         log::warn!("dmar: {w}");
     }
     crate::arch::idt::register_handler(faults::FAULT_VECTOR, faults::fault_interrupt);
-    let mut units = Vec::new();
-    // DRHD index -> position in `units`.
-    let mut position = Vec::new();
-    for u in resolved.units.iter().filter(|u| u.usable) {
-        match start_unit(u.base, u.register_size, opts) {
-            Ok(unit) => {
-                position.push((u.index, units.len()));
-                units.push(unit);
-            }
-            Err(e) => log::error!("vtd: DRHD {} at {:#x}: {e}; unit skipped", u.index, u.base),
-        }
-    }
-    if units.is_empty() {
-        return None;
-    }
-    let mut routes = Vec::new();
-    for f in pci {
-        let bdf = AcpiBdf::from_id(f.bdf.requester_id());
-        if let Some(t) = resolved.translating_unit(bridges, f.bdf.segment, bdf) {
-            if let Some(&(_, pos)) = position.iter().find(|(i, _)| *i == t.unit) {
-                routes.push((f.bdf, Route { unit: pos, requester_id: t.requester_id }));
-            }
-        }
-    }
-    Some((units, routes))
+    let usable = resolved.units.iter().filter(|u| u.usable).map(|u| (u.index, u.base));
+    let sizes: Vec<(usize, u64)> =
+        resolved.units.iter().map(|u| (u.index, u.register_size)).collect();
+    let size_of = |i: usize| sizes.iter().find(|(j, _)| *j == i).map_or(0x1000, |(_, s)| *s);
+    super::start_and_route(
+        "DRHD",
+        usable,
+        |i, base| start_unit(base, size_of(i), opts),
+        pci,
+        |f| {
+            let bdf = AcpiBdf::from_id(f.bdf.requester_id());
+            resolved.translating_unit(bridges, f.bdf.segment, bdf)
+        },
+    )
 }
 
 fn start_unit(
