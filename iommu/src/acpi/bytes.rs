@@ -106,3 +106,44 @@ mod tests {
         assert_eq!(w.sub(4, 2).unwrap().base(), 0x34);
     }
 }
+
+/// Reads one record at a window position: the record and its length in bytes.
+pub type RecordReader<'a, T> = fn(&Window<'a>, usize) -> Result<(T, usize), crate::acpi::AcpiError>;
+
+/// Walks consecutive length-prefixed records (DMAR structures, IVRS blocks) from `pos` to
+/// the end of a window, stopping for good at the first malformed one.
+#[derive(Debug, Clone)]
+pub struct Records<'a, T> {
+    window: Window<'a>,
+    pos: usize,
+    failed: bool,
+    read: RecordReader<'a, T>,
+}
+
+impl<'a, T> Records<'a, T> {
+    /// Records of `window` from `pos` on, each read by `read`.
+    pub fn new(window: Window<'a>, pos: usize, read: RecordReader<'a, T>) -> Self {
+        Records { window, pos, failed: false, read }
+    }
+
+    /// The next record, an error for a malformed one, or `None` at the end.
+    pub fn next_checked(&mut self) -> Option<Result<T, crate::acpi::AcpiError>> {
+        if self.failed || self.pos >= self.window.len() {
+            return None;
+        }
+        let r = (self.read)(&self.window, self.pos);
+        match &r {
+            Ok((_, len)) => self.pos += len,
+            Err(_) => self.failed = true,
+        }
+        Some(r.map(|(record, _)| record))
+    }
+}
+
+impl<T> Iterator for Records<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.next_checked().and_then(Result::ok)
+    }
+}

@@ -85,7 +85,7 @@ impl<'a> Dmar<'a> {
 
     /// All remapping structures in table order, unknown types included.
     pub fn structures(&self) -> DmarStructures<'a> {
-        DmarStructures { window: self.window, pos: DMAR_STRUCTURES_OFFSET, failed: false }
+        DmarStructures::new(self.window, DMAR_STRUCTURES_OFFSET, read_structure)
     }
 
     /// The DRHD structures (remapping units) in table order.
@@ -161,36 +161,8 @@ impl<'a> DmarStructure<'a> {
     }
 }
 
-/// Iterates over a DMAR table's remapping structures.
-#[derive(Debug, Clone)]
-pub struct DmarStructures<'a> {
-    window: Window<'a>,
-    pos: usize,
-    failed: bool,
-}
-
-impl<'a> DmarStructures<'a> {
-    /// The next structure, an error for a malformed one, or `None` at the end.
-    pub fn next_checked(&mut self) -> Option<Result<DmarStructure<'a>, AcpiError>> {
-        if self.failed || self.pos >= self.window.len() {
-            return None;
-        }
-        let r = read_structure(&self.window, self.pos);
-        match &r {
-            Ok((_, len)) => self.pos += len,
-            Err(_) => self.failed = true,
-        }
-        Some(r.map(|(s, _)| s))
-    }
-}
-
-impl<'a> Iterator for DmarStructures<'a> {
-    type Item = DmarStructure<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.next_checked().and_then(Result::ok)
-    }
-}
+/// Iterates over the table's records, stopping at the first malformed one.
+pub type DmarStructures<'a> = crate::acpi::bytes::Records<'a, DmarStructure<'a>>;
 
 /// The smallest valid length of each known structure type.
 fn minimum_length(kind: u16) -> (usize, &'static str) {

@@ -75,7 +75,7 @@ impl<'a> Ivrs<'a> {
 
     /// All blocks in table order, unknown types included.
     pub fn blocks(&self) -> IvrsBlocks<'a> {
-        IvrsBlocks { window: self.window, pos: IVRS_BLOCKS_OFFSET, failed: false }
+        IvrsBlocks::new(self.window, IVRS_BLOCKS_OFFSET, read_block)
     }
 
     /// All IVHD blocks in table order, every type.
@@ -239,36 +239,8 @@ pub enum IvrsBlock<'a> {
     },
 }
 
-/// Iterates over an IVRS table's blocks.
-#[derive(Debug, Clone)]
-pub struct IvrsBlocks<'a> {
-    window: Window<'a>,
-    pos: usize,
-    failed: bool,
-}
-
-impl<'a> IvrsBlocks<'a> {
-    /// The next block, an error for a malformed one, or `None` at the end.
-    pub fn next_checked(&mut self) -> Option<Result<IvrsBlock<'a>, AcpiError>> {
-        if self.failed || self.pos >= self.window.len() {
-            return None;
-        }
-        let r = read_block(&self.window, self.pos);
-        match &r {
-            Ok((_, len)) => self.pos += len,
-            Err(_) => self.failed = true,
-        }
-        Some(r.map(|(b, _)| b))
-    }
-}
-
-impl<'a> Iterator for IvrsBlocks<'a> {
-    type Item = IvrsBlock<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.next_checked().and_then(Result::ok)
-    }
-}
+/// Iterates over the table's records, stopping at the first malformed one.
+pub type IvrsBlocks<'a> = crate::acpi::bytes::Records<'a, IvrsBlock<'a>>;
 
 fn minimum_length(kind: u8) -> (usize, &'static str) {
     match kind {
