@@ -1,6 +1,56 @@
 //! `cargo xtask test` (every test) and `cargo xtask lint`.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Passed and failed counts summed over every `test result:` line cargo printed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    /// Adds the counts of one `test result: ok. 12 passed; 0 failed; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+            let n: u64 = n.parse().unwrap_or(0);
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs a cargo test command, echoing its output and counting its results.
+fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("xtask: cargo {}", args.join(" "));
+    let mut child = Command::new(cargo)
+        .current_dir(xtask::build::workspace_root())
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let ok = child.wait().map_err(|e| e.to_string())?.success();
+    if ok {
+        Ok(())
+    } else {
+        println!("xtask: {} passed, {} failed", totals.passed, totals.failed.max(1));
+        Err(format!("`cargo {}` failed", args.join(" ")))
+    }
+}
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -28,9 +78,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     tools.extend(xtask::tools::GRUB.iter());
     xtask::tools::ensure(&tools)?;
     xtask::build::kernel(false)?;
-    cargo(&["test", "--workspace", "--exclude", "tests"])?;
-    cargo(&["test", "--package", "tests", "--", "--test-threads=2"])?;
-    println!("xtask: every test passed");
+    let mut totals = Totals::default();
+    cargo_test(&["test", "--workspace", "--exclude", "tests"], &mut totals)?;
+    cargo_test(&["test", "--package", "tests", "--", "--test-threads=2"], &mut totals)?;
+    // One closing line over every suite, for people and CI alike.
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    if totals.passed == 0 {
+        return Err("no test ran".into());
+    }
     Ok(())
 }
 
@@ -48,4 +103,20 @@ pub fn lint() -> Result<(), String> {
         "-D",
         "warnings",
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn sums_cargo_result_lines() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.1s");
+        t.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 5 tests");
+        assert_eq!(t, Totals { passed: 15, failed: 2 });
+    }
 }
