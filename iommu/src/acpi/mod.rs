@@ -40,6 +40,7 @@ pub mod header;
 pub mod ivrs;
 pub mod ivrs_entry;
 pub mod pci;
+pub mod reserved;
 pub mod resolve;
 pub mod sanity;
 pub mod scope;

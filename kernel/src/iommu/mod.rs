@@ -21,6 +21,7 @@ use iommu::invalidate::DomainId;
 use iommu::vtd::VtdUnit;
 
 pub use faults::{fault_interrupts, service_faults};
+pub use iommu::acpi::reserved::ReservedRegion;
 
 /// A VT-d unit as the kernel drives it.
 pub type KernelVtd = VtdUnit<MmioWindow, KernelMemory>;
@@ -71,12 +72,20 @@ pub struct IommuSystem {
     routes: Vec<(Bdf, Route)>,
     /// Domain-id allocation (one id space for all units keeps logs unambiguous).
     pub domain_ids: DomainIds,
+    /// RMRR / IVMD regions firmware reserved for devices.
+    reserved: Vec<ReservedRegion>,
 }
 
 impl IommuSystem {
     /// The unit and requester id that translate `bdf`'s DMA, if any.
     pub fn route(&self, bdf: Bdf) -> Option<Route> {
         self.routes.iter().find(|(b, _)| *b == bdf).map(|(_, r)| *r)
+    }
+
+    /// Firmware-reserved memory (RMRR, IVMD) that device `bdf` uses. A device with any
+    /// cannot be assigned to a partition.
+    pub fn reserved_for(&self, bdf: Bdf) -> Vec<&ReservedRegion> {
+        self.reserved.iter().filter(|r| r.applies_to(bdf.segment, bdf.requester_id())).collect()
     }
 
     /// Number of units brought up.
@@ -164,8 +173,12 @@ pub fn discover(
     boot: &boot::BootInfo,
     opts: &boot::cmdline::Options<'_>,
 ) -> IommuSystem {
-    let mut sys =
-        IommuSystem { units: Units::None, routes: Vec::new(), domain_ids: DomainIds { next: 1 } };
+    let mut sys = IommuSystem {
+        units: Units::None,
+        routes: Vec::new(),
+        domain_ids: DomainIds { next: 1 },
+        reserved: Vec::new(),
+    };
     let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
     let reserved = reserved_ranges(boot);
     let bridges = bridges(pci);
@@ -175,17 +188,34 @@ pub fn discover(
         {
             sys.units = Units::Vtd(units);
             sys.routes = routes;
+            if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
+                let (regions, problems) = iommu::acpi::reserved::from_dmar(&d, &bridges);
+                for (base, e) in problems {
+                    log::warn!("dmar: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
+                }
+                sys.reserved = regions;
+            }
         }
     } else if let Some(ivrs) = acpi.ivrs {
         if let Some((units, routes)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids) {
             sys.units = Units::Amd(units);
             sys.routes = routes;
+            if let Ok(t) = iommu::acpi::Ivrs::parse(ivrs) {
+                sys.reserved = iommu::acpi::reserved::from_ivrs(&t);
+            }
         }
     } else {
         log::info!("iommu: no DMAR or IVRS table: no IOMMU, device DMA is untranslated");
     }
     for (bdf, r) in &sys.routes {
         log::info!("iommu: {bdf} -> unit {} as requester id {:#06x}", r.unit, r.requester_id);
+        for res in sys.reserved_for(*bdf) {
+            let MemRange { start, end } = res.range;
+            log::info!(
+                "iommu: {bdf} uses firmware-reserved memory {start:#x}-{end:#x} ({})",
+                res.source
+            );
+        }
     }
     sys
 }
