@@ -338,16 +338,20 @@ pub fn config_validation(ctx: &mut TestContext<'_>) -> TestResult {
         "assigned to both",
     )?;
     let edu = "partition a\n memory 4M\n device 00:04.0\n";
+    // (Checked before an accepted attach, which may make the unit build its context
+    // table or device-table pages once.)
+    ensure!(frames::free_frames() == free, "refused configurations leaked frames");
     if crate::partition::config::behind_iommu(platform, f_bdf(platform)?) {
         let made = create_all(edu, platform)?;
         let attached = made.len() == 1
             && made[0].devices.len() == 1
             && made[0].device.is_some_and(|d| d.dma_allowed);
         crate::partition::config::destroy_all(made, platform);
+        // Destroy left the device's bus mastering off; the platform's edu driver wants it.
+        platform.edus.iter().for_each(|e| e.set_bus_master(true));
         ensure!(attached, "one partition with one attached device expected");
     } else {
         refuse(platform, edu, "sits behind no IOMMU")?;
     }
-    ensure!(frames::free_frames() == free, "refused configurations leaked frames");
     Ok(())
 }
