@@ -204,7 +204,9 @@ impl PartitionDma {
         }
         let devices = &self.devices;
         let (invalidations, tracker) =
-            on_units!(&mut self.space, &mut iommu.units, |t, u| teardown_on(t, u, devices, release))?;
+            on_units!(&mut self.space, &mut iommu.units, |t, u| teardown_on(
+                t, u, devices, release
+            ))?;
         report.invalidations = invalidations;
         report.tracker = tracker;
         frames::free_contiguous(self.probe_pair, 2);

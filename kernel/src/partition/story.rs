@@ -52,7 +52,8 @@ fn run_and_check(
     sentinel: u64,
     fail: &mut Failures,
 ) -> Result<(), String> {
-    let foreign_before = (p.isolation.foreign != 0).then(|| host_bytes(p.isolation.foreign, DMA_LEN));
+    let foreign_before =
+        (p.isolation.foreign != 0).then(|| host_bytes(p.isolation.foreign, DMA_LEN));
     let ids = rids(platform, &p.devices);
     faults_from(platform, &ids);
     let r = p.run(Budget::DEFAULT).map_err(|e| format!("partition {}: {e}", p.name))?;
@@ -110,10 +111,7 @@ fn run_and_check(
         }
     }
     let faults = faults_from(platform, &ids);
-    log::info!(
-        "partition {}: {faults} DMA faults recorded for its device during the run",
-        p.name
-    );
+    log::info!("partition {}: {faults} DMA faults recorded for its device during the run", p.name);
     if is_vtd(platform) && faults == 0 {
         fail.push(format!("partition {}: VT-d recorded no fault for forbidden DMA", p.name));
     }
@@ -227,8 +225,9 @@ fn tell_inner(
     let (name, devices) = (a.name.clone(), a.devices.clone());
     let backing = a.memory().map(|m| m.backing());
     let backing = backing.map_or(String::new(), |b| format!("{b}"));
-    let (mut mem, report) =
-        a.destroy_keeping_memory_in(&mut platform.iommu).map_err(|e| format!("destroy {name}: {e}"))?;
+    let (mut mem, report) = a
+        .destroy_keeping_memory_in(&mut platform.iommu)
+        .map_err(|e| format!("destroy {name}: {e}"))?;
     log_destroy(&name, &backing, &report, &format!(" while {} runs", parts[0].name));
     let b = &mut parts[0];
     let rest = b.run(Budget::DEFAULT).map_err(|e| format!("{e}"))?;
