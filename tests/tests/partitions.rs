@@ -66,6 +66,7 @@ fn assert_story(out: &Outcome, a: &str, b: &str) {
     }
     assert_logged(out, &format!("partition {a}: destroyed while {b} runs:"));
     assert_logged(out, &format!("partition {b}: kept running: Done(0), 3 of 3 DMA rounds matched"));
+    assert_logged(out, &format!("partition {a}: control: while attached, edu DMA from its device to guest-physical 0x1ff000 changed 2048 bytes"));
     assert_logged(out, &format!("partition {a}: after destroy its device"));
     assert_logged(out, "changed 0 bytes");
     assert_logged(out, &format!("partition {a}: re-created in the same memory"));
@@ -192,7 +193,7 @@ fn configuration_module_with_a_guest_module_runs() {
 #[test]
 fn configuration_asking_for_two_cpus_is_refused() {
     let cfg = config_file("cpus", "partition smp\n  memory 4M\n  cpus 2\n");
-    let out = boot(&demo_machine(Iommu::None, &[cfg.clone()]));
+    let out = boot(&demo_machine(Iommu::None, std::slice::from_ref(&cfg)));
     let _ = std::fs::remove_file(&cfg);
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
     assert_logged(&out, "line 3: 2 CPUs requested but a partition supports only 1 virtual CPU");

@@ -192,7 +192,7 @@ pub struct Partition {
     pub reports: Vec<(u64, u64)>,
     /// Messages the guest logged.
     pub messages: Vec<String>,
-    /// PCI functions assigned to this partition (IOMMU attach: phase 2).
+    /// PCI functions assigned to this partition (BAR passed through).
     pub devices: Vec<crate::pci::Bdf>,
     /// Where the next assigned BAR goes (from [`DEVICE_WINDOW`], 1 MiB-aligned).
     next_device_gpa: u64,
@@ -295,9 +295,8 @@ impl Partition {
     /// Gives the partition a PCI function's BAR0: maps it uncached at
     /// [`DEVICE_WINDOW`] + `slot` MiB-aligned slots in the nested tables, records the
     /// function and tells the guest (boot page) where it is. DMA stays off for the guest
-    /// (`dma_allowed = false`) until an IOMMU translates the device: phase 2 attaches the
-    /// requester id to the partition's domain and maps guest memory here, then sets
-    /// `dma_allowed`.
+    /// (`dma_allowed = false`) until an IOMMU translates the device:
+    /// [`Partition::attach_device`] does that, then calls this and sets `dma_allowed`.
     pub fn assign_device(&mut self, f: &crate::pci::PciFunction) -> Result<u64, PartitionError> {
         let (base, size) = f.memory_bar(0).ok_or(PartitionError::NoBar)?;
         let gpa = self.next_device_gpa;

@@ -132,6 +132,62 @@ pub fn log_destroy(name: &str, backing: &str, r: &super::TeardownReport, while_r
     );
 }
 
+/// The hypervisor has `bdf`'s edu read guest-physical [`DMA_SOURCE`] (filled with 0x11)
+/// and write it to [`DMA_TARGET`] (filled with [`STALE`]), bus mastering on for the
+/// duration; returns the target bytes that changed (host side) and the faults recorded.
+fn hypervisor_dma(
+    platform: &mut Platform,
+    bdf: Bdf,
+    rids: &[u16],
+    source: u64,
+    target: u64,
+) -> Result<(usize, u64), String> {
+    faults_from(platform, rids);
+    // SAFETY: `source` and `target` are host frames of the partition's memory (owned by
+    // the caller, the partition not running), identity-mapped, DMA_LEN fits one page.
+    unsafe {
+        core::ptr::write_bytes(source as *mut u8, 0x11, DMA_LEN as usize);
+        core::ptr::write_bytes(target as *mut u8, STALE, DMA_LEN as usize);
+    }
+    let edu = platform.edus.iter_mut().find(|e| e.bdf == bdf).ok_or("device is no edu")?;
+    edu.set_bus_master(true);
+    let moved = edu
+        .read_from_memory(DMA_SOURCE, 0, DMA_LEN as usize)
+        .and_then(|()| edu.write_to_memory(DMA_TARGET, 0, DMA_LEN as usize));
+    edu.set_bus_master(false);
+    moved.map_err(|e| format!("{e}"))?;
+    let changed = host_bytes(target, DMA_LEN).iter().filter(|b| **b != STALE).count();
+    Ok((changed, faults_from(platform, rids)))
+}
+
+/// The host frames behind the guest's DMA source and target pages.
+fn dma_pages(mem: &GuestMemory) -> Result<(u64, u64), String> {
+    let s = mem.host_address(DMA_SOURCE).ok_or("no DMA source page")?;
+    let t = mem.host_address(DMA_TARGET).ok_or("no DMA target page")?;
+    Ok((s, t))
+}
+
+/// Control for [`device_reaches_nothing`]: while still attached, the same
+/// hypervisor-driven DMA moves every byte (so a zero afterwards means something).
+fn device_reaches_memory(
+    platform: &mut Platform,
+    p: &Partition,
+    fail: &mut Failures,
+) -> Result<(), String> {
+    let Some(&bdf) = p.devices.first() else { return Ok(()) };
+    let (source, target) = dma_pages(p.memory().ok_or("no memory")?)?;
+    let ids = rids(platform, &p.devices);
+    let (changed, _) = hypervisor_dma(platform, bdf, &ids, source, target)?;
+    log::info!(
+        "partition {}: control: while attached, edu DMA from its device to guest-physical {DMA_TARGET:#x} changed {changed} bytes",
+        p.name
+    );
+    if changed as u64 != DMA_LEN {
+        fail.push(format!("control: attached {}'s device moved {changed} bytes", p.name));
+    }
+    Ok(())
+}
+
 /// After `name` was destroyed: its device, with bus mastering turned back on, tries
 /// to read and write its old guest-physical addresses; nothing may move.
 fn device_reaches_nothing(
@@ -143,19 +199,8 @@ fn device_reaches_nothing(
 ) -> Result<(), String> {
     let Some(&bdf) = devices.first() else { return Ok(()) };
     let ids = rids(platform, devices);
-    faults_from(platform, &ids);
-    let target = mem.host_address(DMA_TARGET).ok_or("no DMA target")?;
-    mem.write(DMA_SOURCE, &[0x11; DMA_LEN as usize]);
-    mem.write(DMA_TARGET, &[STALE; DMA_LEN as usize]);
-    let edu = platform.edus.iter_mut().find(|e| e.bdf == bdf).ok_or("device is no edu")?;
-    edu.set_bus_master(true);
-    let moved = edu
-        .read_from_memory(DMA_SOURCE, 0, DMA_LEN as usize)
-        .and_then(|()| edu.write_to_memory(DMA_TARGET, 0, DMA_LEN as usize));
-    edu.set_bus_master(false);
-    moved.map_err(|e| format!("{e}"))?;
-    let changed = host_bytes(target, DMA_LEN).iter().filter(|b| **b != STALE).count();
-    let faults = faults_from(platform, &ids);
+    let (source, target) = dma_pages(mem)?;
+    let (changed, faults) = hypervisor_dma(platform, bdf, &ids, source, target)?;
     log::info!(
         "partition {name}: after destroy its device {bdf} reaches nothing: edu DMA to its old guest-physical {DMA_TARGET:#x} changed {changed} bytes, {faults} faults recorded"
     );
@@ -212,6 +257,7 @@ fn tell_inner(
     }
     // Teardown while another partition runs: B loops over DMA rounds, A goes.
     let a = parts.remove(0);
+    device_reaches_memory(platform, &a, fail)?;
     let b = &mut parts[0];
     b.restart(scenario::DMA_ROUNDS).map_err(|e| format!("{e}"))?;
     let first = b.run(Budget { ticks: 60, exits: 1_000_000 }).map_err(|e| format!("{e}"))?;
