@@ -136,12 +136,15 @@ impl Partition {
         mem: &mut GuestMemory,
         iommu: Option<&mut IommuSystem>,
         keep: bool,
+        scrub_cycles: &mut u64,
     ) -> Result<Option<DmaTeardown>, String> {
         let Some(dma) = self.dma.take() else {
+            let c0 = super::cycles();
             mem.scrub();
             if !keep {
                 mem.release();
             }
+            *scrub_cycles = super::cycles() - c0;
             return Ok(None);
         };
         let iommu =
@@ -149,11 +152,13 @@ impl Partition {
         let size = mem.size();
         let mut released = 0u64;
         let result = dma.teardown(iommu, &mut |e: HostExtent| {
+            let c0 = super::cycles();
             frames::zero(e.paddr, e.len);
             if !keep {
                 frames::free_contiguous(e.paddr, e.len / 4096);
             }
             released += e.len;
+            *scrub_cycles += super::cycles() - c0;
         });
         if !keep {
             // The callback returned what it released; the rest (on error) is leaked.
@@ -181,11 +186,13 @@ impl Partition {
             return Ok((None, TeardownReport::default()));
         };
         let bytes = mem.size();
-        let hook = self.before_memory_release(&mut mem, iommu, keep);
+        let mut scrub_cycles = 0;
+        let hook = self.before_memory_release(&mut mem, iommu, keep, &mut scrub_cycles);
         self.npt = None;
         match hook {
             Ok(dma) => {
-                let report = TeardownReport { bytes, dma, cycles: super::cycles() - c0 };
+                let cycles = super::cycles() - c0;
+                let report = TeardownReport { bytes, dma, cycles, scrub_cycles };
                 Ok((keep.then_some(mem), report))
             }
             Err(e) => {
@@ -237,6 +244,8 @@ pub struct TeardownReport {
     pub dma: Option<DmaTeardown>,
     /// TSC cycles for the whole teardown (quiesce, block, unmap, flush, scrub, return).
     pub cycles: u64,
+    /// The part of `cycles` spent scrubbing and returning memory.
+    pub scrub_cycles: u64,
 }
 
 impl Drop for Partition {
