@@ -15,6 +15,16 @@ impl Partition {
     /// Runs the guest until it reports done, halts, faults, or `budget` runs out.
     /// A finished guest (anything but an exhausted budget) leaves the partition stopped.
     pub fn run(&mut self, budget: Budget) -> Result<RunReport, PartitionError> {
+        self.run_with(budget, &mut || {})
+    }
+
+    /// As [`Partition::run`], calling `after_hypercall` after each hypercall was served
+    /// (the story services IOMMU fault records there, one per forbidden DMA).
+    pub fn run_with(
+        &mut self,
+        budget: Budget,
+        after_hypercall: &mut dyn FnMut(),
+    ) -> Result<RunReport, PartitionError> {
         if self.state == State::Stopped {
             return Err(PartitionError::Stopped);
         }
@@ -47,12 +57,16 @@ impl Partition {
                 {
                     report.hypercalls += 1;
                     self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.set_rip(next_rip);
-                    self.hypercall()
+                    let stop = self.hypercall();
+                    after_hypercall();
+                    stop
                 }
                 VmExit::Hypercall { next_rip } => {
                     report.hypercalls += 1;
                     self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.set_rip(next_rip);
-                    self.hypercall()
+                    let stop = self.hypercall();
+                    after_hypercall();
+                    stop
                 }
                 VmExit::Io { port, .. } => {
                     Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) })
