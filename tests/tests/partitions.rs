@@ -7,7 +7,8 @@ use tests::*;
 
 const PARTITION_TESTS: &str = "partition_guest_4k,partition_guest_2m,partition_vmmcall,\
 partition_hlt_exit,partition_shutdown_exit,partition_runaway_budget,partition_destroy_scrubs,\
-partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config";
+partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config,\
+partition_unassigned_blocked";
 
 fn intel() -> Iommu {
     Iommu::Intel { aw_bits: None, caching_mode: false }
@@ -131,7 +132,8 @@ fn default_configuration_tells_the_assignment_story_on_amdvi() {
 /// The in-kernel story (2M- and 4K-backed partitions, each with its own edu) and the
 /// configuration checks, on a machine with two edu devices.
 fn assignment_story_machine(iommu: Iommu) -> Machine {
-    let mut m = machine(iommu, "partition_assignment_story,partition_config");
+    let mut m =
+        machine(iommu, "partition_assignment_story,partition_config,partition_unassigned_blocked");
     m.edu = vec![Edu { slot: 4 }, Edu { slot: 5 }];
     m
 }

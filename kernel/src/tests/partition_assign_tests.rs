@@ -45,6 +45,47 @@ pub fn story(ctx: &mut TestContext<'_>) -> TestResult {
     Ok(())
 }
 
+/// A device no partition owns reaches nothing: its DMA to host-physical addresses
+/// (which land when there is no IOMMU: the control, on `--iommu none`) moves no byte.
+pub fn unassigned_blocked(ctx: &mut TestContext<'_>) -> TestResult {
+    let platform = &mut *ctx.platform;
+    let has_iommu = !matches!(platform.iommu.units, crate::iommu::Units::None);
+    let vtd = matches!(platform.iommu.units, crate::iommu::Units::Vtd(_));
+    let bdf = platform.edus.last().ok_or("needs an edu device")?.bdf;
+    let rid = platform.iommu.route(bdf).map(|r| r.requester_id);
+    crate::iommu::service_faults(&mut platform.iommu, |_| {});
+    let edu = platform.edus.last_mut().ok_or("needs an edu device")?;
+    let (source, target) = (frames::alloc().ok_or("no frame")?, frames::alloc().ok_or("no frame")?);
+    // SAFETY: two frames just taken from the allocator, identity-mapped, owned here.
+    unsafe {
+        core::ptr::write_bytes(source as *mut u8, 0x11, 4096);
+        core::ptr::write_bytes(target as *mut u8, 0xA5, 4096);
+    }
+    let moved =
+        edu.read_from_memory(source, 0, 2048).and_then(|()| edu.write_to_memory(target, 0, 2048));
+    // SAFETY: as above; reading the frame has no side effects.
+    let changed = (0..2048u64)
+        .filter(|i| unsafe { core::ptr::read_volatile((target + i) as *const u8) } != 0xA5)
+        .count();
+    frames::free(source);
+    frames::free(target);
+    moved.map_err(|e| format!("edu: {e}"))?;
+    let mut faults = 0;
+    crate::iommu::service_faults(&mut platform.iommu, |e| {
+        faults += u64::from(Some(e.source_id) == rid);
+    });
+    log::info!(
+        "unassigned {bdf}: DMA to host-physical {target:#x} changed {changed} bytes (IOMMU: {has_iommu}), {faults} faults recorded"
+    );
+    ensure!(!vtd || faults > 0, "VT-d recorded no fault for the blocked device");
+    if has_iommu {
+        ensure!(changed == 0, "an unassigned device wrote {changed} bytes");
+    } else {
+        ensure!(changed == 2048, "control: without an IOMMU the DMA moved {changed} bytes");
+    }
+    Ok(())
+}
+
 fn strategy_name(s: UnmapStrategy) -> &'static str {
     match s {
         UnmapStrategy::PageByPage => "page-by-page",
