@@ -147,6 +147,16 @@ fn assignment_story_in_kernel_through_vtd() {
     assert_logged(&out, "partition b: destroyed: 8 MiB 4k-backed");
 }
 
+/// Caching mode: the unit may cache not-present entries, so attach must tell it about
+/// the partition's mapping (and a 4-level table for aw-bits 48).
+#[test]
+fn assignment_story_in_kernel_through_vtd_caching_mode() {
+    let out =
+        boot(&assignment_story_machine(Iommu::Intel { aw_bits: Some(48), caching_mode: true }));
+    assert_passed(&out);
+    assert_story(&out, "a", "b");
+}
+
 #[test]
 fn assignment_story_in_kernel_through_amdvi() {
     let out = boot(&assignment_story_machine(Iommu::Amd { intremap: false }));
