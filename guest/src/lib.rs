@@ -59,6 +59,13 @@ pub mod check {
     pub const DMA_OUTSIDE_NONZERO: u64 = 6;
     /// An edu DMA did not finish within the guest's poll limit (value: which step).
     pub const DMA_TIMEOUT: u64 = 7;
+    /// Nonzero bytes edu read from the other partition's host-physical range.
+    pub const DMA_FOREIGN_NONZERO: u64 = 8;
+    /// Nonzero bytes edu read from hypervisor memory.
+    pub const DMA_HYPERVISOR_NONZERO: u64 = 9;
+    /// [`super::scenario::DMA_ROUNDS`]: round number (high 32 bits) and bytes that
+    /// matched in that round's own-memory copy (low 32 bits).
+    pub const DMA_ROUND: u64 = 10;
 }
 
 /// What the guest should do (in [`BootInfo::scenario`]): the normal program, or one of
@@ -74,7 +81,14 @@ pub mod scenario {
     pub const TRIPLE_FAULT: u64 = 3;
     /// The normal program, but every hypercall made with `vmmcall`.
     pub const NORMAL_VMMCALL: u64 = 4;
+    /// No memory probe: [`super::DMA_ROUNDS`] own-memory edu copies, each with its own
+    /// pattern, each reported as [`super::check::DMA_ROUND`] (for a partition that keeps
+    /// running while another is torn down).
+    pub const DMA_ROUNDS: u64 = 5;
 }
+
+/// Copies [`scenario::DMA_ROUNDS`] makes.
+pub const DMA_ROUNDS: u64 = 3;
 
 /// [`BootInfo::magic`]: "GUESTBI1".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"GUESTBI1");
@@ -97,6 +111,11 @@ pub struct BootInfo {
     pub dma_allowed: u64,
     /// A guest-physical address beyond the guest's memory to try DMA at.
     pub dma_outside: u64,
+    /// The other partition's host-physical memory, tried as a DMA address (0: skip):
+    /// edu writes there, then reads it back.
+    pub dma_foreign: u64,
+    /// A host-physical address of hypervisor memory, tried the same way (0: skip).
+    pub dma_hypervisor: u64,
 }
 
 /// The word the guest writes at the start of each probed page: derived from the page's
@@ -110,6 +129,14 @@ pub fn page_stamp(gpa: u64) -> u64 {
 pub const DMA_SOURCE: u64 = 0x1F_E000;
 /// Guest-physical page edu writes back to.
 pub const DMA_TARGET: u64 = 0x1F_F000;
+/// Bytes each guest edu DMA moves.
+pub const DMA_LEN: u64 = 2048;
+
+/// The byte the guest's own-memory copy puts at offset `i` in round `round` (never 0,
+/// so a copy that did not happen cannot pass).
+pub fn dma_pattern(round: u64, i: u64) -> u8 {
+    (i as u8).wrapping_mul(7).wrapping_add(round as u8) | 1
+}
 
 /// A [`check`] id's name, for logs.
 pub fn check_name(id: u64) -> &'static str {
@@ -121,6 +148,9 @@ pub fn check_name(id: u64) -> &'static str {
         check::DMA_OWN_MATCHED => "dma_own_matched",
         check::DMA_OUTSIDE_NONZERO => "dma_outside_nonzero",
         check::DMA_TIMEOUT => "dma_timeout",
+        check::DMA_FOREIGN_NONZERO => "dma_foreign_nonzero",
+        check::DMA_HYPERVISOR_NONZERO => "dma_hypervisor_nonzero",
+        check::DMA_ROUND => "dma_round",
         _ => "unknown",
     }
 }

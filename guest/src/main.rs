@@ -85,7 +85,11 @@ mod bare {
             _ => {}
         }
         say(ch, "started");
-        let status = normal(ch, &info);
+        let status = if info.scenario == scenario::DMA_ROUNDS {
+            edu::rounds(ch, &info)
+        } else {
+            normal(ch, &info)
+        };
         hypercall(ch, op::DONE, status, 0);
         halt()
     }
@@ -116,7 +120,7 @@ mod bare {
 
     mod edu {
         use super::{read32, read64, report, say, write32, write64, Channel};
-        use guest::{check, BootInfo, DMA_SOURCE, DMA_TARGET};
+        use guest::{check, dma_pattern, BootInfo, DMA_LEN, DMA_ROUNDS, DMA_SOURCE, DMA_TARGET};
 
         const ID: u64 = 0x00;
         const ALIVE: u64 = 0x04;
@@ -125,69 +129,123 @@ mod bare {
         const COUNT: u64 = 0x90;
         const CMD: u64 = 0x98;
         const BUFFER: u64 = 0x40000;
-        const LEN: u64 = 2048;
         const POLLS: u32 = 20_000_000;
 
-        /// One DMA between guest-physical `ram` and the device buffer; false on timeout.
-        fn dma(bar: u64, ram: u64, to_ram: bool) -> bool {
-            let (src, dst) = if to_ram { (BUFFER, ram) } else { (ram, BUFFER) };
+        /// One DMA between device address `addr` and the device buffer; false on timeout.
+        fn dma(bar: u64, addr: u64, to_ram: bool) -> bool {
+            let (src, dst) = if to_ram { (BUFFER, addr) } else { (addr, BUFFER) };
             write64(bar + SRC, src);
             write64(bar + DST, dst);
-            write64(bar + COUNT, LEN);
+            write64(bar + COUNT, DMA_LEN);
             write64(bar + CMD, 1 | if to_ram { 2 } else { 0 });
             (0..POLLS).any(|_| read64(bar + CMD) & 1 == 0)
         }
 
-        fn pattern(i: u64) -> u8 {
-            (i as u8).wrapping_mul(7) | 1
-        }
-
         fn fill(base: u64, f: impl Fn(u64) -> u8) {
-            for i in 0..LEN {
-                // SAFETY: [base, base + LEN) is one of the guest's own DMA pages.
+            for i in 0..DMA_LEN {
+                // SAFETY: [base, base + DMA_LEN) is one of the guest's own DMA pages.
                 unsafe { core::ptr::write_volatile((base + i) as *mut u8, f(i)) };
             }
         }
 
         fn count(base: u64, f: impl Fn(u64, u8) -> bool) -> u64 {
             // SAFETY: as for `fill`.
-            (0..LEN)
+            (0..DMA_LEN)
                 .filter(|&i| f(i, unsafe { core::ptr::read_volatile((base + i) as *const u8) }))
                 .count() as u64
         }
 
-        /// Returns 0 when every step worked.
-        pub fn run(ch: Channel, info: &BootInfo) -> u64 {
-            let bar = info.edu_bar;
+        /// Pattern `round` -> device -> the target page; the bytes that matched, or
+        /// `None` on a timeout.
+        fn own_copy(bar: u64, round: u64) -> Option<u64> {
+            fill(DMA_SOURCE, |i| dma_pattern(round, i));
+            fill(DMA_TARGET, |_| 0);
+            if !dma(bar, DMA_SOURCE, false) || !dma(bar, DMA_TARGET, true) {
+                return None;
+            }
+            Some(count(DMA_TARGET, |i, b| b == dma_pattern(round, i)))
+        }
+
+        /// Reads `addr` through the device into the (zeroed) source page: the nonzero
+        /// bytes that arrived, or `None` on a timeout.
+        fn read_back(bar: u64, addr: u64) -> Option<u64> {
+            fill(DMA_SOURCE, |_| 0);
+            if !dma(bar, addr, false) || !dma(bar, DMA_SOURCE, true) {
+                return None;
+            }
+            Some(count(DMA_SOURCE, |_, b| b != 0))
+        }
+
+        /// The device answers through the passed-through BAR; false when it does not.
+        fn alive(ch: Channel, bar: u64) -> bool {
             report(ch, check::EDU_ID, read32(bar + ID) as u64);
             write32(bar + ALIVE, 0x1357_9bdf);
             let alive = read32(bar + ALIVE) == !0x1357_9bdf;
             report(ch, check::EDU_ALIVE, alive as u64);
-            if !alive {
+            alive
+        }
+
+        /// The normal program's device part. Returns 0 when every step worked.
+        pub fn run(ch: Channel, info: &BootInfo) -> u64 {
+            let bar = info.edu_bar;
+            if !alive(ch, bar) {
                 return 1;
             }
             if info.dma_allowed == 0 {
                 say(ch, "edu DMA not allowed (no IOMMU translation yet)");
                 return 0;
             }
-            // Own memory: pattern -> device -> another page.
-            fill(DMA_SOURCE, pattern);
-            fill(DMA_TARGET, |_| 0);
-            if !dma(bar, DMA_SOURCE, false) || !dma(bar, DMA_TARGET, true) {
+            // Own memory: the copy must land (the hypervisor checks the host frame too).
+            let Some(matched) = own_copy(bar, 0) else {
                 report(ch, check::DMA_TIMEOUT, 1);
                 return 1;
-            }
-            let matched = count(DMA_TARGET, |i, b| b == pattern(i));
+            };
             report(ch, check::DMA_OWN_MATCHED, matched);
-            // Outside: reading beyond our memory must bring back nothing.
-            fill(DMA_TARGET, |_| 0);
-            if !dma(bar, info.dma_outside, false) || !dma(bar, DMA_TARGET, true) {
-                report(ch, check::DMA_TIMEOUT, 2);
+            // Forbidden addresses: the pattern still in the device buffer is written
+            // there (the hypervisor checks nothing changed), then each is read back.
+            for (step, addr) in [(2, info.dma_foreign), (3, info.dma_hypervisor)] {
+                if addr == 0 {
+                    continue;
+                }
+                if !dma(bar, addr, true) {
+                    report(ch, check::DMA_TIMEOUT, step);
+                    return 1;
+                }
+                say(ch, "tried a forbidden DMA write");
+            }
+            let mut leaked = 0;
+            let tries = [
+                (check::DMA_OUTSIDE_NONZERO, info.dma_outside),
+                (check::DMA_FOREIGN_NONZERO, info.dma_foreign),
+                (check::DMA_HYPERVISOR_NONZERO, info.dma_hypervisor),
+            ];
+            for (id, addr) in tries {
+                if addr == 0 {
+                    continue;
+                }
+                let Some(n) = read_back(bar, addr) else {
+                    report(ch, check::DMA_TIMEOUT, id);
+                    return 1;
+                };
+                report(ch, id, n);
+                leaked += n;
+            }
+            (matched != DMA_LEN || leaked != 0) as u64
+        }
+
+        /// [`guest::scenario::DMA_ROUNDS`]: own-memory copies only, one report each.
+        pub fn rounds(ch: Channel, info: &BootInfo) -> u64 {
+            let bar = info.edu_bar;
+            if bar == 0 || info.dma_allowed == 0 || !alive(ch, bar) {
                 return 1;
             }
-            let leaked = count(DMA_TARGET, |_, b| b != 0);
-            report(ch, check::DMA_OUTSIDE_NONZERO, leaked);
-            (matched != LEN || leaked != 0) as u64
+            let mut status = 0;
+            for round in 1..=DMA_ROUNDS {
+                let matched = own_copy(bar, round).unwrap_or(0);
+                report(ch, check::DMA_ROUND, round << 32 | matched);
+                status |= (matched != DMA_LEN) as u64;
+            }
+            status
         }
     }
 

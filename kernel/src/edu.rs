@@ -150,3 +150,15 @@ impl Edu {
         self.write_to_memory(dst_iova, 0, len)
     }
 }
+
+/// Waits (at most `max_ticks`) for an edu function's DMA engine to go idle: `None` when
+/// `f` is no edu device (nothing known to wait for), else whether it went idle. Used at
+/// partition destroy, after bus mastering was turned off.
+pub fn drain(f: &PciFunction, max_ticks: u64) -> Option<bool> {
+    if f.vendor != VENDOR || f.device != DEVICE {
+        return None;
+    }
+    let (base, size) = f.memory_bar(0)?;
+    let regs = MmioWindow::map(base, size.min(1 << 20) as usize).ok()?;
+    Some(crate::apic::wait_until(max_ticks, || regs.read64(REG_DMA_CMD) & CMD_START == 0))
+}

@@ -7,7 +7,8 @@ use tests::*;
 
 const PARTITION_TESTS: &str = "partition_guest_4k,partition_guest_2m,partition_vmmcall,\
 partition_hlt_exit,partition_shutdown_exit,partition_runaway_budget,partition_destroy_scrubs,\
-partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config";
+partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config,\
+partition_unassigned_blocked";
 
 fn intel() -> Iommu {
     Iommu::Intel { aw_bits: None, caching_mode: false }
@@ -42,31 +43,158 @@ fn partition_tests_pass_without_an_iommu() {
 
 #[test]
 fn partition_tests_pass_with_intel_iommu_tables() {
-    let out =
-        boot(&machine(intel(), "partition_guest_2m,partition_destroy_scrubs,partition_config"));
+    let out = boot(&machine(
+        intel(),
+        "partition_guest_2m,partition_destroy_scrubs,partition_config,partition_guest_dma_4k",
+    ));
     assert_passed(&out);
 }
 
+/// The device-assignment story lines `partition::story` prints for partitions `a`
+/// (destroyed while `b` runs, then re-created) and `b`.
+fn assert_story(out: &Outcome, a: &str, b: &str) {
+    for p in [a, b] {
+        assert_logged(out, &format!("partition {p}: stopped: Done(0)"));
+        assert_logged(out, &format!("partition {p}: guest reports dma_own_matched = 0x800"));
+        for check in ["outside", "foreign", "hypervisor"] {
+            assert_logged(out, &format!("partition {p}: guest reports dma_{check}_nonzero = 0x0"));
+        }
+        assert_logged(out, &format!("partition {p}: DMA write to the other partition"));
+        assert_logged(out, &format!("partition {p}: DMA write to hypervisor memory"));
+    }
+    for l in out.log.lines().filter(|l| l.contains("bytes changed")) {
+        assert!(l.ends_with(": 0 bytes changed"), "a forbidden DMA write landed: {l}");
+    }
+    assert_logged(out, &format!("partition {a}: destroyed while {b} runs:"));
+    assert_logged(out, &format!("partition {b}: kept running: Done(0), 3 of 3 DMA rounds matched"));
+    assert_logged(out, &format!("partition {a}: control: while attached, edu DMA from its device to guest-physical 0x1ff000 changed 2048 bytes"));
+    assert_logged(out, &format!("partition {a}: after destroy its device"));
+    assert_logged(out, "changed 0 bytes");
+    assert_logged(out, &format!("partition {a}: re-created in the same memory"));
+    assert_logged(out, &format!("partition {a}: re-created guest found Some(0) nonzero words"));
+    assert_logged(out, &format!("partition {b}: destroyed:"));
+}
+
+/// Every destroy line's `N invalidations issued` and `N cycles`, for the report.
+fn destroy_costs(out: &Outcome) -> Vec<String> {
+    out.log
+        .lines()
+        .filter(|l| l.contains(": destroyed") && l.contains("invalidations issued"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
 #[test]
-fn default_configuration_runs_two_partitions() {
+fn default_configuration_tells_the_assignment_story_on_vtd() {
     let out = boot(&demo_machine(intel(), &[]));
     assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
     assert_logged(&out, "partitions: configuration from the built-in default");
     assert_logged(
         &out,
-        "partition alpha: created, 64 MiB 2m-backed, nested leaves 0 x 4K + 32 x 2M",
+        "partition alpha: created, 64 MiB 2m-backed, nested leaves 256 x 4K + 32 x 2M",
     );
     assert_logged(
         &out,
-        "partition beta: created, 32 MiB 4k-backed, nested leaves 8192 x 4K + 0 x 2M",
+        "partition beta: created, 32 MiB 4k-backed, nested leaves 8448 x 4K + 0 x 2M",
     );
-    assert_logged(&out, "partition alpha: guest reports nonzero_words = 0x0");
+    assert_logged(&out, "partition alpha: 0000:00:04.0 attached to IOMMU domain");
+    assert_logged(&out, "partition beta: 0000:00:05.0 attached to IOMMU domain");
     assert_logged(&out, "partition alpha: guest reports pages_stamped = 0x3e00");
     assert_logged(&out, "partition beta: guest reports pages_stamped = 0x1e00");
-    assert_logged(&out, "partition alpha: stopped: Done(0)");
-    assert_logged(&out, "partition beta: stopped: Done(0)");
-    assert_logged(&out, "partition alpha: destroyed, 64 MiB scrubbed");
-    assert_logged(&out, "partition beta: destroyed, 32 MiB scrubbed");
+    assert_story(&out, "alpha", "beta");
+    // VT-d records every forbidden DMA (serviced after each guest hypercall), and the
+    // destroyed partition's device finds no context entry.
+    for p in ["alpha", "beta"] {
+        assert_logged(&out, &format!("partition {p}: 5 DMA faults recorded for its device during the run (5 forbidden DMAs tried)"));
+    }
+    assert_logged(
+        &out,
+        "DMA write fault from 00:04.0 at 0x1ff000: reason 0x2 (context entry not present)",
+    );
+    assert_logged(
+        &out,
+        "edu DMA to its old guest-physical 0x1ff000 changed 0 bytes, 2 faults recorded",
+    );
+    assert_logged(&out, "partitions: the device-assignment story held");
+    eprintln!("{}", destroy_costs(&out).join("\n"));
+}
+
+#[test]
+fn default_configuration_tells_the_assignment_story_on_amdvi() {
+    let out = boot(&demo_machine(Iommu::Amd { intremap: false }, &[]));
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    assert_story(&out, "alpha", "beta");
+    assert_logged(&out, "fgsp true");
+    assert_logged(&out, "partitions: the device-assignment story held");
+    eprintln!("{}", destroy_costs(&out).join("\n"));
+}
+
+/// The in-kernel story (2M- and 4K-backed partitions, each with its own edu) and the
+/// configuration checks, on a machine with two edu devices.
+fn assignment_story_machine(iommu: Iommu) -> Machine {
+    let mut m =
+        machine(iommu, "partition_assignment_story,partition_config,partition_unassigned_blocked");
+    m.edu = vec![Edu { slot: 4 }, Edu { slot: 5 }];
+    m
+}
+
+#[test]
+fn assignment_story_in_kernel_through_vtd() {
+    let out = boot(&assignment_story_machine(intel()));
+    assert_passed(&out);
+    assert_story(&out, "a", "b");
+    assert_logged(&out, "partition a: destroyed while b runs: 8 MiB 2m-backed");
+    assert_logged(&out, "partition b: destroyed: 8 MiB 4k-backed");
+}
+
+/// Caching mode: the unit may cache not-present entries, so attach must tell it about
+/// the partition's mapping (and a 4-level table for aw-bits 48).
+#[test]
+fn assignment_story_in_kernel_through_vtd_caching_mode() {
+    let out =
+        boot(&assignment_story_machine(Iommu::Intel { aw_bits: Some(48), caching_mode: true }));
+    assert_passed(&out);
+    assert_story(&out, "a", "b");
+}
+
+#[test]
+fn assignment_story_in_kernel_through_amdvi() {
+    let out = boot(&assignment_story_machine(Iommu::Amd { intremap: false }));
+    assert_passed(&out);
+    assert_story(&out, "a", "b");
+}
+
+/// The teardown benchmark's lines parse: six of them, each with its counts.
+#[test]
+fn partition_teardown_bench_prints_one_line_per_case() {
+    let mut m = machine(intel(), "bench_partition_teardown");
+    m.memory_mib = 3072;
+    let out = boot(&m);
+    assert_passed(&out);
+    let lines: Vec<&str> =
+        out.log.lines().filter(|l| l.starts_with("bench partition_teardown ")).collect();
+    assert_eq!(lines.len(), 6, "{}", out.log);
+    for l in &lines {
+        for key in ["backing=", "strategy=", "invalidations=", "unmap_calls=", "cycles="] {
+            assert!(l.contains(key), "`{key}` missing in {l}");
+        }
+    }
+    let field = |l: &str, k: &str| -> u64 {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {l}"))
+    };
+    let four_k_pbp = lines
+        .iter()
+        .find(|l| l.contains("backing=4k strategy=page-by-page"))
+        .expect("4k page-by-page");
+    let four_k_default =
+        lines.iter().find(|l| l.contains("backing=4k strategy=default")).expect("4k default");
+    // Page by page flushes once per 4 KiB page of 1 GiB; the default flushes once.
+    assert_eq!(field(four_k_pbp, "unmap_calls="), 262_144);
+    assert!(field(four_k_default, "invalidations=") < 10, "{four_k_default}");
+    eprintln!("{}", lines.join("\n"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! suffices), then create every partition before running any: nothing starts
 //! half-configured.
 
-use super::{Budget, Partition, Stop};
+use super::Partition;
 use crate::pci::Bdf;
 use crate::Platform;
 use alloc::format;
@@ -110,44 +110,75 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
     }
 }
 
-/// Gives a new partition its configured devices. Phase 1 only records them (no BAR is
-/// passed through and no DMA allowed without an IOMMU). Phase 2, per device, in order:
-/// attach its requester id to the partition's IOMMU domain; map every
-/// `GuestMemory::contiguous_runs()` run gpa -> hpa through the DMA tracker; then
-/// `Partition::assign_device(function)` (BAR0 into the nested tables) and set
-/// `partition.device.dma_allowed`. A failure there must fail `create_all` (the dropped
-/// partitions tear down through `before_memory_release`).
-fn attach_devices(p: &mut Partition, spec: &PartitionSpec<'_>) {
-    p.devices = spec.devices().iter().map(bdf).collect();
+/// Gives a new partition its configured devices, each in turn: its requester id
+/// attached to the partition's IOMMU domain (the whole guest RAM mapped guest-physical
+/// -> host-physical through the partition's DMA tracker), BAR0 passed through, and
+/// only then DMA allowed for the guest.
+fn attach_devices(
+    p: &mut Partition,
+    spec: &PartitionSpec<'_>,
+    platform: &mut Platform,
+) -> Result<(), String> {
+    for d in spec.devices() {
+        let b = bdf(d);
+        let f = platform.pci.iter().find(|f| f.bdf == b).ok_or(format!("{b} vanished"))?;
+        let route = platform.iommu.route(b).ok_or(format!("{b} sits behind no IOMMU"))?;
+        let id = p.attach_device(&mut platform.iommu, f, route).map_err(|e| format!("{b}: {e}"))?;
+        log::info!(
+            "partition {}: {b} attached to IOMMU domain {id} (unit {}, requester id {:#06x}), guest RAM mapped through the DMA tracker (fgsp {}), BAR0 passed through, DMA allowed",
+            p.name,
+            route.unit,
+            route.requester_id,
+            p.dma().is_some_and(|d| d.fgsp()),
+        );
+    }
+    Ok(())
+}
+
+/// Destroys every partition in `list`, detaching their devices from the IOMMU, and
+/// logs what each destroy cost.
+pub fn destroy_all(list: Vec<Partition>, platform: &mut Platform) {
+    for p in list {
+        let name = p.name.clone();
+        let backing = p.memory().map_or(String::new(), |m| format!("{}", m.backing()));
+        match p.destroy_in(&mut platform.iommu) {
+            Ok(r) => super::story::log_destroy(&name, &backing, &r, ""),
+            Err(e) => log::error!("partition {name}: destroy failed: {e}"),
+        }
+    }
 }
 
 /// Parses, validates and creates every partition of `text` (all or none).
-pub fn create_all(text: &str, platform: &Platform) -> Result<Vec<Partition>, String> {
+pub fn create_all(text: &str, platform: &mut Platform) -> Result<Vec<Partition>, String> {
     let cfg = partition_config::parse(text).map_err(|e| format!("{e}"))?;
     validate(&cfg, platform)?;
     let mut made = Vec::new();
     for spec in cfg.partitions() {
         let image = image_for(platform, spec)?;
-        match Partition::create(spec, image) {
-            Ok(mut p) => {
-                attach_devices(&mut p, spec);
+        let created = Partition::create(spec, image).map_err(|e| format!("{e}"));
+        let attached = created.and_then(|mut p| match attach_devices(&mut p, spec, platform) {
+            Ok(()) => Ok(p),
+            Err(e) => {
                 made.push(p);
+                Err(e)
             }
-            // Dropping `made` tears the others down: nothing stays half-configured.
-            Err(e) => return Err(format!("partition `{}`: {e}", spec.name)),
+        });
+        match attached {
+            Ok(p) => made.push(p),
+            Err(e) => {
+                // Nothing stays half-configured: the others go, devices detached first.
+                destroy_all(made, platform);
+                return Err(format!("partition `{}`: {e}", spec.name));
+            }
         }
     }
     Ok(made)
 }
 
-/// The time-stamp counter, for cost reports.
-fn cycles() -> u64 {
-    // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear in ring 0 anyway).
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// The boot's partition story: load the configuration, create every partition, run
-/// each guest to completion, destroy them, and say what happened.
+/// The boot's partition story: load the configuration, create every partition (devices
+/// attached through the IOMMU), then [`super::story::tell`]: run each guest, prove its
+/// DMA stays inside its memory, destroy one while another runs, re-create it, destroy
+/// all, and say what happened.
 pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
     let (text, source) = find_config(platform.boot)?;
     log::info!("partitions: configuration from the {source}");
@@ -162,49 +193,10 @@ pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
             p.memory().map_or(boot::partition_config::Backing::Pages4K, |m| m.backing()),
             p.backend_name(),
         );
-        for d in &p.devices {
-            log::info!(
-                "partition {}: owns {d} (not attached yet: no BAR, no DMA for the guest)",
-                p.name
-            );
-        }
     }
-    let mut failures = Vec::new();
-    let mut done = Vec::new();
-    for mut p in partitions {
-        let r = p.run(Budget::DEFAULT).map_err(|e| format!("partition {}: {e}", p.name))?;
-        log::info!(
-            "partition {}: stopped: {:?} after {} exits, {} hypercalls, {} ticks",
-            p.name,
-            r.stop,
-            r.exits,
-            r.hypercalls,
-            r.ticks
-        );
-        for (check, value) in &p.reports {
-            log::info!(
-                "partition {}: guest reports {} = {value:#x}",
-                p.name,
-                guest::check_name(*check)
-            );
-        }
-        if r.stop != Stop::Done(0) {
-            failures.push(format!("partition {}: guest ended with {:?}", p.name, r.stop));
-        }
-        done.push(p);
-    }
-    for p in done {
-        let name = p.name.clone();
-        let (t0, c0) = (crate::apic::ticks(), cycles());
-        let bytes = p.destroy();
-        log::info!(
-            "partition {name}: destroyed, {} MiB scrubbed and returned in {} ticks ({} M cycles)",
-            bytes >> 20,
-            crate::apic::ticks() - t0,
-            (cycles() - c0) / 1_000_000
-        );
-    }
+    let failures = super::story::tell(platform, partitions)?;
     if failures.is_empty() {
+        log::info!("partitions: the device-assignment story held");
         Ok(())
     } else {
         Err(failures.join("\n"))

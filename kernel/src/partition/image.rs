@@ -126,8 +126,10 @@ pub fn write_boot_info(mem: &mut GuestMemory, info: &guest::BootInfo) -> bool {
         info.edu_bar_size,
         info.dma_allowed,
         info.dma_outside,
+        info.dma_foreign,
+        info.dma_hypervisor,
     ];
-    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 7 * 8);
+    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 9 * 8);
     words
         .iter()
         .enumerate()

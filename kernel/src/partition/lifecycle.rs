@@ -1,15 +1,30 @@
 //! The partition lifecycle after creation: run (the exit loop and hypercalls, bounded by a
 //! budget), stop, and the ordered teardown that ends in scrubbed memory.
 
+use super::dma::DmaTeardown;
 use super::memory::GuestMemory;
 use super::vcpu::{EntryState, Reg, VmExit};
 use super::{image, Budget, Partition, PartitionError, RunReport, State, Stop};
+use crate::iommu::IommuSystem;
+use crate::mem::frames;
+use alloc::format;
 use alloc::string::String;
+use iommu::tracker::HostExtent;
 
 impl Partition {
     /// Runs the guest until it reports done, halts, faults, or `budget` runs out.
     /// A finished guest (anything but an exhausted budget) leaves the partition stopped.
     pub fn run(&mut self, budget: Budget) -> Result<RunReport, PartitionError> {
+        self.run_with(budget, &mut || {})
+    }
+
+    /// As [`Partition::run`], calling `after_hypercall` after each hypercall was served
+    /// (the story services IOMMU fault records there, one per forbidden DMA).
+    pub fn run_with(
+        &mut self,
+        budget: Budget,
+        after_hypercall: &mut dyn FnMut(),
+    ) -> Result<RunReport, PartitionError> {
         if self.state == State::Stopped {
             return Err(PartitionError::Stopped);
         }
@@ -42,12 +57,16 @@ impl Partition {
                 {
                     report.hypercalls += 1;
                     self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.set_rip(next_rip);
-                    self.hypercall()
+                    let stop = self.hypercall();
+                    after_hypercall();
+                    stop
                 }
                 VmExit::Hypercall { next_rip } => {
                     report.hypercalls += 1;
                     self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.set_rip(next_rip);
-                    self.hypercall()
+                    let stop = self.hypercall();
+                    after_hypercall();
+                    stop
                 }
                 VmExit::Io { port, .. } => {
                     Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) })
@@ -105,69 +124,149 @@ impl Partition {
         self.state = State::Stopped;
     }
 
-    /// The teardown hook that runs after the vCPU is gone and before guest memory is
-    /// scrubbed and returned. Phase 2 (IOMMU) fills it in, in this order, for each
-    /// assigned device: bus mastering off, in-flight DMA drained or timed out, detach
-    /// from the domain, the DMA mappings torn down with their invalidations completed.
-    /// An error keeps the memory out of the allocator (leaked, never reused) because a
-    /// device might still write it.
-    pub fn before_memory_release(&mut self) -> Result<(), String> {
-        for d in &self.devices {
-            log::debug!(
-                "partition {}: device {d}: nothing to detach yet (no IOMMU attach)",
-                self.name
-            );
+    /// Starts the guest program again from its entry point with `scenario` (its image
+    /// and memory as the last run left them; its devices stay attached). Refused once
+    /// teardown has begun.
+    pub fn restart(&mut self, scenario: u64) -> Result<(), PartitionError> {
+        if self.vcpu.is_none() || self.memory.is_none() {
+            return Err(PartitionError::Stopped);
         }
+        self.scenario = scenario;
+        self.reports.clear();
+        self.messages.clear();
+        self.state = State::Ready;
         Ok(())
     }
 
-    /// Stops the vCPU, runs [`Partition::before_memory_release`], frees the nested tables
-    /// and scrubs guest memory; returns the scrubbed memory, or `None` when the hook
-    /// refused (the memory is then deliberately leaked).
-    fn teardown(&mut self) -> Option<GuestMemory> {
-        self.stop();
-        self.vcpu = None;
-        let hook = self.before_memory_release();
-        self.npt = None;
-        let mut mem = self.memory.take()?;
-        if let Err(e) = hook {
-            log::error!(
-                "partition {}: teardown failed ({e}): its memory is kept out of use",
-                self.name
-            );
-            core::mem::forget(mem);
-            return None;
+    /// The teardown hook that runs after the vCPU is gone and before guest memory is
+    /// returned: for assigned devices, bus mastering off, in-flight DMA drained or timed
+    /// out, each device blocked, the DMA mappings torn down; every extent of guest memory
+    /// is scrubbed (and, unless `keep`, returned) by the tracker's release callback,
+    /// which runs only after the invalidation covering it completed. Without devices it
+    /// only scrubs. On `Err` guest memory must never be reused (a device might still
+    /// write it).
+    fn before_memory_release(
+        &mut self,
+        mem: &mut GuestMemory,
+        iommu: Option<&mut IommuSystem>,
+        keep: bool,
+        scrub_cycles: &mut u64,
+    ) -> Result<Option<DmaTeardown>, String> {
+        let Some(dma) = self.dma.take() else {
+            let c0 = super::cycles();
+            mem.scrub();
+            if !keep {
+                mem.release();
+            }
+            *scrub_cycles = super::cycles() - c0;
+            return Ok(None);
+        };
+        let iommu =
+            iommu.ok_or("assigned devices, but the IOMMU was not given to detach them from")?;
+        let size = mem.size();
+        let mut released = 0u64;
+        let result = dma.teardown(iommu, &mut |e: HostExtent| {
+            let c0 = super::cycles();
+            frames::zero(e.paddr, e.len);
+            if !keep {
+                frames::free_contiguous(e.paddr, e.len / 4096);
+            }
+            released += e.len;
+            *scrub_cycles += super::cycles() - c0;
+        });
+        if !keep {
+            // The callback returned what it released; the rest (on error) is leaked.
+            mem.disown();
         }
-        mem.scrub();
-        Some(mem)
+        let report = result?;
+        if released != size {
+            return Err(format!("the tracker released {released:#x} of {size:#x} bytes"));
+        }
+        Ok(Some(report))
     }
 
-    /// Destroys the partition: teardown, scrub, and every frame back to the allocator.
-    /// Returns the bytes returned.
-    pub fn destroy(mut self) -> u64 {
-        match self.teardown() {
-            Some(mut mem) => {
-                let size = mem.size();
-                mem.release();
-                size
+    /// Stops the vCPU, runs [`Partition::before_memory_release`] and frees the nested
+    /// tables; returns the scrubbed memory when `keep` (else it went back to the
+    /// allocator), or `Err` when teardown failed (the memory is then deliberately leaked).
+    fn teardown(
+        &mut self,
+        iommu: Option<&mut IommuSystem>,
+        keep: bool,
+    ) -> Result<(Option<GuestMemory>, TeardownReport), String> {
+        let c0 = super::cycles();
+        self.stop();
+        self.vcpu = None;
+        let Some(mut mem) = self.memory.take() else {
+            return Ok((None, TeardownReport::default()));
+        };
+        let bytes = mem.size();
+        let mut scrub_cycles = 0;
+        let hook = self.before_memory_release(&mut mem, iommu, keep, &mut scrub_cycles);
+        self.npt = None;
+        match hook {
+            Ok(dma) => {
+                let cycles = super::cycles() - c0;
+                let report = TeardownReport { bytes, dma, cycles, scrub_cycles };
+                Ok((keep.then_some(mem), report))
             }
-            None => 0,
+            Err(e) => {
+                log::error!(
+                    "partition {}: teardown failed ({e}): its memory is kept out of use",
+                    self.name
+                );
+                mem.disown();
+                Err(e)
+            }
         }
+    }
+
+    /// Destroys a partition without assigned devices: teardown, scrub, and every frame
+    /// back to the allocator. Returns the bytes returned (0 when teardown failed, for
+    /// example because devices are attached: use [`Partition::destroy_in`]).
+    pub fn destroy(mut self) -> u64 {
+        self.teardown(None, false).map_or(0, |(_, r)| r.bytes)
+    }
+
+    /// Destroys the partition, detaching its devices from `iommu` first (see
+    /// [`Partition::before_memory_release`]); every frame goes back to the allocator.
+    pub fn destroy_in(mut self, iommu: &mut IommuSystem) -> Result<TeardownReport, String> {
+        self.teardown(Some(iommu), false).map(|(_, r)| r)
     }
 
     /// Destroys the partition but keeps its (scrubbed) memory for
     /// [`Partition::create_in`], which is how a re-created partition gets the same frames.
     pub fn destroy_keeping_memory(mut self) -> Option<GuestMemory> {
-        self.teardown()
+        self.teardown(None, true).ok().and_then(|(m, _)| m)
     }
+
+    /// As [`Partition::destroy_keeping_memory`], detaching devices from `iommu` first.
+    pub fn destroy_keeping_memory_in(
+        mut self,
+        iommu: &mut IommuSystem,
+    ) -> Result<(GuestMemory, TeardownReport), String> {
+        let (mem, report) = self.teardown(Some(iommu), true)?;
+        Ok((mem.ok_or("the partition had no memory")?, report))
+    }
+}
+
+/// What a destroy did and cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TeardownReport {
+    /// Guest memory scrubbed (and returned, or kept for re-creation).
+    pub bytes: u64,
+    /// The IOMMU side, when devices were assigned.
+    pub dma: Option<DmaTeardown>,
+    /// TSC cycles for the whole teardown (quiesce, block, unmap, flush, scrub, return).
+    pub cycles: u64,
+    /// The part of `cycles` spent scrubbing and returning memory.
+    pub scrub_cycles: u64,
 }
 
 impl Drop for Partition {
     fn drop(&mut self) {
         if self.memory.is_some() {
-            if let Some(mut mem) = self.teardown() {
-                mem.release();
-            }
+            // Without the IOMMU at hand a partition with devices leaks its memory here.
+            let _ = self.teardown(None, false);
         }
     }
 }

@@ -76,6 +76,19 @@ impl GuestMemory {
         })
     }
 
+    /// The contiguous runs as the DMA tracker's host extents, in guest order.
+    pub fn host_extents(&self) -> Vec<iommu::tracker::HostExtent> {
+        self.contiguous_runs()
+            .map(|(_, paddr, len)| iommu::tracker::HostExtent { paddr, len })
+            .collect()
+    }
+
+    /// Forgets every frame without touching it: after the DMA tracker's release callback
+    /// scrubbed and returned them itself, or to leak frames a device might still write.
+    pub fn disown(&mut self) {
+        self.chunks.clear();
+    }
+
     /// The host-physical address behind guest-physical `gpa`, if it is guest RAM.
     pub fn host_address(&self, gpa: u64) -> Option<u64> {
         let page = self.backing.page_size();

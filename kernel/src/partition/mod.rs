@@ -1,13 +1,17 @@
 //! Guest partitions: memory carved from host RAM, nested page tables, one virtual CPU
 //! behind [`vcpu::VcpuBackend`] (SVM today), a guest image, and the lifecycle
-//! create -> run -> stop -> destroy. Device assignment through the IOMMU plugs in at
-//! [`Partition::assign_device`]-time (phase 2) and at [`Partition::before_memory_release`].
+//! create -> attach devices -> run -> stop -> destroy. Device assignment goes through the
+//! IOMMU ([`Partition::attach_device`], [`dma`]); destroy detaches and unmaps before any
+//! memory is scrubbed or returned ([`Partition::destroy_in`]).
 
 pub mod config;
+pub mod dma;
 pub mod image;
 mod lifecycle;
+pub use lifecycle::TeardownReport;
 pub mod memory;
 pub mod npt;
+pub mod story;
 pub mod svm;
 pub mod vcpu;
 
@@ -40,6 +44,8 @@ pub enum PartitionError {
     Stopped,
     /// The device to assign has no memory BAR0.
     NoBar,
+    /// IOMMU attach failed (words from the IOMMU layer).
+    Iommu(String),
 }
 
 impl fmt::Display for PartitionError {
@@ -56,6 +62,7 @@ impl fmt::Display for PartitionError {
             }
             PartitionError::Stopped => f.write_str("the partition was stopped"),
             PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
+            PartitionError::Iommu(e) => write!(f, "IOMMU: {e}"),
         }
     }
 }
@@ -158,6 +165,16 @@ pub struct GuestDevice {
     pub dma_allowed: bool,
 }
 
+/// Addresses the guest tries as DMA targets to prove isolation (0: not tried); the
+/// hypervisor fills them in for tests and the demo.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IsolationProbes {
+    /// Host-physical address inside another partition's memory.
+    pub foreign: u64,
+    /// Host-physical address of hypervisor memory.
+    pub hypervisor: u64,
+}
+
 /// A guest partition.
 pub struct Partition {
     /// Its name (from the configuration).
@@ -175,10 +192,14 @@ pub struct Partition {
     pub reports: Vec<(u64, u64)>,
     /// Messages the guest logged.
     pub messages: Vec<String>,
-    /// PCI functions assigned to this partition (IOMMU attach: phase 2).
+    /// PCI functions assigned to this partition (BAR passed through).
     pub devices: Vec<crate::pci::Bdf>,
     /// Where the next assigned BAR goes (from [`DEVICE_WINDOW`], 1 MiB-aligned).
     next_device_gpa: u64,
+    /// The IOMMU side of assigned devices (`None` until the first attach).
+    dma: Option<dma::PartitionDma>,
+    /// Forbidden DMA targets the guest is told to try.
+    pub isolation: IsolationProbes,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -227,6 +248,8 @@ impl Partition {
             messages: Vec::new(),
             devices: Vec::new(),
             next_device_gpa: DEVICE_WINDOW,
+            dma: None,
+            isolation: IsolationProbes::default(),
         })
     }
 
@@ -272,9 +295,8 @@ impl Partition {
     /// Gives the partition a PCI function's BAR0: maps it uncached at
     /// [`DEVICE_WINDOW`] + `slot` MiB-aligned slots in the nested tables, records the
     /// function and tells the guest (boot page) where it is. DMA stays off for the guest
-    /// (`dma_allowed = false`) until an IOMMU translates the device: phase 2 attaches the
-    /// requester id to the partition's domain and maps guest memory here, then sets
-    /// `dma_allowed`.
+    /// (`dma_allowed = false`) until an IOMMU translates the device:
+    /// [`Partition::attach_device`] does that, then calls this and sets `dma_allowed`.
     pub fn assign_device(&mut self, f: &crate::pci::PciFunction) -> Result<u64, PartitionError> {
         let (base, size) = f.memory_bar(0).ok_or(PartitionError::NoBar)?;
         let gpa = self.next_device_gpa;
@@ -285,6 +307,41 @@ impl Partition {
             self.device = Some(GuestDevice { bar_gpa: gpa, bar_size: size, dma_allowed: false });
         }
         Ok(gpa)
+    }
+
+    /// Device assignment through the IOMMU: attaches `f` (reaching its unit as `route`)
+    /// to the partition's domain, with the whole guest RAM mapped guest-physical ->
+    /// host-physical through the partition's DMA tracker (on first use), passes BAR0
+    /// through, and only then lets the guest start DMA.
+    pub fn attach_device(
+        &mut self,
+        iommu: &mut crate::iommu::IommuSystem,
+        f: &crate::pci::PciFunction,
+        route: crate::iommu::Route,
+    ) -> Result<iommu::invalidate::DomainId, PartitionError> {
+        let err = PartitionError::Iommu;
+        if self.dma.is_none() {
+            let extents = self.memory.as_ref().ok_or(PartitionError::Stopped)?.host_extents();
+            let mut dma = dma::PartitionDma::new(iommu, Default::default()).map_err(err)?;
+            if let Err(e) = dma.map_memory(iommu, &extents) {
+                // Nothing attached yet: the records go and no page was ever translated.
+                let _ = dma.teardown(iommu, &mut |_| {});
+                return Err(err(e));
+            }
+            self.dma = Some(dma);
+        }
+        let dma = self.dma.as_mut().ok_or(PartitionError::Stopped)?;
+        let id = dma.attach(iommu, f, route).map_err(err)?;
+        self.assign_device(f)?;
+        if let Some(d) = self.device.as_mut() {
+            d.dma_allowed = true;
+        }
+        Ok(id)
+    }
+
+    /// The partition's IOMMU state, if a device was attached.
+    pub fn dma(&self) -> Option<&dma::PartitionDma> {
+        self.dma.as_ref()
     }
 
     /// Which guest exceptions stop the guest (default: all).
@@ -306,6 +363,8 @@ impl Partition {
             dma_allowed: dev.is_some_and(|d| d.dma_allowed) as u64,
             // 1 MiB past the end of RAM: the nearest address the partition does not own.
             dma_outside: size + (1 << 20),
+            dma_foreign: self.isolation.foreign,
+            dma_hypervisor: self.isolation.hypervisor,
         }
     }
 
@@ -313,6 +372,12 @@ impl Partition {
     pub fn reported(&self, check: u64) -> Option<u64> {
         self.reports.iter().rev().find(|(c, _)| *c == check).map(|(_, v)| *v)
     }
+}
+
+/// The time-stamp counter, for cost reports.
+pub fn cycles() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear in ring 0 anyway).
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// The guest program built into the hypervisor (`GUEST_ELF` at build time; empty when

@@ -4,6 +4,7 @@ mod core_tests;
 pub mod dma;
 mod edu_tests;
 pub mod iommu;
+mod partition_assign_tests;
 mod partition_dma_tests;
 mod partition_tests;
 
@@ -30,6 +31,12 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "partition_config", run: partition_tests::config_validation },
     KernelTest { name: "partition_guest_dma_4k", run: partition_dma_tests::guest_dma_4k },
     KernelTest { name: "partition_guest_dma_2m", run: partition_dma_tests::guest_dma_2m },
+    KernelTest { name: "partition_assignment_story", run: partition_assign_tests::story },
+    KernelTest {
+        name: "partition_unassigned_blocked",
+        run: partition_assign_tests::unassigned_blocked,
+    },
+    KernelTest { name: "bench_partition_teardown", run: partition_assign_tests::bench },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },

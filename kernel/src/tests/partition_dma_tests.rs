@@ -1,5 +1,6 @@
 //! The guest program's DMA path, end to end, through a real IOMMU domain: a test-only
-//! stand-in for phase 2's device assignment (the lifecycle wiring is the integrator's).
+//! by-hand version of `Partition::attach_device` (a domain from the test rig rather than
+//! the partition's tracker), kept as an independent check of the same path.
 //! The domain maps the partition's whole memory guest-physical -> host-physical, the edu
 //! device is attached to it and its BAR passed through, and the guest copies within its
 //! memory and tries to read beyond it.
@@ -44,7 +45,7 @@ impl IommuTest for GuestDma {
             r.ticks,
             p.reports
         );
-        // Teardown in the order phase 2 keeps: device blocked and invalidated, then memory.
+        // Teardown in the lifecycle's order: device blocked and invalidated, then memory.
         rig.retire(dom)?;
         let own = p.reported(check::DMA_OWN_MATCHED);
         let outside = p.reported(check::DMA_OUTSIDE_NONZERO);

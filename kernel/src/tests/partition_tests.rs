@@ -308,9 +308,9 @@ fn f_bdf(platform: &crate::Platform) -> Result<crate::pci::Bdf, alloc::string::S
 /// The configuration is checked against the machine, all or nothing.
 pub fn config_validation(ctx: &mut TestContext<'_>) -> TestResult {
     use crate::partition::config::create_all;
-    let platform = &*ctx.platform;
+    let platform = &mut *ctx.platform;
     let free = free_frames_after_svm()?;
-    let refuse = |text: &str, words: &str| -> TestResult {
+    let refuse = |platform: &mut crate::Platform, text: &str, words: &str| -> TestResult {
         match create_all(text, platform) {
             Ok(_) => Err(format!("accepted:\n{text}")),
             Err(e) if e.contains(words) => {
@@ -320,27 +320,38 @@ pub fn config_validation(ctx: &mut TestContext<'_>) -> TestResult {
             Err(e) => Err(format!("refused with `{e}`, expected `{words}`")),
         }
     };
-    refuse("partition a\n memory 4M\n cpus 2\n", "only 1 virtual CPU")?;
-    refuse("partition a\n memory 4M\n device 00:1e.0\n", "device 0000:00:1e.0 does not exist")?;
+    refuse(platform, "partition a\n memory 4M\n cpus 2\n", "only 1 virtual CPU")?;
     refuse(
+        platform,
+        "partition a\n memory 4M\n device 00:1e.0\n",
+        "device 0000:00:1e.0 does not exist",
+    )?;
+    refuse(
+        platform,
         "partition a\n memory 4M\n image module:nothing.elf\n",
         "no boot module named `nothing.elf`",
     )?;
-    refuse("partition a\n memory 3G\npartition b\n memory 3G\n", "only")?;
+    refuse(platform, "partition a\n memory 3G\npartition b\n memory 3G\n", "only")?;
     refuse(
+        platform,
         "partition a\n memory 4M\n device 00:04.0\npartition b\n memory 4M\n device 00:04.0\n",
         "assigned to both",
     )?;
     let edu = "partition a\n memory 4M\n device 00:04.0\n";
+    // (Checked before an accepted attach, which may make the unit build its context
+    // table or device-table pages once.)
+    ensure!(frames::free_frames() == free, "refused configurations leaked frames");
     if crate::partition::config::behind_iommu(platform, f_bdf(platform)?) {
         let made = create_all(edu, platform)?;
-        ensure!(
-            made.len() == 1 && made[0].devices.len() == 1,
-            "one partition with one device expected"
-        );
+        let attached = made.len() == 1
+            && made[0].devices.len() == 1
+            && made[0].device.is_some_and(|d| d.dma_allowed);
+        crate::partition::config::destroy_all(made, platform);
+        // Destroy left the device's bus mastering off; the platform's edu driver wants it.
+        platform.edus.iter().for_each(|e| e.set_bus_master(true));
+        ensure!(attached, "one partition with one attached device expected");
     } else {
-        refuse(edu, "sits behind no IOMMU")?;
+        refuse(platform, edu, "sits behind no IOMMU")?;
     }
-    ensure!(frames::free_frames() == free, "refused configurations leaked frames");
     Ok(())
 }
