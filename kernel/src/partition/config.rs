@@ -92,6 +92,13 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
                     p.name
                 ));
             }
+            for r in platform.iommu.reserved_for(b) {
+                problems.push(format!(
+                    "partition `{}`: device {b} uses firmware-reserved memory {:#x}-{:#x} ({}), \
+                     which its DMA would need inside the partition: it cannot be assigned",
+                    p.name, r.range.start, r.range.end, r.source
+                ));
+            }
         }
     }
     let free = crate::mem::frames::free_frames() * 4096;
