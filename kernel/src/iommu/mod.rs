@@ -20,7 +20,7 @@ use iommu::amdvi::AmdViUnit;
 use iommu::invalidate::DomainId;
 use iommu::vtd::VtdUnit;
 
-pub use faults::service_faults;
+pub use faults::{fault_interrupts, lines_logged, service_faults, FaultEvent};
 
 /// A VT-d unit as the kernel drives it.
 pub type KernelVtd = VtdUnit<MmioWindow, KernelMemory>;

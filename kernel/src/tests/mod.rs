@@ -22,4 +22,11 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "iommu_invalidate_domain", run: iommu::invalidation::domain_selective },
     KernelTest { name: "iommu_invalidate_global", run: iommu::invalidation::global },
     KernelTest { name: "iommu_invalidate_control", run: iommu::invalidation::suppressed_control },
+    KernelTest { name: "iommu_reattach", run: iommu::reattach::reattach },
+    KernelTest { name: "iommu_teardown_contiguous", run: iommu::teardown::contiguous },
+    KernelTest { name: "iommu_teardown_fragmented", run: iommu::teardown::fragmented },
+    KernelTest { name: "vtd_isolation", run: iommu::vtd_faults::isolation },
+    KernelTest { name: "vtd_no_context", run: iommu::vtd_faults::no_context },
+    KernelTest { name: "vtd_fault_storm", run: iommu::vtd_faults::fault_storm },
+    KernelTest { name: "bench_teardown", run: iommu::bench::bench_teardown },
 ];

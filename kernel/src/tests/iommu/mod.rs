@@ -3,8 +3,12 @@
 //! not, invalidation by a DMA that stops working after unmap (QEMU keeps stale
 //! translations until invalidated, so a missing invalidation makes the DMA succeed).
 
+pub mod bench;
 pub mod invalidation;
+pub mod reattach;
+pub mod teardown;
 pub mod translation;
+pub mod vtd_faults;
 
 use crate::edu::Edu;
 use crate::iommu::{DomainIds, Units};
