@@ -80,7 +80,10 @@ fn start_unit(
     for line in unit.describe() {
         log::info!("vtd:   {line}");
     }
-    unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id());
+    if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
+        // Faults are still recorded and read by polling; only the interrupt is missing.
+        log::warn!("vtd: unit at {base:#x}: no fault-event interrupt: {e}");
+    }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
     // Faults firmware left behind are reported once, then cleared.
     unit.handle_faults(|r| log::warn!("vtd: fault left by firmware: {r}"));
