@@ -20,6 +20,8 @@ mod arch;
 #[macro_use]
 mod console;
 #[cfg(target_os = "none")]
+mod demo;
+#[cfg(target_os = "none")]
 mod edu;
 #[cfg(target_os = "none")]
 mod exit;
@@ -42,7 +44,7 @@ pub use bare::*;
 #[cfg(target_os = "none")]
 mod bare {
     use crate::exit::{exit, ExitCode};
-    use crate::{acpi, apic, arch, console, edu, iommu, mem, pci, testing};
+    use crate::{acpi, apic, arch, console, demo, edu, iommu, mem, pci, testing};
     use alloc::vec::Vec;
     use boot::cmdline::{DeliberateFault, LogLevel, Options};
     use boot::{BootInfo, MemoryKind, PhysReader};
@@ -184,6 +186,9 @@ mod bare {
         if opts.tests.is_some() {
             let ok = testing::run(&opts, &mut platform);
             exit(if ok { ExitCode::Success } else { ExitCode::Failure });
+        }
+        if let Err(e) = demo::run(&mut platform) {
+            fail(format_args!("demo: {e}"));
         }
         log::info!("boot complete");
         exit(ExitCode::Success)
