@@ -237,7 +237,7 @@ impl IommuTest for Teardown {
         ensure!(releases.1 == PAGES, "{} of {PAGES} pages released", releases.1);
         ensure!(seen.iter().all(|w| *w == u64::MAX), "some host pages never came back");
         ensure!(l.syncs >= 1 && !l.unsynced, "teardown ended with unsynced invalidations");
-        ensure!(issued >= 1 && issued <= 4, "{issued} invalidations for one gathered teardown");
+        ensure!((1..=4).contains(&issued), "{issued} invalidations for one gathered teardown");
         ensure!(free_after == free_before, "{} table frames leaked", free_before - free_after);
         Ok(())
     }
