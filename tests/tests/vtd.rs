@@ -39,13 +39,14 @@ fn section<'a>(out: &'a Outcome, name: &str) -> Vec<&'a str> {
 #[test]
 fn default_unit_everything() {
     let tests =
-        format!("{GENERIC},iommu_teardown_fragmented,vtd_isolation,vtd_no_context,vtd_fault_storm");
+        format!("{GENERIC},iommu_teardown_fragmented,iommu_teardown_control,vtd_isolation,vtd_no_context,vtd_fault_storm");
     let out = run("default", &intel(None, false, &tests));
     assert_passed(&out);
     assert_logged(&out, "3-level tables, Queued invalidation");
     assert_logged(&out, "teardown Contiguous: 1 GiB of 4K pages, fgsp probe false");
     assert_logged(&out, "teardown Fragmented: 1 GiB of 4K pages, fgsp probe false");
     assert_logged(&out, "fgsp probe on a VT-d domain with all page sizes: false");
+    assert_logged(&out, "teardown control (invalidation suppressed): DMA still landed at 6 of 6");
     assert_logged(&out, "reason 0x2 (context entry not present)");
     assert_logged(&out, "fault storm: 200 faulting DMAs, 190 records + 10 overflows counted");
     // The storm's console output: a handful of fault lines, not one per fault.

@@ -6,7 +6,7 @@
 //! after the flush that covers it completed.
 
 use super::translation::HostRun;
-use super::{on_edu_unit, IommuTest, Rig};
+use super::{on_edu_unit, IommuTest, Rig, SuppressedInvalidation};
 use crate::ensure;
 use crate::mem::{frames, KernelMemory};
 use crate::testing::{TestContext, TestResult};
@@ -110,11 +110,16 @@ fn hw(what: &'static str) -> impl Fn(HwError) -> String {
     move |e| format!("{what}: {e}")
 }
 
-struct Teardown(Backing);
+struct Teardown {
+    backing: Backing,
+    /// The control: the unit never sees the teardown's invalidations, so the DMAs after
+    /// it must still land through the stale IOTLB entries (else the test proves nothing).
+    suppress: bool,
+}
 
 impl IommuTest for Teardown {
     fn run<U: RemappingUnit>(&self, rig: &mut Rig<'_, U>) -> TestResult {
-        let backing = self.0;
+        let backing = self.backing;
         let mem = &mut KernelMemory;
         let run = HostRun::with_alignment(GIB, 2 << 20)?;
         let probe = HostRun::with_alignment(8192, 8192)?;
@@ -173,7 +178,6 @@ impl IommuTest for Teardown {
         let inv_before = rig.unit.invalidations_issued();
         let t0 = tsc();
         let domains = {
-            let mut rec = Recorder { unit: &mut *rig.unit, log: &log };
             let mut release = |e: HostExtent| {
                 releases.0 += 1;
                 let l = log.borrow();
@@ -190,7 +194,14 @@ impl IommuTest for Teardown {
                     }
                 }
             };
-            tracker.teardown(mem, &mut rec, &mut release).map_err(|e| format!("teardown: {e:?}"))?
+            let torn = if self.suppress {
+                let mut rec = Recorder { unit: &mut SuppressedInvalidation, log: &log };
+                tracker.teardown(mem, &mut rec, &mut release)
+            } else {
+                let mut rec = Recorder { unit: &mut *rig.unit, log: &log };
+                tracker.teardown(mem, &mut rec, &mut release)
+            };
+            torn.map_err(|e| format!("teardown: {e:?}"))?
         };
         let cycles = tsc() - t0;
         let issued = rig.unit.invalidations_issued() - inv_before;
@@ -228,6 +239,20 @@ impl IommuTest for Teardown {
             releases.1
         );
         ensure!(!fgsp, "the fgsp probe of a 4K-only domain said true");
+        ensure!(free_after == free_before, "{} table frames leaked", free_before - free_after);
+        if self.suppress {
+            log::info!(
+                "teardown control (invalidation suppressed): DMA still landed at {} of {} sampled pages",
+                landed.len(),
+                SAMPLES.len()
+            );
+            ensure!(issued == 0, "the control issued {issued} invalidations");
+            ensure!(
+                landed.len() == SAMPLES.len(),
+                "with no invalidation only {landed:?} of the warmed pages still translated"
+            );
+            return Ok(());
+        }
         ensure!(landed.is_empty(), "after teardown DMA still landed at IOVA pages {landed:?}");
         ensure!(
             releases.2 == 0,
@@ -238,7 +263,6 @@ impl IommuTest for Teardown {
         ensure!(seen.iter().all(|w| *w == u64::MAX), "some host pages never came back");
         ensure!(l.syncs >= 1 && !l.unsynced, "teardown ended with unsynced invalidations");
         ensure!((1..=4).contains(&issued), "{issued} invalidations for one gathered teardown");
-        ensure!(free_after == free_before, "{} table frames leaked", free_before - free_after);
         Ok(())
     }
 }
@@ -269,10 +293,16 @@ impl IommuTest for FgspProbe {
 /// 1 GiB, 4K pages, contiguous backing.
 pub fn contiguous(ctx: &mut TestContext<'_>) -> TestResult {
     on_edu_unit(ctx, 0, &FgspProbe)?;
-    on_edu_unit(ctx, 0, &Teardown(Backing::Contiguous))
+    on_edu_unit(ctx, 0, &Teardown { backing: Backing::Contiguous, suppress: false })
+}
+
+/// The control: the same contiguous teardown with its invalidations withheld from the
+/// unit; the sampled DMAs must still land.
+pub fn control(ctx: &mut TestContext<'_>) -> TestResult {
+    on_edu_unit(ctx, 0, &Teardown { backing: Backing::Contiguous, suppress: true })
 }
 
 /// 1 GiB, 4K pages, fragmented backing.
 pub fn fragmented(ctx: &mut TestContext<'_>) -> TestResult {
-    on_edu_unit(ctx, 0, &Teardown(Backing::Fragmented))
+    on_edu_unit(ctx, 0, &Teardown { backing: Backing::Fragmented, suppress: false })
 }
