@@ -11,7 +11,7 @@
 
 use super::teardown::{Backing, IOVA_BASE};
 use super::translation::HostRun;
-use super::vtd_faults::tsc;
+use super::tsc;
 use super::{on_edu_unit, IommuTest, Rig};
 use crate::ensure;
 use crate::mem::KernelMemory;

@@ -65,6 +65,12 @@ pub fn on_edu_unit(
     }
 }
 
+/// The time-stamp counter, for the cycle counts the teardown tests and the bench log.
+pub fn tsc() -> u64 {
+    // SAFETY: RDTSC has no memory-safety preconditions; it is available on every x86-64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// Formats any displayable error as a test failure reason.
 pub fn why(what: &str) -> impl Fn(&dyn core::fmt::Display) -> String + '_ {
     move |e| format!("{what}: {e}")

@@ -6,12 +6,12 @@
 //! after the flush that covers it completed.
 
 use super::translation::HostRun;
+use super::tsc;
 use super::{on_edu_unit, IommuTest, Rig, SuppressedInvalidation};
 use crate::ensure;
 use crate::mem::{frames, KernelMemory};
 use crate::testing::{TestContext, TestResult};
 use crate::tests::dma::{region_fill, region_holds};
-use crate::tests::iommu::vtd_faults::tsc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;

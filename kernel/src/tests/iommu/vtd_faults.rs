@@ -6,7 +6,7 @@
 //! QEMU's unit has a single fault record and drops further faults from the same source id
 //! while it is full, so faults are serviced after every DMA (as the interrupt would).
 
-use super::Rig;
+use super::{tsc, Rig};
 use crate::ensure;
 use crate::iommu::{self as kiommu, FaultEvent, KernelVtd, Units};
 use crate::testing::{TestContext, TestResult};
@@ -219,10 +219,4 @@ pub fn fault_storm(ctx: &mut TestContext<'_>) -> TestResult {
     ensure!(ticks >= dmas * 10, "the timer advanced only {ticks} ticks during the storm");
     ensure!(lines * 4 <= dmas, "{lines} log lines for {dmas} faults: not rate-limited");
     Ok(())
-}
-
-/// The time-stamp counter.
-pub fn tsc() -> u64 {
-    // SAFETY: RDTSC has no memory-safety preconditions; it is available on every x86-64.
-    unsafe { core::arch::x86_64::_rdtsc() }
 }
