@@ -60,7 +60,11 @@ fn mask_legacy_pic() {
 
 /// This CPU's local APIC id (the destination for device interrupts).
 pub fn id() -> u32 {
-    LAPIC.lock().as_ref().map_or(0, |l| l.read32(0x20) >> 24)
+    // With interrupts off: the timer's EOI takes the same lock, and an interrupt taken
+    // while this holds it would spin forever.
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        LAPIC.lock().as_ref().map_or(0, |l| l.read32(0x20) >> 24)
+    })
 }
 
 /// Timer ticks since `init` (about 1.6 ms each under QEMU).

@@ -20,6 +20,8 @@ mod arch;
 #[macro_use]
 mod console;
 #[cfg(target_os = "none")]
+mod demo;
+#[cfg(target_os = "none")]
 mod edu;
 #[cfg(target_os = "none")]
 mod exit;
@@ -44,7 +46,7 @@ pub use bare::*;
 #[cfg(target_os = "none")]
 mod bare {
     use crate::exit::{exit, ExitCode};
-    use crate::{acpi, apic, arch, console, edu, iommu, mem, pci, testing};
+    use crate::{acpi, apic, arch, console, demo, edu, iommu, mem, pci, testing};
     use alloc::vec::Vec;
     use boot::cmdline::{DeliberateFault, LogLevel, Options};
     use boot::{BootInfo, MemoryKind, PhysReader};
@@ -189,6 +191,9 @@ mod bare {
         }
         if let Err(e) = crate::partition::config::run_configured(&mut platform) {
             fail(format_args!("partitions: {e}"));
+        }
+        if let Err(e) = demo::run(&mut platform) {
+            fail(format_args!("demo: {e}"));
         }
         // Any DMA fault since bring-up is worth a line on a real machine.
         let stray = iommu::service_faults(&mut platform.iommu, |_| {});

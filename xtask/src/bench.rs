@@ -236,7 +236,8 @@ fn reexec_release(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// Entry point of `cargo xtask bench [--json] [--gib N] [--sync-ns N] [--qemu]`.
+/// Entry point of `cargo xtask bench [--json] [--gib N] [--sync-ns N] [--qemu ...]`
+/// (`--qemu` hands everything to [`crate::bench_qemu`]).
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut json = false;
     let mut gib = 64u64;
@@ -245,9 +246,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
-            "--qemu" => {
-                return Err("bench --qemu: not yet (QEMU-side teardown timing is not wired)".into())
-            }
+            "--qemu" => return crate::bench_qemu::run(args),
             "--gib" => {
                 gib = it
                     .next()

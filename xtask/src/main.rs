@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build, run, test and bring-up commands.
 
 mod bench;
+mod bench_qemu;
 mod inspect;
 mod test;
 
@@ -20,7 +21,11 @@ commands:
                                 for a USB stick on a real machine
   test                          run every test: host tests, then the QEMU suites
   lint                          rustfmt check and clippy for the host crates and the kernel
-  bench [--json] [--qemu]       teardown benchmarks
+  bench [--json] [--gib N] [--sync-ns N]
+                                teardown benchmarks on the host (page-table engine)
+  bench --qemu [--iommu intel|amd] [--json] [--debug]
+                                teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs
+                                unless one is named)
   inspect [--json] [FILE...]    decode DMAR/IVRS tables (default: this machine's)";
 
 fn main() -> ExitCode {

@@ -11,7 +11,10 @@ use spin::Mutex;
 pub const FAULT_VECTOR: u8 = 33;
 
 static FAULT_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
-static LIMITER: Mutex<RateLimiter> = Mutex::new(RateLimiter::new(8, 600));
+static LINES_LOGGED: AtomicU64 = AtomicU64::new(0);
+/// At most 10 fault lines per 3000 APIC ticks (about 5 s at 1.6 ms a tick), as Linux's
+/// printk rate limit: a storm of one fault per DMA stays a handful of lines.
+static LIMITER: Mutex<RateLimiter> = Mutex::new(RateLimiter::new(10, 3000));
 
 /// The fault-event interrupt only notes that records are waiting; they are read in
 /// thread context by [`service_faults`] (the unit is not reachable from the handler).
@@ -23,6 +26,27 @@ pub fn fault_interrupt() {
 /// Fault-event interrupts taken since boot.
 pub fn fault_interrupts() -> u64 {
     FAULT_INTERRUPTS.load(Ordering::Relaxed)
+}
+
+/// Fault and event lines written to the console since boot (the rate limiter's output,
+/// for tests that prove a storm cannot drown the console).
+pub fn lines_logged() -> u64 {
+    LINES_LOGGED.load(Ordering::Relaxed)
+}
+
+/// Logs one fault line if the limiter allows it; the first line of a new window first
+/// says how many were suppressed in the windows before (one line, not one per pass).
+fn log_limited(limiter: &mut RateLimiter, now: u64, line: core::fmt::Arguments<'_>) {
+    if !limiter.allow(now) {
+        return;
+    }
+    let suppressed = limiter.take_suppressed();
+    if suppressed > 0 {
+        LINES_LOGGED.fetch_add(1, Ordering::Relaxed);
+        log::warn!("iommu: {suppressed} fault messages suppressed");
+    }
+    LINES_LOGGED.fetch_add(1, Ordering::Relaxed);
+    log::warn!("{line}");
 }
 
 /// What one pass over the fault records / event logs found.
@@ -56,13 +80,15 @@ pub fn service_faults(
                         write: !r.is_read,
                         reason: r.reason,
                     });
-                    if limiter.allow(now) {
-                        log::warn!("iommu: unit {i}: DMA fault: {r}");
-                    }
+                    log_limited(&mut limiter, now, format_args!("iommu: unit {i}: DMA fault: {r}"));
                 });
                 if scan.overflow {
                     sum.overflows += 1;
-                    log::warn!("iommu: unit {i}: fault records overflowed; some faults were lost");
+                    log_limited(
+                        &mut limiter,
+                        now,
+                        format_args!("iommu: unit {i}: fault records overflowed; faults were lost"),
+                    );
                 }
             }
         }
@@ -73,16 +99,10 @@ pub fn service_faults(
                     if let Some(f) = FaultEvent::from_amd(i, &e) {
                         on_fault(&f);
                     }
-                    if limiter.allow(now) {
-                        log::warn!("iommu: unit {i}: event: {e}");
-                    }
+                    log_limited(&mut limiter, now, format_args!("iommu: unit {i}: event: {e}"));
                 }
             }
         }
-    }
-    let suppressed = limiter.take_suppressed();
-    if suppressed > 0 {
-        log::warn!("iommu: {suppressed} fault messages suppressed");
     }
     sum
 }

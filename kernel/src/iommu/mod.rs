@@ -20,7 +20,7 @@ use iommu::amdvi::AmdViUnit;
 use iommu::invalidate::DomainId;
 use iommu::vtd::VtdUnit;
 
-pub use faults::{fault_interrupts, service_faults};
+pub use faults::{fault_interrupts, lines_logged, service_faults, FaultEvent};
 pub use iommu::acpi::reserved::ReservedRegion;
 
 /// A VT-d unit as the kernel drives it.

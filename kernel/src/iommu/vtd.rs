@@ -70,7 +70,8 @@ fn start_unit(
         log::info!("vtd:   {line}");
     }
     if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
-        log::warn!("vtd: unit at {base:#x}: no fault interrupt ({e}); faults are polled");
+        // Faults are still recorded and read by polling; only the interrupt is missing.
+        log::warn!("vtd: unit at {base:#x}: no fault-event interrupt: {e}");
     }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
     // Faults firmware left behind are reported once, then cleared.

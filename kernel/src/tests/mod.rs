@@ -51,4 +51,12 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "iommu_isolation_unmapped", run: iommu::isolation::unmapped },
     KernelTest { name: "iommu_isolation_blocked", run: iommu::isolation::blocked },
     KernelTest { name: "iommu_fgsp_probe", run: iommu::fgsp::probe },
+    KernelTest { name: "iommu_reattach", run: iommu::reattach::reattach },
+    KernelTest { name: "iommu_teardown_contiguous", run: iommu::teardown::contiguous },
+    KernelTest { name: "iommu_teardown_fragmented", run: iommu::teardown::fragmented },
+    KernelTest { name: "iommu_teardown_control", run: iommu::teardown::control },
+    KernelTest { name: "vtd_isolation", run: iommu::vtd_faults::isolation },
+    KernelTest { name: "vtd_no_context", run: iommu::vtd_faults::no_context },
+    KernelTest { name: "vtd_fault_storm", run: iommu::vtd_faults::fault_storm },
+    KernelTest { name: "bench_teardown", run: iommu::bench::bench_teardown },
 ];

@@ -3,11 +3,15 @@
 //! not, invalidation by a DMA that stops working after unmap (QEMU keeps stale
 //! translations until invalidated, so a missing invalidation makes the DMA succeed).
 
+pub mod bench;
 pub mod fgsp;
 pub mod fine_grained;
 pub mod invalidation;
 pub mod isolation;
+pub mod reattach;
+pub mod teardown;
 pub mod translation;
+pub mod vtd_faults;
 
 use crate::edu::Edu;
 use crate::iommu::{DomainIds, Units};
@@ -62,6 +66,12 @@ pub fn on_edu_unit(
             test.run(&mut Rig { unit, edu, rid: route.requester_id, ids })
         }
     }
+}
+
+/// The time-stamp counter, for the cycle counts the teardown tests and the bench log.
+pub fn tsc() -> u64 {
+    // SAFETY: RDTSC has no memory-safety preconditions; it is available on every x86-64.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 impl<U: RemappingUnit> Rig<'_, U> {

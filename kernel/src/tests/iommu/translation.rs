@@ -20,9 +20,14 @@ pub struct HostRun {
 impl HostRun {
     /// `size` bytes aligned to `size` (falls back to an error when memory is short).
     pub fn aligned(size: u64) -> Result<HostRun, alloc::string::String> {
+        Self::with_alignment(size, size)
+    }
+
+    /// `size` bytes starting at a multiple of `align`.
+    pub fn with_alignment(size: u64, align: u64) -> Result<HostRun, alloc::string::String> {
         let pages = size / 4096;
-        let start = frames::alloc_contiguous(pages, size)
-            .ok_or_else(|| alloc::format!("no {size:#x}-aligned run of {size:#x} bytes free"))?;
+        let start = frames::alloc_contiguous(pages, align)
+            .ok_or_else(|| alloc::format!("no {align:#x}-aligned run of {size:#x} bytes free"))?;
         Ok(HostRun { start, pages })
     }
 }
