@@ -16,6 +16,10 @@ const GENERIC: &[&str] = &[
     "iommu_invalidate_domain",
     "iommu_invalidate_global",
     "iommu_invalidate_control",
+    "iommu_reattach",
+    "iommu_teardown_contiguous",
+    "iommu_teardown_fragmented",
+    "iommu_teardown_control",
 ];
 
 /// The tests this suite adds (vendor-neutral, with AMD-Vi-only checks inside).
