@@ -148,6 +148,8 @@ pub fn run(p: &mut Platform) -> Result<(), String> {
         return Ok(());
     };
     kiommu::service_faults(&mut p.iommu, |_| {});
+    // A destroyed partition that owned the device left its bus mastering off.
+    edu.set_bus_master(true);
     log::info!(
         "demo: passthrough of edu {} (requester id {:#06x}) through IOMMU unit {}",
         edu.bdf,

@@ -31,9 +31,21 @@ fn host_bytes(addr: u64, len: u64) -> Vec<u8> {
 }
 
 /// DMA faults recorded (VT-d fault records, AMD-Vi IO_PAGE_FAULT events) for `rid`.
+/// Each is logged here in full: the service's own lines are rate-limited.
 fn faults_from(platform: &mut Platform, rids: &[u16]) -> u64 {
     let mut n = 0;
-    service_faults(&mut platform.iommu, |e| n += u64::from(rids.contains(&e.source_id)));
+    service_faults(&mut platform.iommu, |e| {
+        if rids.contains(&e.source_id) {
+            n += 1;
+            log::info!(
+                "story: DMA fault from requester {:#06x} at {:#x} ({}): reason {:#x}",
+                e.source_id,
+                e.address,
+                if e.write { "write" } else { "read" },
+                e.reason
+            );
+        }
+    });
     n
 }
 
