@@ -1,7 +1,9 @@
 //! `cargo xtask bench --qemu`: the teardown benchmark on QEMU's emulated IOMMUs. Boots the
 //! hypervisor with the in-kernel `bench_teardown` test (1 GiB of 4 KiB mappings torn
 //! down by the DMA tracker with each unmap strategy, invalidations executed by the unit),
-//! reads its `bench_teardown:` lines and prints them side by side with ratios.
+//! reads its `bench_teardown:` lines and prints them side by side with ratios; and the
+//! same for partition teardown (`bench_partition_teardown`: a 1 GiB partition's memory,
+//! 4K- and 2M-backed, unmapped through its tracker with each strategy).
 
 use std::time::Duration;
 use xtask::qemu::{self, Iommu, Machine, Verdict};
@@ -64,11 +66,69 @@ impl Row {
     }
 }
 
-/// Boots one machine with `iommu` and returns its rows.
-fn run_unit(kernel: &std::path::Path, iommu: Iommu) -> Result<Vec<Row>, String> {
+/// One partition-teardown case as the kernel printed it.
+#[derive(Debug, Clone, PartialEq)]
+struct PartitionRow {
+    unit: String,
+    backing: String,
+    strategy: String,
+    bytes: u64,
+    invalidations: u64,
+    unmap_calls: u64,
+    cycles: u64,
+}
+
+impl PartitionRow {
+    /// Parses `bench partition_teardown key=value ...`; `None` for any other line.
+    fn parse(unit: &str, line: &str) -> Option<PartitionRow> {
+        let rest = line.trim().strip_prefix("bench partition_teardown ")?;
+        let get = |key: &str| {
+            rest.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
+        let num = |key: &str| get(key)?.parse::<u64>().ok();
+        Some(PartitionRow {
+            unit: unit.to_string(),
+            backing: get("backing")?.to_string(),
+            strategy: get("strategy")?.to_string(),
+            bytes: num("bytes")?,
+            invalidations: num("invalidations")?,
+            unmap_calls: num("unmap_calls")?,
+            cycles: num("cycles")?,
+        })
+    }
+}
+
+fn print_partition_table(rows: &[PartitionRow]) {
+    println!("\npartition teardown (1 GiB of guest memory unmapped through its tracker; invalidations include the device block)");
+    println!(
+        "{:<7} {:<8} {:<13} {:>10} {:>10} {:>14} {:>10}",
+        "unit", "backing", "strategy", "unmaps", "invals", "TSC cycles", "x pbp"
+    );
+    for r in rows {
+        let pbp = rows
+            .iter()
+            .find(|p| p.unit == r.unit && p.backing == r.backing && p.strategy == "page-by-page");
+        println!(
+            "{:<7} {:<8} {:<13} {:>10} {:>10} {:>14} {:>10.1}",
+            r.unit,
+            r.backing,
+            r.strategy,
+            r.unmap_calls,
+            r.invalidations,
+            r.cycles,
+            pbp.map_or(f64::NAN, |p| ratio(p.cycles, r.cycles))
+        );
+    }
+}
+
+/// Boots one machine with `iommu` and returns its domain and partition rows.
+fn run_unit(
+    kernel: &std::path::Path,
+    iommu: Iommu,
+) -> Result<(Vec<Row>, Vec<PartitionRow>), String> {
     let mut m = Machine::new(kernel, iommu);
     m.memory_mib = 3072;
-    m.cmdline = "test=bench_teardown".into();
+    m.cmdline = "test=bench_teardown,bench_partition_teardown".into();
     m.timeout = Duration::from_secs(600);
     let out = qemu::run(&m, false)?;
     if out.verdict != Verdict::Success {
@@ -78,8 +138,11 @@ fn run_unit(kernel: &std::path::Path, iommu: Iommu) -> Result<Vec<Row>, String> 
     if rows.is_empty() {
         return Err(format!("no bench_teardown lines in the log\n{}", out.log));
     }
-    eprintln!("{:?}: {} strategies in {:.1?}", m.iommu, rows.len(), out.elapsed);
-    Ok(rows)
+    let unit = rows[0].unit.clone();
+    let parts: Vec<PartitionRow> =
+        out.log.lines().filter_map(|l| PartitionRow::parse(&unit, l)).collect();
+    eprintln!("{:?}: {} + {} cases in {:.1?}", m.iommu, rows.len(), parts.len(), out.elapsed);
+    Ok((rows, parts))
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -141,8 +204,8 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn print_json(rows: &[Row]) {
-    let items: Vec<String> = rows
+fn print_json(rows: &[Row], parts: &[PartitionRow]) {
+    let mut items: Vec<String> = rows
         .iter()
         .map(|r| {
             format!(
@@ -160,6 +223,13 @@ fn print_json(rows: &[Row]) {
             )
         })
         .collect();
+    items.extend(parts.iter().map(|r| {
+        format!(
+            "{{\"bench\":\"partition_teardown\",\"unit\":\"{}\",\"backing\":\"{}\",\"strategy\":\"{}\",\
+             \"bytes\":{},\"unmap_calls\":{},\"invalidations\":{},\"tsc\":{}}}",
+            r.unit, r.backing, r.strategy, r.bytes, r.unmap_calls, r.invalidations, r.cycles
+        )
+    }));
     println!("[\n  {}\n]", items.join(",\n  "));
 }
 
@@ -192,14 +262,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ];
     }
     let kernel = xtask::build::kernel(release)?;
-    let mut rows = Vec::new();
+    let (mut rows, mut parts) = (Vec::new(), Vec::new());
     for u in units {
-        rows.extend(run_unit(&kernel, u)?);
+        let (r, p) = run_unit(&kernel, u)?;
+        rows.extend(r);
+        parts.extend(p);
     }
     if json {
-        print_json(&rows);
+        print_json(&rows, &parts);
     } else {
         print_table(&rows);
+        print_partition_table(&parts);
     }
     Ok(())
 }
@@ -216,5 +289,8 @@ mod tests {
         assert!(r.scaled());
         assert_eq!(Row::parse("[INFO ] boot complete"), None);
         assert_eq!(Row::parse("bench_teardown: unit=VT-d strategy=x bytes=1"), None);
+        let p = "bench partition_teardown backing=2m strategy=default bytes=1073741824 extents=1 iommu_pages=largest fgsp=false invalidations=3 unmap_calls=1 flushes=1 tracker_invalidations=1 cycles=900000 map_cycles=5";
+        let r = super::PartitionRow::parse("VT-d", p).unwrap();
+        assert_eq!((r.backing.as_str(), r.invalidations, r.cycles), ("2m", 3, 900_000));
     }
 }
