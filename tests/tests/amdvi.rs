@@ -20,6 +20,7 @@ const GENERIC: &[&str] = &[
     "iommu_teardown_contiguous",
     "iommu_teardown_fragmented",
     "iommu_teardown_control",
+    "iommu_teardown_strategies",
 ];
 
 /// The tests this suite adds (vendor-neutral, with AMD-Vi-only checks inside).

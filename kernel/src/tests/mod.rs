@@ -55,6 +55,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "iommu_teardown_contiguous", run: iommu::teardown::contiguous },
     KernelTest { name: "iommu_teardown_fragmented", run: iommu::teardown::fragmented },
     KernelTest { name: "iommu_teardown_control", run: iommu::teardown::control },
+    KernelTest { name: "iommu_teardown_strategies", run: iommu::strategies::side_by_side },
     KernelTest { name: "vtd_isolation", run: iommu::vtd_faults::isolation },
     KernelTest { name: "vtd_no_context", run: iommu::vtd_faults::no_context },
     KernelTest { name: "vtd_fault_storm", run: iommu::vtd_faults::fault_storm },
