@@ -24,11 +24,14 @@ mod bare {
     fn hypercall(ch: Channel, code: u32, a: u64, b: u64) {
         match ch {
             // SAFETY: an OUT to the hypercall port exits to the hypervisor, which reads
-            // the registers and resumes us after the instruction; no memory is touched.
+            // the registers and resumes us after the instruction. No memory of ours is
+            // written; for LOG the hypervisor reads `b` bytes at `a`, which callers pass
+            // as a live `&str` of ours (see `say`), so the read sees initialised bytes.
             Channel::Port => unsafe {
                 asm!("out dx, eax", in("dx") HYPERCALL_PORT, in("eax") code, in("rcx") a, in("rsi") b, options(nostack));
             },
-            // SAFETY: as above; VMMCALL is intercepted and skipped by the hypervisor.
+            // SAFETY: as above (LOG's bytes are read, nothing is written); VMMCALL is
+            // intercepted and skipped by the hypervisor.
             Channel::Vmmcall => unsafe {
                 asm!("vmmcall", in("eax") code, in("rcx") a, in("rsi") b, options(nostack));
             },

@@ -11,6 +11,9 @@ use alloc::format;
 use alloc::string::String;
 use iommu::tracker::HostExtent;
 
+/// Reports and messages kept per run: a guest cannot grow host memory without bound.
+const MAX_KEPT: usize = 4096;
+
 impl Partition {
     /// Runs the guest until it reports done, halts, faults, or `budget` runs out.
     /// A finished guest (anything but an exhausted budget) leaves the partition stopped.
@@ -102,7 +105,10 @@ impl Partition {
             guest::op::DONE => Some(Stop::Done(a)),
             guest::op::REPORT => {
                 log::debug!("partition {}: report {} = {:#x}", self.name, a, b);
-                self.reports.push((a, b));
+                // Guest-driven growth of host memory is bounded.
+                if self.reports.len() < MAX_KEPT {
+                    self.reports.push((a, b));
+                }
                 None
             }
             guest::op::LOG => {
@@ -111,7 +117,9 @@ impl Partition {
                 let got = self.memory.as_ref().map_or(0, |m| m.read(a, &mut buf[..n]));
                 let text = String::from_utf8_lossy(&buf[..got]).into_owned();
                 log::info!("partition {}: guest says: {}", self.name, text);
-                self.messages.push(text);
+                if self.messages.len() < MAX_KEPT {
+                    self.messages.push(text);
+                }
                 None
             }
             _ => Some(Stop::Unsupported { rip }),

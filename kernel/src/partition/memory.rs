@@ -118,9 +118,11 @@ impl GuestMemory {
     }
 
     /// Copies up to `out.len()` bytes from guest RAM at `gpa`; returns how many were RAM.
+    /// `gpa` is guest-controlled (a hypercall argument): an address past `u64::MAX`
+    /// ends the copy like any other non-RAM byte.
     pub fn read(&self, gpa: u64, out: &mut [u8]) -> usize {
         for (i, b) in out.iter_mut().enumerate() {
-            match self.host_address(gpa + i as u64) {
+            match gpa.checked_add(i as u64).and_then(|a| self.host_address(a)) {
                 // SAFETY: a byte of a frame this partition owns, identity-mapped.
                 Some(h) => *b = unsafe { core::ptr::read_volatile(h as *const u8) },
                 None => return i,

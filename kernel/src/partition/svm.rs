@@ -329,7 +329,8 @@ impl SvmVcpu {
                 string: info1 & (1 << 2 | 1 << 3) != 0,
                 next_rip: info2,
             },
-            EXIT_VMMCALL => VmExit::Hypercall { next_rip: rip + 3 },
+            // The guest's RIP is guest-controlled: wrap like the CPU would rather than overflow.
+            EXIT_VMMCALL => VmExit::Hypercall { next_rip: rip.wrapping_add(3) },
             EXIT_HLT => VmExit::Halt,
             EXIT_SHUTDOWN => VmExit::Shutdown,
             EXIT_INTR | EXIT_NMI => VmExit::HostInterrupt,
