@@ -38,16 +38,24 @@ impl fmt::Display for ImageError {
     }
 }
 
+/// `N` bytes of `b` at `o + add`; `None` past the end or when the offset overflows
+/// (offsets come from the image, which is untrusted).
+fn bytes_at<const N: usize>(b: &[u8], o: usize, add: usize) -> Option<[u8; N]> {
+    let start = o.checked_add(add)?;
+    b.get(start..start.checked_add(N)?)?.try_into().ok()
+}
+
 fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+    bytes_at(b, o, 0).map(u16::from_le_bytes)
 }
 
 fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+    bytes_at(b, o, 0).map(u32::from_le_bytes)
 }
 
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+/// The 64-bit field at `o + field`.
+fn u64_field(b: &[u8], o: usize, field: usize) -> Option<u64> {
+    bytes_at(b, o, field).map(u64::from_le_bytes)
 }
 
 /// Copies the PT_LOAD segments of `elf` into `mem` (the rest stays zero) and returns the
@@ -64,8 +72,8 @@ pub fn load_elf(elf: &[u8], mem: &mut GuestMemory) -> Result<u64, ImageError> {
         return Err(ImageError::NotElf);
     }
     let t = ImageError::Truncated;
-    let entry = u64_at(elf, 24).ok_or(t)?;
-    let phoff = u64_at(elf, 32).ok_or(t)? as usize;
+    let entry = u64_field(elf, 0, 24).ok_or(t)?;
+    let phoff = usize::try_from(u64_field(elf, 0, 32).ok_or(t)?).map_err(|_| t)?;
     let phentsize = u16_at(elf, 54).ok_or(t)? as usize;
     let phnum = u16_at(elf, 56).ok_or(t)? as usize;
     let (lo, hi) = (guest::LOAD_ADDRESS, guest::DMA_SOURCE);
@@ -75,10 +83,10 @@ pub fn load_elf(elf: &[u8], mem: &mut GuestMemory) -> Result<u64, ImageError> {
         if u32_at(elf, ph).ok_or(t)? != 1 {
             continue; // not PT_LOAD
         }
-        let offset = u64_at(elf, ph + 8).ok_or(t)? as usize;
-        let addr = u64_at(elf, ph + 24).ok_or(t)?; // p_paddr: identity-mapped guest
-        let filesz = u64_at(elf, ph + 32).ok_or(t)? as usize;
-        let memsz = u64_at(elf, ph + 40).ok_or(t)?;
+        let offset = usize::try_from(u64_field(elf, ph, 8).ok_or(t)?).map_err(|_| t)?;
+        let addr = u64_field(elf, ph, 24).ok_or(t)?; // p_paddr: identity-mapped guest
+        let filesz = usize::try_from(u64_field(elf, ph, 32).ok_or(t)?).map_err(|_| t)?;
+        let memsz = u64_field(elf, ph, 40).ok_or(t)?;
         let end = addr.checked_add(memsz).ok_or(ImageError::BadLayout(addr))?;
         if addr < lo || end > hi || (filesz as u64) > memsz {
             return Err(ImageError::BadLayout(addr));
