@@ -34,7 +34,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
     if flags & FLAG_MODS != 0 {
         let (count, addr) = (field(20)? as usize, field(24)? as u64);
         for i in 0..count.min(crate::info::MAX_MODULES) {
-            let at = addr + 16 * i as u64;
+            let at = addr.checked_add(16 * i as u64).ok_or(BootError::Malformed("module list"))?;
             let m = mem.read(at, 16).ok_or(BootError::BadPointer { what: "module", addr: at })?;
             let (start, end, name) = (le32(m, 0), le32(m, 4), le32(m, 8));
             let (Some(start), Some(end), Some(name)) = (start, end, name) else {
@@ -48,7 +48,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
         let (len, addr) = (field(44)? as usize, field(48)? as u64);
         let map = mem.read(addr, len).ok_or(BootError::BadPointer { what: "memory map", addr })?;
         let mut off = 0usize;
-        while off + 24 <= map.len() {
+        while off.checked_add(24).is_some_and(|end| end <= map.len()) {
             let size = le32(map, off).unwrap_or(0) as usize;
             if size < 20 {
                 return Err(BootError::Malformed("memory map entry size below 20"));
@@ -59,7 +59,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
                 break;
             };
             bi.push_region(base, length, e820_kind(kind));
-            off = off.saturating_add(size + 4);
+            off = off.saturating_add(size.saturating_add(4));
         }
     }
     Ok(bi)

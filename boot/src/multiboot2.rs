@@ -27,7 +27,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
     let mut bi = BootInfo::new(Protocol::Multiboot2);
     let mut off = 8usize;
     let mut new_rsdp = false;
-    while off + 8 <= total {
+    while off.checked_add(8).is_some_and(|end| end <= total) {
         let kind = le32(mbi, off).unwrap_or(TAG_END);
         let size = le32(mbi, off + 4).unwrap_or(0) as usize;
         if kind == TAG_END {
@@ -48,8 +48,8 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
                 if entry < 24 {
                     return Err(BootError::Malformed("Multiboot2 memory map entry size"));
                 }
-                let mut e = 16;
-                while e + entry <= size {
+                let mut e = 16usize;
+                while e.checked_add(entry).is_some_and(|end| end <= size) {
                     let (Some(base), Some(len), Some(t)) =
                         (le64(tag, e), le64(tag, e + 8), le32(tag, e + 16))
                     else {
@@ -70,7 +70,7 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
             }
             _ => {}
         }
-        off = off.saturating_add((size + 7) & !7);
+        off = off.saturating_add(size.saturating_add(7) & !7);
     }
     Ok(bi)
 }

@@ -22,7 +22,11 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
     }
     let (nr_mods, modlist) = (le32(si, 12).unwrap_or(0) as usize, field64(16));
     for i in 0..nr_mods.min(crate::info::MAX_MODULES) {
-        let at = modlist + 32 * i as u64;
+        // `modlist` comes from the loader: an entry past the end of the address space
+        // is a malformed structure, not an arithmetic overflow.
+        let at = (32 * i as u64)
+            .checked_add(modlist)
+            .ok_or(BootError::Malformed("PVH module list runs past the address space"))?;
         let m = mem.read(at, 32).ok_or(BootError::BadPointer { what: "PVH module", addr: at })?;
         let (paddr, size, name) = (le64(m, 0).unwrap_or(0), le64(m, 8).unwrap_or(0), le64(m, 16));
         let name = match name {
@@ -71,6 +75,26 @@ mod tests {
         assert_eq!(bi.cmdline(), "test=pvh");
         assert_eq!(bi.rsdp, Some(Rsdp::Address(0xf5a40)));
         assert_eq!(bi.memory_map().len(), 2);
+    }
+
+    #[test]
+    fn module_list_at_the_top_of_the_address_space_is_malformed() {
+        /// Start info at 0x1000; every other address reads as zeros, so the first
+        /// module entry (at the top of the address space) is readable.
+        struct ZerosElsewhere(FakeMemory);
+        impl PhysReader for ZerosElsewhere {
+            fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+                static ZEROS: [u8; 64] = [0; 64];
+                self.0.read(addr, len).or_else(|| ZEROS.get(..len))
+            }
+        }
+        let mut m = FakeMemory::new(0x2000);
+        m.put32(0x1000, crate::PVH_MAGIC);
+        m.put32(0x1000 + 12, 2); // two modules: the second entry's address wraps
+        m.put64(0x1000 + 16, u64::MAX - 31);
+        let m = ZerosElsewhere(m);
+        let r = BootInfo::parse(crate::PVH_MAGIC, 0x1000, &m);
+        assert!(matches!(r, Err(BootError::Malformed(_))), "{:?}", r.err());
     }
 
     #[test]
