@@ -8,6 +8,10 @@ use boot::{BootInfo, MemoryKind};
 use spin::Mutex;
 
 const FRAME: u64 = 4096;
+/// What the boot tables identity-map before `paging::init`: [0, 4 GiB).
+const BOOT_MAPPED: u64 = 1 << 32;
+/// One past the highest physical address x86-64 page tables can hold (52 bits).
+const MAX_PHYS: u64 = 1 << 52;
 
 struct FrameBitmap {
     bits: &'static mut [u64],
@@ -86,30 +90,45 @@ impl FrameBitmap {
 
 /// Builds the allocator. `reserved` lists extra ranges to keep (kernel image, modules).
 pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), &'static str> {
-    let usable = || info.memory_map().iter().filter(|r| r.kind == MemoryKind::Usable);
+    // A usable range whose end overflows or lies past the 52-bit physical address limit
+    // is a firmware bug: it is skipped (and said once), not trusted.
+    let sane = |r: &&boot::MemoryRegion| r.start.checked_add(r.len).is_some_and(|e| e <= MAX_PHYS);
+    for r in info.memory_map().iter().filter(|r| r.kind == MemoryKind::Usable && !sane(r)) {
+        log::warn!(
+            "[Firmware Bug] memory: usable range {:#x}+{:#x} is impossible; skipped",
+            r.start,
+            r.len
+        );
+    }
+    let usable = || info.memory_map().iter().filter(|r| r.kind == MemoryKind::Usable).filter(sane);
     let top = usable().map(|r| r.end()).max().ok_or("no usable memory")?;
     let frames = top / FRAME;
     let bytes = frames.div_ceil(64) * 8;
     // Place the bitmap in the first usable range above 1 MiB that has room and overlaps
-    // nothing reserved.
+    // nothing reserved, below 4 GiB: this runs before `paging::init`, when only the boot
+    // tables' identity map of [0, 4 GiB) exists. Memory-map values are firmware input:
+    // a range whose arithmetic overflows is skipped.
     let clear_of = |s: u64, e: u64| reserved.iter().all(|&(rs, re)| e <= rs || s >= re);
+    let limit = |r: &boot::MemoryRegion| r.end().min(BOOT_MAPPED);
     let mut place = None;
     for r in usable() {
-        let mut s = r.start.max(0x10_0000).next_multiple_of(FRAME);
-        while s + bytes <= r.end() {
-            if clear_of(s, s + bytes) {
+        let mut next = r.start.max(0x10_0000).checked_next_multiple_of(FRAME);
+        while let Some(s) = next {
+            let Some(e) = s.checked_add(bytes).filter(|&e| e <= limit(r)) else { break };
+            if clear_of(s, e) {
                 place = Some(s);
                 break;
             }
-            s += 0x10_0000;
+            next = s.checked_add(0x10_0000);
         }
         if place.is_some() {
             break;
         }
     }
-    let at = place.ok_or("no room for the frame bitmap")?;
-    // SAFETY: [at, at + bytes) is usable RAM, identity-mapped, used by nothing else (not
-    // the kernel image, not a module), and from here on owned by the allocator alone.
+    let at = place.ok_or("no room for the frame bitmap below 4 GiB")?;
+    // SAFETY: [at, at + bytes) is usable RAM below 4 GiB (identity-mapped by the boot
+    // tables), used by nothing else (not the kernel image, not a module), and from here
+    // on owned by the allocator alone.
     let bits = unsafe { core::slice::from_raw_parts_mut(at as *mut u64, (bytes / 8) as usize) };
     bits.fill(0);
     let mut map = FrameBitmap { bits, frames, free: 0, hint: 0 };
