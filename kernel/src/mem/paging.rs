@@ -1,8 +1,9 @@
-//! The kernel's own page tables: an identity map of every range in the boot memory map
-//! (write-back), plus MMIO windows mapped uncached on demand. Anything else is unmapped,
+//! The kernel's own page tables: an identity map of the boot memory map's RAM and ACPI
+//! ranges (write-back), plus MMIO windows and firmware tables in reserved ranges mapped
+//! uncached on demand. Anything else is unmapped,
 //! so a wild pointer faults instead of reading device space.
 
-use boot::BootInfo;
+use boot::{BootInfo, MemoryKind};
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::MapToError;
@@ -26,9 +27,15 @@ unsafe impl FrameAllocator<Size4KiB> for TableFrames {
     }
 }
 
+/// One past the highest address an identity mapping can cover: virtual addresses must
+/// be canonical (47 bits with 4-level paging), which also keeps physical ones below 2^52.
+const IDENTITY_LIMIT: u64 = 1 << 47;
+
 fn map_huge(t: &mut OffsetPageTable<'static>, base: u64, flags: Flags) -> Result<(), &'static str> {
-    let page = Page::<Size2MiB>::containing_address(VirtAddr::new(base));
-    let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(base));
+    let virt = VirtAddr::try_new(base).map_err(|_| "address is not canonical")?;
+    let phys = PhysAddr::try_new(base).map_err(|_| "address beyond the physical limit")?;
+    let page = Page::<Size2MiB>::containing_address(virt);
+    let frame = PhysFrame::<Size2MiB>::containing_address(phys);
     // SAFETY: an identity mapping of physical memory (or device space) at its own
     // address: no existing virtual mapping changes meaning.
     match unsafe { t.map_to(page, frame, flags, &mut TableFrames) } {
@@ -48,18 +55,43 @@ fn map_huge(t: &mut OffsetPageTable<'static>, base: u64, flags: Flags) -> Result
     }
 }
 
-/// Builds the identity map of every memory-map range and switches to it.
+/// The 2 MiB pages covering `[start, end)`; `Err` when the range cannot be identity-mapped
+/// (firmware values: past the canonical limit, or empty after overflow checks).
+fn huge_pages(start: u64, end: u64) -> Result<impl Iterator<Item = u64>, &'static str> {
+    if end > IDENTITY_LIMIT || start > end {
+        return Err("range beyond the identity-mappable limit");
+    }
+    let first = start & !(HUGE - 1);
+    // `end <= 2^47`, so neither the step nor the count can overflow.
+    Ok((first..end).step_by(HUGE as usize))
+}
+
+/// Whether the kernel maps a memory-map range of this kind at init: RAM and the ACPI
+/// ranges (tables, NVS). Reserved and bad ranges are left unmapped; whoever needs
+/// something there maps it uncached on demand ([`map_mmio`], the ACPI handler).
+fn mapped_at_init(kind: MemoryKind) -> bool {
+    matches!(kind, MemoryKind::Usable | MemoryKind::AcpiReclaimable | MemoryKind::AcpiNvs)
+}
+
+/// Builds the identity map of every RAM and ACPI range of the memory map and switches to it.
 pub fn init(info: &BootInfo) -> Result<(), &'static str> {
     let root = super::frames::alloc_zeroed().ok_or("out of frames for page tables")?;
     // SAFETY: `root` is a fresh zeroed frame, identity-mapped, used only as this PML4 for
     // the rest of the run; offset 0 is right because physical memory is identity-mapped.
     let mut t = unsafe { OffsetPageTable::new(&mut *(root as *mut PageTable), VirtAddr::new(0)) };
     let flags = Flags::PRESENT | Flags::WRITABLE | Flags::HUGE_PAGE;
-    for r in info.memory_map() {
-        let mut a = r.start & !(HUGE - 1);
-        while a < r.end() {
-            map_huge(&mut t, a, flags)?;
-            a += HUGE;
+    for r in info.memory_map().iter().filter(|r| mapped_at_init(r.kind)) {
+        match huge_pages(r.start, r.end()) {
+            Ok(pages) => {
+                for a in pages {
+                    map_huge(&mut t, a, flags)?;
+                }
+            }
+            Err(e) => log::warn!(
+                "[Firmware Bug] memory: range {:#x}+{:#x} not mapped: {e}",
+                r.start,
+                r.len
+            ),
         }
     }
     // SAFETY: the new tables map the running kernel (image, stack, heap and every RAM
@@ -78,16 +110,37 @@ pub fn map_mmio(base: u64, len: u64) -> Result<(), &'static str> {
         | Flags::HUGE_PAGE
         | Flags::NO_CACHE
         | Flags::WRITE_THROUGH;
-    let mut a = base & !(HUGE - 1);
-    while a < base.saturating_add(len) {
+    let end = base.checked_add(len).ok_or("MMIO window wraps the address space")?;
+    for a in huge_pages(base, end)? {
         map_huge(t, a, flags)?;
-        a += HUGE;
     }
     Ok(())
 }
 
-/// Whether `addr` is mapped (for diagnostics).
+/// Maps whatever of `[base, base + len)` is not mapped yet, uncached, leaving existing
+/// mappings (RAM stays write-back) alone: for firmware tables in reserved ranges.
+pub fn map_unmapped(base: u64, len: u64) -> Result<(), &'static str> {
+    let end = base.checked_add(len).ok_or("range wraps the address space")?;
+    for a in huge_pages(base, end)? {
+        if !is_mapped(a) {
+            map_mmio(a, HUGE)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether every byte of `[base, base + len)` is mapped.
+pub fn is_range_mapped(base: u64, len: u64) -> bool {
+    let Some(end) = base.checked_add(len) else { return false };
+    match huge_pages(base, end) {
+        Ok(mut pages) => pages.all(is_mapped),
+        Err(_) => false,
+    }
+}
+
+/// Whether `addr` is mapped (false for a non-canonical address, which never is).
 pub fn is_mapped(addr: u64) -> bool {
     use x86_64::structures::paging::Translate;
-    TABLES.lock().as_ref().is_some_and(|t| t.translate_addr(VirtAddr::new(addr)).is_some())
+    let Ok(virt) = VirtAddr::try_new(addr) else { return false };
+    TABLES.lock().as_ref().is_some_and(|t| t.translate_addr(virt).is_some())
 }
