@@ -7,27 +7,34 @@ use alloc::vec::Vec;
 use boot::{BootInfo, Rsdp};
 use core::ptr::NonNull;
 
-/// Maps ACPI tables: physical memory is identity-mapped; ranges outside the boot
-/// memory map are mapped (uncached) on demand.
+/// Maps ACPI tables: RAM and ACPI ranges are identity-mapped at init; anything else a
+/// table covers (reserved ranges) is mapped uncached on demand.
 #[derive(Clone, Copy, Debug)]
 pub struct IdentityHandler;
 
 impl AcpiHandler for IdentityHandler {
     unsafe fn map_physical_region<T>(&self, phys: usize, size: usize) -> PhysicalMapping<Self, T> {
-        if !crate::mem::paging::is_mapped(phys as u64) {
-            let _ = crate::mem::paging::map_mmio(phys as u64, size as u64);
-        }
-        // A null table pointer is a firmware bug: hand the crate a page of zeros instead,
-        // which fails its signature check, rather than dereferencing null.
-        let (virt, size) = match NonNull::new(phys as *mut T) {
-            Some(v) => (v, size),
-            None => {
+        // The whole table, not just its first page: tables may sit in reserved ranges
+        // (SeaBIOS) that the kernel does not map at init.
+        let mapped = crate::mem::paging::map_unmapped(phys as u64, size as u64);
+        // A null or unmappable table pointer is a firmware bug: hand the crate a page of
+        // zeros instead, which fails its signature check, rather than dereferencing it.
+        let (virt, size) = match (mapped, NonNull::new(phys as *mut T)) {
+            (Ok(()), Some(v)) => (v, size),
+            (Ok(()), None) => {
                 log::warn!("[Firmware Bug] ACPI: a table pointer is 0; ignoring it");
                 (NonNull::from(&ZEROS).cast(), size.min(4096))
             }
+            (Err(e), _) => {
+                log::warn!(
+                    "[Firmware Bug] ACPI: cannot map {phys:#x}+{size:#x} ({e}); ignoring it"
+                );
+                (NonNull::from(&ZEROS).cast(), size.min(4096))
+            }
         };
-        // SAFETY: the range is identity-mapped (above), so its virtual address is `phys`
-        // (or the zero page); the `acpi` crate's contract says it holds a valid T.
+        // SAFETY: either all of [phys, phys + size) is identity-mapped (checked above), so
+        // its virtual address is `phys`, or `virt` is the static zero page and `size` at
+        // most its length; the `acpi` crate's contract says the range holds a valid T.
         unsafe { PhysicalMapping::new(phys, virt, size, size, *self) }
     }
 
@@ -74,23 +81,32 @@ pub struct AcpiInfo {
 
 fn raw_bytes<T: AcpiTable>(tables: &AcpiTables<IdentityHandler>) -> Option<&'static [u8]> {
     let map = tables.find_table::<T>().ok()?;
-    let len = map.get().header().length as usize;
-    // SAFETY: the table is identity-mapped firmware memory that nothing writes; its
-    // header was validated by `find_table` (signature and checksum) and says its length.
-    Some(unsafe { core::slice::from_raw_parts(map.physical_start() as *const u8, len) })
+    let len = (map.get().header().length as usize).min(map.region_length());
+    // SAFETY: `find_table` validated the header (signature and checksum) and mapped the
+    // table's full length through our handler, which leaves it mapped for the rest of the
+    // run (unmap does nothing); firmware tables are never written, and `len` is capped
+    // at the mapped region.
+    Some(unsafe { core::slice::from_raw_parts(map.virtual_start().as_ptr() as *const u8, len) })
 }
 
 /// Finds the RSDP (boot loader first, BIOS area scan last) and reads the tables.
 pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
-    // SAFETY (all three): the addresses come from the boot loader or the BIOS area scan
-    // and are identity-mapped; the `acpi` crate validates signature and checksum.
     let tables = match &info.rsdp {
+        // SAFETY: the boot loader (PVH start info or Multiboot1 scan) gave this physical
+        // address of the RSDP; our handler maps whatever it covers before the crate reads
+        // it (or hands over a zero page), and the crate checks signature and checksum.
         Some(Rsdp::Address(a)) => unsafe { AcpiTables::from_rsdp(IdentityHandler, *a as usize) }?,
         Some(Rsdp::Copy(bytes)) => {
+            // SAFETY: `bytes` is the loader's RSDP copied into the static BootInfo, which
+            // lives in the kernel image (mapped, never freed); its address works as a
+            // physical one because the kernel is identity-mapped. Checksummed by the crate.
             unsafe { AcpiTables::from_rsdp(IdentityHandler, bytes.as_ptr() as usize) }?
         }
         None => {
             log::info!("acpi: no RSDP from the boot loader; scanning the BIOS area");
+            // SAFETY: the crate reads the EBDA pointer at 0x40E and scans the EBDA and
+            // 0xE0000-0xFFFFF, all in the first 2 MiB, which the handler maps on demand
+            // like any other range; candidates are checked by signature and checksum.
             unsafe { AcpiTables::search_for_rsdp_bios(IdentityHandler) }?
         }
     };
