@@ -23,10 +23,22 @@ pub fn module_name<'a>(info: &'a BootInfo, m: &boot::Module) -> &'a str {
     first.rsplit('/').next().unwrap_or(first)
 }
 
-fn module_bytes(m: &boot::Module) -> &'static [u8] {
-    // SAFETY: boot modules lie in RAM the frame allocator never hands out (kept at
-    // init), identity-mapped, and nothing writes them.
-    unsafe { core::slice::from_raw_parts(m.start as *const u8, (m.end - m.start) as usize) }
+/// A boot module's bytes; `Err` when the loader put it where the kernel maps nothing
+/// (paging maps only the memory map's RAM and ACPI ranges).
+fn module_bytes(info: &BootInfo, m: &boot::Module) -> Result<&'static [u8], String> {
+    let len = m.end.saturating_sub(m.start);
+    if !crate::mem::paging::is_range_mapped(m.start, len) {
+        return Err(format!(
+            "boot module {} at {:#x}-{:#x} is not in mapped RAM",
+            module_name(info, m),
+            m.start,
+            m.end
+        ));
+    }
+    let len = usize::try_from(len).map_err(|_| String::from("boot module too large"))?;
+    // SAFETY: [start, end) is mapped (checked above) identity, in RAM the frame allocator
+    // never hands out (kept at init), and nothing writes boot modules.
+    Ok(unsafe { core::slice::from_raw_parts(m.start as *const u8, len) })
 }
 
 /// The configuration text and where it came from.
@@ -34,7 +46,7 @@ pub fn find_config(info: &'static BootInfo) -> Result<(&'static str, String), St
     match info.modules().iter().find(|m| module_name(info, m).ends_with(".cfg")) {
         Some(m) => {
             let name = module_name(info, m);
-            let text = core::str::from_utf8(module_bytes(m))
+            let text = core::str::from_utf8(module_bytes(info, m)?)
                 .map_err(|_| format!("partition configuration module {name} is not UTF-8 text"))?;
             Ok((text.trim_end_matches('\0'), format!("module {name}")))
         }
@@ -61,8 +73,8 @@ pub fn image_for(platform: &Platform, spec: &PartitionSpec<'_>) -> Result<&'stat
             .modules()
             .iter()
             .find(|m| module_name(platform.boot, m) == name)
-            .map(module_bytes)
-            .ok_or_else(|| format!("partition `{}`: no boot module named `{name}`", spec.name)),
+            .ok_or_else(|| format!("partition `{}`: no boot module named `{name}`", spec.name))
+            .and_then(|m| module_bytes(platform.boot, m)),
     }
 }
 
