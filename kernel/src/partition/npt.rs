@@ -57,18 +57,28 @@ pub struct NestedTables {
     pub leaves: (u64, u64),
 }
 
+/// Entry `index` (taken mod 512, so always inside the table) of the table at `table`.
 fn entry(table: u64, index: u64) -> *mut u64 {
-    (table + index * 8) as *mut u64
+    (table + (index % 512) * 8) as *mut u64
 }
 
-fn read(table: u64, index: u64) -> u64 {
-    // SAFETY: `table` is a table frame this structure allocated (identity-mapped) and
-    // index < 512.
+/// Reads entry `index` of a nested table.
+///
+/// # Safety
+/// `table` must be the root or a frame in `NestedTables::tables` of a live
+/// `NestedTables` (identity-mapped frames it allocated and still owns).
+unsafe fn read(table: u64, index: u64) -> u64 {
+    // SAFETY: the caller guarantees `table` is one of our table frames; `entry` keeps the
+    // access inside it.
     unsafe { core::ptr::read_volatile(entry(table, index)) }
 }
 
-fn write(table: u64, index: u64, value: u64) {
-    // SAFETY: as for `read`; the partition's vCPU is not running while tables change.
+/// Writes entry `index` of a nested table.
+///
+/// # Safety
+/// As for [`read`]; also the partition's vCPU must not be running.
+unsafe fn write(table: u64, index: u64, value: u64) {
+    // SAFETY: as for `read`, guaranteed by the caller.
     unsafe { core::ptr::write_volatile(entry(table, index), value) }
 }
 
@@ -93,11 +103,14 @@ impl NestedTables {
         let mut table = self.root;
         for l in (level + 1..=4).rev() {
             let i = index(gpa, l);
-            let e = read(table, i);
+            // SAFETY: `table` is the root or came from a non-leaf entry, and only this
+            // code writes non-leaf entries, always with a frame pushed on `self.tables`.
+            let e = unsafe { read(table, i) };
             if e & PRESENT == 0 {
                 let t = frames::alloc_zeroed().ok_or(NptError::OutOfFrames)?;
                 self.tables.push(t);
-                write(table, i, t | PRESENT | WRITABLE | USER);
+                // SAFETY: as above (`&mut self`: the vCPU is not running).
+                unsafe { write(table, i, t | PRESENT | WRITABLE | USER) };
                 table = t;
             } else if e & LARGE != 0 {
                 return Err(NptError::AlreadyMapped(gpa));
@@ -126,7 +139,8 @@ impl NestedTables {
         }
         let table = self.table_for(gpa, level)?;
         let i = index(gpa, level);
-        if read(table, i) & PRESENT != 0 {
+        // SAFETY: `table_for` returns the root or one of `self.tables`.
+        if unsafe { read(table, i) } & PRESENT != 0 {
             return Err(NptError::AlreadyMapped(gpa));
         }
         let mut flags = PRESENT | WRITABLE | USER;
@@ -139,7 +153,8 @@ impl NestedTables {
         } else {
             self.leaves.0 += 1;
         }
-        write(table, i, hpa | flags);
+        // SAFETY: as above; `&mut self`, so the vCPU is not running.
+        unsafe { write(table, i, hpa | flags) };
         Ok(())
     }
 
@@ -158,6 +173,7 @@ impl NestedTables {
         if size == 0
             || !size.is_multiple_of(SMALL)
             || gpa.checked_add(size).is_none_or(|e| e > GPA_LIMIT)
+            || hpa.checked_add(size).is_none()
         {
             return Err(NptError::Misaligned(gpa));
         }
@@ -173,7 +189,9 @@ impl NestedTables {
     pub fn translate(&self, gpa: u64) -> Option<(u64, u64, MemoryType)> {
         let mut table = self.root;
         for level in (1..=4).rev() {
-            let e = read(table, index(gpa, level));
+            // SAFETY: the root, or a table named by a non-leaf entry, which only
+            // `table_for` writes, always with a frame of `self.tables`.
+            let e = unsafe { read(table, index(gpa, level)) };
             if e & PRESENT == 0 {
                 return None;
             }
