@@ -36,7 +36,8 @@ pub fn init() -> Result<(), &'static str> {
     // SAFETY: IA32_APIC_BASE exists on every x86-64 processor; reading it has no effect.
     let apic_base = unsafe { base.read() } & 0xF_FFFF_F000;
     let mut w = MmioWindow::map(apic_base, 0x1000)?;
-    w.write32(SVR, 0x1FF); // software enable, spurious vector 0xFF
+    // Software enable, spurious vector 0xFF (an IRET-only gate in the IDT).
+    w.write32(SVR, 0x100 | crate::arch::idt::SPURIOUS_VECTOR as u32);
     w.write32(TIMER_DIVIDE, 0x3); // divide by 16
     w.write32(LVT_TIMER, TIMER_VECTOR as u32 | 1 << 17); // periodic
     w.write32(TIMER_INITIAL, 100_000);
@@ -58,6 +59,16 @@ fn mask_legacy_pic() {
     }
 }
 
+/// Masks (or unmasks) the periodic timer: for tests that prove waits survive a dead timer.
+pub fn set_timer_masked(masked: bool) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if let Some(l) = LAPIC.lock().as_mut() {
+            let lvt = l.read32(LVT_TIMER);
+            l.write32(LVT_TIMER, if masked { lvt | 1 << 16 } else { lvt & !(1 << 16) });
+        }
+    })
+}
+
 /// This CPU's local APIC id (the destination for device interrupts).
 pub fn id() -> u32 {
     // With interrupts off: the timer's EOI takes the same lock, and an interrupt taken
@@ -72,9 +83,31 @@ pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
 
-/// Waits until `done()` holds, halting between checks; gives up after `max_ticks`.
+/// TSC cycles one timer tick may take at most before a wait gives up: generous (a tick
+/// is about 1.6 ms under QEMU; 2^28 cycles is over 50 ms even at 5 GHz), only there so
+/// a dead timer cannot stretch a wait without bound.
+const MAX_CYCLES_PER_TICK: u64 = 1 << 28;
+const CURRENT_COUNT: usize = 0x390;
+
+/// Whether the timer will interrupt us: the APIC enabled, the timer unmasked and
+/// counting. Halting is only safe then; otherwise nothing may ever wake the CPU.
+fn timer_running() -> bool {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        LAPIC.lock().as_ref().is_some_and(|l| {
+            l.read32(SVR) & 0x100 != 0
+                && l.read32(LVT_TIMER) & 1 << 16 == 0
+                && l.read32(CURRENT_COUNT) != 0
+        })
+    })
+}
+
+/// Waits until `done()` holds, halting between checks; gives up after `max_ticks` timer
+/// ticks, or after `max_ticks` ticks' worth of TSC cycles when the timer stalls (then it
+/// spins instead of halting).
 pub fn wait_until(max_ticks: u64, mut done: impl FnMut() -> bool) -> bool {
     let start = ticks();
+    let tsc_start = rdtsc();
+    let max_cycles = max_ticks.saturating_add(1).saturating_mul(MAX_CYCLES_PER_TICK);
     loop {
         if done() {
             return true;
@@ -82,7 +115,22 @@ pub fn wait_until(max_ticks: u64, mut done: impl FnMut() -> bool) -> bool {
         if ticks().wrapping_sub(start) > max_ticks {
             return done();
         }
-        // `sti; hlt` back to back: no interrupt can slip in between the check and the halt.
-        x86_64::instructions::interrupts::enable_and_hlt();
+        if rdtsc().wrapping_sub(tsc_start) > max_cycles {
+            log::error!(
+                "apic: a wait of {max_ticks} ticks outlived its TSC bound: is the timer dead?"
+            );
+            return done();
+        }
+        if timer_running() {
+            // `sti; hlt` back to back: no interrupt can slip in between the check and the halt.
+            x86_64::instructions::interrupts::enable_and_hlt();
+        } else {
+            core::hint::spin_loop();
+        }
     }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC exists on every x86-64 processor and only reads the counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }

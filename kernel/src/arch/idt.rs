@@ -1,5 +1,6 @@
 //! Interrupt descriptor table: every exception vector reports itself readably and fails
-//! the run; vectors 32..48 dispatch to registered device handlers.
+//! the run; vectors 32..48 dispatch to registered device handlers; the local APIC's
+//! spurious vector (0xFF) returns at once.
 //!
 //! Entry stubs are naked functions (stable Rust has no `x86-interrupt` ABI): each pushes
 //! a dummy error code where the CPU pushes none, then its vector, and jumps to one common
@@ -145,6 +146,16 @@ stub!(v45, 45);
 stub!(v46, 46);
 stub!(v47, 47);
 
+/// The local APIC's spurious-interrupt vector (programmed in its SVR by `apic::init`).
+pub const SPURIOUS_VECTOR: u8 = 0xFF;
+
+/// Spurious interrupts: the local APIC sets no in-service bit for them, so they take no
+/// EOI and need no handler; return at once.
+#[unsafe(naked)]
+extern "C" fn spurious() {
+    core::arch::naked_asm!("iretq")
+}
+
 const STUBS: [extern "C" fn(); VECTORS] = [
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20,
     v21, v22, v23, v24, v25, v26, v27, v28, v29, v30, v31, v32, v33, v34, v35, v36, v37, v38, v39,
@@ -188,6 +199,9 @@ extern "C" fn dispatch(frame: &mut InterruptFrame) {
     let handler = HANDLERS.get(vector - 32).map_or(0, |h| h.load(Ordering::Acquire));
     if handler == 0 {
         crate::console::emergency_print(format_args!("unexpected interrupt, vector {vector}\n"));
+        // A device vector without a handler still holds its in-service bit: acknowledge
+        // it, or every interrupt of equal or lower priority stays blocked.
+        crate::apic::eoi();
         return;
     }
     // SAFETY: only `register_handler` stores into HANDLERS, and it stores `fn()` addresses.
@@ -280,6 +294,8 @@ static IDT: spin::Lazy<Idt> = spin::Lazy::new(|| {
         };
         idt.0[v] = Gate::interrupt(*stub as usize as u64, cs, ist);
     }
+    idt.0[SPURIOUS_VECTOR as usize] =
+        Gate::interrupt(spurious as extern "C" fn() as usize as u64, cs, None);
     idt
 });
 

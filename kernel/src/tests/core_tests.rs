@@ -71,3 +71,33 @@ pub fn pci(ctx: &mut TestContext<'_>) -> TestResult {
     ensure!(f.iter().all(|f| f.vendor != 0xFFFF), "an absent function was listed");
     Ok(())
 }
+
+/// The local APIC's spurious vector has a gate that just returns: `int 0xff` reaches it
+/// (without the gate the CPU raises #GP and the run fails).
+pub fn spurious_vector(_ctx: &mut TestContext<'_>) -> TestResult {
+    let before = crate::apic::ticks();
+    // SAFETY: vector 0xFF's gate is an IRET-only stub; it touches no memory or registers.
+    unsafe { core::arch::asm!("int 0xff") };
+    ensure!(crate::apic::ticks() >= before, "tick counter went backwards");
+    Ok(())
+}
+
+/// With the timer masked, a wait that never succeeds still ends (bounded by the TSC),
+/// reports failure, and the timer ticks again after unmasking.
+pub fn wait_without_timer(_ctx: &mut TestContext<'_>) -> TestResult {
+    crate::apic::set_timer_masked(true);
+    let frozen = crate::apic::ticks();
+    let mut polls = 0u64;
+    let ok = crate::apic::wait_until(2, || {
+        polls += 1;
+        false
+    });
+    let still = crate::apic::ticks();
+    crate::apic::set_timer_masked(false);
+    ensure!(!ok, "wait_until reported success for a condition that never held");
+    ensure!(still == frozen, "the masked timer still ticked ({frozen} -> {still})");
+    ensure!(polls > 1, "the wait polled only {polls} times");
+    let resumed = crate::apic::wait_until(100, || crate::apic::ticks() > still + 1);
+    ensure!(resumed, "the timer did not tick again after unmasking");
+    Ok(())
+}

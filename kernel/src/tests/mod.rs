@@ -17,6 +17,8 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "heap", run: core_tests::heap },
     KernelTest { name: "acpi", run: core_tests::acpi },
     KernelTest { name: "pci", run: core_tests::pci },
+    KernelTest { name: "spurious_vector", run: core_tests::spurious_vector },
+    KernelTest { name: "wait_without_timer", run: core_tests::wait_without_timer },
     KernelTest { name: "edu_dma_untranslated", run: edu_tests::untranslated_copy },
     KernelTest { name: "partition_guest_4k", run: partition_tests::guest_4k },
     KernelTest { name: "partition_guest_2m", run: partition_tests::guest_2m },
