@@ -15,12 +15,25 @@ pub enum ExitCode {
     Failure = 0x11,
 }
 
-/// Ends the run: exits QEMU, or halts forever where there is no debug-exit device.
+/// Ends the run: exits QEMU through its debug-exit port when running under a hypervisor;
+/// on bare metal (where port 0xf4 may belong to some device) it says so and halts.
 pub fn exit(code: ExitCode) -> ! {
-    // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present; on a machine without it the
-    // write goes nowhere (the port is unassigned on PCs) and we halt below.
-    unsafe { Port::new(0xf4).write(code as u32) };
+    if under_hypervisor() {
+        // SAFETY: under a hypervisor, port 0xf4 is QEMU's isa-debug-exit when present;
+        // a hypervisor without it ignores the write (or reports it), and we halt below.
+        unsafe { Port::new(0xf4).write(code as u32) };
+    } else {
+        crate::console::emergency_print(format_args!(
+            "run ended ({}): halting\n",
+            if code == ExitCode::Success { "success" } else { "failure" }
+        ));
+    }
     halt_forever()
+}
+
+/// CPUID leaf 1 ECX bit 31: set by hypervisors for their guests, clear on bare metal.
+fn under_hypervisor() -> bool {
+    core::arch::x86_64::__cpuid(1).ecx & 1 << 31 != 0
 }
 
 /// Halts with interrupts off.
