@@ -1,5 +1,5 @@
-//! PCI enumeration through ECAM (MCFG): every function on every bus reachable from each
-//! segment's first bus, following bridges.
+//! PCI enumeration through ECAM (MCFG): every function on every bus of each window, each
+//! bus scanned once (bridges followed first), with each bridge's bus range kept.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -191,9 +191,30 @@ fn size_bars(cfg: ConfigSpace, count: usize) -> Vec<(usize, Bar)> {
     bars
 }
 
-fn scan_bus(out: &mut Vec<PciFunction>, window: (u64, u16, u8, u8), bus: u8, depth: usize) {
+/// Buses already scanned in one ECAM window (one bit per bus number).
+struct VisitedBuses([u64; 4]);
+
+impl VisitedBuses {
+    /// Marks `bus`; false when it was already marked.
+    fn mark(&mut self, bus: u8) -> bool {
+        let (word, bit) = ((bus / 64) as usize, bus % 64);
+        let fresh = self.0[word] & 1 << bit == 0;
+        self.0[word] |= 1 << bit;
+        fresh
+    }
+}
+
+fn scan_bus(
+    out: &mut Vec<PciFunction>,
+    window: (u64, u16, u8, u8),
+    bus: u8,
+    depth: usize,
+    visited: &mut VisitedBuses,
+) {
     let (base, segment, first, last) = window;
-    if bus < first || bus > last || depth > 32 {
+    // A bus is scanned once, whatever bridges claim it (firmware may program two
+    // bridges with overlapping ranges).
+    if bus < first || bus > last || depth > 32 || !visited.mark(bus) {
         return;
     }
     for dev in 0..32u8 {
@@ -231,7 +252,7 @@ fn scan_bus(out: &mut Vec<PciFunction>, window: (u64, u16, u8, u8), bus: u8, dep
             });
             if let Some((secondary, _)) = bridge {
                 if secondary > bus {
-                    scan_bus(out, window, secondary, depth + 1);
+                    scan_bus(out, window, secondary, depth + 1, visited);
                 }
             }
             if func == 0 && header & 0x80 == 0 {
@@ -255,7 +276,14 @@ pub fn enumerate(windows: &[(u64, u16, u8, u8)]) -> Vec<PciFunction> {
             log::error!("pci: cannot map ECAM window at {base:#x}: {e}");
             continue;
         }
-        scan_bus(&mut out, w, first, 0);
+        // Bridges first (depth-first from the first bus), then every bus of the window
+        // no bridge led to: functions on buses behind unconfigured or hidden bridges,
+        // or on a second root bus, are still found.
+        let mut visited = VisitedBuses([0; 4]);
+        scan_bus(&mut out, w, first, 0, &mut visited);
+        for bus in first..=last {
+            scan_bus(&mut out, w, bus, 0, &mut visited);
+        }
     }
     out
 }
