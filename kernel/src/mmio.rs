@@ -3,6 +3,7 @@
 //! register is hardware input too).
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use volatile::VolatilePtr;
 
 /// A mapped MMIO window. Implements the `iommu` crate's `Mmio` for the unit drivers and
@@ -11,6 +12,23 @@ use volatile::VolatilePtr;
 pub struct MmioWindow {
     base: u64,
     len: usize,
+    /// Whether a bad access was already reported (once per window is enough).
+    complained: AtomicBool,
+}
+
+/// A register width the window serves.
+trait Register: Copy {
+    /// What a read outside the window returns: all ones, like a read of absent device
+    /// space, so "wait until a bit clears" polls time out instead of succeeding.
+    const ABSENT: Self;
+}
+
+impl Register for u32 {
+    const ABSENT: u32 = u32::MAX;
+}
+
+impl Register for u64 {
+    const ABSENT: u64 = u64::MAX;
 }
 
 impl MmioWindow {
@@ -20,7 +38,7 @@ impl MmioWindow {
             return Err("MMIO window at address 0 or wrapping");
         }
         crate::mem::paging::map_mmio(base, len as u64)?;
-        Ok(MmioWindow { base, len })
+        Ok(MmioWindow { base, len, complained: AtomicBool::new(false) })
     }
 
     /// The window's physical base.
@@ -31,18 +49,25 @@ impl MmioWindow {
     fn ptr<T>(&self, offset: usize) -> Option<NonNull<T>> {
         let size = core::mem::size_of::<T>();
         if !offset.is_multiple_of(size) || offset.checked_add(size)? > self.len {
-            log::error!("mmio: bad access of {size} bytes at {:#x}+{offset:#x}", self.base);
+            if !self.complained.swap(true, Ordering::Relaxed) {
+                log::error!(
+                    "mmio: bad access of {size} bytes at {:#x}+{offset:#x} (window {:#x} bytes): \
+                     reads return all ones, writes are dropped (reported once per window)",
+                    self.base,
+                    self.len
+                );
+            }
             return None;
         }
         NonNull::new((self.base + offset as u64) as *mut T)
     }
 
-    fn read<T: Copy + Default>(&self, offset: usize) -> T {
+    fn read<T: Register>(&self, offset: usize) -> T {
         match self.ptr::<T>(offset) {
             // SAFETY: the window is mapped uncached (see `map`), the access is inside it
             // and naturally aligned, and device registers have no Rust-visible aliasing.
             Some(p) => unsafe { VolatilePtr::new(p) }.read(),
-            None => T::default(),
+            None => T::ABSENT,
         }
     }
 

@@ -59,8 +59,7 @@ fn start_unit(
     size: u64,
     opts: &boot::cmdline::Options<'_>,
 ) -> Result<KernelVtd, alloc::string::String> {
-    let window = MmioWindow::map(base, size.clamp(0x1000, 0x10_0000) as usize)?;
-    let mut unit = VtdUnit::new(window, KernelMemory).map_err(|e| alloc::format!("{e}"))?;
+    let mut unit = map_whole_unit(base, size)?;
     if opts.vtd_register_invalidation {
         unit.set_invalidation_mode(InvalidationMode::Register)
             .map_err(|e| alloc::format!("{e}"))?;
@@ -81,5 +80,41 @@ fn start_unit(
         unit.levels(),
         unit.invalidation_mode()
     );
+    Ok(unit)
+}
+
+/// Largest register window a unit may claim (DRHD size or CAP/ECAP offsets).
+const MAX_REGISTER_WINDOW: usize = 0x10_0000;
+
+/// Maps the unit's registers and creates its driver. The window covers the DRHD's size
+/// and also every register CAP/ECAP place (fault records, IOTLB registers), which some
+/// units put beyond the size firmware declared: when they lie outside, the window is
+/// mapped again, large enough, and the driver created over it.
+fn map_whole_unit(base: u64, drhd_size: u64) -> Result<KernelVtd, alloc::string::String> {
+    let declared = (drhd_size.clamp(0x1000, MAX_REGISTER_WINDOW as u64)) as usize;
+    let new = |len| -> Result<KernelVtd, alloc::string::String> {
+        let window = MmioWindow::map(base, len)?;
+        VtdUnit::new(window, KernelMemory).map_err(|e| alloc::format!("{e}"))
+    };
+    let unit = new(declared)?;
+    let span = unit.register_span();
+    if span <= declared {
+        return Ok(unit);
+    }
+    if span > MAX_REGISTER_WINDOW {
+        return Err(alloc::format!(
+            "registers span {span:#x} bytes (CAP/ECAP offsets), more than any unit has"
+        ));
+    }
+    log::warn!(
+        "[Firmware Bug] vtd: unit at {base:#x}: DRHD size {declared:#x} but CAP/ECAP place \
+         registers up to {span:#x}; mapping {span:#x} bytes"
+    );
+    // The first driver (dropped here) never touched a control register; only its empty
+    // root-table frame is left behind, once per such unit.
+    let unit = new(span)?;
+    if unit.register_span() > span {
+        return Err("CAP/ECAP changed between two reads".into());
+    }
     Ok(unit)
 }

@@ -101,3 +101,19 @@ pub fn wait_without_timer(_ctx: &mut TestContext<'_>) -> TestResult {
     ensure!(resumed, "the timer did not tick again after unmasking");
     Ok(())
 }
+
+/// A read outside an MMIO window returns all ones (so bit-clear polls time out), a read
+/// inside returns the register: a 16-byte window onto the local APIC.
+pub fn mmio_out_of_window(_ctx: &mut TestContext<'_>) -> TestResult {
+    let msr = x86_64::registers::model_specific::Msr::new(0x1B);
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 processor; reading it has no effect.
+    let base = unsafe { msr.read() } & 0xF_FFFF_F000;
+    let small = crate::mmio::MmioWindow::map(base, 0x10)?;
+    let full = crate::mmio::MmioWindow::map(base, 0x1000)?;
+    let version = full.read32(0x30);
+    ensure!(version != u32::MAX, "the APIC version register reads all ones in a full window");
+    ensure!(small.read32(0x30) == u32::MAX, "an out-of-window read did not return all ones");
+    ensure!(small.read64(0x30) == u64::MAX, "an out-of-window 64-bit read was not all ones");
+    ensure!(small.read32(0x2) == u32::MAX, "a misaligned read was not refused");
+    Ok(())
+}
