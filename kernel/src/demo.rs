@@ -4,7 +4,7 @@
 //! record). Written for a human reading the console, vendor-neutral.
 
 use crate::edu::Edu;
-use crate::iommu::{self as kiommu, DomainIds, Units};
+use crate::iommu::{self as kiommu, DomainIds, Route, Units};
 use crate::mem::{frames, KernelMemory};
 use crate::Platform;
 use alloc::format;
@@ -79,13 +79,21 @@ fn err(what: &str) -> impl Fn(&dyn core::fmt::Display) -> String + '_ {
 fn show<U: RemappingUnit>(
     unit: &mut U,
     edu: &mut Edu,
-    rid: u16,
+    route: Route,
     ids: &mut DomainIds,
 ) -> Result<bool, String> {
     let mem = &mut KernelMemory;
+    let rid = route.requester_id;
     let f = Frames::new()?;
     let format = unit.domain_format().map_err(|e| err("domain format")(&e))?;
-    let mut dom = Domain::new(mem, ids.alloc(), 0, format).map_err(|e| err("domain")(&e))?;
+    let id = ids.alloc(route.unit)?;
+    let mut dom = match Domain::new(mem, id, route.unit, format) {
+        Ok(d) => d,
+        Err(e) => {
+            ids.free(route.unit, id);
+            return Err(err("domain")(&e));
+        }
+    };
     let len = MESSAGE.len();
     let result = (|| -> Result<bool, String> {
         dom.map(mem, SRC_IOVA, f.src, 4096, Prot::READ).map_err(|e| err("map")(&e))?;
@@ -129,7 +137,10 @@ fn show<U: RemappingUnit>(
         .and_then(|()| unit.invalidate_domain(dom.id()))
         .and_then(|()| unit.sync());
     match retired {
-        Ok(()) => dom.destroy(mem),
+        Ok(()) => {
+            dom.destroy(mem);
+            ids.free(route.unit, id);
+        }
         // Leaking the tables is the safe side when the unit may still walk them.
         Err(e) => log::error!("demo: retiring the domain failed ({e}); its tables are kept"),
     }
@@ -159,8 +170,8 @@ pub fn run(p: &mut Platform) -> Result<(), String> {
     let ids = &mut p.iommu.domain_ids;
     let blocked = match &mut p.iommu.units {
         Units::None => return Ok(()),
-        Units::Vtd(u) => show(&mut u[route.unit], edu, route.requester_id, ids)?,
-        Units::Amd(u) => show(&mut u[route.unit], edu, route.requester_id, ids)?,
+        Units::Vtd(u) => show(&mut u[route.unit], edu, route, ids)?,
+        Units::Amd(u) => show(&mut u[route.unit], edu, route, ids)?,
     };
     let mut faults = Vec::new();
     kiommu::service_faults(&mut p.iommu, |f| faults.push(*f));

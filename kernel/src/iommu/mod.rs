@@ -50,18 +50,87 @@ pub struct Route {
 /// Each PCI function's route, as bring-up found it.
 pub type RouteTable = Vec<(Bdf, Route)>;
 
-/// Hands out domain ids; ids start at 1 because VT-d caching-mode units reserve 0.
-#[derive(Debug)]
+/// Hands out domain ids per unit, each below that unit's domain count (VT-d CAP.ND,
+/// AMD-Vi 65536), never one that is live, and never 0 (VT-d caching-mode units reserve
+/// it). Ids are handed out round-robin, so a freed id is reused as late as possible.
+#[derive(Debug, Default)]
 pub struct DomainIds {
-    next: DomainId,
+    units: Vec<UnitDomainIds>,
+}
+
+/// One unit's id space: a bit per id, set while the id is live.
+#[derive(Debug)]
+struct UnitDomainIds {
+    count: u32,
+    live: Vec<u64>,
+    next: u32,
+}
+
+impl UnitDomainIds {
+    fn is_live(&self, id: u32) -> bool {
+        self.live[(id / 64) as usize] & 1 << (id % 64) != 0
+    }
+
+    fn set(&mut self, id: u32, live: bool) {
+        let word = &mut self.live[(id / 64) as usize];
+        if live {
+            *word |= 1 << (id % 64);
+        } else {
+            *word &= !(1 << (id % 64));
+        }
+    }
 }
 
 impl DomainIds {
-    /// A domain id not handed out before (wrapping after 65535, skipping 0).
-    pub fn alloc(&mut self) -> DomainId {
-        let id = self.next;
-        self.next = self.next.wrapping_add(1).max(1);
-        id
+    /// Id spaces for units with these domain counts (in unit order); counts above 65536
+    /// are cut to what a [`DomainId`] can name.
+    pub fn new(counts: impl IntoIterator<Item = u32>) -> DomainIds {
+        let units = counts
+            .into_iter()
+            .map(|c| {
+                let count = c.min(1 << 16);
+                UnitDomainIds { count, live: alloc::vec![0; count.div_ceil(64) as usize], next: 1 }
+            })
+            .collect();
+        DomainIds { units }
+    }
+
+    /// A domain id on `unit` that no live domain there uses; `Err` (with the reason) when
+    /// every id the unit supports is live or the unit does not exist.
+    pub fn alloc(&mut self, unit: usize) -> Result<DomainId, alloc::string::String> {
+        let space = self
+            .units
+            .get_mut(unit)
+            .ok_or_else(|| alloc::format!("domain ids: there is no IOMMU unit {unit}"))?;
+        // Ids 1..count are usable.
+        for _ in 1..space.count {
+            let id = space.next;
+            space.next = if id + 1 >= space.count { 1 } else { id + 1 };
+            if !space.is_live(id) {
+                space.set(id, true);
+                return Ok(id as DomainId);
+            }
+        }
+        Err(alloc::format!(
+            "domain ids: all {} ids of IOMMU unit {unit} are in use (id 0 is reserved)",
+            space.count.saturating_sub(1)
+        ))
+    }
+
+    /// Gives `id` on `unit` back: call only after the domain's devices were blocked and
+    /// its cached translations invalidated (the id may be handed out again).
+    pub fn free(&mut self, unit: usize, id: DomainId) {
+        if let Some(space) = self.units.get_mut(unit) {
+            let id = id as u32;
+            if id != 0 && id < space.count {
+                space.set(id, false);
+            }
+        }
+    }
+
+    /// Ids live on `unit` (for tests and logs).
+    pub fn live(&self, unit: usize) -> usize {
+        self.units.get(unit).map_or(0, |s| s.live.iter().map(|w| w.count_ones() as usize).sum())
     }
 }
 
@@ -70,7 +139,7 @@ pub struct IommuSystem {
     /// The units.
     pub units: Units,
     routes: Vec<(Bdf, Route)>,
-    /// Domain-id allocation (one id space for all units keeps logs unambiguous).
+    /// Domain-id allocation, one id space per unit.
     pub domain_ids: DomainIds,
     /// RMRR / IVMD regions firmware reserved for devices.
     reserved: Vec<ReservedRegion>,
@@ -176,7 +245,7 @@ pub fn discover(
     let mut sys = IommuSystem {
         units: Units::None,
         routes: Vec::new(),
-        domain_ids: DomainIds { next: 1 },
+        domain_ids: DomainIds::default(),
         reserved: Vec::new(),
     };
     let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
@@ -186,6 +255,8 @@ pub fn discover(
         if let Some((units, routes)) =
             vtd::bring_up(dmar, pci, &bridges, &reserved, &ioapic_ids, opts)
         {
+            sys.domain_ids =
+                DomainIds::new(units.iter().map(|u| u.capabilities().0.domain_count()));
             sys.units = Units::Vtd(units);
             sys.routes = routes;
             if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
@@ -198,6 +269,8 @@ pub fn discover(
         }
     } else if let Some(ivrs) = acpi.ivrs {
         if let Some((units, routes)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids) {
+            // AMD-Vi domain ids are 16 bits on every unit.
+            sys.domain_ids = DomainIds::new(units.iter().map(|_| 1 << 16));
             sys.units = Units::Amd(units);
             sys.routes = routes;
             if let Ok(t) = iommu::acpi::Ivrs::parse(ivrs) {

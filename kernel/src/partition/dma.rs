@@ -203,9 +203,10 @@ impl PartitionDma {
             }
         }
         let devices = &self.devices;
+        let ids = &mut iommu.domain_ids;
         let (invalidations, tracker) =
             on_units!(&mut self.space, &mut iommu.units, |t, u| teardown_on(
-                t, u, devices, release
+                t, u, ids, devices, release
             ))?;
         report.invalidations = invalidations;
         report.tracker = tracker;
@@ -232,12 +233,18 @@ fn attach_on<U: RemappingUnit>(
                 .get_mut(route.unit)
                 .ok_or(format!("route names unit {} of {unit_count}", route.unit))?;
             let format = unit.domain_format().map_err(|e| format!("domain format: {e}"))?;
-            let dom = Domain::new(&mut KernelMemory, ids.alloc(), route.unit, format)
-                .map_err(|e| format!("new domain: {e}"))?
-                .with_page_sizes(page_sizes);
-            let id = dom.id();
+            let id = ids.alloc(route.unit)?;
+            let dom = match Domain::new(&mut KernelMemory, id, route.unit, format) {
+                Ok(d) => d.with_page_sizes(page_sizes),
+                Err(e) => {
+                    ids.free(route.unit, id);
+                    return Err(format!("new domain: {e}"));
+                }
+            };
             let i = t.attach(&mut KernelMemory, &mut set(units), dom).map_err(|(d, e)| {
+                // No device was pointed at it: the id and tables can go.
                 d.destroy(&mut KernelMemory);
+                ids.free(route.unit, id);
                 format!("attach domain {id}: {e:?}")
             })?;
             if mapped > 0 {
@@ -263,6 +270,7 @@ fn attach_on<U: RemappingUnit>(
 fn teardown_on<U: RemappingUnit>(
     t: &mut DmaTracker<U::Format>,
     units: &mut [U],
+    ids: &mut DomainIds,
     devices: &[Assigned],
     release: &mut dyn FnMut(HostExtent),
 ) -> Result<(u64, TrackerCounters), String> {
@@ -278,8 +286,11 @@ fn teardown_on<U: RemappingUnit>(
         .teardown(&mut KernelMemory, &mut set(units), release)
         .map_err(|e| format!("DMA teardown: {e:?}"))?;
     for d in domains {
-        // Every device on it is blocked and its IOTLB entries were invalidated.
+        // Every device on it is blocked and its IOTLB entries were invalidated: the
+        // tables and the id can go.
+        let (unit, id) = (d.unit(), d.id());
         d.destroy(&mut KernelMemory);
+        ids.free(unit, id);
     }
     Ok((issued(units) - before, t.counters()))
 }

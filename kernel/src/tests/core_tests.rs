@@ -117,3 +117,27 @@ pub fn mmio_out_of_window(_ctx: &mut TestContext<'_>) -> TestResult {
     ensure!(small.read32(0x2) == u32::MAX, "a misaligned read was not refused");
     Ok(())
 }
+
+/// Domain ids stay below the unit's domain count, skip 0, are never handed out twice
+/// while live, run out with an error, and come back after `free`.
+pub fn domain_ids(_ctx: &mut TestContext<'_>) -> TestResult {
+    use crate::iommu::DomainIds;
+    let mut ids = DomainIds::new([16, 1 << 16]);
+    let mut got = Vec::new();
+    for _ in 0..15 {
+        got.push(ids.alloc(0)?);
+    }
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    ensure!(sorted.len() == 15, "a live id was handed out twice: {got:?}");
+    ensure!(got.iter().all(|&i| (1..16).contains(&i)), "an id outside 1..16: {got:?}");
+    ensure!(ids.alloc(0).is_err(), "a 16-id unit handed out a 16th id");
+    ensure!(ids.live(0) == 15 && ids.live(1) == 0, "live counts {} / {}", ids.live(0), ids.live(1));
+    ids.free(0, got[7]);
+    let again = ids.alloc(0)?;
+    ensure!(again == got[7], "after freeing {} the unit handed out {again}", got[7]);
+    ensure!(ids.alloc(1)? == 1, "the second unit's id space is not its own");
+    ensure!(ids.alloc(2).is_err(), "a unit that does not exist handed out an id");
+    Ok(())
+}

@@ -20,6 +20,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "spurious_vector", run: core_tests::spurious_vector },
     KernelTest { name: "wait_without_timer", run: core_tests::wait_without_timer },
     KernelTest { name: "mmio_out_of_window", run: core_tests::mmio_out_of_window },
+    KernelTest { name: "domain_ids", run: core_tests::domain_ids },
     KernelTest { name: "edu_dma_untranslated", run: edu_tests::untranslated_copy },
     KernelTest { name: "partition_guest_4k", run: partition_tests::guest_4k },
     KernelTest { name: "partition_guest_2m", run: partition_tests::guest_2m },

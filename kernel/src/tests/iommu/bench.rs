@@ -72,7 +72,7 @@ impl IommuTest for Bench {
             for d in domains {
                 rig.unit.invalidate_domain(d.id()).map_err(|e| format!("{e}"))?;
                 rig.unit.sync().map_err(|e| format!("{e}"))?;
-                d.destroy(mem);
+                rig.destroy(d);
             }
             ensure!(released == bytes, "{name}: released {released} of {bytes} bytes");
             crate::println!(

@@ -108,7 +108,7 @@ impl IommuTest for ProbeOnAttach {
             Ok(())
         })();
         let dom = tracker.detach(mem, rig.unit, index).map_err(|e| format!("detach: {e:?}"))?;
-        dom.destroy(mem);
+        rig.destroy(dom);
         result
     }
 }

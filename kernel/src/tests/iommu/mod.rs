@@ -35,6 +35,8 @@ pub struct Rig<'a, U: RemappingUnit> {
     pub edu: &'a mut Edu,
     /// Its requester id on `unit`.
     pub rid: u16,
+    /// `unit`'s index in the unit list (domain ids are allocated per unit).
+    pub unit_index: usize,
     /// Domain ids.
     pub ids: &'a mut DomainIds,
 }
@@ -60,11 +62,11 @@ pub fn on_edu_unit(
         Units::None => Err("this machine has no IOMMU".into()),
         Units::Vtd(units) => {
             let unit = units.get_mut(route.unit).ok_or("route names a missing unit")?;
-            test.run(&mut Rig { unit, edu, rid: route.requester_id, ids })
+            test.run(&mut Rig { unit, edu, rid: route.requester_id, unit_index: route.unit, ids })
         }
         Units::Amd(units) => {
             let unit = units.get_mut(route.unit).ok_or("route names a missing unit")?;
-            test.run(&mut Rig { unit, edu, rid: route.requester_id, ids })
+            test.run(&mut Rig { unit, edu, rid: route.requester_id, unit_index: route.unit, ids })
         }
     }
 }
@@ -79,8 +81,19 @@ impl<U: RemappingUnit> Rig<'_, U> {
     /// A fresh, empty domain in the unit's format.
     pub fn new_domain(&mut self) -> Result<Domain<U::Format>, String> {
         let format = self.unit.domain_format().map_err(|e| format!("domain format: {e}"))?;
-        Domain::new(&mut KernelMemory, self.ids.alloc(), 0, format)
-            .map_err(|e| format!("new domain: {e}"))
+        let id = self.ids.alloc(self.unit_index)?;
+        Domain::new(&mut KernelMemory, id, self.unit_index, format).map_err(|e| {
+            self.ids.free(self.unit_index, id);
+            format!("new domain: {e}")
+        })
+    }
+
+    /// Frees `dom`'s tables and gives its id back: only once no device uses it and its
+    /// cached translations were invalidated (see [`Rig::retire`]).
+    pub fn destroy(&mut self, dom: Domain<U::Format>) {
+        let id = dom.id();
+        dom.destroy(&mut KernelMemory);
+        self.ids.free(self.unit_index, id);
     }
 
     /// Maps and tells the unit (caching-mode units need an invalidation after map).
@@ -110,7 +123,7 @@ impl<U: RemappingUnit> Rig<'_, U> {
         self.unit.block_device(self.rid).map_err(|e| format!("block: {e}"))?;
         self.unit.invalidate_domain(dom.id()).map_err(|e| format!("invalidate: {e}"))?;
         self.unit.sync().map_err(|e| format!("sync: {e}"))?;
-        dom.destroy(&mut KernelMemory);
+        self.destroy(dom);
         Ok(())
     }
 

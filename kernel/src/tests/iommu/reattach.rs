@@ -4,7 +4,6 @@
 
 use super::{on_edu_unit, IommuTest, Rig};
 use crate::ensure;
-use crate::mem::KernelMemory;
 use crate::testing::{TestContext, TestResult};
 use crate::tests::dma::TestFrame;
 use iommu::pgtable::Prot;
@@ -60,7 +59,7 @@ impl IommuTest for Reattach {
         rig.retire(b)?;
         rig.unit.invalidate_domain(a_id).map_err(|e| alloc::format!("invalidate A: {e}"))?;
         rig.unit.sync().map_err(|e| alloc::format!("sync: {e}"))?;
-        a.destroy(&mut KernelMemory);
+        rig.destroy(a);
         result
     }
 }

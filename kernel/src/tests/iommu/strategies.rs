@@ -59,7 +59,7 @@ fn teardown_with<U: RemappingUnit>(
     for d in domains {
         rig.unit.invalidate_domain(d.id()).map_err(|e| format!("invalidate: {e}"))?;
         rig.unit.sync().map_err(|e| format!("sync: {e}"))?;
-        d.destroy(mem);
+        rig.destroy(d);
     }
     ensure!(!moved, "after the {strategy:?} teardown the DMA still landed");
     Ok((counters, fgsp, cycles))

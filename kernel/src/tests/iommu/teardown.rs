@@ -222,7 +222,7 @@ impl IommuTest for Teardown {
             rig.unit.invalidate_domain(d.id()).map_err(hw("invalidate"))?;
             rig.unit.sync().map_err(hw("sync"))?;
             if blocked_before_destroy {
-                d.destroy(mem);
+                rig.destroy(d);
             }
         }
         blocked?;
@@ -281,7 +281,7 @@ impl IommuTest for FgspProbe {
         tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e:?}"))?;
         let fgsp = tracker.domains()[0].fgsp();
         for d in tracker.teardown(mem, rig.unit, &mut |_| {}).map_err(|e| format!("{e:?}"))? {
-            d.destroy(mem);
+            rig.destroy(d);
         }
         let expected = rig.unit.kind() == "AMD-Vi";
         log::info!("fgsp probe on a {} domain with all page sizes: {fgsp}", rig.unit.kind());

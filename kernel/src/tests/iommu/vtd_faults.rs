@@ -39,7 +39,13 @@ fn with_rig<R>(
         return Err("not a VT-d machine".into());
     };
     let unit = units.get_mut(route.unit).ok_or("route names a missing unit")?;
-    f(&mut Rig { unit, edu, rid: route.requester_id, ids: &mut p.iommu.domain_ids })
+    f(&mut Rig {
+        unit,
+        edu,
+        rid: route.requester_id,
+        unit_index: route.unit,
+        ids: &mut p.iommu.domain_ids,
+    })
 }
 
 /// Reads and clears every pending fault record; returns them and whether one overflowed.
