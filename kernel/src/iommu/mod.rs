@@ -9,6 +9,7 @@
 
 mod amd;
 mod faults;
+pub mod identity;
 mod vtd;
 
 use crate::mem::KernelMemory;
@@ -280,6 +281,7 @@ pub fn discover(
     } else {
         log::info!("iommu: no DMAR or IVRS table: no IOMMU, device DMA is untranslated");
     }
+    keep_firmware_dma_reachable(&mut sys, acpi.ivrs);
     for (bdf, r) in &sys.routes {
         log::info!("iommu: {bdf} -> unit {} as requester id {:#06x}", r.unit, r.requester_id);
         for res in sys.reserved_for(*bdf) {
@@ -291,4 +293,19 @@ pub fn discover(
         }
     }
     sys
+}
+
+/// Right after enable: every routed function with RMRR/IVMD regions gets an identity
+/// domain of exactly those ranges (see [`identity`]).
+fn keep_firmware_dma_reachable(sys: &mut IommuSystem, ivrs: Option<&[u8]>) {
+    let ivrs = ivrs.and_then(|t| iommu::acpi::Ivrs::parse(t).ok());
+    let (routes, reserved, ids) = (&sys.routes, &sys.reserved, &mut sys.domain_ids);
+    let kept = match &mut sys.units {
+        Units::None => return,
+        Units::Vtd(u) => identity::keep_reserved_reachable(u, ids, routes, reserved, None),
+        Units::Amd(u) => identity::keep_reserved_reachable(u, ids, routes, reserved, ivrs.as_ref()),
+    };
+    if !kept.is_empty() {
+        log::info!("iommu: {} functions keep firmware-reserved memory reachable", kept.len());
+    }
 }

@@ -54,6 +54,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "iommu_translate_4m", run: iommu::fine_grained::four_m },
     KernelTest { name: "iommu_isolation_unmapped", run: iommu::isolation::unmapped },
     KernelTest { name: "iommu_isolation_blocked", run: iommu::isolation::blocked },
+    KernelTest { name: "iommu_reserved_identity", run: iommu::reserved::identity_domain },
     KernelTest { name: "iommu_fgsp_probe", run: iommu::fgsp::probe },
     KernelTest { name: "iommu_reattach", run: iommu::reattach::reattach },
     KernelTest { name: "iommu_teardown_contiguous", run: iommu::teardown::contiguous },

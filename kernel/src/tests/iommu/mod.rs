@@ -9,6 +9,7 @@ pub mod fine_grained;
 pub mod invalidation;
 pub mod isolation;
 pub mod reattach;
+pub mod reserved;
 pub mod strategies;
 pub mod teardown;
 pub mod translation;

@@ -1,0 +1,201 @@
+//! Firmware-reserved memory (RMRR, IVMD) stays reachable once translation is on: on real
+//! machines USB legacy emulation and integrated GPUs keep DMAing to these ranges, and
+//! blocking them hangs firmware-owned devices. Each routed function with reserved
+//! regions gets its own domain that maps exactly those ranges 1:1 and nothing else.
+//! (Such functions are never assigned to partitions: see `partition::config`.)
+
+use super::{DomainIds, ReservedRegion, Route};
+use crate::mem::KernelMemory;
+use crate::pci::Bdf;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use iommu::domain::Domain;
+use iommu::invalidate::{DomainId, IovaBlock};
+use iommu::pgtable::Prot;
+use iommu::unit::RemappingUnit;
+
+const PAGE: u64 = 4096;
+
+/// IVMD flags: the device may read (IR) / write (IW) the range; an exclusion range is
+/// reached untranslated, i.e. with full access.
+const IVMD_READ: u8 = 1 << 1;
+const IVMD_WRITE: u8 = 1 << 2;
+const IVMD_EXCLUSION: u8 = 1 << 3;
+
+/// A range a device keeps reaching at its own address, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityRange {
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive, as firmware states it).
+    pub end: u64,
+    /// The access firmware grants (RMRR: read/write; IVMD: its IR/IW flags).
+    pub prot: Prot,
+}
+
+/// The access an IVMD flag byte grants.
+pub fn ivmd_prot(flags: u8) -> Prot {
+    if flags & IVMD_EXCLUSION != 0 {
+        return Prot::READ | Prot::WRITE;
+    }
+    let mut prot = Prot::empty();
+    if flags & IVMD_READ != 0 {
+        prot |= Prot::READ;
+    }
+    if flags & IVMD_WRITE != 0 {
+        prot |= Prot::WRITE;
+    }
+    prot
+}
+
+/// The access a reserved region grants: RMRRs are read/write; an IVMD's comes from the
+/// flags of the IVRS block(s) stating that range.
+fn region_prot(region: &ReservedRegion, ivrs: Option<&iommu::acpi::Ivrs<'_>>) -> Prot {
+    let Some(ivrs) = ivrs.filter(|_| region.source == "IVMD") else {
+        return Prot::READ | Prot::WRITE;
+    };
+    ivrs.ivmds()
+        .filter(|m| m.size > 0 && m.start == region.range.start)
+        .filter(|m| m.start.saturating_add(m.size - 1) == region.range.end)
+        .fold(Prot::empty(), |p, m| p | ivmd_prot(m.flags))
+}
+
+/// Page-rounds `ranges` outward and merges overlapping ones (their access united), so
+/// each page is mapped once. `Err` for a range that is empty or wraps.
+fn page_ranges(ranges: &[IdentityRange]) -> Result<Vec<(u64, u64, Prot)>, String> {
+    let mut out: Vec<(u64, u64, Prot)> = Vec::new();
+    for r in ranges {
+        let end = r.end.checked_add(1).filter(|&e| r.start < e);
+        let end = end.and_then(|e| e.checked_next_multiple_of(PAGE));
+        let Some(end) = end else {
+            return Err(format!("reserved range {:#x}-{:#x} is empty or wraps", r.start, r.end));
+        };
+        out.push((r.start & !(PAGE - 1), end, r.prot));
+    }
+    out.sort_unstable_by_key(|r| r.0);
+    let mut merged: Vec<(u64, u64, Prot)> = Vec::new();
+    for r in out {
+        match merged.last_mut() {
+            Some(last) if r.0 < last.1 => {
+                last.1 = last.1.max(r.1);
+                last.2 |= r.2;
+            }
+            _ => merged.push(r),
+        }
+    }
+    Ok(merged)
+}
+
+/// The smallest aligned IOVA block covering `[start, end)`, for `after_map`.
+fn covering_block(start: u64, end: u64) -> IovaBlock {
+    let order = (64 - (start ^ (end - 1)).leading_zeros()).max(12);
+    let iova = if order >= 64 { 0 } else { start & !((1u64 << order) - 1) };
+    IovaBlock { iova, order: order.min(63) }
+}
+
+/// Builds a domain on `unit` (number `unit_index`) that maps exactly `ranges` 1:1 and
+/// points device `rid` at it. Ranges without any access are left unmapped. On `Err`
+/// nothing is left attached and the id is given back.
+pub fn attach_identity<U: RemappingUnit>(
+    unit: &mut U,
+    unit_index: usize,
+    ids: &mut DomainIds,
+    rid: u16,
+    ranges: &[IdentityRange],
+) -> Result<Domain<U::Format>, String> {
+    let mem = &mut KernelMemory;
+    let pages = page_ranges(ranges)?;
+    let format = unit.domain_format().map_err(|e| format!("domain format: {e}"))?;
+    let id = ids.alloc(unit_index)?;
+    let mut dom = match Domain::new(mem, id, unit_index, format) {
+        Ok(d) => d,
+        Err(e) => {
+            ids.free(unit_index, id);
+            return Err(format!("new domain: {e}"));
+        }
+    };
+    let filled = (|| -> Result<(), String> {
+        for &(start, end, prot) in pages.iter().filter(|r| !r.2.is_empty()) {
+            dom.map(mem, start, start, end - start, prot)
+                .map_err(|e| format!("map {start:#x}-{end:#x}: {e}"))?;
+            unit.after_map(id, covering_block(start, end))
+                .and_then(|()| unit.sync())
+                .map_err(|e| format!("after map: {e}"))?;
+        }
+        unit.attach_device(rid, &dom).map_err(|e| format!("attach: {e}"))
+    })();
+    if let Err(e) = filled {
+        // A failed attach may have left a context/device-table entry: block it first.
+        let blocked = unit.block_device(rid).and_then(|()| unit.invalidate_domain(id));
+        match blocked.and_then(|()| unit.sync()) {
+            Ok(()) => {
+                dom.destroy(mem);
+                ids.free(unit_index, id);
+            }
+            Err(b) => log::error!("iommu: cannot block {rid:#06x} after a failed attach: {b}"),
+        }
+        return Err(e);
+    }
+    Ok(dom)
+}
+
+/// For every routed function with firmware-reserved regions, attaches it to an identity
+/// domain of exactly those regions on its unit and logs it. The domains live for the
+/// whole run (the device uses them until power-off), so their tables are never freed.
+/// Returns `(function, domain id)` for each function kept reachable.
+pub fn keep_reserved_reachable<U: RemappingUnit>(
+    units: &mut [U],
+    ids: &mut DomainIds,
+    routes: &[(Bdf, Route)],
+    reserved: &[ReservedRegion],
+    ivrs: Option<&iommu::acpi::Ivrs<'_>>,
+) -> Vec<(Bdf, DomainId)> {
+    let mut kept = Vec::new();
+    for (bdf, route) in routes {
+        let regions: Vec<&ReservedRegion> =
+            reserved.iter().filter(|r| r.applies_to(bdf.segment, bdf.requester_id())).collect();
+        if regions.is_empty() {
+            continue;
+        }
+        let ranges: Vec<IdentityRange> = regions
+            .iter()
+            .map(|r| IdentityRange {
+                start: r.range.start,
+                end: r.range.end,
+                prot: region_prot(r, ivrs),
+            })
+            .collect();
+        let Some(unit) = units.get_mut(route.unit) else { continue };
+        match attach_identity(unit, route.unit, ids, route.requester_id, &ranges) {
+            Ok(dom) => {
+                for (r, range) in regions.iter().zip(&ranges) {
+                    log::info!(
+                        "iommu: {bdf} keeps {} {:#x}-{:#x} identity-mapped (firmware DMA, {})",
+                        r.source,
+                        range.start,
+                        range.end,
+                        prot_text(range.prot)
+                    );
+                }
+                kept.push((*bdf, dom.id()));
+                // In use by the device for the rest of the run.
+                core::mem::forget(dom);
+            }
+            Err(e) => log::error!(
+                "iommu: {bdf}: cannot keep its firmware-reserved memory reachable ({e}); \
+                 its firmware DMA will fault"
+            ),
+        }
+    }
+    kept
+}
+
+fn prot_text(p: Prot) -> &'static str {
+    match (p.contains(Prot::READ), p.contains(Prot::WRITE)) {
+        (true, true) => "read/write",
+        (true, false) => "read-only",
+        (false, true) => "write-only",
+        (false, false) => "no access: left unmapped",
+    }
+}
