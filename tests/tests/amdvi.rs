@@ -21,6 +21,7 @@ const GENERIC: &[&str] = &[
     "iommu_teardown_fragmented",
     "iommu_teardown_control",
     "iommu_teardown_strategies",
+    "iommu_reserved_identity",
 ];
 
 /// The tests this suite adds (vendor-neutral, with AMD-Vi-only checks inside).

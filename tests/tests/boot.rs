@@ -4,7 +4,8 @@
 
 use tests::*;
 
-const CORE: &str = "boot_info,frames,heap,acpi,pci";
+const CORE: &str =
+    "boot_info,frames,heap,acpi,pci,spurious_vector,wait_without_timer,mmio_out_of_window,domain_ids";
 
 #[test]
 fn multiboot1_with_intel_iommu() {

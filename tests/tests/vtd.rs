@@ -39,7 +39,7 @@ fn section<'a>(out: &'a Outcome, name: &str) -> Vec<&'a str> {
 #[test]
 fn default_unit_everything() {
     let tests =
-        format!("{GENERIC},iommu_teardown_fragmented,iommu_teardown_control,iommu_teardown_strategies,vtd_isolation,vtd_no_context,vtd_fault_storm");
+        format!("{GENERIC},iommu_teardown_fragmented,iommu_teardown_control,iommu_teardown_strategies,iommu_reserved_identity,vtd_isolation,vtd_no_context,vtd_fault_storm");
     let out = run("default", &intel(None, false, &tests));
     assert_passed(&out);
     assert_logged(&out, "3-level tables, Queued invalidation");
