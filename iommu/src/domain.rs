@@ -48,6 +48,14 @@ impl IotlbGather {
         self.ranges.push((start, end));
     }
 
+    /// Moves everything `other` holds into this gather.
+    pub fn absorb(&mut self, other: &mut IotlbGather) {
+        for (s, e) in other.ranges.drain(..) {
+            self.add_range(s, e);
+        }
+        self.freed_tables.append(&mut other.freed_tables);
+    }
+
     /// The gathered ranges as naturally aligned blocks of at most `2^max_order` bytes.
     pub fn blocks(&self, max_order: u32) -> Vec<IovaBlock> {
         let mut ranges = self.ranges.clone();
@@ -96,6 +104,8 @@ pub struct Domain<F: PteFormat> {
     unit: usize,
     table: PageTable<F>,
     fgsp: bool,
+    /// Work of flushes that failed, folded into the next flush.
+    deferred: IotlbGather,
 }
 
 impl<F: PteFormat> Domain<F> {
@@ -106,7 +116,13 @@ impl<F: PteFormat> Domain<F> {
         unit: usize,
         format: F,
     ) -> Result<Self, MapError> {
-        Ok(Self { id, unit, table: PageTable::new(mem, format)?, fgsp: false })
+        Ok(Self {
+            id,
+            unit,
+            table: PageTable::new(mem, format)?,
+            fgsp: false,
+            deferred: IotlbGather::new(),
+        })
     }
 
     /// Keeps only the page sizes in `mask` (bit n = 2^n bytes; 4 KiB always stays).
@@ -187,8 +203,15 @@ impl<F: PteFormat> Domain<F> {
         self.table.iova_to_phys(mem, iova)
     }
 
-    /// Invalidates what `gather` collected, waits for completion, then frees its table
-    /// pages. On error the gather keeps everything so the flush can be retried.
+    /// Keeps a gather whose flush failed (its ranges and table pages) for the next flush,
+    /// so its tables are neither leaked nor freed before an invalidation covers them.
+    pub fn defer(&mut self, mut gather: IotlbGather) {
+        self.deferred.absorb(&mut gather);
+    }
+
+    /// Invalidates what `gather` collected (plus what failed maps and deferred flushes
+    /// left), waits for completion, then frees its table pages. On error the gather keeps
+    /// everything so the flush can be retried.
     pub fn flush<M: TableMemory>(
         &mut self,
         mem: &mut M,
@@ -196,6 +219,9 @@ impl<F: PteFormat> Domain<F> {
         inv: &mut dyn IotlbInvalidator,
     ) -> Result<FlushStats, HwError> {
         let mut stats = FlushStats::default();
+        let rolled_back = self.table.take_rolled_back(&mut gather.freed_tables);
+        gather.add_range(rolled_back.iova, rolled_back.iova + rolled_back.size);
+        gather.absorb(&mut self.deferred);
         if gather.is_empty() {
             return Ok(stats);
         }
@@ -221,7 +247,10 @@ impl<F: PteFormat> Domain<F> {
 
     /// Frees every table page. Only after the unit no longer points at this domain and
     /// its IOTLB entries were invalidated.
-    pub fn destroy<M: TableMemory>(self, mem: &mut M) {
+    pub fn destroy<M: TableMemory>(mut self, mem: &mut M) {
+        for frame in self.deferred.freed_tables.drain(..) {
+            mem.free_frame(frame);
+        }
         self.table.destroy(mem);
     }
 }
@@ -274,5 +303,22 @@ mod tests {
         assert_eq!(inv.syncs, 1);
         assert_eq!(mem.live_frames(), 1);
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn tables_of_a_failed_map_are_freed_by_the_next_flush_after_its_invalidation() {
+        use crate::model::{HostMemory, ModelIommu, ModelKind};
+        use crate::pgtable::vtd::VtdFormat;
+        let mut mem = HostMemory::new();
+        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 1 });
+        let mut d = Domain::new(&mut mem, 3, 0, VtdFormat::new(3, 1).unwrap()).unwrap();
+        d.map(&mut mem, 0x60_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
+        let live = mem.live_frames();
+        assert!(d.map(&mut mem, 0x20_1000, 0x1000_1000, 0x40_0000, Prot::READ).is_err());
+        assert_eq!(mem.live_frames(), live + 1);
+        let stats = d.flush(&mut mem, &mut IotlbGather::new(), &mut inv).unwrap();
+        assert!(stats.total() > 0, "the failed map's span is invalidated");
+        assert_eq!(inv.syncs, 1);
+        assert_eq!(mem.live_frames(), live);
     }
 }
