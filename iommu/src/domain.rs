@@ -48,14 +48,6 @@ impl IotlbGather {
         self.ranges.push((start, end));
     }
 
-    /// Moves everything `other` holds into this gather.
-    pub fn absorb(&mut self, other: &mut IotlbGather) {
-        for (s, e) in other.ranges.drain(..) {
-            self.add_range(s, e);
-        }
-        self.freed_tables.append(&mut other.freed_tables);
-    }
-
     /// The gathered ranges as naturally aligned blocks of at most `2^max_order` bytes.
     pub fn blocks(&self, max_order: u32) -> Vec<IovaBlock> {
         let mut ranges = self.ranges.clone();
@@ -104,8 +96,6 @@ pub struct Domain<F: PteFormat> {
     unit: usize,
     table: PageTable<F>,
     fgsp: bool,
-    /// Work of flushes that failed, folded into the next flush.
-    deferred: IotlbGather,
 }
 
 impl<F: PteFormat> Domain<F> {
@@ -116,13 +106,7 @@ impl<F: PteFormat> Domain<F> {
         unit: usize,
         format: F,
     ) -> Result<Self, MapError> {
-        Ok(Self {
-            id,
-            unit,
-            table: PageTable::new(mem, format)?,
-            fgsp: false,
-            deferred: IotlbGather::new(),
-        })
+        Ok(Self { id, unit, table: PageTable::new(mem, format)?, fgsp: false })
     }
 
     /// Keeps only the page sizes in `mask` (bit n = 2^n bytes; 4 KiB always stays).
@@ -206,7 +190,10 @@ impl<F: PteFormat> Domain<F> {
     /// Keeps a gather whose flush failed (its ranges and table pages) for the next flush,
     /// so its tables are neither leaked nor freed before an invalidation covers them.
     pub fn defer(&mut self, mut gather: IotlbGather) {
-        self.deferred.absorb(&mut gather);
+        for (start, end) in gather.ranges.drain(..) {
+            self.table.defer_invalidation(start, end, &mut gather.freed_tables);
+        }
+        self.table.defer_invalidation(0, 0, &mut gather.freed_tables);
     }
 
     /// Invalidates what `gather` collected (plus what failed maps and deferred flushes
@@ -221,7 +208,6 @@ impl<F: PteFormat> Domain<F> {
         let mut stats = FlushStats::default();
         let rolled_back = self.table.take_rolled_back(&mut gather.freed_tables);
         gather.add_range(rolled_back.iova, rolled_back.iova + rolled_back.size);
-        gather.absorb(&mut self.deferred);
         if gather.is_empty() {
             return Ok(stats);
         }
@@ -247,10 +233,7 @@ impl<F: PteFormat> Domain<F> {
 
     /// Frees every table page. Only after the unit no longer points at this domain and
     /// its IOTLB entries were invalidated.
-    pub fn destroy<M: TableMemory>(mut self, mem: &mut M) {
-        for frame in self.deferred.freed_tables.drain(..) {
-            mem.free_frame(frame);
-        }
+    pub fn destroy<M: TableMemory>(self, mem: &mut M) {
         self.table.destroy(mem);
     }
 }

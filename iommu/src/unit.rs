@@ -51,9 +51,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> RemappingUnit for VtdUnit<R, P> {
     }
 
     fn domain_format(&self) -> Result<VtdFormat, HwError> {
-        let sizes = self.supported_page_sizes();
-        let sllps = u8::from(sizes & 1 << 21 != 0) | u8::from(sizes & 1 << 30 != 0) << 1;
-        VtdFormat::new(self.levels(), sllps).ok_or(UNSUPPORTED_DEPTH)
+        VtdUnit::domain_format(self)
     }
 
     fn attach_device(&mut self, rid: u16, domain: &Domain<VtdFormat>) -> Result<(), HwError> {

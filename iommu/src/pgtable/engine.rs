@@ -111,7 +111,7 @@ impl<F: PteFormat> PageTable<F> {
 
     /// Bytes of IOVA space this table translates.
     pub fn aperture(&self) -> u64 {
-        1u64 << (level_shift(self.levels()) + 9)
+        1u64 << self.format.address_bits()
     }
 
     /// Reads entry `idx` of `table`, counting the step.
@@ -184,6 +184,22 @@ impl<F: PteFormat> PageTable<F> {
         }
         self.unlinked = unlinked;
         result
+    }
+
+    /// Keeps `[start, end)` (if nonempty) and `tables` for [`take_rolled_back`]: work of
+    /// a flush that failed, so its table pages are neither leaked nor freed too early.
+    ///
+    /// [`take_rolled_back`]: Self::take_rolled_back
+    pub fn defer_invalidation(
+        &mut self,
+        start: u64,
+        end: u64,
+        tables: &mut alloc::vec::Vec<PhysAddr>,
+    ) {
+        if start < end {
+            self.rolled_back.cover(start, end);
+        }
+        self.unlinked.append(tables);
     }
 
     /// Hands over what failed maps left for the next invalidation: table pages to free

@@ -444,3 +444,19 @@ fn pages_of_a_failed_flush_wait_for_a_domain_wide_invalidation() {
     assert_eq!(released, 0x8000);
     assert_eq!(t.unreleased_bytes(), 0);
 }
+
+#[test]
+fn fgsp_probe_stays_inside_the_units_address_width() {
+    let model = RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 }));
+    let mut inv = SharedModel(&model);
+    let mut mem = HostMemory::new();
+    let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
+    // A 64 KiB aperture is all reserved (page 0 region): no hole may be found beyond it.
+    let narrow = VtdFormat::new(4, 0).unwrap().with_address_width(16);
+    let d = Domain::new(&mut mem, 1, 0, narrow).unwrap();
+    let err = t.attach(&mut mem, &mut inv, d).err().map(|(_, e)| e);
+    assert_eq!(err, Some(TrackerError::NoProbeHole));
+    let wide = VtdFormat::new(4, 0).unwrap().with_address_width(17);
+    let d = Domain::new(&mut mem, 2, 0, wide).unwrap();
+    t.attach(&mut mem, &mut inv, d).unwrap();
+}

@@ -30,10 +30,27 @@ fn rejects_unit_without_3_or_4_level_tables() {
 
 #[test]
 fn page_sizes_follow_sllps() {
+    use crate::pgtable::PteFormat;
     let b = bench(QEMU_CAP, QEMU_ECAP);
-    assert_eq!(b.unit.supported_page_sizes(), (1 << 12) | (1 << 21) | (1 << 30));
+    let sizes = b.unit.domain_format().unwrap().page_sizes();
+    assert_eq!(sizes, (1 << 12) | (1 << 21) | (1 << 30));
     let b = bench(QEMU_CAP & !(0xF << 34), QEMU_ECAP);
-    assert_eq!(b.unit.supported_page_sizes(), 1 << 12);
+    assert_eq!(b.unit.domain_format().unwrap().page_sizes(), 1 << 12);
+}
+
+#[test]
+fn four_level_domain_on_a_39_bit_unit_refuses_iovas_above_mgaw() {
+    use crate::pgtable::{MapError, PageTable, Prot};
+    // SAGAW offers only 4-level tables, but MGAW says 39 bits.
+    let cap = (QEMU_CAP & !(0x1F << 8) & !(0x3F << 16)) | (0x4 << 8) | (38 << 16);
+    let mut b = bench(cap, QEMU_ECAP);
+    assert_eq!(b.unit.levels(), 4);
+    let format = b.unit.domain_format().unwrap();
+    let mut table = PageTable::new(&mut b.mem, format).unwrap();
+    assert_eq!(table.aperture(), 1 << 39);
+    let err = table.map(&mut b.mem, 1 << 39, 0x1000_0000, 0x1000, Prot::READ);
+    assert_eq!(err, Err(MapError::BadRange));
+    table.map(&mut b.mem, (1 << 39) - 0x1000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
 }
 
 #[test]
