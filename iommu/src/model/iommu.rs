@@ -63,6 +63,8 @@ pub struct ModelIommu {
     pub syncs: u64,
     /// When set, nothing is cached (fast mode for benchmarks).
     pub cache_disabled: bool,
+    /// When set, `sync` fails (a unit whose invalidations time out).
+    pub fail_sync: bool,
 }
 
 impl ModelIommu {
@@ -78,6 +80,7 @@ impl ModelIommu {
             domain_invalidations: 0,
             syncs: 0,
             cache_disabled: false,
+            fail_sync: false,
         }
     }
 
@@ -290,6 +293,9 @@ impl IotlbInvalidator for ModelIommu {
     }
 
     fn sync(&mut self) -> Result<(), HwError> {
+        if self.fail_sync {
+            return Err(HwError::Timeout { what: "model IOTLB invalidation" });
+        }
         self.syncs += 1;
         for p in std::mem::take(&mut self.pending) {
             match p {

@@ -460,3 +460,54 @@ fn fgsp_probe_stays_inside_the_units_address_width() {
     let d = Domain::new(&mut mem, 2, 0, wide).unwrap();
     t.attach(&mut mem, &mut inv, d).unwrap();
 }
+
+/// Two model units, one per domain's unit number.
+struct TwoUnits {
+    good: ModelIommu,
+    second: ModelIommu,
+}
+
+impl InvalidatorSet for TwoUnits {
+    fn unit(&mut self, unit: usize) -> &mut dyn IotlbInvalidator {
+        if unit == 0 {
+            &mut self.good
+        } else {
+            &mut self.second
+        }
+    }
+}
+
+#[test]
+fn failed_second_domain_flush_quarantines_every_taken_page() {
+    for strategy in [UnmapStrategy::Gathered, UnmapStrategy::SeedChunked] {
+        let mut mem = HostMemory::new();
+        let mut units = TwoUnits {
+            good: ModelIommu::new(ModelKind::Vtd { sllps: 0 }),
+            second: ModelIommu::new(ModelKind::Vtd { sllps: 0 }),
+        };
+        let mut t = DmaTracker::new(strategy, 0x7F_0000_0000);
+        for unit in 0..2 {
+            let d = Domain::new(&mut mem, 1, unit, VtdFormat::new(3, 0).unwrap()).unwrap();
+            t.attach(&mut mem, &mut units, d).unwrap();
+        }
+        let a = [HostExtent { paddr: HOST_BASE, len: 0x4000 }];
+        let b = [HostExtent { paddr: HOST_BASE + 0x10_0000, len: 0x2000 }];
+        t.map_dma(&mut mem, &mut units, 0x10_0000, &a, Prot::READ).unwrap();
+        t.map_dma(&mut mem, &mut units, 0x20_0000, &b, Prot::READ).unwrap();
+        units.second.fail_sync = true;
+        let mut released = Vec::new();
+        let err = t.unmap_dma(&mut mem, &mut units, 0, 1 << 30, &mut |e| released.push(e));
+        assert!(err.is_err(), "{strategy:?}");
+        assert!(released.is_empty(), "{strategy:?}: nothing released before invalidation");
+        assert_eq!(t.unreleased_bytes(), 0x6000, "{strategy:?}: no page lost");
+        for d in t.domains() {
+            assert_eq!(d.iova_to_phys(&mem, 0x10_0000), None, "{strategy:?}");
+            assert_eq!(d.iova_to_phys(&mem, 0x20_0000), None, "{strategy:?}");
+        }
+        assert!(t.retry_release(&mut units, &mut |e| released.push(e)).is_err());
+        units.second.fail_sync = false;
+        t.retry_release(&mut units, &mut |e| released.push(e)).unwrap();
+        assert_eq!(released.iter().map(|e| e.len).sum::<u64>(), 0x6000, "{strategy:?}");
+        assert_eq!(t.unreleased_bytes(), 0);
+    }
+}
