@@ -228,13 +228,13 @@ impl<F: PteFormat> DmaTracker<F> {
         }
         let mapping = Mapping { size, prot, extents: merged };
         for i in 0..self.domains.len() {
-            if let Err(e) = map_into(&mut self.domains[i], mem, iova, &mapping) {
+            if let Err(e) = map_into(&mut self.domains[i], mem, inv, iova, &mapping) {
                 for d in &mut self.domains[..=i] {
                     let mut gather = IotlbGather::new();
                     d.unmap(mem, iova, size, &mut gather)?;
                     d.flush(mem, &mut gather, inv.unit(d.unit()))?;
                 }
-                return Err(e.into());
+                return Err(e);
             }
         }
         self.mappings.insert(iova, mapping);
@@ -255,7 +255,7 @@ impl<F: PteFormat> DmaTracker<F> {
         }
         let mut done = Vec::new();
         for (&iova, m) in &self.mappings {
-            if let Err(e) = map_into(&mut domain, mem, iova, m) {
+            if let Err(e) = map_into(&mut domain, mem, inv, iova, m) {
                 let mut gather = IotlbGather::new();
                 for (iova, size) in done {
                     let _ = domain.unmap(mem, iova, size, &mut gather);
@@ -264,7 +264,7 @@ impl<F: PteFormat> DmaTracker<F> {
                 if let Err(hw) = domain.flush(mem, &mut gather, inv.unit(domain.unit())) {
                     return Err((domain, hw.into()));
                 }
-                return Err((domain, e.into()));
+                return Err((domain, e));
             }
             done.push((iova, m.size));
         }
@@ -349,18 +349,22 @@ impl<F: PteFormat> DmaTracker<F> {
     }
 }
 
-/// Maps `m`'s extents at `iova` into `domain`. On failure the caller unmaps the whole
-/// range (through a gather and a flush), so nothing is left behind.
-fn map_into<F: PteFormat, M: TableMemory>(
+/// Maps `m`'s extents at `iova` into `domain` and tells the domain's unit (caching-mode
+/// units may hold the not-present entries). On failure the caller unmaps the whole range
+/// (through a gather and a flush), so nothing is left behind.
+fn map_into<F: PteFormat, M: TableMemory, I: InvalidatorSet + ?Sized>(
     domain: &mut Domain<F>,
     mem: &mut M,
+    inv: &mut I,
     iova: u64,
     m: &Mapping,
-) -> Result<(), MapError> {
+) -> Result<(), TrackerError> {
     let mut va = iova;
     for e in &m.extents {
         domain.map(mem, va, e.paddr, e.len, m.prot)?;
         va += e.len;
     }
+    let block = crate::invalidate::IovaBlock::covering(iova, m.size);
+    inv.unit(domain.unit()).after_map(domain.id(), block)?;
     Ok(())
 }

@@ -511,3 +511,51 @@ fn failed_second_domain_flush_quarantines_every_taken_page() {
         assert_eq!(t.unreleased_bytes(), 0);
     }
 }
+
+/// A caching-mode-like unit: records every after-map call and invalidates the block.
+struct CachingMode {
+    model: ModelIommu,
+    after_maps: Vec<(DomainId, IovaBlock)>,
+}
+
+impl IotlbInvalidator for CachingMode {
+    fn max_block_order(&self) -> u32 {
+        self.model.max_order
+    }
+    fn invalidate_block(&mut self, d: DomainId, b: IovaBlock) -> Result<(), HwError> {
+        self.model.invalidate_block(d, b)
+    }
+    fn invalidate_domain(&mut self, d: DomainId) -> Result<(), HwError> {
+        self.model.invalidate_domain(d)
+    }
+    fn sync(&mut self) -> Result<(), HwError> {
+        self.model.sync()
+    }
+    fn after_map(&mut self, d: DomainId, b: IovaBlock) -> Result<(), HwError> {
+        self.after_maps.push((d, b));
+        self.model.invalidate_block(d, b)?;
+        self.model.sync()
+    }
+}
+
+#[test]
+fn caching_mode_unit_hears_of_every_map_and_replay() {
+    let mut inv =
+        CachingMode { model: ModelIommu::new(ModelKind::Vtd { sllps: 0 }), after_maps: Vec::new() };
+    let mut mem = HostMemory::new();
+    let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
+    let ext = [HostExtent { paddr: HOST_BASE, len: 0x3000 }];
+    // Mapped before any domain: the replay at attach must report it.
+    t.map_dma(&mut mem, &mut inv, 0x10_0000, &ext, Prot::READ).unwrap();
+    let d = Domain::new(&mut mem, 4, 0, VtdFormat::new(3, 0).unwrap()).unwrap();
+    t.attach(&mut mem, &mut inv, d).unwrap();
+    let replay = inv.after_maps.clone();
+    assert_eq!(replay.len(), 1);
+    let (dom, block) = replay[0];
+    assert_eq!(dom, 4);
+    assert!(block.iova <= 0x10_0000 && block.iova + block.size() >= 0x10_3000, "{block:?}");
+    // Mapped after attach: reported too.
+    let ext = [HostExtent { paddr: HOST_BASE + 0x10_0000, len: 0x1000 }];
+    t.map_dma(&mut mem, &mut inv, 0x40_0000, &ext, Prot::READ).unwrap();
+    assert_eq!(inv.after_maps[1..], [(4, IovaBlock { iova: 0x40_0000, order: 12 })]);
+}
