@@ -5,7 +5,7 @@
 
 use crate::error::HwError;
 use crate::invalidate::DomainId;
-use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
+use crate::platform::{poll_until, FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
 
 use super::regs::{self, bits};
 
@@ -236,15 +236,22 @@ impl InvalidationQueue {
         mem.write_u64(self.status, 0);
         self.submit(mmio, mem, Descriptor::wait(self.status, token))?;
         self.publish(mmio, mem)?;
-        for _ in 0..POLL_LIMIT {
+        let mut error = None;
+        let done = poll_until(POLL_LIMIT, || {
             if mem.read_u64(self.status) as u32 == token {
-                self.head = self.tail;
-                return Ok(());
+                return true;
             }
-            self.check_error(mmio, mem)?;
-            core::hint::spin_loop();
+            error = self.check_error(mmio, mem).err();
+            error.is_some()
+        });
+        if let Some(e) = error {
+            return Err(e);
         }
-        Err(HwError::Timeout { what: "invalidation wait descriptor status write" })
+        if !done {
+            return Err(HwError::Timeout { what: "invalidation wait descriptor status write" });
+        }
+        self.head = self.tail;
+        Ok(())
     }
 
     /// Reports an invalidation-queue error. On IQE the unit stops at the rejected
@@ -347,12 +354,10 @@ impl RegisterInvalidation {
 }
 
 /// Re-evaluates `done` up to [`POLL_LIMIT`] times; `what` names the awaited condition.
-pub(crate) fn poll(mut done: impl FnMut() -> bool, what: &'static str) -> Result<(), HwError> {
-    for _ in 0..POLL_LIMIT {
-        if done() {
-            return Ok(());
-        }
-        core::hint::spin_loop();
+pub(crate) fn poll(done: impl FnMut() -> bool, what: &'static str) -> Result<(), HwError> {
+    if poll_until(POLL_LIMIT, done) {
+        Ok(())
+    } else {
+        Err(HwError::Timeout { what })
     }
-    Err(HwError::Timeout { what })
 }

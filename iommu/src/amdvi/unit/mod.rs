@@ -7,9 +7,11 @@ use alloc::vec::Vec;
 
 use crate::error::HwError;
 use crate::invalidate::DomainId;
-use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
+use crate::platform::{poll_until, FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
 
-use crate::amdvi::command::{Command, CommandBuffer};
+use crate::amdvi::command::{
+    command_buffer_stopped, Command, CommandBuffer, COMMAND_BUFFER_STOPPED,
+};
 use crate::amdvi::device_table::{DeviceTable, DeviceTableEntry, DTE_SIZE};
 use crate::amdvi::event_log::{Event, EventCounters, EventLog};
 use crate::amdvi::regs::{self, Control, Efr, Status};
@@ -235,12 +237,22 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.submit(Command::completion_wait(self.semaphore, sequence))?;
         self.commands.publish(&mut self.regs);
         self.stats.completion_waits += 1;
-        for _ in 0..POLL_LIMIT {
-            if self.mem.read_u64(self.semaphore) == sequence {
-                return Ok(());
+        let mut stopped = false;
+        let (mem, regs, semaphore) = (&self.mem, &self.regs, self.semaphore);
+        let done = poll_until(POLL_LIMIT, || {
+            if mem.read_u64(semaphore) == sequence {
+                return true;
             }
+            stopped = command_buffer_stopped(regs);
+            stopped
+        });
+        if stopped {
+            Err(COMMAND_BUFFER_STOPPED)
+        } else if done {
+            Ok(())
+        } else {
+            Err(HwError::Timeout { what: "COMPLETION_WAIT store to the semaphore" })
         }
-        Err(HwError::Timeout { what: "COMPLETION_WAIT store to the semaphore" })
     }
 
     /// Reads and decodes every new event record, restarting the log if it overflowed.
