@@ -244,6 +244,12 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             )?;
         }
         if self.mmio.read32(regs::GSTS) & regs::GSTS_QIES != 0 {
+            // Descriptors firmware queued must complete first: turning QIE off mid-queue
+            // drops them (and the head register with them).
+            poll(
+                || self.mmio.read64(regs::IQH) == self.mmio.read64(regs::IQT),
+                "IQH == IQT (firmware's queued invalidations drained)",
+            )?;
             self.set_persistent(regs::GCMD_QIE, false);
             self.wait_status(
                 regs::GSTS_QIES,

@@ -159,6 +159,34 @@ fn takes_over_translation_left_on_by_firmware() {
     assert_eq!(events.last(), Some(&Event::Translation(true)));
 }
 
+#[test]
+fn firmware_queue_is_drained_before_qie_is_cleared() {
+    let b = bench(QEMU_CAP, QEMU_ECAP);
+    {
+        let mut hw = b.hw.0.borrow_mut();
+        hw.gsts |= 1 << 26;
+        hw.iqt = 0x40;
+        hw.firmware.pending = 4;
+    }
+    let mut unit = b.unit;
+    unit.enable().unwrap();
+    assert_eq!(b.hw.0.borrow().firmware.dropped, 0, "QIE cleared with descriptors pending");
+
+    let b = bench(QEMU_CAP, QEMU_ECAP);
+    {
+        let mut hw = b.hw.0.borrow_mut();
+        hw.gsts |= 1 << 26;
+        hw.iqt = 0x40;
+        hw.firmware.pending = 4;
+        hw.stuck.queue = true;
+    }
+    let mut unit = b.unit;
+    let what = "IQH == IQT (firmware's queued invalidations drained)";
+    assert_eq!(unit.enable(), Err(HwError::Timeout { what }));
+    assert_eq!(b.hw.0.borrow().firmware.dropped, 0);
+    assert!(b.hw.0.borrow().gsts & (1 << 26) != 0, "QIE left on while the queue is busy");
+}
+
 fn enable_with_stuck(
     configure: impl FnOnce(&mut super::model::Stuck),
     mode: InvalidationMode,
