@@ -47,6 +47,8 @@ pub struct AmdViUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     enabled: bool,
     stats: UnitStats,
     counters: EventCounters,
+    /// Domains attached since the last full flush (`invalidate_all` covers them too).
+    attached_since_flush: alloc::collections::BTreeSet<DomainId>,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
@@ -83,6 +85,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             enabled: false,
             stats: UnitStats::default(),
             counters: EventCounters::default(),
+            attached_since_flush: alloc::collections::BTreeSet::new(),
         })
     }
 
@@ -109,7 +112,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.regs.write64(regs::CONTROL, rings.bits());
         self.regs.write64(regs::CONTROL, (rings | Control::IOMMU_EN).bits());
         self.enabled = true;
-        self.flush_everything()
+        self.invalidate_all()
     }
 
     /// Stops translation, command processing and event logging (DMA then passes
@@ -207,6 +210,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             self.submit(Command::invalidate_devtab_entry(devid))?;
             self.completion_wait()?;
         }
+        self.attached_since_flush.insert(domain);
         let quads = new.quads();
         for (i, &q) in quads.iter().enumerate().skip(1) {
             self.write_quad(at, i, q);
