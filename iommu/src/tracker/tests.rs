@@ -323,7 +323,10 @@ fn fgsp_probe_true_for_amd_false_for_vtd_and_avoids_iova_zero() {
     let d = Domain::new(&mut mem, 1, 0, AmdV1Format::new(4).unwrap()).unwrap();
     t.attach(&mut mem, &mut inv, d).unwrap();
     assert!(t.domains()[0].fgsp());
-    // The probe's invalidation went to the hole after the mapping, not IOVA 0.
+    // The probe's invalidation went to the hole after the mapping, not IOVA 0: the 8 KiB
+    // NextLevel-7 page it mapped at 0x11_0000 (past page 0's reserve and the mapping).
+    let want = crate::model::Invalidation::Block(1, IovaBlock { iova: 0x11_0000, order: 13 });
+    assert_eq!(model.borrow().log, [want]);
     let v = VtdFormat::new(3, 3).unwrap();
     let mut tv = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
     let d = Domain::new(&mut mem, 2, 0, v).unwrap();
