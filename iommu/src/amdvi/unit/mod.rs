@@ -135,13 +135,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     pub fn max_levels(&self) -> u32 {
         self.max_levels
     }
-    /// Bitmap of page sizes a v1 table with `levels` levels can map: every power of two
-    /// from 4 KiB up to the IOVA width, except 512 GiB (not encodable).
-    pub fn page_sizes(&self, levels: u32) -> u64 {
-        let width = 12 + 9 * levels.min(self.max_levels);
-        let below_width = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
-        !0xFFF & below_width & !(1u64 << 39)
-    }
     /// Number of device ids the device table covers (`0..device_table_entries()`).
     pub fn device_table_entries(&self) -> u64 {
         self.device_table.entries()
