@@ -7,7 +7,8 @@ use crate::error::HwError;
 use crate::invalidate::DomainId;
 use crate::platform::{poll_until, FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
 
-use super::regs::{self, bits};
+use super::regs;
+use crate::bits::field;
 
 /// Which context-cache entries to invalidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +114,7 @@ impl Descriptor {
 
     /// The descriptor type (bits 3:0).
     pub fn kind(&self) -> u64 {
-        bits(self.lo, 0, 4)
+        field(self.lo, 0, 4)
     }
 }
 
@@ -311,7 +312,7 @@ impl RegisterInvalidation {
         };
         mmio.write64(regs::CCMD, regs::CCMD_ICC | value);
         poll(|| mmio.read64(regs::CCMD) & regs::CCMD_ICC == 0, "CCMD.ICC clear")?;
-        if bits(mmio.read64(regs::CCMD), 59, 2) == 0 {
+        if field(mmio.read64(regs::CCMD), 59, 2) == 0 {
             return Err(HwError::QueueError {
                 what: "context-cache invalidation refused (CCMD.CAIG = 0)",
             });
@@ -344,7 +345,7 @@ impl RegisterInvalidation {
         let reg = self.iva + 8;
         mmio.write64(reg, value);
         poll(|| mmio.read64(reg) & regs::IOTLB_IVT == 0, "IOTLB.IVT clear")?;
-        if bits(mmio.read64(reg), 57, 2) == 0 {
+        if field(mmio.read64(reg), 57, 2) == 0 {
             return Err(HwError::QueueError {
                 what: "IOTLB invalidation refused (IOTLB.IAIG = 0)",
             });
