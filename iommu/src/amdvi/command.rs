@@ -298,11 +298,6 @@ impl CommandBuffer {
         }
     }
 
-    /// Commands written to the ring but not yet handed to the IOMMU.
-    pub fn unpublished(&self) -> u64 {
-        (self.tail + Self::LEN - self.published) % Self::LEN / COMMAND_SIZE
-    }
-
     /// Slots free for new commands given the IOMMU's head offset; one slot always stays
     /// empty so that a full ring is distinguishable from an empty one.
     pub fn free_slots(&self, head: u64) -> u64 {

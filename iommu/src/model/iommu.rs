@@ -158,11 +158,6 @@ impl ModelIommu {
     pub fn cached_iovas(&self, domain: DomainId, iova: u64, len: u64) -> usize {
         self.iotlb.keys().filter(|&&(d, p)| d == domain && p >= iova && p < iova + len).count()
     }
-
-    /// Number of cached translations.
-    pub fn iotlb_len(&self) -> usize {
-        self.iotlb.len()
-    }
 }
 
 fn read_entry<M: PhysMemory>(mem: &M, table: PhysAddr, idx: usize) -> u64 {

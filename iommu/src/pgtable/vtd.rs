@@ -40,11 +40,6 @@ impl VtdFormat {
         self.address_bits = self.address_bits.min(bits.max(12));
         self
     }
-
-    /// The context-entry AW field for this depth (levels - 2).
-    pub fn context_aw(&self) -> u32 {
-        self.levels - 2
-    }
 }
 
 impl PteFormat for VtdFormat {

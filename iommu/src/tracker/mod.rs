@@ -143,11 +143,6 @@ impl<F: PteFormat> DmaTracker<F> {
         self.reserved.push((start, end));
     }
 
-    /// Changes how later unmaps work.
-    pub fn set_strategy(&mut self, strategy: UnmapStrategy) {
-        self.strategy = strategy;
-    }
-
     /// Costs so far.
     pub fn counters(&self) -> TrackerCounters {
         self.counters

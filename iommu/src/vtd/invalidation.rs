@@ -157,16 +157,6 @@ impl InvalidationQueue {
         self.base
     }
 
-    /// Physical address of the status word wait descriptors write.
-    pub fn status_address(&self) -> PhysAddr {
-        self.status
-    }
-
-    /// Descriptors submitted but not yet handed to the unit (IQT not yet written).
-    pub fn unpublished(&self) -> u64 {
-        (self.tail + QUEUE_ENTRIES - self.published) % QUEUE_ENTRIES
-    }
-
     /// Programs IQA, resets the tail, sets QIE and waits for QIES (the unit must be idle
     /// with QIE clear). GCMD is built from GSTS masked of its one-shot bits.
     pub fn enable<R: Mmio>(&mut self, mmio: &mut R) -> Result<(), HwError> {
