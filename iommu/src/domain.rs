@@ -304,4 +304,26 @@ mod tests {
         assert_eq!(inv.syncs, 1);
         assert_eq!(mem.live_frames(), live);
     }
+
+    #[test]
+    fn deferred_gather_is_invalidated_and_freed_by_the_next_flush() {
+        use crate::model::{HostMemory, Invalidation, ModelIommu, ModelKind};
+        use crate::pgtable::vtd::VtdFormat;
+        let mut mem = HostMemory::new();
+        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 0 });
+        let mut d = Domain::new(&mut mem, 5, 0, VtdFormat::new(3, 0).unwrap()).unwrap();
+        d.map(&mut mem, 0x4000_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
+        let mut g = IotlbGather::new();
+        d.unmap(&mut mem, 0x4000_0000, 0x1000, &mut g).unwrap();
+        inv.fail_sync = true;
+        assert!(d.flush(&mut mem, &mut g, &mut inv).is_err());
+        d.defer(g);
+        let live = mem.live_frames();
+        assert!(live > 1, "tables wait for a completed invalidation");
+        inv.fail_sync = false;
+        inv.log.clear();
+        d.flush(&mut mem, &mut IotlbGather::new(), &mut inv).unwrap();
+        assert_eq!(inv.log, [Invalidation::Block(5, IovaBlock { iova: 0x4000_0000, order: 12 })]);
+        assert_eq!(mem.live_frames(), 1);
+    }
 }

@@ -227,7 +227,11 @@ impl<F: PteFormat> DmaTracker<F> {
                 for d in &mut self.domains[..=i] {
                     let mut gather = IotlbGather::new();
                     d.unmap(mem, iova, size, &mut gather)?;
-                    d.flush(mem, &mut gather, inv.unit(d.unit()))?;
+                    if let Err(hw) = d.flush(mem, &mut gather, inv.unit(d.unit())) {
+                        // Its tables wait for the domain's next flush instead of leaking.
+                        d.defer(gather);
+                        return Err(hw.into());
+                    }
                 }
                 return Err(e);
             }
@@ -257,6 +261,7 @@ impl<F: PteFormat> DmaTracker<F> {
                 }
                 let _ = domain.unmap(mem, iova, m.size, &mut gather);
                 if let Err(hw) = domain.flush(mem, &mut gather, inv.unit(domain.unit())) {
+                    domain.defer(gather);
                     return Err((domain, hw.into()));
                 }
                 return Err((domain, e));
