@@ -10,6 +10,8 @@ mod unmap;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unit_hook_tests;
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
