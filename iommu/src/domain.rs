@@ -187,8 +187,18 @@ impl<F: PteFormat> Domain<F> {
         self.table.iova_to_phys(mem, iova)
     }
 
-    /// Invalidates what `gather` collected, waits for completion, then frees its table
-    /// pages. On error the gather keeps everything so the flush can be retried.
+    /// Keeps a gather whose flush failed (its ranges and table pages) for the next flush,
+    /// so its tables are neither leaked nor freed before an invalidation covers them.
+    pub fn defer(&mut self, mut gather: IotlbGather) {
+        for (start, end) in gather.ranges.drain(..) {
+            self.table.defer_invalidation(start, end, &mut gather.freed_tables);
+        }
+        self.table.defer_invalidation(0, 0, &mut gather.freed_tables);
+    }
+
+    /// Invalidates what `gather` collected (plus what failed maps and deferred flushes
+    /// left), waits for completion, then frees its table pages. On error the gather keeps
+    /// everything so the flush can be retried.
     pub fn flush<M: TableMemory>(
         &mut self,
         mem: &mut M,
@@ -196,6 +206,8 @@ impl<F: PteFormat> Domain<F> {
         inv: &mut dyn IotlbInvalidator,
     ) -> Result<FlushStats, HwError> {
         let mut stats = FlushStats::default();
+        let rolled_back = self.table.take_rolled_back(&mut gather.freed_tables);
+        gather.add_range(rolled_back.iova, rolled_back.iova + rolled_back.size);
         if gather.is_empty() {
             return Ok(stats);
         }
@@ -274,5 +286,44 @@ mod tests {
         assert_eq!(inv.syncs, 1);
         assert_eq!(mem.live_frames(), 1);
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn tables_of_a_failed_map_are_freed_by_the_next_flush_after_its_invalidation() {
+        use crate::model::{HostMemory, ModelIommu, ModelKind};
+        use crate::pgtable::vtd::VtdFormat;
+        let mut mem = HostMemory::new();
+        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 1 });
+        let mut d = Domain::new(&mut mem, 3, 0, VtdFormat::new(3, 1).unwrap()).unwrap();
+        d.map(&mut mem, 0x60_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
+        let live = mem.live_frames();
+        assert!(d.map(&mut mem, 0x20_1000, 0x1000_1000, 0x40_0000, Prot::READ).is_err());
+        assert_eq!(mem.live_frames(), live + 1);
+        let stats = d.flush(&mut mem, &mut IotlbGather::new(), &mut inv).unwrap();
+        assert!(stats.total() > 0, "the failed map's span is invalidated");
+        assert_eq!(inv.syncs, 1);
+        assert_eq!(mem.live_frames(), live);
+    }
+
+    #[test]
+    fn deferred_gather_is_invalidated_and_freed_by_the_next_flush() {
+        use crate::model::{HostMemory, Invalidation, ModelIommu, ModelKind};
+        use crate::pgtable::vtd::VtdFormat;
+        let mut mem = HostMemory::new();
+        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 0 });
+        let mut d = Domain::new(&mut mem, 5, 0, VtdFormat::new(3, 0).unwrap()).unwrap();
+        d.map(&mut mem, 0x4000_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
+        let mut g = IotlbGather::new();
+        d.unmap(&mut mem, 0x4000_0000, 0x1000, &mut g).unwrap();
+        inv.fail_sync = true;
+        assert!(d.flush(&mut mem, &mut g, &mut inv).is_err());
+        d.defer(g);
+        let live = mem.live_frames();
+        assert!(live > 1, "tables wait for a completed invalidation");
+        inv.fail_sync = false;
+        inv.log.clear();
+        d.flush(&mut mem, &mut IotlbGather::new(), &mut inv).unwrap();
+        assert_eq!(inv.log, [Invalidation::Block(5, IovaBlock { iova: 0x4000_0000, order: 12 })]);
+        assert_eq!(mem.live_frames(), 1);
     }
 }

@@ -25,6 +25,13 @@ impl IovaBlock {
     pub fn size(&self) -> u64 {
         1u64 << self.order
     }
+
+    /// The smallest block that covers `[iova, iova + size)` (at least 4 KiB).
+    pub fn covering(iova: u64, size: u64) -> Self {
+        let last = iova.saturating_add(size.max(1) - 1);
+        let order = (64 - (iova ^ last).leading_zeros()).clamp(12, 63);
+        IovaBlock { iova: iova & !((1u64 << order) - 1), order }
+    }
 }
 
 /// Implemented by each hardware driver: issue IOTLB invalidations and wait for them.
@@ -38,4 +45,27 @@ pub trait IotlbInvalidator {
     fn invalidate_domain(&mut self, domain: DomainId) -> Result<(), HwError>;
     /// Returns once every invalidation queued so far has completed on the hardware.
     fn sync(&mut self) -> Result<(), HwError>;
+    /// Called after `block` was mapped in `domain`: units that may cache not-present
+    /// entries (VT-d CAP.CM) or buffer writes (CAP.RWBF) invalidate or flush and wait.
+    /// The default does nothing, which is right for every other unit.
+    fn after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
+        let _ = (domain, block);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IovaBlock;
+
+    #[test]
+    fn covering_block_is_the_smallest_aligned_one() {
+        assert_eq!(IovaBlock::covering(0x3000, 0x1000), IovaBlock { iova: 0x3000, order: 12 });
+        assert_eq!(IovaBlock::covering(0x3000, 0x2000), IovaBlock { iova: 0, order: 15 });
+        assert_eq!(
+            IovaBlock::covering(0x20_0000, 0x20_0000),
+            IovaBlock { iova: 0x20_0000, order: 21 }
+        );
+        assert_eq!(IovaBlock::covering(0x1F_F000, 0x2000), IovaBlock { iova: 0, order: 22 });
+    }
 }

@@ -49,3 +49,15 @@ pub trait Mmio {
 /// An uncached read costs about a microsecond on hardware and under QEMU, so this is
 /// on the order of a second.
 pub const POLL_LIMIT: u32 = 1_000_000;
+
+/// Evaluates `done` up to `limit` times, with a spin-loop hint between tries; true as soon
+/// as it held. The one bounded wait loop both drivers build their hardware polls on.
+pub fn poll_until(limit: u32, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..limit {
+        if done() {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}

@@ -7,7 +7,7 @@
 use crate::amdvi::AmdViUnit;
 use crate::domain::Domain;
 use crate::error::HwError;
-use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
+use crate::invalidate::IotlbInvalidator;
 use crate::pgtable::amdv1::AmdV1Format;
 use crate::pgtable::vtd::VtdFormat;
 use crate::pgtable::PteFormat;
@@ -32,9 +32,6 @@ pub trait RemappingUnit: IotlbInvalidator {
     /// Makes device `rid` reach nothing (VT-d: no context entry; AMD-Vi: a blocking DTE)
     /// and invalidates what the unit cached for it.
     fn block_device(&mut self, rid: u16) -> Result<(), HwError>;
-    /// After a map: units that may cache not-present entries (VT-d CAP.CM) or buffer
-    /// writes (CAP.RWBF) need telling. Others do nothing.
-    fn after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError>;
     /// Drops every cached translation of every domain, and waits.
     fn invalidate_everything(&mut self) -> Result<(), HwError>;
     /// Invalidation commands or descriptors issued so far (for logs and benchmarks).
@@ -51,9 +48,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> RemappingUnit for VtdUnit<R, P> {
     }
 
     fn domain_format(&self) -> Result<VtdFormat, HwError> {
-        let sizes = self.supported_page_sizes();
-        let sllps = u8::from(sizes & 1 << 21 != 0) | u8::from(sizes & 1 << 30 != 0) << 1;
-        VtdFormat::new(self.levels(), sllps).ok_or(UNSUPPORTED_DEPTH)
+        VtdUnit::domain_format(self)
     }
 
     fn attach_device(&mut self, rid: u16, domain: &Domain<VtdFormat>) -> Result<(), HwError> {
@@ -62,10 +57,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> RemappingUnit for VtdUnit<R, P> {
 
     fn block_device(&mut self, rid: u16) -> Result<(), HwError> {
         self.detach_device(rid).map(|_| ())
-    }
-
-    fn after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
-        self.flush_after_map(domain, block)
     }
 
     fn invalidate_everything(&mut self) -> Result<(), HwError> {
@@ -99,10 +90,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> RemappingUnit for AmdViUnit<R, P> 
 
     fn block_device(&mut self, rid: u16) -> Result<(), HwError> {
         AmdViUnit::block_device(self, rid)
-    }
-
-    fn after_map(&mut self, _domain: DomainId, _block: IovaBlock) -> Result<(), HwError> {
-        Ok(())
     }
 
     fn invalidate_everything(&mut self) -> Result<(), HwError> {

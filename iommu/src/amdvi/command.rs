@@ -8,7 +8,7 @@
 
 use crate::error::HwError;
 use crate::invalidate::DomainId;
-use crate::platform::{Mmio, PhysAddr, PhysMemory, PAGE_SIZE, POLL_LIMIT};
+use crate::platform::{poll_until, Mmio, PhysAddr, PhysMemory, PAGE_SIZE, POLL_LIMIT};
 
 use super::regs;
 
@@ -298,11 +298,6 @@ impl CommandBuffer {
         }
     }
 
-    /// Commands written to the ring but not yet handed to the IOMMU.
-    pub fn unpublished(&self) -> u64 {
-        (self.tail + Self::LEN - self.published) % Self::LEN / COMMAND_SIZE
-    }
-
     /// Slots free for new commands given the IOMMU's head offset; one slot always stays
     /// empty so that a full ring is distinguishable from an empty one.
     pub fn free_slots(&self, head: u64) -> u64 {
@@ -316,12 +311,32 @@ impl CommandBuffer {
     }
 
     fn wait_for_space(&mut self, regs: &impl Mmio) -> Result<(), HwError> {
-        for _ in 0..POLL_LIMIT {
+        let mut stopped = false;
+        let done = poll_until(POLL_LIMIT, || {
             self.head_seen = self.read_head(regs);
             if self.free_slots(self.head_seen) > 0 {
-                return Ok(());
+                return true;
             }
+            stopped = command_buffer_stopped(regs);
+            stopped
+        });
+        if stopped {
+            Err(COMMAND_BUFFER_STOPPED)
+        } else if done {
+            Ok(())
+        } else {
+            Err(HwError::Timeout { what: "a free command buffer slot (head register)" })
         }
-        Err(HwError::Timeout { what: "a free command buffer slot (head register)" })
     }
+}
+
+/// The error of a wait that found Status.CMD_BUF_RUN clear: the IOMMU stopped fetching
+/// commands (an illegal command or a fetch error), so waiting longer cannot help.
+pub(crate) const COMMAND_BUFFER_STOPPED: HwError =
+    HwError::QueueError { what: "command buffer stopped" };
+
+/// True when Status.CMD_BUF_RUN is clear although the driver enabled the buffer.
+pub(crate) fn command_buffer_stopped(regs: &impl Mmio) -> bool {
+    let status = regs::Status::from_bits_retain(regs.read64(regs::STATUS));
+    !status.contains(regs::Status::CMD_BUF_RUN)
 }

@@ -133,7 +133,7 @@ impl Efr {
         self.0 & (1 << n) != 0
     }
     fn field(self, lo: u32, width: u32) -> u64 {
-        (self.0 >> lo) & ((1 << width) - 1)
+        crate::bits::field(self.0, lo, width)
     }
     /// PreFSup: PREFETCH_IOMMU_PAGES is implemented.
     pub fn prefetch(self) -> bool {

@@ -39,9 +39,12 @@ pub enum Fault {
     OutOfRange,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Pending {
+/// One invalidation the model was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Page-selective: one block of one domain.
     Block(DomainId, IovaBlock),
+    /// Everything of one domain.
     Domain(DomainId),
 }
 
@@ -52,7 +55,7 @@ pub struct ModelIommu {
     kind: ModelKind,
     contexts: HashMap<DomainId, (PhysAddr, u32)>,
     iotlb: HashMap<(DomainId, u64), (PhysAddr, Prot)>,
-    pending: Vec<Pending>,
+    pending: Vec<Invalidation>,
     /// Largest block order accepted (like VT-d CAP.MAMV + 12).
     pub max_order: u32,
     /// Page-selective invalidations seen.
@@ -61,8 +64,12 @@ pub struct ModelIommu {
     pub domain_invalidations: u64,
     /// `sync` calls.
     pub syncs: u64,
+    /// Every invalidation asked for, in order.
+    pub log: Vec<Invalidation>,
     /// When set, nothing is cached (fast mode for benchmarks).
     pub cache_disabled: bool,
+    /// When set, `sync` fails (a unit whose invalidations time out).
+    pub fail_sync: bool,
 }
 
 impl ModelIommu {
@@ -77,7 +84,9 @@ impl ModelIommu {
             block_invalidations: 0,
             domain_invalidations: 0,
             syncs: 0,
+            log: Vec::new(),
             cache_disabled: false,
+            fail_sync: false,
         }
     }
 
@@ -148,11 +157,6 @@ impl ModelIommu {
     /// Cached IOVA pages of `domain` in `[iova, iova + len)`.
     pub fn cached_iovas(&self, domain: DomainId, iova: u64, len: u64) -> usize {
         self.iotlb.keys().filter(|&&(d, p)| d == domain && p >= iova && p < iova + len).count()
-    }
-
-    /// Number of cached translations.
-    pub fn iotlb_len(&self) -> usize {
-        self.iotlb.len()
     }
 }
 
@@ -279,22 +283,27 @@ impl IotlbInvalidator for ModelIommu {
             return Err(HwError::QueueError { what: "malformed page-selective invalidation" });
         }
         self.block_invalidations += 1;
-        self.pending.push(Pending::Block(domain, block));
+        self.log.push(Invalidation::Block(domain, block));
+        self.pending.push(Invalidation::Block(domain, block));
         Ok(())
     }
 
     fn invalidate_domain(&mut self, domain: DomainId) -> Result<(), HwError> {
         self.domain_invalidations += 1;
-        self.pending.push(Pending::Domain(domain));
+        self.log.push(Invalidation::Domain(domain));
+        self.pending.push(Invalidation::Domain(domain));
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), HwError> {
+        if self.fail_sync {
+            return Err(HwError::Timeout { what: "model IOTLB invalidation" });
+        }
         self.syncs += 1;
         for p in std::mem::take(&mut self.pending) {
             match p {
-                Pending::Domain(d) => self.iotlb.retain(|&(dd, _), _| dd != d),
-                Pending::Block(d, b) => {
+                Invalidation::Domain(d) => self.iotlb.retain(|&(dd, _), _| dd != d),
+                Invalidation::Block(d, b) => {
                     let end = b.iova.saturating_add(b.size());
                     self.iotlb.retain(|&(dd, p), _| dd != d || p < b.iova || p >= end)
                 }

@@ -6,5 +6,5 @@ mod memory;
 #[cfg(test)]
 mod tests;
 
-pub use iommu::{Fault, ModelIommu, ModelKind};
+pub use iommu::{Fault, Invalidation, ModelIommu, ModelKind};
 pub use memory::{HostMemory, ARENA_BASE};

@@ -36,11 +36,6 @@ impl AmdV1Format {
     pub fn new(levels: u32) -> Option<Self> {
         (3..=6).contains(&levels).then_some(Self { levels })
     }
-
-    /// The DTE Mode field for this depth.
-    pub fn dte_mode(&self) -> u32 {
-        self.levels
-    }
 }
 
 /// The order of a NextLevel-7 page from its address field (bits 51:12).

@@ -57,6 +57,10 @@ pub struct PageTable<F: PteFormat> {
     root: PhysAddr,
     page_sizes: u64,
     walk_steps: Cell<u64>,
+    /// Table pages failed maps unlinked: freed only after an invalidation of `rolled_back`.
+    unlinked: alloc::vec::Vec<PhysAddr>,
+    /// The IOVA span failed maps briefly touched (leaves and tables the IOTLB may hold).
+    rolled_back: Unmapped,
 }
 
 impl<F: PteFormat> PageTable<F> {
@@ -64,7 +68,14 @@ impl<F: PteFormat> PageTable<F> {
     pub fn new<M: TableMemory>(mem: &mut M, format: F) -> Result<Self, MapError> {
         let root = alloc_table(mem)?;
         let page_sizes = format.page_sizes();
-        Ok(Self { format, root, page_sizes, walk_steps: Cell::new(0) })
+        Ok(Self {
+            format,
+            root,
+            page_sizes,
+            walk_steps: Cell::new(0),
+            unlinked: alloc::vec::Vec::new(),
+            rolled_back: Unmapped::default(),
+        })
     }
 
     /// Physical address of the top-level table (VT-d context entry SLPTPTR, AMD-Vi DTE
@@ -100,7 +111,7 @@ impl<F: PteFormat> PageTable<F> {
 
     /// Bytes of IOVA space this table translates.
     pub fn aperture(&self) -> u64 {
-        1u64 << (level_shift(self.levels()) + 9)
+        1u64 << self.format.address_bits()
     }
 
     /// Reads entry `idx` of `table`, counting the step.
@@ -128,8 +139,9 @@ impl<F: PteFormat> PageTable<F> {
     }
 
     /// Maps `[iova, iova + size)` to `[paddr, paddr + size)` with the largest pages that
-    /// alignment and the page-size bitmap allow. On failure nothing stays mapped (empty
-    /// tables made on the way stay until unmap or destroy).
+    /// alignment and the page-size bitmap allow. On failure nothing stays mapped: tables
+    /// made on the way are unlinked and wait, with the span, in
+    /// [`take_rolled_back`](Self::take_rolled_back) for the next invalidation.
     pub fn map<M: TableMemory>(
         &mut self,
         mem: &mut M,
@@ -148,21 +160,53 @@ impl<F: PteFormat> PageTable<F> {
         }
         let mut va = iova;
         let mut pa = paddr;
-        let result = self.map_in(mem, self.root, self.levels(), &mut va, end, &mut pa, prot);
-        if result.is_err() && va > iova {
-            let mut freed = alloc::vec::Vec::new();
-            self.unmap_in(
-                mem,
-                self.root,
-                self.levels(),
-                iova,
-                va,
-                &mut Unmapped::default(),
-                &mut freed,
-                false,
-            );
+        let mut unlinked = core::mem::take(&mut self.unlinked);
+        let result =
+            self.map_in(mem, self.root, self.levels(), &mut va, end, &mut pa, prot, &mut unlinked);
+        if result.is_err() {
+            if va > iova {
+                // Free emptied tables too: left linked, an empty table would make a later
+                // superpage map over it fail with AlreadyMapped.
+                let mut ignored = Unmapped::default();
+                self.unmap_in(
+                    mem,
+                    self.root,
+                    self.levels(),
+                    iova,
+                    va,
+                    &mut ignored,
+                    &mut unlinked,
+                    true,
+                );
+            }
+            // A device may have walked (and cached) what was briefly linked.
+            self.rolled_back.cover(iova, end);
         }
+        self.unlinked = unlinked;
         result
+    }
+
+    /// Keeps `[start, end)` (if nonempty) and `tables` for [`take_rolled_back`]: work of
+    /// a flush that failed, so its table pages are neither leaked nor freed too early.
+    ///
+    /// [`take_rolled_back`]: Self::take_rolled_back
+    pub fn defer_invalidation(
+        &mut self,
+        start: u64,
+        end: u64,
+        tables: &mut alloc::vec::Vec<PhysAddr>,
+    ) {
+        if start < end {
+            self.rolled_back.cover(start, end);
+        }
+        self.unlinked.append(tables);
+    }
+
+    /// Hands over what failed maps left for the next invalidation: table pages to free
+    /// (pushed onto `freed`) once the returned span has been invalidated.
+    pub fn take_rolled_back(&mut self, freed: &mut alloc::vec::Vec<PhysAddr>) -> Unmapped {
+        freed.append(&mut self.unlinked);
+        core::mem::take(&mut self.rolled_back)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -175,6 +219,7 @@ impl<F: PteFormat> PageTable<F> {
         end: u64,
         pa: &mut u64,
         prot: Prot,
+        unlinked: &mut alloc::vec::Vec<PhysAddr>,
     ) -> Result<(), MapError> {
         let shift = level_shift(level);
         let mut dirty = Dirty::new(table);
@@ -198,8 +243,8 @@ impl<F: PteFormat> PageTable<F> {
                     *pa += 1 << order;
                 } else {
                     let raw = self.read(mem, table, idx);
-                    let child = match self.format.decode(raw, level) {
-                        Pte::Table(child) => child,
+                    let (child, created) = match self.format.decode(raw, level) {
+                        Pte::Table(child) => (child, false),
                         Pte::Leaf { .. } => return Err(MapError::AlreadyMapped { iova: *va }),
                         Pte::Empty => {
                             let child = alloc_table(mem)?;
@@ -208,11 +253,20 @@ impl<F: PteFormat> PageTable<F> {
                                 self.format.table_entry(child, level),
                             );
                             dirty.mark(idx, 1);
-                            child
+                            (child, true)
                         }
                     };
                     let entry_end = (*va | ((1u64 << shift) - 1)) + 1;
-                    self.map_in(mem, child, level - 1, va, end.min(entry_end), pa, prot)?;
+                    let before = *va;
+                    let sub_end = end.min(entry_end);
+                    let sub = self.map_in(mem, child, level - 1, va, sub_end, pa, prot, unlinked);
+                    if sub.is_err() && created && *va == before {
+                        // Nothing landed in the new table (its own new children were
+                        // unlinked the same way): unlink it so no empty table stays.
+                        mem.write_u64(table + 8 * idx as u64, 0);
+                        unlinked.push(child);
+                    }
+                    sub?;
                 }
             }
             Ok(())
@@ -352,8 +406,8 @@ impl<F: PteFormat> PageTable<F> {
 
     /// Frees every table page, the root included. Only once no device can walk it and
     /// the IOTLB was invalidated.
-    pub fn destroy<M: TableMemory>(self, mem: &mut M) {
-        let mut all = alloc::vec::Vec::new();
+    pub fn destroy<M: TableMemory>(mut self, mem: &mut M) {
+        let mut all = core::mem::take(&mut self.unlinked);
         self.collect_tables(mem, self.root, self.levels(), &mut all);
         for frame in all {
             mem.free_frame(frame);

@@ -61,6 +61,10 @@ pub trait PteFormat: Clone + core::fmt::Debug {
     fn levels(&self) -> u32;
     /// Bit `n` set means pages of `2^n` bytes can be mapped.
     fn page_sizes(&self) -> u64;
+    /// log2 of the IOVA aperture: the depth's full width unless the unit has less.
+    fn address_bits(&self) -> u32 {
+        level_shift(self.levels()) + 9
+    }
     /// Decodes an entry of a table at `level` that this engine wrote.
     fn decode(&self, raw: u64, level: u32) -> Pte;
     /// An entry at `level` pointing at the table `next` one level down.

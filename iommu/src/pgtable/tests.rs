@@ -150,3 +150,42 @@ fn page_by_page_unmap_reads_few_entries() {
     let per_page = (t.walk_steps() - before) / 1024;
     assert!(per_page <= 10, "{per_page} entries read per 4K unmap");
 }
+
+#[test]
+fn failed_map_leaves_no_empty_table_in_the_way_of_a_superpage() {
+    let (mut t, mut mem, m) = vtd(3);
+    t.map(&mut mem, 0x60_0000, HOST, 0x1000, Prot::READ).unwrap();
+    let live = mem.live_frames();
+    // Runs into the 4 KiB page at 0x60_0000 after filling a new leaf table with 4K pages.
+    let err = t.map(&mut mem, 0x20_1000, HOST + 0x20_1000, 0x40_0000, Prot::READ);
+    assert_eq!(err, Err(MapError::AlreadyMapped { iova: 0x60_0000 }));
+    assert_eq!(t.iova_to_phys(&mem, 0x20_1000), None);
+    // The emptied leaf table is unlinked but not freed before an invalidation.
+    assert_eq!(mem.live_frames(), live + 1);
+    t.map(&mut mem, 0x20_0000, HOST, 0x20_0000, Prot::READ).unwrap();
+    check_walk(&t, &mem, &m, 0x20_0000, 0x20_0000, HOST);
+    let mut freed = Vec::new();
+    let span = t.take_rolled_back(&mut freed);
+    assert_eq!(freed.len(), 1);
+    assert_eq!(span, Unmapped { iova: 0x20_1000, size: 0x40_0000 });
+    assert!(mem.violations.is_empty());
+}
+
+#[test]
+fn failed_map_unlinks_tables_it_made_without_mapping_into_them() {
+    let (mut t, mut mem, _) = vtd(4);
+    t.restrict_page_sizes(1 << 12);
+    t.map(&mut mem, 0x4000_0000, HOST, 0x1000, Prot::READ).unwrap();
+    let live = mem.live_frames();
+    // Starts 2 MiB below the existing page: new L2/L1 tables, then the conflict.
+    let err = t.map(&mut mem, 0x3FE0_0000, HOST, 0x20_1000, Prot::READ);
+    assert_eq!(err, Err(MapError::AlreadyMapped { iova: 0x4000_0000 }));
+    let mut freed = Vec::new();
+    t.take_rolled_back(&mut freed);
+    // Every table the failed map made is unlinked (none stays in the tree).
+    assert_eq!(mem.live_frames(), live + freed.len());
+    assert_eq!(freed.len(), 2);
+    let mut all = Vec::new();
+    t.unmap(&mut mem, 0x4000_0000, 0x1000, &mut all).unwrap();
+    assert_eq!(all.len(), 3, "only the original path's tables were still linked");
+}

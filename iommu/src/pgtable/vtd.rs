@@ -13,29 +13,42 @@ pub const VTD_W: u64 = 1 << 1;
 /// Page size: the entry is a leaf above level 1.
 pub const VTD_PS: u64 = 1 << 7;
 
-/// The VT-d second-level format for one unit: its depth and superpage support.
+/// The VT-d second-level format for one unit: its depth, superpage support and usable
+/// IOVA width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VtdFormat {
     levels: u32,
     sllps: u8,
+    address_bits: u32,
 }
 
 impl VtdFormat {
     /// A format of `levels` (3 = 39-bit, 4 = 48-bit) and the unit's CAP.SLLPS bits
-    /// (bit 0: 2 MiB pages, bit 1: 1 GiB pages). `None` for an unsupported depth.
-    pub fn new(levels: u32, sllps: u8) -> Option<Self> {
-        matches!(levels, 3 | 4).then_some(Self { levels, sllps: sllps & 3 })
+    /// (bit 0: 2 MiB pages, bit 1: 1 GiB pages); the whole depth's width is usable.
+    /// `None` for an unsupported depth.
+    pub fn new(levels: u32, sllps: u32) -> Option<Self> {
+        matches!(levels, 3 | 4).then_some(Self {
+            levels,
+            sllps: (sllps & 3) as u8,
+            address_bits: super::level_shift(levels) + 9,
+        })
     }
 
-    /// The context-entry AW field for this depth (levels - 2).
-    pub fn context_aw(&self) -> u32 {
-        self.levels - 2
+    /// Caps the usable IOVA width at `bits` (the unit's CAP.MGAW: IOVAs at or above
+    /// 2^MGAW fault even when the table depth could name them).
+    pub fn with_address_width(mut self, bits: u32) -> Self {
+        self.address_bits = self.address_bits.min(bits.max(12));
+        self
     }
 }
 
 impl PteFormat for VtdFormat {
     fn levels(&self) -> u32 {
         self.levels
+    }
+
+    fn address_bits(&self) -> u32 {
+        self.address_bits
     }
 
     fn page_sizes(&self) -> u64 {

@@ -10,6 +10,8 @@ mod unmap;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unit_hook_tests;
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -143,11 +145,6 @@ impl<F: PteFormat> DmaTracker<F> {
         self.reserved.push((start, end));
     }
 
-    /// Changes how later unmaps work.
-    pub fn set_strategy(&mut self, strategy: UnmapStrategy) {
-        self.strategy = strategy;
-    }
-
     /// Costs so far.
     pub fn counters(&self) -> TrackerCounters {
         self.counters
@@ -228,13 +225,17 @@ impl<F: PteFormat> DmaTracker<F> {
         }
         let mapping = Mapping { size, prot, extents: merged };
         for i in 0..self.domains.len() {
-            if let Err(e) = map_into(&mut self.domains[i], mem, iova, &mapping) {
+            if let Err(e) = map_into(&mut self.domains[i], mem, inv, iova, &mapping) {
                 for d in &mut self.domains[..=i] {
                     let mut gather = IotlbGather::new();
                     d.unmap(mem, iova, size, &mut gather)?;
-                    d.flush(mem, &mut gather, inv.unit(d.unit()))?;
+                    if let Err(hw) = d.flush(mem, &mut gather, inv.unit(d.unit())) {
+                        // Its tables wait for the domain's next flush instead of leaking.
+                        d.defer(gather);
+                        return Err(hw.into());
+                    }
                 }
-                return Err(e.into());
+                return Err(e);
             }
         }
         self.mappings.insert(iova, mapping);
@@ -255,16 +256,17 @@ impl<F: PteFormat> DmaTracker<F> {
         }
         let mut done = Vec::new();
         for (&iova, m) in &self.mappings {
-            if let Err(e) = map_into(&mut domain, mem, iova, m) {
+            if let Err(e) = map_into(&mut domain, mem, inv, iova, m) {
                 let mut gather = IotlbGather::new();
                 for (iova, size) in done {
                     let _ = domain.unmap(mem, iova, size, &mut gather);
                 }
                 let _ = domain.unmap(mem, iova, m.size, &mut gather);
                 if let Err(hw) = domain.flush(mem, &mut gather, inv.unit(domain.unit())) {
+                    domain.defer(gather);
                     return Err((domain, hw.into()));
                 }
-                return Err((domain, e.into()));
+                return Err((domain, e));
             }
             done.push((iova, m.size));
         }
@@ -349,18 +351,22 @@ impl<F: PteFormat> DmaTracker<F> {
     }
 }
 
-/// Maps `m`'s extents at `iova` into `domain`. On failure the caller unmaps the whole
-/// range (through a gather and a flush), so nothing is left behind.
-fn map_into<F: PteFormat, M: TableMemory>(
+/// Maps `m`'s extents at `iova` into `domain` and tells the domain's unit (caching-mode
+/// units may hold the not-present entries). On failure the caller unmaps the whole range
+/// (through a gather and a flush), so nothing is left behind.
+fn map_into<F: PteFormat, M: TableMemory, I: InvalidatorSet + ?Sized>(
     domain: &mut Domain<F>,
     mem: &mut M,
+    inv: &mut I,
     iova: u64,
     m: &Mapping,
-) -> Result<(), MapError> {
+) -> Result<(), TrackerError> {
     let mut va = iova;
     for e in &m.extents {
         domain.map(mem, va, e.paddr, e.len, m.prot)?;
         va += e.len;
     }
+    let block = crate::invalidate::IovaBlock::covering(iova, m.size);
+    inv.unit(domain.unit()).after_map(domain.id(), block)?;
     Ok(())
 }

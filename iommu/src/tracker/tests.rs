@@ -323,7 +323,10 @@ fn fgsp_probe_true_for_amd_false_for_vtd_and_avoids_iova_zero() {
     let d = Domain::new(&mut mem, 1, 0, AmdV1Format::new(4).unwrap()).unwrap();
     t.attach(&mut mem, &mut inv, d).unwrap();
     assert!(t.domains()[0].fgsp());
-    // The probe's invalidation went to the hole after the mapping, not IOVA 0.
+    // The probe's invalidation went to the hole after the mapping, not IOVA 0: the 8 KiB
+    // NextLevel-7 page it mapped at 0x11_0000 (past page 0's reserve and the mapping).
+    let want = crate::model::Invalidation::Block(1, IovaBlock { iova: 0x11_0000, order: 13 });
+    assert_eq!(model.borrow().log, [want]);
     let v = VtdFormat::new(3, 3).unwrap();
     let mut tv = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
     let d = Domain::new(&mut mem, 2, 0, v).unwrap();
@@ -443,4 +446,20 @@ fn pages_of_a_failed_flush_wait_for_a_domain_wide_invalidation() {
     assert_eq!(inv.domain_wide, 1);
     assert_eq!(released, 0x8000);
     assert_eq!(t.unreleased_bytes(), 0);
+}
+
+#[test]
+fn fgsp_probe_stays_inside_the_units_address_width() {
+    let model = RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 }));
+    let mut inv = SharedModel(&model);
+    let mut mem = HostMemory::new();
+    let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
+    // A 64 KiB aperture is all reserved (page 0 region): no hole may be found beyond it.
+    let narrow = VtdFormat::new(4, 0).unwrap().with_address_width(16);
+    let d = Domain::new(&mut mem, 1, 0, narrow).unwrap();
+    let err = t.attach(&mut mem, &mut inv, d).err().map(|(_, e)| e);
+    assert_eq!(err, Some(TrackerError::NoProbeHole));
+    let wide = VtdFormat::new(4, 0).unwrap().with_address_width(17);
+    let d = Domain::new(&mut mem, 2, 0, wide).unwrap();
+    t.attach(&mut mem, &mut inv, d).unwrap();
 }

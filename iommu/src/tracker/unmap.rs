@@ -101,20 +101,38 @@ impl<F: PteFormat> DmaTracker<F> {
 
     /// Unmaps `taken` from every domain. Domains after the first are unmapped a mapping
     /// per call and flushed once; the first follows the strategy; pages are released only
-    /// when every domain's flush covering them has completed.
+    /// when every domain's flush covering them has completed. On failure every taken page
+    /// not yet released is quarantined (for `retry_release`) and cleared from every
+    /// domain's tables, so none stays reachable or is lost.
     fn unmap_taken<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
         inv: &mut I,
-        taken: Vec<(u64, Mapping)>,
+        mut taken: Vec<(u64, Mapping)>,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let steps_before: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
-        let result = self.unmap_taken_inner(mem, inv, taken, release);
+        let mut queued = Queued::default();
+        let result = self.unmap_taken_inner(mem, inv, &mut taken, &mut queued, release);
         if result.is_err() {
             // The ranges of the failed flush are lost with its gather: whatever was
             // queued may still be cached, so only a domain-wide invalidation frees it.
             self.quarantine.absorb(&mut self.pending);
+            for (i, (_, m)) in taken.iter().enumerate().skip(queued.mapping) {
+                let mut cursor = ExtentCursor::new(&m.extents);
+                if i == queued.mapping {
+                    cursor.take(queued.offset, &mut PendingRelease::default());
+                }
+                cursor.take(m.size, &mut self.quarantine);
+            }
+            for d in &mut self.domains {
+                let mut gather = IotlbGather::new();
+                for &(iova, ref m) in &taken {
+                    // Cannot fail: the range was accepted when it was mapped.
+                    let _ = d.unmap(mem, iova, m.size, &mut gather);
+                }
+                d.defer(gather);
+            }
         }
         let steps_after: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
         self.counters.walk_steps += steps_after - steps_before;
@@ -125,46 +143,58 @@ impl<F: PteFormat> DmaTracker<F> {
         &mut self,
         mem: &mut M,
         inv: &mut I,
-        taken: Vec<(u64, Mapping)>,
+        taken: &mut [(u64, Mapping)],
+        queued: &mut Queued,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let counters = &mut self.counters;
         let pending = &mut self.pending;
+        let strategy = self.strategy;
+        if strategy == UnmapStrategy::Gathered || self.domains.is_empty() {
+            // Every page is released after the last flush: queue them all before any
+            // step that can fail.
+            for (_, m) in taken.iter_mut() {
+                pending.push_batch(core::mem::take(&mut m.extents));
+            }
+            *queued = Queued { mapping: taken.len(), offset: 0 };
+        }
         let Some((first, rest)) = self.domains.split_first_mut() else {
             // No domain ever translated these pages (detach flushed them).
-            for (_, m) in taken {
-                pending.push_batch(m.extents);
-            }
             pending.release_after(|| Ok(()), release)?;
             return Ok(());
         };
         for d in rest.iter_mut() {
             let mut gather = IotlbGather::new();
-            for &(iova, ref m) in &taken {
+            for &(iova, ref m) in taken.iter() {
                 d.unmap(mem, iova, m.size, &mut gather)?;
                 counters.unmap_calls += 1;
             }
-            flush_counted(d, mem, &mut gather, inv.unit(d.unit()), counters)?;
+            if let Err(e) = flush_counted(d, mem, &mut gather, inv.unit(d.unit()), counters) {
+                d.defer(gather);
+                return Err(e.into());
+            }
         }
-        let strategy = self.strategy;
         match strategy {
             UnmapStrategy::Gathered => {
                 let mut gather = IotlbGather::new();
                 // The records already name every host page, so no contiguity search is
                 // needed (fgsp or not): one range unmap per mapping, one flush in all.
-                for (iova, m) in taken {
+                for &(iova, ref m) in taken.iter() {
                     first.unmap(mem, iova, m.size, &mut gather)?;
                     counters.unmap_calls += 1;
-                    pending.push_batch(m.extents);
                 }
                 let unit = first.unit();
-                pending.release_after(
+                let flushed = pending.release_after(
                     || flush_counted(first, mem, &mut gather, inv.unit(unit), counters),
                     release,
-                )?;
+                );
+                if flushed.is_err() {
+                    first.defer(gather);
+                }
+                flushed?;
             }
             _ => {
-                for &(iova, ref m) in &taken {
+                for (i, &(iova, ref m)) in taken.iter().enumerate() {
                     let end = iova + m.size;
                     let mut cursor = ExtentCursor::new(&m.extents);
                     let mut va = iova;
@@ -179,18 +209,32 @@ impl<F: PteFormat> DmaTracker<F> {
                             (done.iova + done.size).min(end)
                         };
                         cursor.take(next - va, pending);
+                        *queued = Queued { mapping: i, offset: next - iova };
                         let unit = first.unit();
-                        pending.release_after(
+                        let flushed = pending.release_after(
                             || flush_counted(first, mem, &mut gather, inv.unit(unit), counters),
                             release,
-                        )?;
+                        );
+                        if flushed.is_err() {
+                            first.defer(gather);
+                        }
+                        flushed?;
                         va = next.max(va + PAGE_SIZE);
                     }
+                    *queued = Queued { mapping: i + 1, offset: 0 };
                 }
             }
         }
         Ok(())
     }
+}
+
+/// How far an unmap has queued host pages: every byte of mappings before `mapping`, and
+/// the first `offset` bytes of `mapping`, are released or waiting in `pending`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Queued {
+    mapping: usize,
+    offset: u64,
 }
 
 /// How much the per-call strategies unmap at `va`: one page, or the physically

@@ -4,7 +4,7 @@
 use crate::invalidate::DomainId;
 use crate::platform::PhysAddr;
 
-use super::regs::bits;
+use crate::bits::field;
 
 /// Translation type "multi-level second-level page table" (TT = 0).
 pub const TT_MULTI_LEVEL: u64 = 0;
@@ -49,7 +49,7 @@ impl ContextEntry {
     }
     /// The translation type field (0 multi-level, 2 pass-through).
     pub fn translation_type(&self) -> u64 {
-        bits(self.lo, 2, 2)
+        field(self.lo, 2, 2)
     }
     /// Physical address of the second-level page-table root.
     pub fn root(&self) -> PhysAddr {
@@ -57,7 +57,7 @@ impl ContextEntry {
     }
     /// The address-width field (levels - 2).
     pub fn address_width(&self) -> u32 {
-        bits(self.hi, 0, 3) as u32
+        field(self.hi, 0, 3) as u32
     }
     /// Second-level table depth named by AW.
     pub fn levels(&self) -> u32 {
@@ -65,7 +65,7 @@ impl ContextEntry {
     }
     /// The domain id the unit tags this device's cached translations with.
     pub fn domain(&self) -> DomainId {
-        bits(self.hi, 8, 16) as DomainId
+        field(self.hi, 8, 16) as DomainId
     }
 }
 

@@ -6,8 +6,10 @@ use core::fmt;
 use crate::error::HwError;
 use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory};
 
-use super::regs::{self, bits};
+use super::regs;
 use super::unit::VtdUnit;
+use crate::acpi::pci::Bdf;
+use crate::bits::field;
 
 /// One decoded fault record (VT-d spec 11.4.14, 128 bits at CAP.FRO + 16 * index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +34,14 @@ impl FaultRecord {
         if hi >> 63 == 0 {
             return None;
         }
-        let pasid_present = bits(hi, 31, 1) != 0;
+        let pasid_present = field(hi, 31, 1) != 0;
         Some(FaultRecord {
             index,
-            source: bits(hi, 0, 16) as u16,
+            source: field(hi, 0, 16) as u16,
             address: lo & !0xFFF,
-            reason: bits(hi, 32, 8) as u8,
-            is_read: bits(hi, 62, 1) != 0,
-            pasid: pasid_present.then(|| bits(hi, 40, 20) as u32),
+            reason: field(hi, 32, 8) as u8,
+            is_read: field(hi, 62, 1) != 0,
+            pasid: pasid_present.then(|| field(hi, 40, 20) as u32),
         })
     }
 
@@ -48,23 +50,20 @@ impl FaultRecord {
         fault_reason(self.reason)
     }
 
-    /// The source id as (bus, device, function).
-    pub fn bdf(&self) -> (u8, u8, u8) {
-        ((self.source >> 8) as u8, ((self.source >> 3) & 0x1F) as u8, (self.source & 7) as u8)
+    /// The source id as bus:device.function.
+    pub fn bdf(&self) -> Bdf {
+        Bdf::from_id(self.source)
     }
 }
 
 impl fmt::Display for FaultRecord {
     /// One log line: "DMA read fault from 00:03.0 at 0x7000000: reason 0x6 (read from ...)".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (bus, dev, func) = self.bdf();
         write!(
             f,
-            "DMA {} fault from {:02x}:{:02x}.{} at {:#x}: reason {:#x} ({})",
+            "DMA {} fault from {} at {:#x}: reason {:#x} ({})",
             if self.is_read { "read" } else { "write" },
-            bus,
-            dev,
-            func,
+            self.bdf(),
             self.address,
             self.reason,
             self.reason_text()
@@ -143,7 +142,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         let mut scan = FaultScan::default();
         let fsts = self.mmio.read32(regs::FSTS);
         let count = self.cap.fault_record_count();
-        let first = bits(u64::from(fsts), 8, 8) as usize % count;
+        let first = field(u64::from(fsts), 8, 8) as usize % count;
         let base = self.cap.fault_record_offset();
         // PPF clear: no record holds a fault, so skip reading them (a storm stays cheap).
         let pending = if fsts & regs::FSTS_PPF != 0 { count } else { 0 };

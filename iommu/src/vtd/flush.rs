@@ -141,4 +141,8 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> IotlbInvalidator for VtdUnit<R, P>
     fn sync(&mut self) -> Result<(), HwError> {
         self.sync_invalidations()
     }
+
+    fn after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
+        self.flush_after_map(domain, block)
+    }
 }

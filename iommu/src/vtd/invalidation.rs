@@ -5,9 +5,10 @@
 
 use crate::error::HwError;
 use crate::invalidate::DomainId;
-use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
+use crate::platform::{poll_until, FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
 
-use super::regs::{self, bits};
+use super::regs;
+use crate::bits::field;
 
 /// Which context-cache entries to invalidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +114,7 @@ impl Descriptor {
 
     /// The descriptor type (bits 3:0).
     pub fn kind(&self) -> u64 {
-        bits(self.lo, 0, 4)
+        field(self.lo, 0, 4)
     }
 }
 
@@ -154,16 +155,6 @@ impl InvalidationQueue {
     /// Physical address of the ring.
     pub fn base(&self) -> PhysAddr {
         self.base
-    }
-
-    /// Physical address of the status word wait descriptors write.
-    pub fn status_address(&self) -> PhysAddr {
-        self.status
-    }
-
-    /// Descriptors submitted but not yet handed to the unit (IQT not yet written).
-    pub fn unpublished(&self) -> u64 {
-        (self.tail + QUEUE_ENTRIES - self.published) % QUEUE_ENTRIES
     }
 
     /// Programs IQA, resets the tail, sets QIE and waits for QIES (the unit must be idle
@@ -236,15 +227,22 @@ impl InvalidationQueue {
         mem.write_u64(self.status, 0);
         self.submit(mmio, mem, Descriptor::wait(self.status, token))?;
         self.publish(mmio, mem)?;
-        for _ in 0..POLL_LIMIT {
+        let mut error = None;
+        let done = poll_until(POLL_LIMIT, || {
             if mem.read_u64(self.status) as u32 == token {
-                self.head = self.tail;
-                return Ok(());
+                return true;
             }
-            self.check_error(mmio, mem)?;
-            core::hint::spin_loop();
+            error = self.check_error(mmio, mem).err();
+            error.is_some()
+        });
+        if let Some(e) = error {
+            return Err(e);
         }
-        Err(HwError::Timeout { what: "invalidation wait descriptor status write" })
+        if !done {
+            return Err(HwError::Timeout { what: "invalidation wait descriptor status write" });
+        }
+        self.head = self.tail;
+        Ok(())
     }
 
     /// Reports an invalidation-queue error. On IQE the unit stops at the rejected
@@ -304,7 +302,7 @@ impl RegisterInvalidation {
         };
         mmio.write64(regs::CCMD, regs::CCMD_ICC | value);
         poll(|| mmio.read64(regs::CCMD) & regs::CCMD_ICC == 0, "CCMD.ICC clear")?;
-        if bits(mmio.read64(regs::CCMD), 59, 2) == 0 {
+        if field(mmio.read64(regs::CCMD), 59, 2) == 0 {
             return Err(HwError::QueueError {
                 what: "context-cache invalidation refused (CCMD.CAIG = 0)",
             });
@@ -337,7 +335,7 @@ impl RegisterInvalidation {
         let reg = self.iva + 8;
         mmio.write64(reg, value);
         poll(|| mmio.read64(reg) & regs::IOTLB_IVT == 0, "IOTLB.IVT clear")?;
-        if bits(mmio.read64(reg), 57, 2) == 0 {
+        if field(mmio.read64(reg), 57, 2) == 0 {
             return Err(HwError::QueueError {
                 what: "IOTLB invalidation refused (IOTLB.IAIG = 0)",
             });
@@ -347,12 +345,10 @@ impl RegisterInvalidation {
 }
 
 /// Re-evaluates `done` up to [`POLL_LIMIT`] times; `what` names the awaited condition.
-pub(crate) fn poll(mut done: impl FnMut() -> bool, what: &'static str) -> Result<(), HwError> {
-    for _ in 0..POLL_LIMIT {
-        if done() {
-            return Ok(());
-        }
-        core::hint::spin_loop();
+pub(crate) fn poll(done: impl FnMut() -> bool, what: &'static str) -> Result<(), HwError> {
+    if poll_until(POLL_LIMIT, done) {
+        Ok(())
+    } else {
+        Err(HwError::Timeout { what })
     }
-    Err(HwError::Timeout { what })
 }

@@ -30,7 +30,7 @@
 //! for line in unit.describe() { log(line) }         // capabilities in words
 //! unit.program_fault_interrupt(vector, apic_id)?;   // optional, kept across enable
 //! unit.enable()?;                                   // translation on, nothing attached: all DMA faults
-//! // build the domain's tables with unit.levels() levels and unit.supported_page_sizes()
+//! // build the domain's tables in unit.domain_format()? (depth, SLLPS pages, MGAW aperture)
 //! unit.attach_device(rid, domain_id, table_root, unit.levels())?;
 //! // after map: unit.flush_after_map(domain_id, block)? (does work only for CM / RWBF units)
 //! // after unmap: IotlbInvalidator::{invalidate_block, invalidate_domain} then sync()

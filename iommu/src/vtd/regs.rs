@@ -8,6 +8,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::bits::field;
+
 /// Version register (32-bit): major 7:4, minor 3:0.
 pub const VER: usize = 0x00;
 /// Capability register (64-bit, read-only).
@@ -84,11 +86,6 @@ pub const FSTS_ITE: u32 = 1 << 6;
 /// FECTL: interrupt mask (set at reset).
 pub const FECTL_IM: u32 = 1 << 31;
 
-/// Extracts `width` bits of `value` starting at bit `lo`.
-pub(crate) fn bits(value: u64, lo: u32, width: u32) -> u64 {
-    (value >> lo) & ((1u64 << width) - 1)
-}
-
 /// The capability register, decoded on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cap(pub u64);
@@ -96,20 +93,20 @@ pub struct Cap(pub u64);
 impl Cap {
     /// Number of domain ids the unit supports (CAP.ND: 2^(4 + 2*ND)).
     pub fn domain_count(self) -> u32 {
-        let nd = bits(self.0, 0, 3) as u32;
+        let nd = field(self.0, 0, 3) as u32;
         1u32 << (4 + 2 * nd.min(6))
     }
     /// CAP.RWBF: the unit needs explicit write-buffer flushes after table updates.
     pub fn rwbf(self) -> bool {
-        bits(self.0, 4, 1) != 0
+        field(self.0, 4, 1) != 0
     }
     /// CAP.CM: the unit may cache not-present entries, so software invalidates after map too.
     pub fn caching_mode(self) -> bool {
-        bits(self.0, 7, 1) != 0
+        field(self.0, 7, 1) != 0
     }
     /// CAP.SAGAW: bit 1 = 3-level (39-bit), bit 2 = 4-level (48-bit), bit 3 = 5-level.
     pub fn sagaw(self) -> u32 {
-        bits(self.0, 8, 5) as u32
+        field(self.0, 8, 5) as u32
     }
     /// Whether the second-level table depth `levels` (3..=5) is supported.
     pub fn supports_levels(self, levels: u32) -> bool {
@@ -117,39 +114,39 @@ impl Cap {
     }
     /// Maximum guest address width in bits (CAP.MGAW + 1).
     pub fn mgaw_bits(self) -> u32 {
-        bits(self.0, 16, 6) as u32 + 1
+        field(self.0, 16, 6) as u32 + 1
     }
     /// Byte offset of the first fault recording register (CAP.FRO * 16).
     pub fn fault_record_offset(self) -> usize {
-        bits(self.0, 24, 10) as usize * 16
+        field(self.0, 24, 10) as usize * 16
     }
     /// CAP.SLLPS: bit 0 = 2 MiB, bit 1 = 1 GiB second-level pages.
     pub fn sllps(self) -> u32 {
-        bits(self.0, 34, 4) as u32
+        field(self.0, 34, 4) as u32
     }
     /// CAP.PSI: page-selective IOTLB invalidation is supported.
     pub fn page_selective(self) -> bool {
-        bits(self.0, 39, 1) != 0
+        field(self.0, 39, 1) != 0
     }
     /// Number of fault recording registers (CAP.NFR + 1).
     pub fn fault_record_count(self) -> usize {
-        bits(self.0, 40, 8) as usize + 1
+        field(self.0, 40, 8) as usize + 1
     }
     /// CAP.MAMV: the largest address mask a page-selective invalidation accepts.
     pub fn max_address_mask(self) -> u32 {
-        bits(self.0, 48, 6) as u32
+        field(self.0, 48, 6) as u32
     }
     /// CAP.DWD: the unit can drain writes on IOTLB invalidation.
     pub fn write_drain(self) -> bool {
-        bits(self.0, 54, 1) != 0
+        field(self.0, 54, 1) != 0
     }
     /// CAP.DRD: the unit can drain reads on IOTLB invalidation.
     pub fn read_drain(self) -> bool {
-        bits(self.0, 55, 1) != 0
+        field(self.0, 55, 1) != 0
     }
     /// CAP.PI: posted interrupts supported.
     pub fn posted_interrupts(self) -> bool {
-        bits(self.0, 59, 1) != 0
+        field(self.0, 59, 1) != 0
     }
 }
 
@@ -160,51 +157,51 @@ pub struct Ecap(pub u64);
 impl Ecap {
     /// ECAP.C: table walks snoop CPU caches; when clear, table writes must be flushed.
     pub fn coherent(self) -> bool {
-        bits(self.0, 0, 1) != 0
+        field(self.0, 0, 1) != 0
     }
     /// ECAP.QI: queued invalidation supported.
     pub fn queued_invalidation(self) -> bool {
-        bits(self.0, 1, 1) != 0
+        field(self.0, 1, 1) != 0
     }
     /// ECAP.DT: device-TLB (ATS) supported.
     pub fn device_tlb(self) -> bool {
-        bits(self.0, 2, 1) != 0
+        field(self.0, 2, 1) != 0
     }
     /// ECAP.IR: interrupt remapping supported.
     pub fn interrupt_remapping(self) -> bool {
-        bits(self.0, 3, 1) != 0
+        field(self.0, 3, 1) != 0
     }
     /// ECAP.EIM: extended (x2APIC, 32-bit destination) interrupt mode supported.
     pub fn extended_interrupt_mode(self) -> bool {
-        bits(self.0, 4, 1) != 0
+        field(self.0, 4, 1) != 0
     }
     /// ECAP.PT: pass-through translation type supported.
     pub fn pass_through(self) -> bool {
-        bits(self.0, 6, 1) != 0
+        field(self.0, 6, 1) != 0
     }
     /// ECAP.SC: snoop control supported.
     pub fn snoop_control(self) -> bool {
-        bits(self.0, 7, 1) != 0
+        field(self.0, 7, 1) != 0
     }
     /// Byte offset of the IOTLB registers: IVA at this offset, IOTLB at +8 (ECAP.IRO * 16).
     pub fn iotlb_register_offset(self) -> usize {
-        bits(self.0, 8, 10) as usize * 16
+        field(self.0, 8, 10) as usize * 16
     }
     /// ECAP.MHMV: maximum handle mask value for interrupt-entry-cache invalidation.
     pub fn max_handle_mask(self) -> u32 {
-        bits(self.0, 20, 4) as u32
+        field(self.0, 20, 4) as u32
     }
     /// ECAP.NEST: nested translation supported.
     pub fn nested(self) -> bool {
-        bits(self.0, 26, 1) != 0
+        field(self.0, 26, 1) != 0
     }
     /// ECAP.PASID: process address space ids supported.
     pub fn pasid(self) -> bool {
-        bits(self.0, 40, 1) != 0
+        field(self.0, 40, 1) != 0
     }
     /// ECAP.SMTS: scalable-mode translation supported.
     pub fn scalable_mode(self) -> bool {
-        bits(self.0, 43, 1) != 0
+        field(self.0, 43, 1) != 0
     }
 }
 

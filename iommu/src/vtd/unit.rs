@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 
 use crate::error::HwError;
 use crate::invalidate::DomainId;
+use crate::pgtable::vtd::VtdFormat;
 use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory};
 
 use super::context::ContextEntry;
@@ -156,16 +157,12 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
     pub fn address_width(&self) -> u32 {
         (30 + 9 * (self.levels - 2)).min(self.cap.mgaw_bits())
     }
-    /// Bitmap of supported page sizes (bit n set = 2^n bytes): 4K, plus 2M/1G per CAP.SLLPS.
-    pub fn supported_page_sizes(&self) -> u64 {
-        let mut sizes = 1u64 << 12;
-        if self.cap.sllps() & 1 != 0 {
-            sizes |= 1 << 21;
-        }
-        if self.cap.sllps() & 2 != 0 {
-            sizes |= 1 << 30;
-        }
-        sizes
+    /// The second-level format new domains must use: this unit's depth, CAP.SLLPS
+    /// superpages and the IOVA width capped by CAP.MGAW.
+    pub fn domain_format(&self) -> Result<VtdFormat, HwError> {
+        VtdFormat::new(self.levels, self.cap.sllps())
+            .map(|f| f.with_address_width(self.address_width()))
+            .ok_or(HwError::Unsupported { what: "page-table depth" })
     }
     /// CAP.CM: the unit may cache not-present entries, so maps need an invalidation too
     /// (call [`flush_after_map`](Self::flush_after_map)).
@@ -247,6 +244,12 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             )?;
         }
         if self.mmio.read32(regs::GSTS) & regs::GSTS_QIES != 0 {
+            // Descriptors firmware queued must complete first: turning QIE off mid-queue
+            // drops them (and the head register with them).
+            poll(
+                || self.mmio.read64(regs::IQH) == self.mmio.read64(regs::IQT),
+                "IQH == IQT (firmware's queued invalidations drained)",
+            )?;
             self.set_persistent(regs::GCMD_QIE, false);
             self.wait_status(
                 regs::GSTS_QIES,

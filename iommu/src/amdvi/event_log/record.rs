@@ -6,6 +6,7 @@
 
 use core::fmt;
 
+use crate::acpi::pci::Bdf;
 use crate::invalidate::DomainId;
 
 /// ILLEGAL_DEV_TABLE_ENTRY event code.
@@ -240,16 +241,6 @@ impl Event {
     }
 }
 
-/// A PCI requester id as bus:device.function.
-struct Bdf(u16);
-
-impl fmt::Display for Bdf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = self.0;
-        write!(f, "{:02x}:{:02x}.{}", id >> 8, (id >> 3) & 0x1F, id & 0x7)
-    }
-}
-
 fn bus_error(flags: EventFlags) -> &'static str {
     match flags.hw_error_type() {
         1 => "master abort",
@@ -265,10 +256,10 @@ impl fmt::Display for Event {
             Event::IllegalDevTableEntry { device, address, flags } => write!(
                 f,
                 "ILLEGAL_DEV_TABLE_ENTRY device {} address {address:#x} ({flags})",
-                Bdf(device)
+                Bdf::from_id(device)
             ),
             Event::IoPageFault { device, domain, pasid, address, flags } => {
-                write!(f, "IO_PAGE_FAULT device {} ", Bdf(device))?;
+                write!(f, "IO_PAGE_FAULT device {} ", Bdf::from_id(device))?;
                 match (domain, pasid) {
                     (Some(d), _) => write!(f, "domain {d} ")?,
                     (None, Some(p)) => write!(f, "pasid {p:#x} ")?,
@@ -279,13 +270,13 @@ impl fmt::Display for Event {
             Event::DevTabHardwareError { device, address, flags } => write!(
                 f,
                 "DEV_TAB_HARDWARE_ERROR device {} table address {address:#x}: {} ({flags})",
-                Bdf(device),
+                Bdf::from_id(device),
                 bus_error(flags)
             ),
             Event::PageTabHardwareError { device, domain, address, flags } => write!(
                 f,
                 "PAGE_TAB_HARDWARE_ERROR device {} domain {domain} table address {address:#x}: {} ({flags})",
-                Bdf(device),
+                Bdf::from_id(device),
                 bus_error(flags)
             ),
             Event::IllegalCommand { address } => {
@@ -299,17 +290,17 @@ impl fmt::Display for Event {
             Event::IotlbInvTimeout { device, address } => write!(
                 f,
                 "IOTLB_INV_TIMEOUT device {} command at {address:#x}",
-                Bdf(device)
+                Bdf::from_id(device)
             ),
             Event::InvalidDeviceRequest { device, address, flags } => write!(
                 f,
                 "INVALID_DEVICE_REQUEST device {} address {address:#x} ({flags})",
-                Bdf(device)
+                Bdf::from_id(device)
             ),
             Event::InvalidPprRequest { device, address, flags } => write!(
                 f,
                 "INVALID_PPR_REQUEST device {} address {address:#x} ({flags})",
-                Bdf(device)
+                Bdf::from_id(device)
             ),
             Event::Other { code, raw } => {
                 write!(f, "event code {code:#x} raw {:#018x} {:#018x}", raw[0], raw[1])

@@ -229,3 +229,34 @@ fn full_ring_on_a_stalled_unit_times_out() {
     assert!(matches!(result, Err(HwError::Timeout { .. })), "{result:?}");
     assert_eq!(pushed, slots, "slots - 1 commands fit, the next one waits");
 }
+
+#[test]
+fn stopped_command_buffer_is_reported_not_timed_out() {
+    // A full ring behind a stopped buffer.
+    let (mem, model) = setup(QEMU_EFR);
+    let state = model.state.clone();
+    let mut unit = AmdViUnit::new(model, mem, 0).unwrap();
+    unit.enable().unwrap();
+    state.borrow_mut().command_buffer_stopped = true;
+    let slots = CommandBuffer::LEN / COMMAND_SIZE;
+    let mut result = Ok(());
+    let mut pushed = 0;
+    while result.is_ok() && pushed < slots + 5 {
+        result = unit.invalidate_block(1, IovaBlock { iova: 0, order: 12 });
+        pushed += 1;
+    }
+    let stopped = HwError::QueueError { what: "command buffer stopped" };
+    assert_eq!(result, Err(stopped));
+    // A completion wait behind a stopped buffer.
+    let (mem, model) = setup(QEMU_EFR);
+    let state = model.state.clone();
+    let mut unit = AmdViUnit::new(model, mem, 0).unwrap();
+    unit.enable().unwrap();
+    state.borrow_mut().command_buffer_stopped = true;
+    unit.invalidate_block(1, IovaBlock { iova: 0, order: 12 }).unwrap();
+    assert_eq!(unit.completion_wait(), Err(stopped));
+    // Running, but the store never lands: still a timeout.
+    state.borrow_mut().command_buffer_stopped = false;
+    state.borrow_mut().store_completions = false;
+    assert!(matches!(unit.completion_wait(), Err(HwError::Timeout { .. })));
+}

@@ -103,6 +103,9 @@ pub struct ModelState {
     pub execute: bool,
     /// Head register reads the buffer size after a wrap, as QEMU 7.2's does.
     pub qemu_head_quirk: bool,
+    /// The command buffer has stopped (as after an illegal command): Status.CMD_BUF_RUN
+    /// reads clear and nothing more executes.
+    pub command_buffer_stopped: bool,
     /// Every value written to the control register.
     pub control_writes: Vec<u64>,
     /// Every register access as (offset, width in bytes).
@@ -129,6 +132,7 @@ impl AmdViModel {
             store_completions: true,
             execute: true,
             qemu_head_quirk: true,
+            command_buffer_stopped: false,
             control_writes: Vec::new(),
             accesses: Vec::new(),
             head: 0,
@@ -140,7 +144,8 @@ impl AmdViModel {
     fn run_commands(&self) {
         let mut s = self.state.borrow_mut();
         let control = s.regs.get(&regs::CONTROL).copied().unwrap_or(0);
-        if !s.execute || control & regs::Control::CMD_BUF_EN.bits() == 0 {
+        if !s.execute || s.command_buffer_stopped || control & regs::Control::CMD_BUF_EN.bits() == 0
+        {
             return;
         }
         let base_reg = s.regs.get(&regs::COMMAND_BUFFER_BASE).copied().unwrap_or(0);
@@ -186,6 +191,15 @@ impl Mmio for AmdViModel {
         s.accesses.push((offset, 8));
         if offset == regs::COMMAND_HEAD {
             return s.head_register;
+        }
+        if offset == regs::STATUS {
+            // As QEMU: CMD_BUF_RUN follows CONTROL's CmdBufEn while the IOMMU is enabled.
+            let control =
+                regs::Control::from_bits_retain(s.regs.get(&regs::CONTROL).copied().unwrap_or(0));
+            let running = control.contains(regs::Control::CMD_BUF_EN | regs::Control::IOMMU_EN)
+                && !s.command_buffer_stopped;
+            let status = s.regs.get(&offset).copied().unwrap_or(0);
+            return if running { status | Status::CMD_BUF_RUN.bits() } else { status };
         }
         s.regs.get(&offset).copied().unwrap_or(0)
     }

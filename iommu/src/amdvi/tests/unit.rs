@@ -46,11 +46,10 @@ fn qemu_efr_in_words_and_levels() {
         assert!(text.contains(word), "{text} lacks {word}");
     }
     assert!(!text.contains("PC (") && !text.contains("NX"), "{text}");
-    let sizes = unit.page_sizes(4);
-    assert_eq!(sizes & 0xFFF, 0);
-    assert_ne!(sizes & (1 << 12 | 1 << 13 | 1 << 21 | 1 << 30), 0);
-    assert_eq!(sizes & (1 << 39), 0, "512 GiB is not encodable");
-    assert_eq!(sizes >> 48, 0, "4 levels translate 48 bits");
+    // The page sizes come from the format alone: every power of two 4K..256G.
+    let format = crate::unit::RemappingUnit::domain_format(&unit).unwrap();
+    let sizes = crate::pgtable::PteFormat::page_sizes(&format);
+    assert_eq!(sizes, crate::pgtable::size_range(12, 38));
 }
 
 #[test]
@@ -100,7 +99,7 @@ fn enable_programs_bases_and_control_and_flushes_all() {
 }
 
 #[test]
-fn without_ia_every_entry_and_domain_is_invalidated() {
+fn without_ia_boot_flush_covers_every_entry_and_no_unused_domain() {
     let efr = QEMU_EFR & !(1 << 6);
     let (_mem, state, _unit) = enabled(efr, 0x007F);
     let cmds = decoded_since(&state, 0);
@@ -110,7 +109,9 @@ fn without_ia_every_entry_and_domain_is_invalidated() {
         .iter()
         .filter(|c| matches!(c, DecodedCommand::InvalidateIommuPages { order: 64, .. }))
         .count();
-    assert_eq!((devtab, domains), (128, 65536));
+    // A fresh device table names no domain: 65 536 domain flushes were pure waste.
+    assert_eq!((devtab, domains), (128, 0));
+    assert_eq!(wait_stores(&cmds), 1);
     assert!(!cmds.contains(&DecodedCommand::InvalidateIommuAll));
 }
 
@@ -168,19 +169,37 @@ fn iotlb_invalidator_encodes_blocks_and_syncs() {
 }
 
 #[test]
-fn invalidate_all_without_ia_covers_each_domain_in_use() {
+fn invalidate_all_without_ia_covers_every_entry_and_each_domain_in_use() {
     let efr = QEMU_EFR & !(1 << 6);
     let (_mem, state, mut unit) = enabled(efr, 0x00FF);
     unit.attach_device(0x10, 7, 0x1000, 4).unwrap();
     unit.attach_device(0x11, 7, 0x1000, 4).unwrap();
     unit.attach_device(0x12, 8, 0x2000, 4).unwrap();
+    unit.attach_device(0x13, 9, 0x3000, 4).unwrap();
+    unit.block_device(0x13).unwrap();
     let start = state.borrow().commands.len();
     unit.invalidate_all().unwrap();
     let cmds = decoded_since(&state, start);
+    let devtab: Vec<u16> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            DecodedCommand::InvalidateDevtabEntry { device } => Some(*device),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(devtab, (0..=0xFF).collect::<Vec<u16>>(), "every device table entry");
     let pages =
         |domain| DecodedCommand::InvalidateIommuPages { domain, base: 0, order: 64, pde: true };
-    assert_eq!(cmds[..2], [pages(7), pages(8)]);
-    assert_eq!(cmds.len(), 3);
+    // 9 was attached since the last full flush, then blocked.
+    assert_eq!(cmds[256..259], [pages(7), pages(8), pages(9)]);
+    assert_eq!(cmds.len(), 260);
+    assert_eq!(wait_stores(&cmds[259..]), 1);
+    // The next full flush covers only what the table still names.
+    let start = state.borrow().commands.len();
+    unit.invalidate_all().unwrap();
+    let cmds = decoded_since(&state, start);
+    assert_eq!(cmds[256..258], [pages(7), pages(8)]);
+    assert_eq!(cmds.len(), 259);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! How the unit forgets translations: whole-unit flushes, per-domain and per-block
 //! INVALIDATE_IOMMU_PAGES, and the core's [`IotlbInvalidator`] contract.
 
-use alloc::vec::Vec;
+use alloc::collections::BTreeSet;
 
 use crate::amdvi::command::{covering_block, Command};
 use crate::error::HwError;
@@ -11,19 +11,26 @@ use crate::platform::{FrameAllocator, Mmio, PhysMemory};
 use super::AmdViUnit;
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
-    /// Drops every cached translation: INVALIDATE_IOMMU_ALL when EFR.IA, otherwise every
-    /// domain in use by the device table; then waits.
+    /// Drops everything the unit may cache, then waits: INVALIDATE_IOMMU_ALL when EFR.IA;
+    /// otherwise INVALIDATE_DEVTAB_ENTRY for every device id, then INVALIDATE_IOMMU_PAGES
+    /// for every domain the device table names or the driver attached since the last
+    /// full flush. Other domain ids need nothing: attach invalidates a domain before any
+    /// device can use it, so stale entries under an unused id are never hit.
     pub fn invalidate_all(&mut self) -> Result<(), HwError> {
         if self.efr.invalidate_all() {
             self.submit(Command::invalidate_all())?;
         } else {
-            let mut domains: Vec<DomainId> = (0..self.device_table.entries())
-                .filter_map(|d| self.device_table.read(&self.mem, d as u16))
-                .filter(|e| e.is_translating())
-                .map(|e| e.domain())
-                .collect();
-            domains.sort_unstable();
-            domains.dedup();
+            for devid in 0..self.device_table.entries() {
+                self.submit(Command::invalidate_devtab_entry(devid as u16))?;
+                self.stats.devtab_invalidations += 1;
+            }
+            let mut domains: BTreeSet<DomainId> = core::mem::take(&mut self.attached_since_flush);
+            domains.extend(
+                (0..self.device_table.entries())
+                    .filter_map(|d| self.device_table.read(&self.mem, d as u16))
+                    .filter(|e| e.is_translating())
+                    .map(|e| e.domain()),
+            );
             for domain in domains {
                 self.submit_domain_invalidation(domain)?;
             }
@@ -34,20 +41,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     pub(super) fn submit_domain_invalidation(&mut self, domain: DomainId) -> Result<(), HwError> {
         self.stats.domain_invalidations += 1;
         self.submit(Command::invalidate_domain(domain))
-    }
-
-    pub(super) fn flush_everything(&mut self) -> Result<(), HwError> {
-        if self.efr.invalidate_all() {
-            self.submit(Command::invalidate_all())?;
-        } else {
-            for devid in 0..self.device_table.entries() {
-                self.submit(Command::invalidate_devtab_entry(devid as u16))?;
-            }
-            for domain in 0..=DomainId::MAX {
-                self.submit(Command::invalidate_domain(domain))?;
-            }
-        }
-        self.completion_wait()
     }
 }
 

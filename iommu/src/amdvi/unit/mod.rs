@@ -7,9 +7,11 @@ use alloc::vec::Vec;
 
 use crate::error::HwError;
 use crate::invalidate::DomainId;
-use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
+use crate::platform::{poll_until, FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
 
-use crate::amdvi::command::{Command, CommandBuffer};
+use crate::amdvi::command::{
+    command_buffer_stopped, Command, CommandBuffer, COMMAND_BUFFER_STOPPED,
+};
 use crate::amdvi::device_table::{DeviceTable, DeviceTableEntry, DTE_SIZE};
 use crate::amdvi::event_log::{Event, EventCounters, EventLog};
 use crate::amdvi::regs::{self, Control, Efr, Status};
@@ -45,6 +47,8 @@ pub struct AmdViUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     enabled: bool,
     stats: UnitStats,
     counters: EventCounters,
+    /// Domains attached since the last full flush (`invalidate_all` covers them too).
+    attached_since_flush: alloc::collections::BTreeSet<DomainId>,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
@@ -81,6 +85,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             enabled: false,
             stats: UnitStats::default(),
             counters: EventCounters::default(),
+            attached_since_flush: alloc::collections::BTreeSet::new(),
         })
     }
 
@@ -107,7 +112,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.regs.write64(regs::CONTROL, rings.bits());
         self.regs.write64(regs::CONTROL, (rings | Control::IOMMU_EN).bits());
         self.enabled = true;
-        self.flush_everything()
+        self.invalidate_all()
     }
 
     /// Stops translation, command processing and event logging (DMA then passes
@@ -129,13 +134,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// The deepest page table this unit walks (from EFR.HATS).
     pub fn max_levels(&self) -> u32 {
         self.max_levels
-    }
-    /// Bitmap of page sizes a v1 table with `levels` levels can map: every power of two
-    /// from 4 KiB up to the IOVA width, except 512 GiB (not encodable).
-    pub fn page_sizes(&self, levels: u32) -> u64 {
-        let width = 12 + 9 * levels.min(self.max_levels);
-        let below_width = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
-        !0xFFF & below_width & !(1u64 << 39)
     }
     /// Number of device ids the device table covers (`0..device_table_entries()`).
     pub fn device_table_entries(&self) -> u64 {
@@ -205,6 +203,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             self.submit(Command::invalidate_devtab_entry(devid))?;
             self.completion_wait()?;
         }
+        self.attached_since_flush.insert(domain);
         let quads = new.quads();
         for (i, &q) in quads.iter().enumerate().skip(1) {
             self.write_quad(at, i, q);
@@ -235,12 +234,22 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.submit(Command::completion_wait(self.semaphore, sequence))?;
         self.commands.publish(&mut self.regs);
         self.stats.completion_waits += 1;
-        for _ in 0..POLL_LIMIT {
-            if self.mem.read_u64(self.semaphore) == sequence {
-                return Ok(());
+        let mut stopped = false;
+        let (mem, regs, semaphore) = (&self.mem, &self.regs, self.semaphore);
+        let done = poll_until(POLL_LIMIT, || {
+            if mem.read_u64(semaphore) == sequence {
+                return true;
             }
+            stopped = command_buffer_stopped(regs);
+            stopped
+        });
+        if stopped {
+            Err(COMMAND_BUFFER_STOPPED)
+        } else if done {
+            Ok(())
+        } else {
+            Err(HwError::Timeout { what: "COMPLETION_WAIT store to the semaphore" })
         }
-        Err(HwError::Timeout { what: "COMPLETION_WAIT store to the semaphore" })
     }
 
     /// Reads and decodes every new event record, restarting the log if it overflowed.

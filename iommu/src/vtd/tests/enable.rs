@@ -30,10 +30,27 @@ fn rejects_unit_without_3_or_4_level_tables() {
 
 #[test]
 fn page_sizes_follow_sllps() {
+    use crate::pgtable::PteFormat;
     let b = bench(QEMU_CAP, QEMU_ECAP);
-    assert_eq!(b.unit.supported_page_sizes(), (1 << 12) | (1 << 21) | (1 << 30));
+    let sizes = b.unit.domain_format().unwrap().page_sizes();
+    assert_eq!(sizes, (1 << 12) | (1 << 21) | (1 << 30));
     let b = bench(QEMU_CAP & !(0xF << 34), QEMU_ECAP);
-    assert_eq!(b.unit.supported_page_sizes(), 1 << 12);
+    assert_eq!(b.unit.domain_format().unwrap().page_sizes(), 1 << 12);
+}
+
+#[test]
+fn four_level_domain_on_a_39_bit_unit_refuses_iovas_above_mgaw() {
+    use crate::pgtable::{MapError, PageTable, Prot};
+    // SAGAW offers only 4-level tables, but MGAW says 39 bits.
+    let cap = (QEMU_CAP & !(0x1F << 8) & !(0x3F << 16)) | (0x4 << 8) | (38 << 16);
+    let mut b = bench(cap, QEMU_ECAP);
+    assert_eq!(b.unit.levels(), 4);
+    let format = b.unit.domain_format().unwrap();
+    let mut table = PageTable::new(&mut b.mem, format).unwrap();
+    assert_eq!(table.aperture(), 1 << 39);
+    let err = table.map(&mut b.mem, 1 << 39, 0x1000_0000, 0x1000, Prot::READ);
+    assert_eq!(err, Err(MapError::BadRange));
+    table.map(&mut b.mem, (1 << 39) - 0x1000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
 }
 
 #[test]
@@ -140,6 +157,34 @@ fn takes_over_translation_left_on_by_firmware() {
     assert_eq!(events[1], Event::Queue(false));
     assert_eq!(events[2], Event::SetRootTable(unit.root_table_address()));
     assert_eq!(events.last(), Some(&Event::Translation(true)));
+}
+
+#[test]
+fn firmware_queue_is_drained_before_qie_is_cleared() {
+    let b = bench(QEMU_CAP, QEMU_ECAP);
+    {
+        let mut hw = b.hw.0.borrow_mut();
+        hw.gsts |= 1 << 26;
+        hw.iqt = 0x40;
+        hw.firmware.pending = 4;
+    }
+    let mut unit = b.unit;
+    unit.enable().unwrap();
+    assert_eq!(b.hw.0.borrow().firmware.dropped, 0, "QIE cleared with descriptors pending");
+
+    let b = bench(QEMU_CAP, QEMU_ECAP);
+    {
+        let mut hw = b.hw.0.borrow_mut();
+        hw.gsts |= 1 << 26;
+        hw.iqt = 0x40;
+        hw.firmware.pending = 4;
+        hw.stuck.queue = true;
+    }
+    let mut unit = b.unit;
+    let what = "IQH == IQT (firmware's queued invalidations drained)";
+    assert_eq!(unit.enable(), Err(HwError::Timeout { what }));
+    assert_eq!(b.hw.0.borrow().firmware.dropped, 0);
+    assert!(b.hw.0.borrow().gsts & (1 << 26) != 0, "QIE left on while the queue is busy");
 }
 
 fn enable_with_stuck(

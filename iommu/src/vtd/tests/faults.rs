@@ -14,7 +14,7 @@ fn decode_record_fields() {
         (r.source, r.address, r.reason, r.is_read, r.pasid),
         (0x0118, 0xDEAD_B000, 6, true, None)
     );
-    assert_eq!(r.bdf(), (1, 3, 0));
+    assert_eq!(r.bdf(), crate::acpi::pci::Bdf::new(1, 3, 0).unwrap());
     assert_eq!(r.reason_text(), "read from a page without read permission (or not present)");
     let with_pasid = FaultRecord::decode(1, 0, hi | (1 << 31) | (0x12345 << 40)).unwrap();
     assert_eq!(with_pasid.pasid, Some(0x12345));

@@ -67,6 +67,15 @@ pub struct Stuck {
     pub queue: bool,
 }
 
+/// Descriptors firmware left queued: `pending` of them still ahead of IQH, one consumed
+/// per IQH read (unless the queue is stuck).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirmwareQueue {
+    pub pending: u64,
+    /// Descriptors lost because QIE was cleared with IQH != IQT.
+    pub dropped: u64,
+}
+
 /// The modelled unit.
 pub struct VtdModel {
     pub cap: u64,
@@ -83,7 +92,7 @@ pub struct VtdModel {
     pub feuaddr: u32,
     iqa: u64,
     pub iqh: u64,
-    iqt: u64,
+    pub iqt: u64,
     /// Fault recording registers (lo, hi).
     pub records: Vec<(u64, u64)>,
     next_record: usize,
@@ -97,6 +106,7 @@ pub struct VtdModel {
     /// Raw descriptors consumed from the queue.
     pub descriptors: Vec<(u64, u64)>,
     pub stuck: Stuck,
+    pub firmware: FirmwareQueue,
     mem: SharedMemory,
 }
 
@@ -141,6 +151,7 @@ impl VtdModel {
             doorbells: 0,
             descriptors: Vec::new(),
             stuck: Stuck::default(),
+            firmware: FirmwareQueue::default(),
             mem,
         })))
     }
@@ -209,6 +220,10 @@ impl VtdModel {
             }
         }
         if (v & GSTS_QIES != 0) != (self.gsts & GSTS_QIES != 0) && s & GSTS_QIES == 0 {
+            if v & GSTS_QIES == 0 {
+                self.firmware.dropped += self.firmware.pending;
+                self.firmware.pending = 0;
+            }
             self.gsts ^= GSTS_QIES;
             self.iqh = 0;
             self.events.push(Event::Queue(v & GSTS_QIES != 0));
@@ -367,6 +382,16 @@ impl Mmio for ModelMmio {
 
     fn read64(&self, offset: usize) -> u64 {
         assert!(!REG32.contains(&offset), "64-bit read of 32-bit register {offset:#x}");
+        if offset == 0x80 {
+            let mut m = self.0.borrow_mut();
+            if m.firmware.pending > 0 {
+                if !m.stuck.queue {
+                    m.firmware.pending -= 1;
+                }
+                // Firmware's descriptors still sit between IQH and IQT.
+                return m.iqt.wrapping_sub(16 * m.firmware.pending);
+            }
+        }
         let m = self.0.borrow();
         if let Some((i, half)) = m.record_at(offset) {
             return if half == 0 { m.records[i].0 } else { m.records[i].1 };
