@@ -87,13 +87,6 @@ fn page_ranges(ranges: &[IdentityRange]) -> Result<Vec<(u64, u64, Prot)>, String
     Ok(merged)
 }
 
-/// The smallest aligned IOVA block covering `[start, end)`, for `after_map`.
-fn covering_block(start: u64, end: u64) -> IovaBlock {
-    let order = (64 - (start ^ (end - 1)).leading_zeros()).max(12);
-    let iova = if order >= 64 { 0 } else { start & !((1u64 << order) - 1) };
-    IovaBlock { iova, order: order.min(63) }
-}
-
 /// Builds a domain on `unit` (number `unit_index`) that maps exactly `ranges` 1:1 and
 /// points device `rid` at it. Ranges without any access are left unmapped. On `Err`
 /// nothing is left attached and the id is given back.
@@ -119,7 +112,7 @@ pub fn attach_identity<U: RemappingUnit>(
         for &(start, end, prot) in pages.iter().filter(|r| !r.2.is_empty()) {
             dom.map(mem, start, start, end - start, prot)
                 .map_err(|e| format!("map {start:#x}-{end:#x}: {e}"))?;
-            unit.after_map(id, covering_block(start, end))
+            unit.after_map(id, IovaBlock::covering(start, end - start))
                 .and_then(|()| unit.sync())
                 .map_err(|e| format!("after map: {e}"))?;
         }

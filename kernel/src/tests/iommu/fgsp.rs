@@ -28,6 +28,9 @@ impl<I: IotlbInvalidator> IotlbInvalidator for Recording<'_, I> {
     fn max_block_order(&self) -> u32 {
         self.inner.max_block_order()
     }
+    fn after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
+        self.inner.after_map(domain, block)
+    }
     fn invalidate_block(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
         self.blocks.push(block);
         self.inner.invalidate_block(domain, block)

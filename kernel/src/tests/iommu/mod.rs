@@ -108,9 +108,9 @@ impl<U: RemappingUnit> Rig<'_, U> {
     ) -> Result<(), String> {
         dom.map(&mut KernelMemory, iova, paddr, size, prot)
             .map_err(|e| format!("map {iova:#x}+{size:#x}: {e}"))?;
-        let order = size.next_power_of_two().trailing_zeros().max(12);
-        let block = IovaBlock { iova: iova & !((1u64 << order) - 1), order };
-        self.unit.after_map(dom.id(), block).map_err(|e| format!("after map: {e}"))?;
+        self.unit
+            .after_map(dom.id(), IovaBlock::covering(iova, size))
+            .map_err(|e| format!("after map: {e}"))?;
         self.unit.sync().map_err(|e| format!("sync after map: {e}"))
     }
 

@@ -85,6 +85,9 @@ impl<U: IotlbInvalidator> IotlbInvalidator for Recorder<'_, U> {
     fn max_block_order(&self) -> u32 {
         self.unit.max_block_order()
     }
+    fn after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
+        self.unit.after_map(domain, block)
+    }
     fn invalidate_block(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
         let mut log = self.log.borrow_mut();
         log.invalidations += 1;
