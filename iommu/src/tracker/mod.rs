@@ -338,16 +338,32 @@ impl<F: PteFormat> DmaTracker<F> {
         if index >= self.domains.len() {
             return Err(TrackerError::NoSuchDomain);
         }
-        let mut domain = self.domains.remove(index);
+        // The domain leaves the list only once its flush completed: on any error it stays
+        // attached (its failed gather deferred to the next flush), so nothing is lost.
+        let domain = &mut self.domains[index];
         let mut gather = IotlbGather::new();
+        let mut unmapped = Ok(());
         for (&iova, m) in &self.mappings {
-            domain.unmap(mem, iova, m.size, &mut gather)?;
+            if let Err(e) = domain.unmap(mem, iova, m.size, &mut gather) {
+                unmapped = Err(e);
+                break;
+            }
             self.counters.unmap_calls += 1;
         }
-        let stats = domain.flush(mem, &mut gather, inv.unit(domain.unit()))?;
-        self.counters.invalidations += stats.total();
-        self.counters.syncs += 1;
-        Ok(domain)
+        let flushed = unmapped.map_err(TrackerError::from).and_then(|()| {
+            domain.flush(mem, &mut gather, inv.unit(domain.unit())).map_err(TrackerError::from)
+        });
+        match flushed {
+            Ok(stats) => {
+                self.counters.invalidations += stats.total();
+                self.counters.syncs += 1;
+                Ok(self.domains.remove(index))
+            }
+            Err(e) => {
+                domain.defer(gather);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -61,6 +61,30 @@ fn failed_second_domain_flush_quarantines_every_taken_page() {
     }
 }
 
+#[test]
+fn detach_whose_flush_fails_keeps_the_domain_attached() {
+    let mut mem = HostMemory::new();
+    let mut units = TwoUnits {
+        good: ModelIommu::new(ModelKind::Vtd { sllps: 0 }),
+        second: ModelIommu::new(ModelKind::Vtd { sllps: 0 }),
+    };
+    let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
+    for unit in 0..2 {
+        let d = Domain::new(&mut mem, 1, unit, VtdFormat::new(3, 0).unwrap()).unwrap();
+        t.attach(&mut mem, &mut units, d).unwrap();
+    }
+    let a = [HostExtent { paddr: HOST_BASE, len: 0x4000 }];
+    t.map_dma(&mut mem, &mut units, 0x10_0000, &a, Prot::READ).unwrap();
+    units.second.fail_sync = true;
+    assert!(t.detach(&mut mem, &mut units, 1).is_err());
+    assert_eq!(t.domains().len(), 2, "the domain whose flush failed is still listed");
+    units.second.fail_sync = false;
+    let d = t.detach(&mut mem, &mut units, 1).unwrap();
+    assert_eq!(d.unit(), 1);
+    assert_eq!(d.iova_to_phys(&mem, 0x10_0000), None);
+    assert_eq!(t.domains().len(), 1);
+}
+
 /// A caching-mode-like unit: records every after-map call and invalidates the block.
 struct CachingMode {
     model: ModelIommu,
