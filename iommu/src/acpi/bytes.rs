@@ -122,7 +122,7 @@ pub struct Records<'a, T> {
 
 impl<'a, T> Records<'a, T> {
     /// Records of `window` from `pos` on, each read by `read`.
-    pub fn new(window: Window<'a>, pos: usize, read: RecordReader<'a, T>) -> Self {
+    pub fn walk(window: Window<'a>, pos: usize, read: RecordReader<'a, T>) -> Self {
         Records { window, pos, failed: false, read }
     }
 

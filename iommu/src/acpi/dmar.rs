@@ -85,7 +85,7 @@ impl<'a> Dmar<'a> {
 
     /// All remapping structures in table order, unknown types included.
     pub fn structures(&self) -> DmarStructures<'a> {
-        DmarStructures::new(self.window, DMAR_STRUCTURES_OFFSET, read_structure)
+        DmarStructures::walk(self.window, DMAR_STRUCTURES_OFFSET, read_structure)
     }
 
     /// The DRHD structures (remapping units) in table order.

@@ -75,7 +75,7 @@ impl<'a> Ivrs<'a> {
 
     /// All blocks in table order, unknown types included.
     pub fn blocks(&self) -> IvrsBlocks<'a> {
-        IvrsBlocks::new(self.window, IVRS_BLOCKS_OFFSET, read_block)
+        IvrsBlocks::walk(self.window, IVRS_BLOCKS_OFFSET, read_block)
     }
 
     /// All IVHD blocks in table order, every type.

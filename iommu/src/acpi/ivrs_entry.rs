@@ -117,38 +117,12 @@ pub struct DeviceEntry<'a> {
 }
 
 /// Iterates over an IVHD's device entries.
-#[derive(Debug, Clone)]
-pub struct DeviceEntries<'a> {
-    window: Window<'a>,
-    pos: usize,
-    failed: bool,
-}
+pub type DeviceEntries<'a> = crate::acpi::bytes::Records<'a, DeviceEntry<'a>>;
 
 impl<'a> DeviceEntries<'a> {
     /// Entries packed into `window` (everything after an IVHD's fixed part).
     pub fn new(window: Window<'a>) -> Self {
-        DeviceEntries { window, pos: 0, failed: false }
-    }
-
-    /// The next entry, an error for a malformed one, or `None` at the end.
-    pub fn next_checked(&mut self) -> Option<Result<DeviceEntry<'a>, AcpiError>> {
-        if self.failed || self.pos >= self.window.len() {
-            return None;
-        }
-        let r = read_entry(&self.window, self.pos);
-        match &r {
-            Ok(e) => self.pos += e.length,
-            Err(_) => self.failed = true,
-        }
-        Some(r)
-    }
-}
-
-impl<'a> Iterator for DeviceEntries<'a> {
-    type Item = DeviceEntry<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.next_checked().and_then(Result::ok)
+        Self::walk(window, 0, |w, at| read_entry(w, at).map(|e| (e, e.length)))
     }
 }
 

@@ -107,30 +107,12 @@ pub struct DeviceScope<'a> {
 }
 
 /// Iterates over the device scopes filling a window; validates each one's length.
-#[derive(Debug, Clone)]
-pub struct DeviceScopes<'a> {
-    window: Window<'a>,
-    pos: usize,
-    failed: bool,
-}
+pub type DeviceScopes<'a> = crate::acpi::bytes::Records<'a, DeviceScope<'a>>;
 
 impl<'a> DeviceScopes<'a> {
     /// Scopes packed into `window` (everything after a structure's fixed part).
     pub fn new(window: Window<'a>) -> Self {
-        DeviceScopes { window, pos: 0, failed: false }
-    }
-
-    /// The next scope, an error for a malformed one, or `None` at the end.
-    pub fn next_checked(&mut self) -> Option<Result<DeviceScope<'a>, AcpiError>> {
-        if self.failed || self.pos >= self.window.len() {
-            return None;
-        }
-        let r = self.read_at(self.pos);
-        match &r {
-            Ok(s) => self.pos += usize::from(s.length),
-            Err(_) => self.failed = true,
-        }
-        Some(r)
+        Self::walk(window, 0, read_scope)
     }
 
     /// Checks every scope; the first malformed one is the error.
@@ -142,50 +124,42 @@ impl<'a> DeviceScopes<'a> {
         }
         Ok(count)
     }
-
-    fn read_at(&self, at: usize) -> Result<DeviceScope<'a>, AcpiError> {
-        let w = &self.window;
-        let length = w.u8(at + 1)?;
-        let stated = usize::from(length);
-        if stated < SCOPE_HEADER_LEN {
-            return Err(w.error(
-                at + 1,
-                ErrorKind::StructureTooShort {
-                    what: "device scope",
-                    stated,
-                    minimum: SCOPE_HEADER_LEN,
-                },
-            ));
-        }
-        let remaining = w.len().saturating_sub(at);
-        if stated > remaining {
-            return Err(w.error(
-                at + 1,
-                ErrorKind::StructureOverrun { what: "device scope", stated, remaining },
-            ));
-        }
-        if !(stated - SCOPE_HEADER_LEN).is_multiple_of(2) {
-            return Err(w.error(at + 1, ErrorKind::OddScopePath { stated }));
-        }
-        let s = w.sub(at, stated)?;
-        Ok(DeviceScope {
-            offset: s.base(),
-            kind: ScopeKind::from_raw(s.u8(0)?),
-            length,
-            flags: s.u8(2)?,
-            enumeration_id: s.u8(4)?,
-            start_bus: s.u8(5)?,
-            path: PciPath { bytes: s.rest(SCOPE_HEADER_LEN).bytes() },
-        })
-    }
 }
 
-impl<'a> Iterator for DeviceScopes<'a> {
-    type Item = DeviceScope<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.next_checked().and_then(Result::ok)
+fn read_scope<'a>(w: &Window<'a>, at: usize) -> Result<(DeviceScope<'a>, usize), AcpiError> {
+    let length = w.u8(at + 1)?;
+    let stated = usize::from(length);
+    if stated < SCOPE_HEADER_LEN {
+        return Err(w.error(
+            at + 1,
+            ErrorKind::StructureTooShort {
+                what: "device scope",
+                stated,
+                minimum: SCOPE_HEADER_LEN,
+            },
+        ));
     }
+    let remaining = w.len().saturating_sub(at);
+    if stated > remaining {
+        return Err(w.error(
+            at + 1,
+            ErrorKind::StructureOverrun { what: "device scope", stated, remaining },
+        ));
+    }
+    if !(stated - SCOPE_HEADER_LEN).is_multiple_of(2) {
+        return Err(w.error(at + 1, ErrorKind::OddScopePath { stated }));
+    }
+    let s = w.sub(at, stated)?;
+    let scope = DeviceScope {
+        offset: s.base(),
+        kind: ScopeKind::from_raw(s.u8(0)?),
+        length,
+        flags: s.u8(2)?,
+        enumeration_id: s.u8(4)?,
+        start_bus: s.u8(5)?,
+        path: PciPath { bytes: s.rest(SCOPE_HEADER_LEN).bytes() },
+    };
+    Ok((scope, stated))
 }
 
 #[cfg(test)]
