@@ -311,32 +311,42 @@ impl CommandBuffer {
     }
 
     fn wait_for_space(&mut self, regs: &impl Mmio) -> Result<(), HwError> {
-        let mut stopped = false;
-        let done = poll_until(POLL_LIMIT, || {
+        wait_while_running(regs, "a free command buffer slot (head register)", || {
             self.head_seen = self.read_head(regs);
-            if self.free_slots(self.head_seen) > 0 {
-                return true;
-            }
-            stopped = command_buffer_stopped(regs);
-            stopped
-        });
-        if stopped {
-            Err(COMMAND_BUFFER_STOPPED)
-        } else if done {
-            Ok(())
-        } else {
-            Err(HwError::Timeout { what: "a free command buffer slot (head register)" })
-        }
+            self.free_slots(self.head_seen) > 0
+        })
     }
 }
 
 /// The error of a wait that found Status.CMD_BUF_RUN clear: the IOMMU stopped fetching
 /// commands (an illegal command or a fetch error), so waiting longer cannot help.
-pub(crate) const COMMAND_BUFFER_STOPPED: HwError =
-    HwError::QueueError { what: "command buffer stopped" };
+const COMMAND_BUFFER_STOPPED: HwError = HwError::QueueError { what: "command buffer stopped" };
 
 /// True when Status.CMD_BUF_RUN is clear although the driver enabled the buffer.
-pub(crate) fn command_buffer_stopped(regs: &impl Mmio) -> bool {
+fn command_buffer_stopped(regs: &impl Mmio) -> bool {
     let status = regs::Status::from_bits_retain(regs.read64(regs::STATUS));
     !status.contains(regs::Status::CMD_BUF_RUN)
+}
+
+/// Polls `done` (bounded by [`POLL_LIMIT`]) while the command buffer keeps running: a
+/// stopped buffer (an illegal command, a hardware error) is reported as such, not as the
+/// timeout of whatever `what` names.
+pub(crate) fn wait_while_running(
+    regs: &impl Mmio,
+    what: &'static str,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), HwError> {
+    let mut stopped = false;
+    let finished = poll_until(POLL_LIMIT, || {
+        if done() {
+            return true;
+        }
+        stopped = command_buffer_stopped(regs);
+        stopped
+    });
+    match (stopped, finished) {
+        (true, _) => Err(COMMAND_BUFFER_STOPPED),
+        (false, true) => Ok(()),
+        (false, false) => Err(HwError::Timeout { what }),
+    }
 }

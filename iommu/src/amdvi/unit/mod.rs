@@ -7,11 +7,9 @@ use alloc::vec::Vec;
 
 use crate::error::HwError;
 use crate::invalidate::DomainId;
-use crate::platform::{poll_until, FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
+use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory};
 
-use crate::amdvi::command::{
-    command_buffer_stopped, Command, CommandBuffer, COMMAND_BUFFER_STOPPED,
-};
+use crate::amdvi::command::{wait_while_running, Command, CommandBuffer};
 use crate::amdvi::device_table::{DeviceTable, DeviceTableEntry, DTE_SIZE};
 use crate::amdvi::event_log::{Event, EventCounters, EventLog};
 use crate::amdvi::regs::{self, Control, Efr, Status};
@@ -234,22 +232,10 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.submit(Command::completion_wait(self.semaphore, sequence))?;
         self.commands.publish(&mut self.regs);
         self.stats.completion_waits += 1;
-        let mut stopped = false;
-        let (mem, regs, semaphore) = (&self.mem, &self.regs, self.semaphore);
-        let done = poll_until(POLL_LIMIT, || {
-            if mem.read_u64(semaphore) == sequence {
-                return true;
-            }
-            stopped = command_buffer_stopped(regs);
-            stopped
-        });
-        if stopped {
-            Err(COMMAND_BUFFER_STOPPED)
-        } else if done {
-            Ok(())
-        } else {
-            Err(HwError::Timeout { what: "COMPLETION_WAIT store to the semaphore" })
-        }
+        let (mem, semaphore) = (&self.mem, self.semaphore);
+        wait_while_running(&self.regs, "COMPLETION_WAIT store to the semaphore", || {
+            mem.read_u64(semaphore) == sequence
+        })
     }
 
     /// Reads and decodes every new event record, restarting the log if it overflowed.
