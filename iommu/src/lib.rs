@@ -19,6 +19,7 @@ pub mod model;
 pub mod pgtable;
 pub mod platform;
 pub mod ratelimit;
+pub mod ring;
 pub mod tracker;
 pub mod unit;
 pub mod vtd;
