@@ -161,6 +161,24 @@ fn queue_wraps_around() {
 }
 
 #[test]
+fn full_queue_on_a_stalled_unit_times_out() {
+    let mut b = qemu_enabled();
+    b.hw.0.borrow_mut().stuck.queue = true;
+    let mut result = Ok(());
+    let mut submitted = 0;
+    while result.is_ok() && submitted < 300 {
+        result = b.unit.invalidate_block(2, IovaBlock { iova: 0, order: 12 });
+        submitted += 1;
+    }
+    let what = "invalidation queue space (IQH to move past the tail)";
+    assert_eq!(result, Err(HwError::Timeout { what }));
+    assert_eq!(submitted, 256, "255 descriptors fit in 256 slots, the next one waits");
+    // Enable left three descriptors (context, IOTLB, wait) behind the tail.
+    let tail = (3 + 255) % 256;
+    assert_eq!(b.hw.0.borrow().iqt, tail * 16, "the full ring was published before waiting");
+}
+
+#[test]
 fn queue_error_is_reported() {
     let mut b = qemu_enabled();
     // The driver never builds a bad descriptor, so the model is told MAMV = 0 instead:
