@@ -6,6 +6,7 @@
 use crate::error::HwError;
 use crate::invalidate::DomainId;
 use crate::platform::{poll_until, FrameAllocator, Mmio, PhysAddr, PhysMemory, POLL_LIMIT};
+use crate::ring::{DescriptorRing, EntryVisibility};
 
 use super::regs;
 use crate::bits::field;
@@ -120,10 +121,12 @@ impl Descriptor {
 
 /// Log2 of the queue's size in 4 KiB pages (IQA.QS): 0 = one page of 256 descriptors.
 const QUEUE_SIZE_SHIFT: u64 = 0;
-/// Descriptors in the ring.
-const QUEUE_ENTRIES: u64 = 256 << QUEUE_SIZE_SHIFT;
+/// Log2 of the descriptors in the ring (256 per 4 KiB page).
+const QUEUE_ENTRIES_LOG2: u32 = 8 + QUEUE_SIZE_SHIFT as u32;
+/// IQH and IQT hold byte offsets of 128-bit descriptors: the index shifted by 4.
+const QUEUE_POINTER_SHIFT: u32 = 4;
 
-/// The invalidation queue: a ring of descriptors in one page, plus one status word the
+/// The invalidation queue: a [`DescriptorRing`] in one page, plus one status word the
 /// wait descriptors write into.
 ///
 /// Descriptors are written to memory as they are submitted, and the tail register (the
@@ -131,13 +134,8 @@ const QUEUE_ENTRIES: u64 = 256 << QUEUE_SIZE_SHIFT;
 /// So a submitted descriptor starts executing no later than the next `wait`.
 #[derive(Debug)]
 pub struct InvalidationQueue {
-    base: PhysAddr,
+    ring: DescriptorRing,
     status: PhysAddr,
-    tail: u64,
-    /// Tail value last written to IQT.
-    published: u64,
-    /// Head last read from IQH; the ring is full when the next tail would reach it.
-    head: u64,
     sequence: u32,
 }
 
@@ -149,23 +147,22 @@ impl InvalidationQueue {
             mem.free_frame(base);
             return Err(HwError::OutOfMemory);
         };
-        Ok(InvalidationQueue { base, status, tail: 0, published: 0, head: 0, sequence: 0 })
+        let ring = DescriptorRing::new(base, QUEUE_ENTRIES_LOG2, EntryVisibility::Coherent);
+        Ok(InvalidationQueue { ring, status, sequence: 0 })
     }
 
     /// Physical address of the ring.
     pub fn base(&self) -> PhysAddr {
-        self.base
+        self.ring.base()
     }
 
     /// Programs IQA, resets the tail, sets QIE and waits for QIES (the unit must be idle
     /// with QIE clear). GCMD is built from GSTS masked of its one-shot bits.
     pub fn enable<R: Mmio>(&mut self, mmio: &mut R) -> Result<(), HwError> {
         // 128-bit descriptors (DW = 0), QS as above.
-        mmio.write64(regs::IQA, self.base | QUEUE_SIZE_SHIFT);
+        mmio.write64(regs::IQA, self.ring.base() | QUEUE_SIZE_SHIFT);
         mmio.write64(regs::IQT, 0);
-        self.tail = 0;
-        self.published = 0;
-        self.head = 0;
+        self.ring.reset();
         let gcmd = (mmio.read32(regs::GSTS) & regs::GSTS_PERSISTENT_MASK) | regs::GCMD_QIE;
         mmio.write32(regs::GCMD, gcmd);
         poll(|| mmio.read32(regs::GSTS) & regs::GSTS_QIES != 0, "GSTS.QIES set")
@@ -179,24 +176,15 @@ impl InvalidationQueue {
         mem: &mut P,
         desc: Descriptor,
     ) -> Result<(), HwError> {
-        let next = (self.tail + 1) % QUEUE_ENTRIES;
-        if next == self.head {
+        if self.ring.is_full() {
             self.publish(mmio, mem)?;
-            let mut head = self.head;
+            let ring = &mut self.ring;
             poll(
-                || {
-                    head = (mmio.read64(regs::IQH) >> 4) % QUEUE_ENTRIES;
-                    head != next
-                },
+                || ring.observe_head(read_head(mmio)),
                 "invalidation queue space (IQH to move past the tail)",
             )?;
-            self.head = head;
         }
-        let at = self.base + self.tail * 16;
-        mem.write_u64(at, desc.lo);
-        mem.write_u64(at + 8, desc.hi);
-        self.tail = next;
-        Ok(())
+        self.ring.push(mem, [desc.lo, desc.hi])
     }
 
     /// Hands every submitted descriptor to the unit (writes IQT) and checks for an error.
@@ -205,9 +193,8 @@ impl InvalidationQueue {
         mmio: &mut R,
         mem: &mut P,
     ) -> Result<(), HwError> {
-        if self.published != self.tail {
-            mmio.write64(regs::IQT, self.tail << 4);
-            self.published = self.tail;
+        if let Some(tail) = self.ring.publish() {
+            mmio.write64(regs::IQT, tail << QUEUE_POINTER_SHIFT);
         }
         self.check_error(mmio, mem)
     }
@@ -241,7 +228,7 @@ impl InvalidationQueue {
         if !done {
             return Err(HwError::Timeout { what: "invalidation wait descriptor status write" });
         }
-        self.head = self.tail;
+        self.ring.mark_consumed();
         Ok(())
     }
 
@@ -255,12 +242,10 @@ impl InvalidationQueue {
     ) -> Result<(), HwError> {
         let fsts = mmio.read32(regs::FSTS);
         if fsts & regs::FSTS_IQE != 0 {
-            let bad = (mmio.read64(regs::IQH) >> 4) % QUEUE_ENTRIES;
             let filler = Descriptor::wait(self.status + 8, 0);
-            mem.write_u64(self.base + bad * 16, filler.lo);
-            mem.write_u64(self.base + bad * 16 + 8, filler.hi);
+            self.ring.overwrite(mem, read_head(mmio), [filler.lo, filler.hi]);
             mmio.write32(regs::FSTS, regs::FSTS_IQE);
-            mmio.write64(regs::IQT, self.published << 4);
+            mmio.write64(regs::IQT, self.ring.published() << QUEUE_POINTER_SHIFT);
             return Err(HwError::QueueError {
                 what: "invalidation queue error (FSTS.IQE): a descriptor was rejected",
             });
@@ -274,9 +259,14 @@ impl InvalidationQueue {
 
     /// Frees the ring and status frames (call only with QIE clear).
     pub fn free<P: FrameAllocator>(self, mem: &mut P) {
-        mem.free_frame(self.base);
+        mem.free_frame(self.ring.base());
         mem.free_frame(self.status);
     }
+}
+
+/// The descriptor index in IQH (the ring reduces it modulo its size).
+fn read_head<R: Mmio>(mmio: &R) -> u64 {
+    mmio.read64(regs::IQH) >> QUEUE_POINTER_SHIFT
 }
 
 /// Register-based invalidation through CCMD and the IOTLB/IVA registers at ECAP.IRO.
