@@ -260,3 +260,28 @@ fn stopped_command_buffer_is_reported_not_timed_out() {
     state.borrow_mut().store_completions = false;
     assert!(matches!(unit.completion_wait(), Err(HwError::Timeout { .. })));
 }
+
+#[test]
+fn every_command_slot_is_flushed_for_the_device() {
+    let (mem, model) = setup(QEMU_EFR);
+    let state = model.state.clone();
+    let mut unit = AmdViUnit::new(model, mem.clone(), 0).unwrap();
+    unit.enable().unwrap();
+    for i in 0..300u64 {
+        unit.invalidate_block(1, IovaBlock { iova: i << 12, order: 12 }).unwrap();
+    }
+    unit.completion_wait().unwrap();
+    let base_register = state.borrow().regs[&crate::amdvi::regs::COMMAND_BUFFER_BASE];
+    let ring = base_register & crate::amdvi::regs::BASE_ADDRESS_MASK;
+    let m = mem.0.borrow();
+    let slots_written: Vec<u64> = m
+        .writes
+        .iter()
+        .map(|&(addr, _)| addr & !(COMMAND_SIZE - 1))
+        .filter(|&slot| (ring..ring + CommandBuffer::LEN).contains(&slot))
+        .collect();
+    assert!(slots_written.len() > 600, "the ring wrapped at least once");
+    for slot in slots_written {
+        assert!(m.flushes.contains(&(slot, COMMAND_SIZE)), "slot {slot:#x} not flushed");
+    }
+}
