@@ -11,9 +11,10 @@ use crate::invalidate::DomainId;
 use crate::platform::{poll_until, Mmio, PhysAddr, PhysMemory, PAGE_SIZE, POLL_LIMIT};
 
 use super::regs;
+use crate::ring::{DescriptorRing, EntryVisibility, ENTRY_SIZE};
 
-/// Bytes per command.
-pub const COMMAND_SIZE: u64 = 16;
+/// Bytes per command (the shared ring's entry size).
+pub const COMMAND_SIZE: u64 = ENTRY_SIZE;
 /// ComLen used by this driver: 2^8 = 256 commands, exactly one 4 KiB frame.
 pub const COMMAND_LEN_LOG2: u64 = 8;
 
@@ -210,14 +211,12 @@ fn op(opcode: u8) -> u64 {
     u64::from(opcode) << OPCODE_SHIFT
 }
 
-/// The command buffer: a ring of [`COMMAND_SIZE`]-byte slots in one frame. The driver
-/// owns the tail; the IOMMU owns the head.
+/// The command buffer: a [`DescriptorRing`] of [`COMMAND_SIZE`]-byte slots in one frame.
+/// The driver owns the tail; the IOMMU owns the head. Positions in this API and in the
+/// head and tail registers are byte offsets into the ring.
 #[derive(Debug)]
 pub struct CommandBuffer {
-    base: PhysAddr,
-    tail: u64,
-    published: u64,
-    head_seen: u64,
+    ring: DescriptorRing,
     issued: u64,
 }
 
@@ -227,19 +226,21 @@ impl CommandBuffer {
 
     /// A ring in the zeroed frame at `base`, empty (tail 0).
     pub fn new(base: PhysAddr) -> Self {
-        Self { base, tail: 0, published: 0, head_seen: 0, issued: 0 }
+        let ring =
+            DescriptorRing::new(base, COMMAND_LEN_LOG2 as u32, EntryVisibility::FlushEachEntry);
+        Self { ring, issued: 0 }
     }
     /// Physical address of the ring.
     pub fn base(&self) -> PhysAddr {
-        self.base
+        self.ring.base()
     }
     /// The value for the Command Buffer Base Address register (base | ComLen << 56).
     pub fn base_register_value(&self) -> u64 {
-        self.base | (COMMAND_LEN_LOG2 << regs::RING_LENGTH_SHIFT)
+        self.ring.base() | (COMMAND_LEN_LOG2 << regs::RING_LENGTH_SHIFT)
     }
     /// The driver's tail: byte offset of the next free slot.
     pub fn tail(&self) -> u64 {
-        self.tail
+        self.ring.tail() * COMMAND_SIZE
     }
     /// Commands written since the ring was created.
     pub fn issued(&self) -> u64 {
@@ -248,9 +249,7 @@ impl CommandBuffer {
     /// Resets the tail to 0 (with the command buffer disabled, after head and tail
     /// registers were written with 0).
     pub fn reset(&mut self) {
-        self.tail = 0;
-        self.published = 0;
-        self.head_seen = 0;
+        self.ring.reset();
     }
 
     /// Writes `cmd` at the tail and hands it (and anything queued before) to the IOMMU
@@ -275,47 +274,40 @@ impl CommandBuffer {
         mem: &mut impl PhysMemory,
         cmd: Command,
     ) -> Result<(), HwError> {
-        // The last head seen is conservative: the IOMMU's head only moves towards the tail.
-        if self.free_slots(self.head_seen) == 0 {
+        if self.ring.is_full() {
             self.publish(regs);
             self.wait_for_space(regs)?;
         }
-        let at = self.base + self.tail;
-        let [q0, q1] = cmd.quads();
-        mem.write_u64(at, q0);
-        mem.write_u64(at + 8, q1);
-        mem.flush_for_device(at, COMMAND_SIZE);
-        self.tail = (self.tail + COMMAND_SIZE) % Self::LEN;
+        self.ring.push(mem, cmd.quads())?;
         self.issued += 1;
         Ok(())
     }
 
     /// Writes the tail register if commands were queued since the last write.
     pub fn publish(&mut self, regs: &mut impl Mmio) {
-        if self.published != self.tail {
-            regs.write64(regs::COMMAND_TAIL, self.tail);
-            self.published = self.tail;
+        if let Some(tail) = self.ring.publish() {
+            regs.write64(regs::COMMAND_TAIL, tail * COMMAND_SIZE);
         }
     }
 
-    /// Slots free for new commands given the IOMMU's head offset; one slot always stays
-    /// empty so that a full ring is distinguishable from an empty one.
+    /// Slots free for new commands given the IOMMU's head byte offset; one slot always
+    /// stays empty so that a full ring is distinguishable from an empty one.
     pub fn free_slots(&self, head: u64) -> u64 {
-        let used = (self.tail + Self::LEN - head) % Self::LEN;
-        (Self::LEN - used) / COMMAND_SIZE - 1
-    }
-
-    fn read_head(&self, regs: &impl Mmio) -> u64 {
-        // Modulo: QEMU's head register reads the buffer size, not 0, after a wrap.
-        (regs.read64(regs::COMMAND_HEAD) & regs::RING_POINTER_MASK) % Self::LEN
+        self.ring.free_slots(head / COMMAND_SIZE)
     }
 
     fn wait_for_space(&mut self, regs: &impl Mmio) -> Result<(), HwError> {
+        let ring = &mut self.ring;
         wait_while_running(regs, "a free command buffer slot (head register)", || {
-            self.head_seen = self.read_head(regs);
-            self.free_slots(self.head_seen) > 0
+            ring.observe_head(read_head(regs))
         })
     }
+}
+
+/// The command index in the head register. QEMU's head reads the buffer size, not 0,
+/// after a wrap: the ring takes the index modulo its size, which maps that to 0.
+fn read_head(regs: &impl Mmio) -> u64 {
+    (regs.read64(regs::COMMAND_HEAD) & regs::RING_POINTER_MASK) / COMMAND_SIZE
 }
 
 /// The error of a wait that found Status.CMD_BUF_RUN clear: the IOMMU stopped fetching
