@@ -1,0 +1,156 @@
+//! Mapping: the largest pages alignment allows, and the rollback of a map that failed
+//! half way (its tables unlinked and kept, with the span, for the next invalidation).
+
+use super::{alloc_table, Dirty, PageTable, Unmapped};
+use crate::pgtable::{
+    level_index, level_shift, MapError, Prot, Pte, PteFormat, TableMemory, PADDR_MASK,
+};
+use crate::platform::PhysAddr;
+
+impl<F: PteFormat> PageTable<F> {
+    /// The largest allowed page order for `va -> pa` with `left` bytes to go.
+    fn best_order(&self, va: u64, pa: u64, left: u64) -> u32 {
+        let align = (va | pa).trailing_zeros().min(63);
+        let fit = 63 - left.leading_zeros();
+        let max = align.min(fit);
+        let candidates = self.page_sizes & (u64::MAX >> (63 - max));
+        63 - candidates.leading_zeros()
+    }
+
+    /// Maps `[iova, iova + size)` to `[paddr, paddr + size)` with the largest pages that
+    /// alignment and the page-size bitmap allow. On failure nothing stays mapped: tables
+    /// made on the way are unlinked and wait, with the span, in
+    /// [`take_rolled_back`](Self::take_rolled_back) for the next invalidation.
+    pub fn map<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        paddr: PhysAddr,
+        size: u64,
+        prot: Prot,
+    ) -> Result<(), MapError> {
+        let end = self.check_range(iova, size)?;
+        if prot.is_empty() {
+            return Err(MapError::NoAccess);
+        }
+        let last = paddr.checked_add(size - 1).ok_or(MapError::BadRange)?;
+        if paddr & 0xFFF != 0 || last & !PADDR_MASK & !0xFFF != 0 {
+            return Err(MapError::BadRange);
+        }
+        let mut va = iova;
+        let mut pa = paddr;
+        let mut unlinked = core::mem::take(&mut self.unlinked);
+        let result =
+            self.map_in(mem, self.root, self.levels(), &mut va, end, &mut pa, prot, &mut unlinked);
+        if result.is_err() {
+            if va > iova {
+                // Free emptied tables too: left linked, an empty table would make a later
+                // superpage map over it fail with AlreadyMapped.
+                let mut ignored = Unmapped::default();
+                self.unmap_in(
+                    mem,
+                    self.root,
+                    self.levels(),
+                    iova,
+                    va,
+                    &mut ignored,
+                    &mut unlinked,
+                    true,
+                );
+            }
+            // A device may have walked (and cached) what was briefly linked.
+            self.rolled_back.cover(iova, end);
+        }
+        self.unlinked = unlinked;
+        result
+    }
+
+    /// Keeps `[start, end)` (if nonempty) and `tables` for [`take_rolled_back`]: work of
+    /// a flush that failed, so its table pages are neither leaked nor freed too early.
+    ///
+    /// [`take_rolled_back`]: Self::take_rolled_back
+    pub fn defer_invalidation(
+        &mut self,
+        start: u64,
+        end: u64,
+        tables: &mut alloc::vec::Vec<PhysAddr>,
+    ) {
+        if start < end {
+            self.rolled_back.cover(start, end);
+        }
+        self.unlinked.append(tables);
+    }
+
+    /// Hands over what failed maps left for the next invalidation: table pages to free
+    /// (pushed onto `freed`) once the returned span has been invalidated.
+    pub fn take_rolled_back(&mut self, freed: &mut alloc::vec::Vec<PhysAddr>) -> Unmapped {
+        freed.append(&mut self.unlinked);
+        core::mem::take(&mut self.rolled_back)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_in<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        table: PhysAddr,
+        level: u32,
+        va: &mut u64,
+        end: u64,
+        pa: &mut u64,
+        prot: Prot,
+        unlinked: &mut alloc::vec::Vec<PhysAddr>,
+    ) -> Result<(), MapError> {
+        let shift = level_shift(level);
+        let mut dirty = Dirty::new(table);
+        let result = (|| {
+            while *va < end {
+                let idx = level_index(*va, level);
+                let order = self.best_order(*va, *pa, end - *va);
+                if order >= shift {
+                    let count = 1usize << (order - shift);
+                    for i in idx..idx + count {
+                        if self.read(mem, table, i) != 0 {
+                            return Err(MapError::AlreadyMapped { iova: *va });
+                        }
+                    }
+                    let pte = self.format.leaf_entry(*pa, level, order, prot);
+                    for i in idx..idx + count {
+                        mem.write_u64(table + 8 * i as u64, pte);
+                    }
+                    dirty.mark(idx, count);
+                    *va += 1 << order;
+                    *pa += 1 << order;
+                } else {
+                    let raw = self.read(mem, table, idx);
+                    let (child, created) = match self.format.decode(raw, level) {
+                        Pte::Table(child) => (child, false),
+                        Pte::Leaf { .. } => return Err(MapError::AlreadyMapped { iova: *va }),
+                        Pte::Empty => {
+                            let child = alloc_table(mem)?;
+                            mem.write_u64(
+                                table + 8 * idx as u64,
+                                self.format.table_entry(child, level),
+                            );
+                            dirty.mark(idx, 1);
+                            (child, true)
+                        }
+                    };
+                    let entry_end = (*va | ((1u64 << shift) - 1)) + 1;
+                    let before = *va;
+                    let sub_end = end.min(entry_end);
+                    let sub = self.map_in(mem, child, level - 1, va, sub_end, pa, prot, unlinked);
+                    if sub.is_err() && created && *va == before {
+                        // Nothing landed in the new table (its own new children were
+                        // unlinked the same way): unlink it so no empty table stays.
+                        mem.write_u64(table + 8 * idx as u64, 0);
+                        unlinked.push(child);
+                    }
+                    sub?;
+                }
+            }
+            Ok(())
+        })();
+        dirty.flush(mem);
+        result
+    }
+}
