@@ -9,6 +9,7 @@
 
 mod amd;
 mod faults;
+pub mod groups;
 pub mod identity;
 mod vtd;
 
@@ -144,12 +145,41 @@ pub struct IommuSystem {
     pub domain_ids: DomainIds,
     /// RMRR / IVMD regions firmware reserved for devices.
     reserved: Vec<ReservedRegion>,
+    /// Every function's requester-id aliases and isolation group.
+    isolation: iommu::acpi::groups::Isolation,
 }
 
 impl IommuSystem {
     /// The unit and requester id that translate `bdf`'s DMA, if any.
     pub fn route(&self, bdf: Bdf) -> Option<Route> {
         self.routes.iter().find(|(b, _)| *b == bdf).map(|(_, r)| *r)
+    }
+
+    /// Every requester id `bdf`'s DMA may carry at its unit (its route's first): each
+    /// must point at the same context entry / DTE, or a DMA under an alias escapes.
+    pub fn dma_ids(&self, bdf: Bdf) -> Vec<u16> {
+        let Some(route) = self.route(bdf) else { return Vec::new() };
+        let mut ids = alloc::vec![route.requester_id];
+        let own = AcpiBdf::from_id(bdf.requester_id());
+        for &id in self.isolation.aliases_of(bdf.segment, own) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The functions the IOMMU cannot tell apart from `bdf` (itself included), with the
+    /// group's description for messages.
+    pub fn isolation_group(&self, bdf: Bdf) -> Option<(Vec<Bdf>, alloc::string::String)> {
+        let own = AcpiBdf::from_id(bdf.requester_id());
+        let g = self.isolation.group_of(bdf.segment, own)?;
+        let members = g
+            .members
+            .iter()
+            .map(|m| Bdf { segment: g.segment, bus: m.bus, device: m.device, function: m.function })
+            .collect();
+        Some((members, alloc::format!("{g}")))
     }
 
     /// Firmware-reserved memory (RMRR, IVMD) that device `bdf` uses. A device with any
@@ -248,6 +278,7 @@ pub fn discover(
         routes: Vec::new(),
         domain_ids: DomainIds::default(),
         reserved: Vec::new(),
+        isolation: Default::default(),
     };
     let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
     let reserved = reserved_ranges(boot);
@@ -281,6 +312,7 @@ pub fn discover(
     } else {
         log::info!("iommu: no DMAR or IVRS table: no IOMMU, device DMA is untranslated");
     }
+    sys.isolation = groups::compute(pci, &sys.routes);
     keep_firmware_dma_reachable(&mut sys, acpi.ivrs);
     for (bdf, r) in &sys.routes {
         log::info!("iommu: {bdf} -> unit {} as requester id {:#06x}", r.unit, r.requester_id);
