@@ -3,7 +3,8 @@
 //! requester id (01:00.0 = 0x0100), so the IOMMU cannot tell them apart. Given to two
 //! partitions they are refused before anything starts, with the group named; given to one
 //! partition they are accepted, every id their DMA may carry points at the partition's
-//! domain, and the guest's DMA lands in its own memory and nowhere else.
+//! domain, and the guest's DMA lands in its own memory and nowhere else. A root port with
+//! ACS (enabled by the boot) keeps the edu behind it in a group of its own.
 //!
 //! VT-d only: QEMU 7.2's amd-iommu looks devices behind bridges up under bus number 0
 //! (it keys each device's address space by the bus number at creation, before firmware
@@ -21,6 +22,11 @@ const BRIDGE: &[&str] = &[
     "edu,bus=pb,addr=0x1,dma_mask=0xffffffffffff",
     "-device",
     "edu,bus=pb,addr=0x2,dma_mask=0xffffffffffff",
+    // A root port (QEMU's has an ACS capability) with an edu behind it, on bus 2.
+    "-device",
+    "pcie-root-port,id=rp,addr=0x7,chassis=1",
+    "-device",
+    "edu,bus=rp,addr=0x0,dma_mask=0xffffffffffff",
 ];
 
 fn config_file(name: &str, text: &str) -> PathBuf {
@@ -77,6 +83,15 @@ fn one_group_in_one_partition_is_accepted_and_confined() {
     eprintln!("whole group on {}: {:?}", out.qemu_version, out.verdict);
     assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
     assert_logged(&out, "iommu: 0000:01:01.0 DMA may carry requester ids [0100, 0108]");
+    // ACS was enabled on the root port (read back), so the edu behind it is alone.
+    assert_logged(&out, "functions (ACS enabled on 1)");
+    assert_logged(&out, "iommu: 0000:02:00.0 -> unit 0 as requester id 0x0200");
+    let grouped = out.log.lines().filter(|l| l.contains("iommu: isolation group "));
+    assert!(
+        grouped.clone().all(|l| !l.contains("02:00.0") && !l.contains("00:07.0")),
+        "{:?}",
+        grouped.collect::<Vec<_>>()
+    );
     // Every id of both devices points at the partition's one domain.
     assert_logged(
         &out,
