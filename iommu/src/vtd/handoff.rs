@@ -1,0 +1,98 @@
+//! Taking a unit over from firmware without ever leaving DMA unrestricted (fail closed).
+//!
+//! Firmware may leave a unit translating (its own tables, e.g. pre-boot DMA protection),
+//! with its invalidation queue running, with error bits set in FSTS from its own use, and
+//! with protected memory regions (PMRs) enabled. The hand-off:
+//! 1. clears the stale queue errors (FSTS IQE, ITE, ICE) and the fault overflow (PFO): a
+//!    set IQE stops the queue, and stale bits would be blamed on this driver;
+//! 2. drains a running firmware queue with a bound, then turns QIE off whatever happened
+//!    (a timeout is reported in [`HandOff`], not fatal: the descriptors belong to firmware
+//!    and the caches are invalidated globally anyway), and clears the errors again;
+//! 3. never turns translation off: the new root table (every context entry not present,
+//!    so every DMA blocked) is latched with SRTP while translation stays on, and the
+//!    caches are invalidated globally before the first device is attached;
+//! 4. disables the PMRs only once translation is on (CAP.PLMR / CAP.PHMR), so memory is
+//!    protected by one or the other at every moment.
+
+use crate::error::HwError;
+use crate::platform::{FrameAllocator, Mmio, PhysMemory};
+
+use super::invalidation::poll;
+use super::regs;
+use super::VtdUnit;
+
+/// What the hand-off found and did (for the boot log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HandOff {
+    /// Firmware had translation on; it stayed on (new root latched under it).
+    pub translation_was_on: bool,
+    /// Firmware's invalidation queue was running and was turned off.
+    pub firmware_queue_stopped: bool,
+    /// That queue did not drain within the bound (its descriptors were dropped).
+    pub firmware_queue_timed_out: bool,
+    /// FSTS error bits (IQE, ITE, ICE, PFO) found set and cleared.
+    pub stale_errors: u32,
+    /// Protected memory regions were enabled and are now disabled.
+    pub pmr_disabled: bool,
+}
+
+/// The FSTS bits a previous owner may leave set (write-1-to-clear).
+const STALE_ERRORS: u32 = regs::FSTS_IQE | regs::FSTS_ITE | regs::FSTS_ICE | regs::FSTS_PFO;
+
+impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
+    /// Clears stale FSTS error bits; returns those that were set.
+    fn clear_stale_errors(&mut self) -> u32 {
+        let set = self.mmio.read32(regs::FSTS) & STALE_ERRORS;
+        if set != 0 {
+            self.mmio.write32(regs::FSTS, set);
+        }
+        set
+    }
+
+    /// Steps 1 and 2: errors cleared, a firmware queue drained (bounded) and stopped.
+    pub(super) fn take_over_queue(&mut self, report: &mut HandOff) -> Result<(), HwError> {
+        report.stale_errors |= self.clear_stale_errors();
+        if self.mmio.read32(regs::GSTS) & regs::GSTS_QIES != 0 {
+            report.firmware_queue_stopped = true;
+            let drained = poll(
+                || self.mmio.read64(regs::IQH) == self.mmio.read64(regs::IQT),
+                "IQH == IQT (firmware's queued invalidations drained)",
+            );
+            report.firmware_queue_timed_out = drained.is_err();
+            self.set_persistent(regs::GCMD_QIE, false);
+            self.wait_status(
+                regs::GSTS_QIES,
+                false,
+                "GSTS.QIES clear (firmware left the queue on)",
+            )?;
+            report.stale_errors |= self.clear_stale_errors();
+        }
+        self.queue_on = false;
+        Ok(())
+    }
+
+    /// Step 4: PMRs off (translation is on by now); bounded wait for PRS to clear.
+    pub(super) fn disable_protected_regions(
+        &mut self,
+        report: &mut HandOff,
+    ) -> Result<(), HwError> {
+        if !(self.cap.plmr() || self.cap.phmr()) {
+            return Ok(());
+        }
+        if self.mmio.read32(regs::PMEN) & regs::PMEN_EPM == 0 {
+            return Ok(());
+        }
+        self.mmio.write32(regs::PMEN, 0);
+        poll(
+            || self.mmio.read32(regs::PMEN) & regs::PMEN_PRS == 0,
+            "PMEN.PRS clear (protected memory regions off)",
+        )?;
+        report.pmr_disabled = true;
+        Ok(())
+    }
+
+    /// What the last [`enable`](Self::enable) found of firmware's state.
+    pub fn hand_off(&self) -> HandOff {
+        self.handoff
+    }
+}
