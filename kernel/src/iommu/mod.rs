@@ -198,6 +198,22 @@ impl IommuSystem {
     }
 }
 
+/// Replaces VT-d unit `index` by a fresh driver instance that takes the unit over as
+/// from firmware (for the take-over test); returns what the hand-off found.
+pub fn take_over_vtd(
+    sys: &mut IommuSystem,
+    index: usize,
+) -> Result<iommu::vtd::HandOff, alloc::string::String> {
+    let Units::Vtd(units) = &mut sys.units else { return Err("not a VT-d machine".into()) };
+    let old = units.get_mut(index).ok_or("no such VT-d unit")?;
+    let new = vtd::take_over(old)?;
+    let found = new.hand_off();
+    // The old instance's root table and queue are left behind on purpose: a few frames,
+    // and the unit may have read them until the new root was latched.
+    core::mem::forget(core::mem::replace(old, new));
+    Ok(found)
+}
+
 /// Starts every usable unit (`(table index, base)` pairs) with `start`, skipping those that
 /// fail, then routes every PCI function through `lookup` (table index + requester id).
 /// Shared by both vendors' bring-up; `None` when no unit came up.

@@ -84,6 +84,21 @@ fn start_unit(
     Ok(unit)
 }
 
+/// A fresh driver instance takes `old`'s unit over exactly as boot takes a unit over from
+/// firmware (whatever state `old` left it in), with `old`'s invalidation mode; `old` must
+/// then be dropped without touching the unit again.
+pub(super) fn take_over(old: &KernelVtd) -> Result<KernelVtd, alloc::string::String> {
+    let base = old.registers().base();
+    let mut unit = map_whole_unit(base, old.register_span() as u64)?;
+    unit.set_invalidation_mode(old.invalidation_mode()).map_err(|e| alloc::format!("{e}"))?;
+    if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
+        log::warn!("vtd: unit at {base:#x}: no fault-event interrupt: {e}");
+    }
+    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    log_hand_off(base, &unit);
+    Ok(unit)
+}
+
 /// Says what the enable found of firmware's state (nothing when the unit was idle).
 pub(super) fn log_hand_off(base: u64, unit: &KernelVtd) {
     let h = unit.hand_off();

@@ -173,6 +173,11 @@ impl VtdModel {
         })))
     }
 
+    /// Firmware's queue base, as firmware programmed IQA before enabling its queue.
+    pub fn set_queue_base(&mut self, base: PhysAddr) {
+        self.iqa = base;
+    }
+
     fn fro(&self) -> usize {
         field(self.cap, 24, 10) as usize * 16
     }
@@ -430,8 +435,13 @@ impl Mmio for ModelMmio {
         if offset == 0x80 {
             let mut m = self.0.borrow_mut();
             if m.firmware.pending > 0 {
-                if !m.stuck.queue && !m.firmware.stuck {
+                // A set IQE halts firmware's queue at its head too.
+                if !m.stuck.queue && !m.firmware.stuck && m.fsts & (1 << 4) == 0 {
                     m.firmware.pending -= 1;
+                    if m.firmware.pending == 0 {
+                        // Firmware's last descriptor done: the head has caught up.
+                        m.iqh = m.iqt;
+                    }
                 }
                 // Firmware's descriptors still sit between IQH and IQT.
                 return m.iqt.wrapping_sub(16 * m.firmware.pending);
@@ -504,7 +514,11 @@ impl Mmio for ModelMmio {
             0x88 => {
                 m.iqt = value;
                 m.doorbells += 1;
-                m.run_queue();
+                // Firmware's descriptors are modelled by count (they drain through IQH
+                // reads), not read from memory.
+                if m.firmware.pending == 0 {
+                    m.run_queue();
+                }
             }
             0x90 => {
                 // The specification forbids changing IQA while the queue is enabled.
