@@ -115,6 +115,8 @@ pub struct IvrsUnit<'a> {
     pub segment: u16,
     /// The IOMMU's own device id.
     pub iommu_device_id: u16,
+    /// IVHD flags (HtTunEn, PassPW, ResPassPW, Isoc, IotlbSup, Coherent, PrefSup, PPRSup).
+    pub flags: u8,
     /// Device-id ranges, in entry order (later entries override earlier ones).
     pub ranges: Vec<IvrsDeviceRange>,
     /// I/O APICs and HPETs.
@@ -137,6 +139,7 @@ impl<'a> IvrsUnit<'a> {
             base: ivhd.base,
             segment: ivhd.segment,
             iommu_device_id: ivhd.device_id,
+            flags: ivhd.flags,
             ranges: Vec::new(),
             specials: Vec::new(),
             hids: Vec::new(),
