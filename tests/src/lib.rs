@@ -46,3 +46,12 @@ pub fn assert_logged(out: &Outcome, line: &str) {
         panic!("expected `{line}` in the serial log\n----- serial log -----\n{}\n----------------------", out.log);
     }
 }
+
+/// The (major, minor) version of the QEMU that produced `out` ("QEMU emulator version
+/// 10.0.2 (...)" gives (10, 0)): for expectations about what a QEMU version builds
+/// (its ACPI tables), never about what the IOMMU does, which every version must show.
+pub fn qemu_version(out: &Outcome) -> (u32, u32) {
+    let number = out.qemu_version.trim_start_matches("QEMU emulator version ");
+    let mut parts = number.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}

@@ -39,7 +39,7 @@ fn section<'a>(out: &'a Outcome, name: &str) -> Vec<&'a str> {
 #[test]
 fn default_unit_everything() {
     let tests =
-        format!("{GENERIC},iommu_teardown_fragmented,iommu_teardown_control,iommu_teardown_strategies,iommu_reserved_identity,vtd_isolation,vtd_no_context,vtd_fault_storm");
+        format!("{GENERIC},iommu_teardown_fragmented,iommu_teardown_control,iommu_teardown_strategies,iommu_reserved_identity,vtd_isolation,vtd_no_context,vtd_fault_storm,vtd_takeover");
     let out = run("default", &intel(None, false, &tests));
     assert_passed(&out);
     assert_logged(&out, "3-level tables, Queued invalidation");
@@ -54,6 +54,17 @@ fn default_unit_everything() {
     let fault_lines = storm.iter().filter(|l| l.contains("iommu: ")).count();
     assert!(fault_lines > 0 && fault_lines <= 60, "{fault_lines} fault lines in the storm");
     assert!(storm.iter().any(|l| l.contains("fault messages suppressed")), "{storm:#?}");
+    // Last (it replaces the unit's driver): the unit left translating with its queue
+    // halted on an invalid descriptor is taken over and still confines DMA.
+    let takeover = section(&out, "vtd_takeover");
+    for needle in [
+        "takeover: queue halted on an invalid descriptor (FSTS 0x10), translation on",
+        "firmware left translation on; it stayed on",
+        "firmware's invalidation queue was running; stopped once drained",
+        "stale FSTS error bits 0x10",
+    ] {
+        assert!(takeover.iter().any(|l| l.contains(needle)), "no `{needle}`: {takeover:#?}");
+    }
 }
 
 #[test]

@@ -3,4 +3,6 @@
 
 pub mod build;
 pub mod qemu;
+pub mod qemu_props;
+pub mod qemu_versions;
 pub mod tools;

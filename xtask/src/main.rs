@@ -19,7 +19,10 @@ commands:
   iso [--release] [--cmdline TEXT]
                                 build a GRUB hybrid BIOS/UEFI ISO (target/.../hypervisor.iso)
                                 for a USB stick on a real machine
-  test                          run every test: host tests, then the QEMU suites
+  test                          run every test: host tests, then the QEMU suites on
+                                each QEMU version (7.2 and 10.0; only $QEMU when set)
+  install-qemu                  fetch QEMU 10.0 into the cache next to the system's 7.2
+                                (done by `test` on first use) and print both versions
   lint                          rustfmt check and clippy for the host crates and the kernel
   bench [--json] [--gib N] [--sync-ns N]
                                 teardown benchmarks on the host (page-table engine)
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         "iso" => iso(rest),
         "test" => test::run(rest),
         "lint" => test::lint(),
+        "install-qemu" => install_qemu(rest),
         "bench" => bench::run(rest),
         "inspect" => inspect::run(rest),
         "help" | "--help" | "-h" => {
@@ -55,6 +59,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes sure every QEMU the suites run on is there, and says which they are.
+fn install_qemu(args: &[String]) -> Result<(), String> {
+    if let Some(a) = args.first() {
+        return Err(format!("`install-qemu` takes no options (got `{a}`)"));
+    }
+    xtask::tools::ensure(&[&xtask::tools::QEMU])?;
+    for q in xtask::qemu_versions::suite_qemus()? {
+        println!("xtask: {} ({})", q.version, q.binary.display());
+    }
+    Ok(())
 }
 
 /// Options shared by build, qemu and iso.

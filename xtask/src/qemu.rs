@@ -12,6 +12,9 @@ pub const EXIT_SUCCESS: i32 = 33;
 /// QEMU's exit status when the hypervisor wrote 0x11 (a failure it reported itself).
 pub const EXIT_FAILURE: i32 = 35;
 
+/// The intel-iommu address width when a machine names none: 3-level tables.
+pub const DEFAULT_AW_BITS: u8 = 39;
+
 /// Which emulated IOMMU the machine has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Iommu {
@@ -19,7 +22,8 @@ pub enum Iommu {
     None,
     /// Intel VT-d (`intel-iommu`).
     Intel {
-        /// `aw-bits` (39: 3-level tables, QEMU 7.2's default; 48: 4-level).
+        /// `aw-bits` (39: 3-level tables; 48: 4-level). `None` is [`DEFAULT_AW_BITS`],
+        /// stated on the command line all the same (QEMU 7.2 defaults to 39, 10.0 to 48).
         aw_bits: Option<u8>,
         /// `caching-mode=on`.
         caching_mode: bool,
@@ -115,20 +119,9 @@ impl Machine {
         // The IOMMU must come before the devices it translates.
         match &self.iommu {
             Iommu::None => {}
-            Iommu::Intel { aw_bits, caching_mode } => {
-                let mut dev = String::from("intel-iommu,intremap=on");
-                if let Some(bits) = aw_bits {
-                    dev.push_str(&format!(",aw-bits={bits}"));
-                }
-                if *caching_mode {
-                    dev.push_str(",caching-mode=on");
-                }
+            iommu @ (Iommu::Intel { .. } | Iommu::Amd { .. }) => {
                 push("-device");
-                push(&dev);
-            }
-            Iommu::Amd { intremap } => {
-                push("-device");
-                push(if *intremap { "amd-iommu,intremap=on" } else { "amd-iommu" });
+                push(&crate::qemu_props::iommu_device(iommu, &crate::tools::qemu_binary())?);
             }
         }
         for e in &self.edu {
@@ -188,6 +181,8 @@ pub struct Outcome {
     pub log: String,
     /// Wall time.
     pub elapsed: Duration,
+    /// The QEMU that ran it (its `--version` line).
+    pub qemu_version: String,
 }
 
 impl Outcome {
@@ -209,7 +204,18 @@ impl Outcome {
 pub fn run(machine: &Machine, echo: bool) -> Result<Outcome, String> {
     crate::tools::ensure(&[&crate::tools::QEMU])?;
     let qemu = crate::tools::qemu_binary();
+    let qemu_version = crate::qemu_versions::version_of(&qemu)?;
     let args = machine.args()?;
+    // Which emulator, and the IOMMU exactly as asked for: the first lines of every log.
+    let header = vec![
+        format!("xtask: {qemu_version} ({})", qemu.display()),
+        format!("xtask: machine {}", crate::qemu_props::describe(&args)),
+    ];
+    if echo {
+        for line in &header {
+            println!("{line}");
+        }
+    }
     let start = Instant::now();
     let mut child = Command::new(&qemu)
         .args(&args)
@@ -254,12 +260,12 @@ pub fn run(machine: &Machine, echo: bool) -> Result<Outcome, String> {
     for r in readers {
         let _ = r.join();
     }
-    let log: Vec<String> = rx.try_iter().collect();
+    let log: Vec<String> = header.into_iter().chain(rx.try_iter()).collect();
     let verdict = match status.map(|s| s.code()) {
         None => Verdict::Timeout,
         Some(Some(EXIT_SUCCESS)) => Verdict::Success,
         Some(Some(EXIT_FAILURE)) => Verdict::Failure,
         Some(code) => Verdict::QemuExit(code),
     };
-    Ok(Outcome { verdict, log: log.join("\n"), elapsed: start.elapsed() })
+    Ok(Outcome { verdict, log: log.join("\n"), elapsed: start.elapsed(), qemu_version })
 }

@@ -29,9 +29,22 @@ impl Totals {
 
 /// Runs a cargo test command, echoing its output and counting its results.
 fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<(), String> {
+    cargo_test_env(args, None, totals)
+}
+
+/// As [`cargo_test`], with `$QEMU` set to `qemu` for the child when given.
+fn cargo_test_env(
+    args: &[&str],
+    qemu: Option<&xtask::qemu_versions::Qemu>,
+    totals: &mut Totals,
+) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!("xtask: cargo {}", args.join(" "));
-    let mut child = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    if let Some(q) = qemu {
+        cmd.env("QEMU", &q.binary);
+    }
+    let mut child = cmd
         .current_dir(xtask::build::workspace_root())
         .args(args)
         .stdout(Stdio::piped())
@@ -50,6 +63,12 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<(), String> {
         println!("xtask: {} passed, {} failed", totals.passed, totals.failed.max(1));
         Err(format!("`cargo {}` failed", args.join(" ")))
     }
+}
+
+/// The QEMU suites with `$QEMU` pointing at `q`.
+fn cargo_test_with_qemu(q: &xtask::qemu_versions::Qemu, totals: &mut Totals) -> Result<(), String> {
+    // The suites' harness reads `$QEMU` (xtask::tools::qemu_binary); set for the child only.
+    cargo_test_env(&["test", "--package", "tests", "--", "--test-threads=2"], Some(q), totals)
 }
 
 fn cargo(args: &[&str]) -> Result<(), String> {
@@ -80,7 +99,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
     xtask::build::kernel(false)?;
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace", "--exclude", "tests"], &mut totals)?;
-    cargo_test(&["test", "--package", "tests", "--", "--test-threads=2"], &mut totals)?;
+    // The QEMU suites once per QEMU version: emulator defaults differ between versions,
+    // and the harness states every property the suites rely on, so each must pass on each.
+    let qemus = xtask::qemu_versions::suite_qemus()?;
+    let mut per_version = Vec::new();
+    for q in &qemus {
+        println!("xtask: QEMU suites on {} ({})", q.version, q.binary.display());
+        let before = totals;
+        let start = std::time::Instant::now();
+        let ran = cargo_test_with_qemu(q, &mut totals);
+        per_version.push(format!(
+            "{}: {} passed, {} failed in {:.0?}",
+            q.version,
+            totals.passed - before.passed,
+            totals.failed - before.failed,
+            start.elapsed()
+        ));
+        ran?;
+    }
+    for line in &per_version {
+        println!("xtask: {line}");
+    }
     // One closing line over every suite, for people and CI alike.
     println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
     if totals.passed == 0 {

@@ -36,6 +36,7 @@
 pub mod bytes;
 pub mod dmar;
 pub mod error;
+pub mod groups;
 pub mod header;
 pub mod ivrs;
 pub mod ivrs_entry;

@@ -314,6 +314,9 @@ fn read_head(regs: &impl Mmio) -> u64 {
 /// commands (an illegal command or a fetch error), so waiting longer cannot help.
 const COMMAND_BUFFER_STOPPED: HwError = HwError::QueueError { what: "command buffer stopped" };
 
+/// Consecutive reads of a clear Status.CMD_BUF_RUN that make a buffer stopped.
+const STOP_CONFIRM: u32 = 64;
+
 /// True when Status.CMD_BUF_RUN is clear although the driver enabled the buffer.
 fn command_buffer_stopped(regs: &impl Mmio) -> bool {
     let status = regs::Status::from_bits_retain(regs.read64(regs::STATUS));
@@ -328,12 +331,16 @@ pub(crate) fn wait_while_running(
     what: &'static str,
     mut done: impl FnMut() -> bool,
 ) -> Result<(), HwError> {
+    // Stopped only when the run bit reads clear on STOP_CONFIRM reads in a row: one read
+    // (right after enabling, or while the unit updates it) proves nothing.
+    let mut clear_reads = 0;
     let mut stopped = false;
     let finished = poll_until(POLL_LIMIT, || {
         if done() {
             return true;
         }
-        stopped = command_buffer_stopped(regs);
+        clear_reads = if command_buffer_stopped(regs) { clear_reads + 1 } else { 0 };
+        stopped = clear_reads >= STOP_CONFIRM;
         stopped
     });
     match (stopped, finished) {

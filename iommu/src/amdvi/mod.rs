@@ -65,7 +65,7 @@ pub use command::{Command, DecodedCommand};
 pub use device_table::DeviceTableEntry;
 pub use event_log::{Event, EventCounters, EventFlags};
 pub use regs::Efr;
-pub use unit::{AmdViUnit, UnitStats};
+pub use unit::{initial_control, AmdViUnit, UnitStats};
 
 #[cfg(test)]
 mod tests;

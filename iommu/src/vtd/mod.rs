@@ -44,6 +44,7 @@
 pub mod context;
 pub mod fault;
 mod flush;
+pub mod handoff;
 pub mod invalidation;
 pub mod regs;
 pub mod root_table;
@@ -54,6 +55,7 @@ mod tests;
 
 pub use context::ContextEntry;
 pub use fault::{fault_reason, FaultCounters, FaultRecord, FaultScan};
+pub use handoff::HandOff;
 pub use invalidation::{
     ContextInvalidation, Descriptor, InvalidationQueue, IotlbInvalidation, RegisterInvalidation,
 };

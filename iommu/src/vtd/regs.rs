@@ -85,6 +85,12 @@ pub const FSTS_ICE: u32 = 1 << 5;
 pub const FSTS_ITE: u32 = 1 << 6;
 /// FECTL: interrupt mask (set at reset).
 pub const FECTL_IM: u32 = 1 << 31;
+/// Protected Memory Enable register (32-bit).
+pub const PMEN: usize = 0x64;
+/// PMEN: enable protected memory regions (EPM).
+pub const PMEN_EPM: u32 = 1 << 31;
+/// PMEN: protected region status (PRS), set while the regions are in force.
+pub const PMEN_PRS: u32 = 1 << 0;
 
 /// The capability register, decoded on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +105,14 @@ impl Cap {
     /// CAP.RWBF: the unit needs explicit write-buffer flushes after table updates.
     pub fn rwbf(self) -> bool {
         field(self.0, 4, 1) != 0
+    }
+    /// CAP.PLMR: the unit has a protected low-memory region (PMEN applies).
+    pub fn plmr(self) -> bool {
+        field(self.0, 5, 1) != 0
+    }
+    /// CAP.PHMR: the unit has a protected high-memory region (PMEN applies).
+    pub fn phmr(self) -> bool {
+        field(self.0, 6, 1) != 0
     }
     /// CAP.CM: the unit may cache not-present entries, so software invalidates after map too.
     pub fn caching_mode(self) -> bool {

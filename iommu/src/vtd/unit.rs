@@ -60,6 +60,7 @@ pub struct VtdUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     pub(super) fault_msi: Option<(u8, u32)>,
     pub(super) faults: FaultCounters,
     pub(super) counts: InvalidationCounts,
+    pub(super) handoff: super::handoff::HandOff,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
@@ -108,6 +109,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             fault_msi: None,
             faults: FaultCounters::default(),
             counts: InvalidationCounts::default(),
+            handoff: Default::default(),
         })
     }
 
@@ -207,7 +209,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
 
     /// Writes GCMD with a persistent bit set or cleared, echoing the other persistent
     /// status bits and never a one-shot command.
-    fn set_persistent(&mut self, bit: u32, on: bool) {
+    pub(super) fn set_persistent(&mut self, bit: u32, on: bool) {
         let current = self.mmio.read32(regs::GSTS) & regs::GSTS_PERSISTENT_MASK;
         let value = if on { current | bit } else { current & !bit };
         self.mmio.write32(regs::GCMD, value);
@@ -235,29 +237,14 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         if self.enabled {
             return Ok(());
         }
-        if self.mmio.read32(regs::GSTS) & regs::GSTS_TES != 0 {
-            self.set_persistent(regs::GCMD_TE, false);
-            self.wait_status(
-                regs::GSTS_TES,
-                false,
-                "GSTS.TES clear (firmware left translation on)",
-            )?;
-        }
-        if self.mmio.read32(regs::GSTS) & regs::GSTS_QIES != 0 {
-            // Descriptors firmware queued must complete first: turning QIE off mid-queue
-            // drops them (and the head register with them).
-            poll(
-                || self.mmio.read64(regs::IQH) == self.mmio.read64(regs::IQT),
-                "IQH == IQT (firmware's queued invalidations drained)",
-            )?;
-            self.set_persistent(regs::GCMD_QIE, false);
-            self.wait_status(
-                regs::GSTS_QIES,
-                false,
-                "GSTS.QIES clear (firmware left the queue on)",
-            )?;
-        }
-        self.queue_on = false;
+        // Firmware's state taken over without a moment of unrestricted DMA (handoff.rs):
+        // translation, when on, stays on while the new root table is latched.
+        let mut report = super::handoff::HandOff {
+            translation_was_on: self.mmio.read32(regs::GSTS) & regs::GSTS_TES != 0,
+            ..Default::default()
+        };
+        self.take_over_queue(&mut report)?;
+        self.handoff = report;
         self.mmio.write64(regs::RTADDR, self.root.address());
         self.one_shot(regs::GCMD_SRTP);
         self.wait_status(regs::GSTS_RTPS, true, "GSTS.RTPS set")?;
@@ -277,9 +264,13 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         if let Some((vector, apic_id)) = self.fault_msi {
             self.program_fault_interrupt(vector, apic_id)?;
         }
-        self.set_persistent(regs::GCMD_TE, true);
+        if !report.translation_was_on {
+            self.set_persistent(regs::GCMD_TE, true);
+        }
         self.wait_status(regs::GSTS_TES, true, "GSTS.TES set")?;
         self.enabled = true;
+        self.disable_protected_regions(&mut report)?;
+        self.handoff = report;
         Ok(())
     }
 

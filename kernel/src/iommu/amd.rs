@@ -16,7 +16,8 @@ use iommu::amdvi::AmdViUnit;
 fn max_device_id(u: &IvrsUnit<'_>) -> u16 {
     let ranges = u.ranges.iter().map(|r| r.last.max(r.alias.unwrap_or(0)));
     let specials = u.specials.iter().map(|s| s.device_id);
-    ranges.chain(specials).chain([u.iommu_device_id]).max().unwrap_or(0)
+    let hids = u.hids.iter().map(|h| h.device_id);
+    ranges.chain(specials).chain(hids).chain([u.iommu_device_id]).max().unwrap_or(0)
 }
 
 /// Parses the IVRS, checks it, and enables every usable unit. `None` when the table is
@@ -42,31 +43,40 @@ pub fn bring_up(
     for w in check_ivrs(&ivrs, &mut resolved, &facts).warnings {
         log::warn!("ivrs: {w}");
     }
-    let usable: Vec<(usize, u64, u16)> = resolved
+    let usable: Vec<(usize, u64, u16, u8)> = resolved
         .units
         .iter()
         .filter(|u| u.usable)
-        .map(|u| (u.index, u.base, max_device_id(u)))
+        .map(|u| (u.index, u.base, max_device_id(u), u.flags))
         .collect();
-    let max_id = |i: usize| usable.iter().find(|(j, ..)| *j == i).map_or(0, |u| u.2);
+    let unit_of = |i: usize| usable.iter().find(|(j, ..)| *j == i).map_or((0, 0), |u| (u.2, u.3));
     super::start_and_route(
         "IVHD",
         usable.iter().map(|u| (u.0, u.1)),
-        |i, base| start_unit(base, max_id(i)),
+        |i, base| start_unit(base, unit_of(i)),
         pci,
         |f| resolved.translating_unit(f.bdf.segment, f.bdf.requester_id()),
     )
 }
 
-fn start_unit(base: u64, max_devid: u16) -> Result<KernelAmdVi, alloc::string::String> {
+fn start_unit(
+    base: u64,
+    (max_devid, ivhd_flags): (u16, u8),
+) -> Result<KernelAmdVi, alloc::string::String> {
     let window = MmioWindow::map(base, IVHD_WINDOW_SIZE as usize)?;
     let mut unit =
         AmdViUnit::new(window, KernelMemory, max_devid).map_err(|e| alloc::format!("{e}"))?;
+    unit.set_ivhd_flags(ivhd_flags);
     log::info!("amdvi: unit at {base:#x} (device ids up to {max_devid:#06x}):");
     for line in unit.describe() {
         log::info!("amdvi:   {line}");
     }
-    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    unit.enable().map_err(|e| {
+        alloc::format!(
+            "enable: {e}; the unit was disabled again on purpose (its devices' DMA is not \
+             translated, so none of them can be assigned)"
+        )
+    })?;
     log::info!(
         "amdvi: unit at {base:#x} enabled: {}-level tables, every device blocked",
         unit.levels()

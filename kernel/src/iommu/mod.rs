@@ -9,6 +9,7 @@
 
 mod amd;
 mod faults;
+pub mod groups;
 pub mod identity;
 mod vtd;
 
@@ -144,12 +145,41 @@ pub struct IommuSystem {
     pub domain_ids: DomainIds,
     /// RMRR / IVMD regions firmware reserved for devices.
     reserved: Vec<ReservedRegion>,
+    /// Every function's requester-id aliases and isolation group.
+    isolation: iommu::acpi::groups::Isolation,
 }
 
 impl IommuSystem {
     /// The unit and requester id that translate `bdf`'s DMA, if any.
     pub fn route(&self, bdf: Bdf) -> Option<Route> {
         self.routes.iter().find(|(b, _)| *b == bdf).map(|(_, r)| *r)
+    }
+
+    /// Every requester id `bdf`'s DMA may carry at its unit (its route's first): each
+    /// must point at the same context entry / DTE, or a DMA under an alias escapes.
+    pub fn dma_ids(&self, bdf: Bdf) -> Vec<u16> {
+        let Some(route) = self.route(bdf) else { return Vec::new() };
+        let mut ids = alloc::vec![route.requester_id];
+        let own = AcpiBdf::from_id(bdf.requester_id());
+        for &id in self.isolation.aliases_of(bdf.segment, own) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The functions the IOMMU cannot tell apart from `bdf` (itself included), with the
+    /// group's description for messages.
+    pub fn isolation_group(&self, bdf: Bdf) -> Option<(Vec<Bdf>, alloc::string::String)> {
+        let own = AcpiBdf::from_id(bdf.requester_id());
+        let g = self.isolation.group_of(bdf.segment, own)?;
+        let members = g
+            .members
+            .iter()
+            .map(|m| Bdf { segment: g.segment, bus: m.bus, device: m.device, function: m.function })
+            .collect();
+        Some((members, alloc::format!("{g}")))
     }
 
     /// Firmware-reserved memory (RMRR, IVMD) that device `bdf` uses. A device with any
@@ -166,6 +196,23 @@ impl IommuSystem {
             Units::Amd(u) => u.len(),
         }
     }
+}
+
+/// Replaces VT-d unit `index` by a fresh driver instance that takes the unit over as
+/// from firmware (for the take-over test); returns what the hand-off found.
+pub fn take_over_vtd(
+    sys: &mut IommuSystem,
+    index: usize,
+) -> Result<iommu::vtd::HandOff, alloc::string::String> {
+    let Units::Vtd(units) = &mut sys.units else { return Err("not a VT-d machine".into()) };
+    let old = units.get_mut(index).ok_or("no such VT-d unit")?;
+    let new = vtd::take_over(old)?;
+    let found = new.hand_off();
+    // The old instance (no Drop: it never touches the unit again) leaves its root table
+    // and queue frames behind on purpose: the unit may have read them until the new root
+    // was latched, so they are never reused.
+    *old = new;
+    Ok(found)
 }
 
 /// Starts every usable unit (`(table index, base)` pairs) with `start`, skipping those that
@@ -248,6 +295,7 @@ pub fn discover(
         routes: Vec::new(),
         domain_ids: DomainIds::default(),
         reserved: Vec::new(),
+        isolation: Default::default(),
     };
     let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
     let reserved = reserved_ranges(boot);
@@ -281,6 +329,7 @@ pub fn discover(
     } else {
         log::info!("iommu: no DMAR or IVRS table: no IOMMU, device DMA is untranslated");
     }
+    sys.isolation = groups::compute(pci, &sys.routes);
     keep_firmware_dma_reachable(&mut sys, acpi.ivrs);
     for (bdf, r) in &sys.routes {
         log::info!("iommu: {bdf} -> unit {} as requester id {:#06x}", r.unit, r.requester_id);

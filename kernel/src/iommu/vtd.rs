@@ -73,6 +73,7 @@ fn start_unit(
         log::warn!("vtd: unit at {base:#x}: no fault-event interrupt: {e}");
     }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    log_hand_off(base, &unit);
     // Faults firmware left behind are reported once, then cleared.
     unit.handle_faults(|r| log::warn!("vtd: fault left by firmware: {r}"));
     log::info!(
@@ -81,6 +82,48 @@ fn start_unit(
         unit.invalidation_mode()
     );
     Ok(unit)
+}
+
+/// A fresh driver instance takes `old`'s unit over exactly as boot takes a unit over from
+/// firmware (whatever state `old` left it in), with `old`'s invalidation mode; `old` must
+/// then be dropped without touching the unit again.
+pub(super) fn take_over(old: &KernelVtd) -> Result<KernelVtd, alloc::string::String> {
+    let base = old.registers().base();
+    let mut unit = map_whole_unit(base, old.register_span() as u64)?;
+    unit.set_invalidation_mode(old.invalidation_mode()).map_err(|e| alloc::format!("{e}"))?;
+    if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
+        log::warn!("vtd: unit at {base:#x}: no fault-event interrupt: {e}");
+    }
+    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    log_hand_off(base, &unit);
+    Ok(unit)
+}
+
+/// Says what the enable found of firmware's state (nothing when the unit was idle).
+pub(super) fn log_hand_off(base: u64, unit: &KernelVtd) {
+    let h = unit.hand_off();
+    if h.translation_was_on {
+        log::warn!("vtd: unit at {base:#x}: firmware left translation on; it stayed on while this driver's root table (every device blocked) replaced firmware's");
+    }
+    if h.firmware_queue_stopped {
+        log::warn!(
+            "vtd: unit at {base:#x}: firmware's invalidation queue was running; stopped{}",
+            if h.firmware_queue_timed_out {
+                " after it failed to drain in time (its descriptors dropped)"
+            } else {
+                " once drained"
+            }
+        );
+    }
+    if h.stale_errors != 0 {
+        log::warn!(
+            "vtd: unit at {base:#x}: stale FSTS error bits {:#x} (IQE/ITE/ICE/PFO) cleared",
+            h.stale_errors
+        );
+    }
+    if h.pmr_disabled {
+        log::info!("vtd: unit at {base:#x}: protected memory regions disabled (translation on)");
+    }
 }
 
 /// Largest register window a unit may claim (DRHD size or CAP/ECAP offsets).

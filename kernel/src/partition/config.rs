@@ -113,6 +113,7 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
             }
         }
     }
+    problems.extend(super::isolation::check(cfg, &platform.iommu));
     let free = crate::mem::frames::free_frames() * 4096;
     if total + HOST_RESERVE > free {
         problems.push(format!(
@@ -143,11 +144,13 @@ fn attach_devices(
         let f = platform.pci.iter().find(|f| f.bdf == b).ok_or(format!("{b} vanished"))?;
         let route = platform.iommu.route(b).ok_or(format!("{b} sits behind no IOMMU"))?;
         let id = p.attach_device(&mut platform.iommu, f, route).map_err(|e| format!("{b}: {e}"))?;
+        let rids = platform.iommu.dma_ids(b);
+        let rids: Vec<String> = rids.iter().map(|r| format!("{r:#06x}")).collect();
         log::info!(
-            "partition {}: {b} attached to IOMMU domain {id} (unit {}, requester id {:#06x}), guest RAM mapped through the DMA tracker (fgsp {}), BAR0 passed through, DMA allowed",
+            "partition {}: {b} attached to IOMMU domain {id} (unit {}, requester id {}), guest RAM mapped through the DMA tracker (fgsp {}), BAR0 passed through, DMA allowed",
             p.name,
             route.unit,
-            route.requester_id,
+            rids.join(" and "),
             p.dma().is_some_and(|d| d.fgsp()),
         );
     }

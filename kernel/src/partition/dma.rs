@@ -40,6 +40,8 @@ pub enum DmaSpace {
 struct Assigned {
     function: PciFunction,
     route: Route,
+    /// Every requester id its DMA may carry (the route's first), all attached.
+    ids: Vec<u16>,
 }
 
 /// What a DMA teardown did and cost.
@@ -165,12 +167,17 @@ impl PartitionDma {
         route: Route,
     ) -> Result<DomainId, String> {
         let (mapped, sizes) = (self.mapped, self.page_sizes);
+        let mut rids = iommu.dma_ids(function.bdf);
+        if rids.first() != Some(&route.requester_id) {
+            rids.retain(|&r| r != route.requester_id);
+            rids.insert(0, route.requester_id);
+        }
         let ids = &mut iommu.domain_ids;
         let id = on_units!(&mut self.space, &mut iommu.units, |t, u| attach_on(
-            t, u, ids, route, mapped, sizes
+            t, u, ids, route, &rids, mapped, sizes
         ))?;
         function.config().set_bus_master(true);
-        self.devices.push(Assigned { function: function.clone(), route });
+        self.devices.push(Assigned { function: function.clone(), route, ids: rids });
         Ok(id)
     }
 
@@ -221,6 +228,7 @@ fn attach_on<U: RemappingUnit>(
     units: &mut [U],
     ids: &mut DomainIds,
     route: Route,
+    rids: &[u16],
     mapped: u64,
     page_sizes: u64,
 ) -> Result<DomainId, String> {
@@ -259,9 +267,16 @@ fn attach_on<U: RemappingUnit>(
         }
     };
     let dom = &t.domains()[index];
-    units[route.unit]
-        .attach_device(route.requester_id, dom)
-        .map_err(|e| format!("attach requester id {:#06x}: {e}", route.requester_id))?;
+    // Every id the device's DMA may carry gets the same entry; should one fail, those
+    // already attached are blocked again (nothing half-assigned).
+    for (n, &rid) in rids.iter().enumerate() {
+        if let Err(e) = units[route.unit].attach_device(rid, dom) {
+            for &done in &rids[..n] {
+                let _ = units[route.unit].block_device(done);
+            }
+            return Err(format!("attach requester id {rid:#06x}: {e}"));
+        }
+    }
     Ok(dom.id())
 }
 
@@ -279,8 +294,10 @@ fn teardown_on<U: RemappingUnit>(
     t.reset_counters();
     for d in devices {
         let unit = units.get_mut(d.route.unit).ok_or("device on a missing unit")?;
-        unit.block_device(d.route.requester_id)
-            .map_err(|e| format!("block {}: {e}", d.function.bdf))?;
+        for &rid in &d.ids {
+            unit.block_device(rid)
+                .map_err(|e| format!("block {} (requester id {rid:#06x}): {e}", d.function.bdf))?;
+        }
     }
     let domains = t
         .teardown(&mut KernelMemory, &mut set(units), release)

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dma;
 pub mod image;
+pub mod isolation;
 mod lifecycle;
 pub use lifecycle::TeardownReport;
 pub mod memory;

@@ -198,30 +198,45 @@ impl DmarUnits {
         DmarUnits { units }
     }
 
-    /// The usable unit that translates PCI device `bdf`: one whose scope names it (or a
+    /// The unit that translates PCI device `bdf`: the one whose scope names it (or a
     /// bridge above it), else the segment's INCLUDE_PCI_ALL unit; with its requester id.
+    ///
+    /// `None` when that unit, or any DRHD listing the device, is unusable: a device a DRHD
+    /// lists is translated by that DRHD only (the hardware never hands its DMA to the
+    /// INCLUDE_PCI_ALL unit), so with its unit disabled nothing confines it and it must
+    /// never be assigned.
     pub fn translating_unit<T: PciTopology + ?Sized>(
         &self,
         topology: &T,
         segment: u16,
         bdf: Bdf,
     ) -> Option<Translation> {
-        let usable = || self.units.iter().filter(|u| u.usable && u.segment == segment);
-        let explicit = usable().find(|u| u.scopes.iter().any(|s| s.covers(bdf)));
-        let unit = explicit.or_else(|| usable().find(|u| u.include_pci_all))?;
+        let in_segment = || self.units.iter().filter(|u| u.segment == segment);
+        let mut listing = in_segment().filter(|u| u.scopes.iter().any(|s| s.covers(bdf)));
+        // Two DRHDs listing one device is a firmware bug: a disabled one among them may be
+        // the one on its path, so it is enough to refuse.
+        if listing.clone().any(|u| !u.usable) {
+            return None;
+        }
+        let unit = listing.next().or_else(|| in_segment().find(|u| u.include_pci_all))?;
+        if !unit.usable {
+            return None;
+        }
         Some(Translation {
             unit: unit.index,
             requester_id: requester_id(topology, segment, bdf).id(),
         })
     }
 
-    /// The usable unit whose scope lists I/O APIC `id` (for interrupt remapping).
+    /// The unit whose scope lists I/O APIC `id` (for interrupt remapping); `None` when
+    /// that unit is unusable (no other unit remaps its interrupts).
     pub fn ioapic_unit(&self, id: u8) -> Option<(usize, Bdf)> {
-        self.units.iter().filter(|u| u.usable).find_map(|u| {
+        let (unit, bdf) = self.units.iter().find_map(|u| {
             u.scopes
                 .iter()
                 .find(|s| s.kind == ScopeKind::IoApic && s.enumeration_id == id)
-                .map(|s| (u.index, s.bdf))
-        })
+                .map(|s| (u, s.bdf))
+        })?;
+        unit.usable.then_some((unit.index, bdf))
     }
 }

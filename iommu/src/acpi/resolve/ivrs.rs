@@ -115,6 +115,8 @@ pub struct IvrsUnit<'a> {
     pub segment: u16,
     /// The IOMMU's own device id.
     pub iommu_device_id: u16,
+    /// IVHD flags (HtTunEn, PassPW, ResPassPW, Isoc, IotlbSup, Coherent, PrefSup, PPRSup).
+    pub flags: u8,
     /// Device-id ranges, in entry order (later entries override earlier ones).
     pub ranges: Vec<IvrsDeviceRange>,
     /// I/O APICs and HPETs.
@@ -137,6 +139,7 @@ impl<'a> IvrsUnit<'a> {
             base: ivhd.base,
             segment: ivhd.segment,
             iommu_device_id: ivhd.device_id,
+            flags: ivhd.flags,
             ranges: Vec::new(),
             specials: Vec::new(),
             hids: Vec::new(),
@@ -237,12 +240,23 @@ impl<'a> IvrsUnits<'a> {
         IvrsUnits { preferred_type, units }
     }
 
-    /// The usable unit that translates `device_id` in `segment`, and the requester id its
-    /// DMA carries (the alias when an alias entry covers it).
+    /// The unit that translates `device_id` in `segment`, and the requester id its DMA
+    /// carries (the alias when an alias entry covers it). `None` when an unusable IVHD
+    /// lists the device: that unit may be the one on the device's path, and no other unit
+    /// would see its DMA (with two IVHDs listing one device, which is on the path cannot
+    /// be known, so a disabled one among them is enough to refuse).
     pub fn translating_unit(&self, segment: u16, device_id: u16) -> Option<Translation> {
-        self.units.iter().filter(|u| u.usable && u.segment == segment).find_map(|u| {
-            u.range_for(device_id)
-                .map(|r| Translation { unit: u.index, requester_id: r.alias.unwrap_or(device_id) })
+        let mut listing = self
+            .units
+            .iter()
+            .filter(|u| u.segment == segment)
+            .filter_map(|u| u.range_for(device_id).map(|r| (u, r)));
+        if listing.clone().any(|(u, _)| !u.usable) {
+            return None;
+        }
+        listing.next().map(|(unit, range)| Translation {
+            unit: unit.index,
+            requester_id: range.alias.unwrap_or(device_id),
         })
     }
 

@@ -101,9 +101,47 @@ fn explicit_scopes_win_over_include_pci_all() {
     assert_eq!(who(&units, bdf(0, 0x1f, 3)), Some((2, 0x00fb)));
     assert_eq!(units.translating_unit(&topo, 1, bdf(0, 2, 0)), None);
     assert_eq!(units.ioapic_unit(2), Some((2, bdf(0xf0, 0x1f, 0))));
-    // An unusable unit is skipped: its devices fall to INCLUDE_PCI_ALL.
+    // A device listed by an unusable unit gets no route at all: the INCLUDE_PCI_ALL unit
+    // never sees its DMA. Devices of other units keep theirs.
     units.units[0].usable = false;
-    assert_eq!(who(&units, bdf(0, 2, 0)), Some((2, 0x0010)));
+    assert_eq!(who(&units, bdf(0, 2, 0)), None);
+    assert_eq!(who(&units, bdf(2, 7, 1)), Some((1, 0x0200)));
+    assert_eq!(who(&units, bdf(0, 0x1f, 3)), Some((2, 0x00fb)));
+    // Devices behind a disabled bridge-scope unit too, and its IOAPIC.
+    units.units[1].usable = false;
+    assert_eq!(who(&units, bdf(2, 7, 1)), None);
+    assert_eq!(who(&units, bdf(0, 0x1c, 0)), None);
+    // The INCLUDE_PCI_ALL unit disabled: the devices only it would translate have none.
+    units.units[0].usable = true;
+    units.units[2].usable = false;
+    assert_eq!(who(&units, bdf(0, 0x1f, 3)), None);
+    assert_eq!(units.ioapic_unit(2), None);
+    assert_eq!(who(&units, bdf(0, 2, 0)), Some((0, 0x0010)));
+}
+
+#[test]
+fn a_device_of_an_unusable_ivhd_does_not_fall_to_another() {
+    let first = entry4(2, 0x0020, 0);
+    let mut second = Vec::new();
+    second.extend_from_slice(&entry4(3, 0x0000, 0));
+    second.extend_from_slice(&entry4(4, 0xffff, 0));
+    let t = ivrs(
+        0,
+        &[ivhd(0x10, 2, 0xfed8_0000, 0, 0, &first), ivhd(0x10, 2, 0xfed9_0000, 0, 0, &second)],
+    );
+    let r = Ivrs::parse(&t).unwrap();
+    let mut units = IvrsUnits::new(&r);
+    let t = |u: &IvrsUnits<'_>, id| u.translating_unit(0, id).map(|t| t.unit);
+    assert_eq!(t(&units, 0x0020), Some(0));
+    assert_eq!(t(&units, 0x0028), Some(1));
+    units.units[0].usable = false;
+    assert_eq!(t(&units, 0x0020), None, "listed by the disabled IVHD first");
+    assert_eq!(t(&units, 0x0028), Some(1));
+    // Listed by both and the second one disabled: which is on the path is unknown.
+    units.units[0].usable = true;
+    units.units[1].usable = false;
+    assert_eq!(t(&units, 0x0020), None);
+    assert_eq!(t(&units, 0x0028), None);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod model;
 
 mod attach;
+mod bringup;
 mod commands;
 mod device_table;
 mod events;

@@ -106,6 +106,11 @@ pub struct ModelState {
     /// The command buffer has stopped (as after an illegal command): Status.CMD_BUF_RUN
     /// reads clear and nothing more executes.
     pub command_buffer_stopped: bool,
+    /// Status reads that still show CMD_BUF_RUN clear after the buffer was (re)started:
+    /// real units set the run bit some time after CmdBufEn.
+    pub run_lag: u32,
+    /// Reads left before CMD_BUF_RUN shows.
+    lag_left: u32,
     /// Every value written to the control register.
     pub control_writes: Vec<u64>,
     /// Every register access as (offset, width in bytes).
@@ -133,6 +138,8 @@ impl AmdViModel {
             execute: true,
             qemu_head_quirk: true,
             command_buffer_stopped: false,
+            run_lag: 0,
+            lag_left: 0,
             control_writes: Vec::new(),
             accesses: Vec::new(),
             head: 0,
@@ -196,8 +203,12 @@ impl Mmio for AmdViModel {
             // As QEMU: CMD_BUF_RUN follows CONTROL's CmdBufEn while the IOMMU is enabled.
             let control =
                 regs::Control::from_bits_retain(s.regs.get(&regs::CONTROL).copied().unwrap_or(0));
-            let running = control.contains(regs::Control::CMD_BUF_EN | regs::Control::IOMMU_EN)
+            let mut running = control.contains(regs::Control::CMD_BUF_EN | regs::Control::IOMMU_EN)
                 && !s.command_buffer_stopped;
+            if running && s.lag_left > 0 {
+                s.lag_left -= 1;
+                running = false;
+            }
             let status = s.regs.get(&offset).copied().unwrap_or(0);
             return if running { status | Status::CMD_BUF_RUN.bits() } else { status };
         }
@@ -230,7 +241,20 @@ impl Mmio for AmdViModel {
                     s.head = value & regs::RING_POINTER_MASK;
                     s.head_register = s.head;
                 }
-                regs::CONTROL => s.control_writes.push(value),
+                regs::CONTROL => {
+                    let before = s.regs.get(&regs::CONTROL).copied().unwrap_or(0);
+                    let on = regs::Control::CMD_BUF_EN | regs::Control::IOMMU_EN;
+                    let was = regs::Control::from_bits_retain(before).contains(on);
+                    let now = regs::Control::from_bits_retain(value).contains(on);
+                    if !now {
+                        // Turning the buffer off resets a stopped one.
+                        s.command_buffer_stopped = false;
+                    }
+                    if now && !was {
+                        s.lag_left = s.run_lag;
+                    }
+                    s.control_writes.push(value);
+                }
                 _ => {}
             }
             let masked = match offset {

@@ -14,7 +14,10 @@ use crate::amdvi::device_table::{DeviceTable, DeviceTableEntry, DTE_SIZE};
 use crate::amdvi::event_log::{Event, EventCounters, EventLog};
 use crate::amdvi::regs::{self, Control, Efr, Status};
 
+mod bringup;
 mod invalidation;
+
+pub use bringup::initial_control;
 
 /// Counts of what the driver asked of the hardware (for logs and benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub struct UnitStats {
     pub domain_invalidations: u64,
     /// INVALIDATE_DEVTAB_ENTRY commands.
     pub devtab_invalidations: u64,
+    /// Times a stopped command buffer was reset and restarted.
+    pub command_buffer_restarts: u64,
 }
 
 /// An AMD-Vi IOMMU unit driven through its MMIO window `R`, with tables in memory `P`.
@@ -47,6 +52,8 @@ pub struct AmdViUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     counters: EventCounters,
     /// Domains attached since the last full flush (`invalidate_all` covers them too).
     attached_since_flush: alloc::collections::BTreeSet<DomainId>,
+    /// IVHD flags for the Control register (see `bringup.rs`).
+    ivhd_flags: u8,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
@@ -84,15 +91,26 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             stats: UnitStats::default(),
             counters: EventCounters::default(),
             attached_since_flush: alloc::collections::BTreeSet::new(),
+            ivhd_flags: 0,
         })
     }
 
-    /// Programs the bases, enables the command buffer, event log and translation, then
-    /// flushes every cache the unit may hold from before and waits for that to complete.
+    /// Turns everything off, programs the bases, builds Control from zero (see
+    /// `bringup.rs`), enables the command buffer, event log and translation, waits for the
+    /// command buffer to run, then flushes every cache the unit may hold from before and
+    /// waits for that to complete. Should any step fail after translation was turned on,
+    /// the unit is disabled again on purpose (nothing half-enabled) and the error returned.
     pub fn enable(&mut self) -> Result<(), HwError> {
-        let firmware = Control::from_bits_retain(self.regs.read64(regs::CONTROL));
-        let quiet = firmware.difference(Control::DRIVER_OWNED);
-        self.regs.write64(regs::CONTROL, quiet.bits());
+        let result = self.try_enable();
+        if result.is_err() {
+            self.disable();
+        }
+        result
+    }
+
+    fn try_enable(&mut self) -> Result<(), HwError> {
+        let quiet = bringup::initial_control(self.ivhd_flags);
+        self.regs.write64(regs::CONTROL, 0);
         self.regs.write64(regs::DEVICE_TABLE_BASE, self.device_table.base_register_value());
         self.regs.write64(regs::COMMAND_BUFFER_BASE, self.commands.base_register_value());
         self.regs.write64(regs::COMMAND_HEAD, 0);
@@ -110,6 +128,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.regs.write64(regs::CONTROL, rings.bits());
         self.regs.write64(regs::CONTROL, (rings | Control::IOMMU_EN).bits());
         self.enabled = true;
+        self.wait_command_buffer(true)?;
         self.invalidate_all()
     }
 
@@ -201,6 +220,13 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             self.submit(Command::invalidate_devtab_entry(devid))?;
             self.completion_wait()?;
         }
+        if !self.efr.invalidate_all() && !self.attached_since_flush.contains(&domain) {
+            // Without INVALIDATE_IOMMU_ALL the enable flush could not reach translations
+            // cached under ids no entry named (a previous owner's): drop any under this
+            // id, and wait, before an entry carrying it goes live.
+            self.submit_domain_invalidation(domain)?;
+            self.completion_wait()?;
+        }
         self.attached_since_flush.insert(domain);
         let quads = new.quads();
         for (i, &q) in quads.iter().enumerate().skip(1) {
@@ -233,9 +259,16 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.commands.publish(&mut self.regs);
         self.stats.completion_waits += 1;
         let (mem, semaphore) = (&self.mem, self.semaphore);
-        wait_while_running(&self.regs, "COMPLETION_WAIT store to the semaphore", || {
-            mem.read_u64(semaphore) == sequence
-        })
+        let waited =
+            wait_while_running(&self.regs, "COMPLETION_WAIT store to the semaphore", || {
+                mem.read_u64(semaphore) == sequence
+            });
+        if matches!(waited, Err(HwError::QueueError { .. })) {
+            // The unit stopped its command buffer: the commands are lost (the error says
+            // so), but the buffer is reset and restarted for the next ones.
+            self.restart_command_buffer()?;
+        }
+        waited
     }
 
     /// Reads and decodes every new event record, restarting the log if it overflowed.

@@ -146,47 +146,6 @@ fn gcmd_never_reissues_srtp() {
     assert!(!hw.events.iter().any(|e| matches!(e, Event::UnexpectedOneShot(_))));
 }
 
-#[test]
-fn takes_over_translation_left_on_by_firmware() {
-    let b = bench(QEMU_CAP, QEMU_ECAP);
-    b.hw.0.borrow_mut().gsts |= (1 << 31) | (1 << 26);
-    let mut unit = b.unit;
-    unit.enable().unwrap();
-    let events = b.hw.0.borrow().events.clone();
-    assert_eq!(events[0], Event::Translation(false));
-    assert_eq!(events[1], Event::Queue(false));
-    assert_eq!(events[2], Event::SetRootTable(unit.root_table_address()));
-    assert_eq!(events.last(), Some(&Event::Translation(true)));
-}
-
-#[test]
-fn firmware_queue_is_drained_before_qie_is_cleared() {
-    let b = bench(QEMU_CAP, QEMU_ECAP);
-    {
-        let mut hw = b.hw.0.borrow_mut();
-        hw.gsts |= 1 << 26;
-        hw.iqt = 0x40;
-        hw.firmware.pending = 4;
-    }
-    let mut unit = b.unit;
-    unit.enable().unwrap();
-    assert_eq!(b.hw.0.borrow().firmware.dropped, 0, "QIE cleared with descriptors pending");
-
-    let b = bench(QEMU_CAP, QEMU_ECAP);
-    {
-        let mut hw = b.hw.0.borrow_mut();
-        hw.gsts |= 1 << 26;
-        hw.iqt = 0x40;
-        hw.firmware.pending = 4;
-        hw.stuck.queue = true;
-    }
-    let mut unit = b.unit;
-    let what = "IQH == IQT (firmware's queued invalidations drained)";
-    assert_eq!(unit.enable(), Err(HwError::Timeout { what }));
-    assert_eq!(b.hw.0.borrow().firmware.dropped, 0);
-    assert!(b.hw.0.borrow().gsts & (1 << 26) != 0, "QIE left on while the queue is busy");
-}
-
 fn enable_with_stuck(
     configure: impl FnOnce(&mut super::model::Stuck),
     mode: InvalidationMode,

@@ -5,6 +5,7 @@ mod model;
 
 mod enable;
 mod faults;
+mod handoff;
 mod invalidation;
 mod tables;
 

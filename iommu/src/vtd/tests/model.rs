@@ -52,6 +52,8 @@ pub enum Event {
     Refused,
     /// Fault event control written.
     FaultControl(u32),
+    /// Protected memory regions turned on / off (PMEN.EPM).
+    ProtectedRegions(bool),
 }
 
 /// Conditions the model never completes, to prove every poll is bounded.
@@ -74,6 +76,8 @@ pub struct FirmwareQueue {
     pub pending: u64,
     /// Descriptors lost because QIE was cleared with IQH != IQT.
     pub dropped: u64,
+    /// Firmware's queue never advances (this driver's own queue still works).
+    pub stuck: bool,
 }
 
 /// The modelled unit.
@@ -107,6 +111,15 @@ pub struct VtdModel {
     pub descriptors: Vec<(u64, u64)>,
     pub stuck: Stuck,
     pub firmware: FirmwareQueue,
+    /// PMEN (EPM bit 31, PRS bit 0); writable only with CAP.PLMR or CAP.PHMR.
+    pub pmen: u32,
+    /// PMEN.PRS never clears.
+    pub pmen_stuck: bool,
+    /// GSTS reads that still show the old status after a GCMD changed it (real units
+    /// take time; QEMU answers at once).
+    pub lag: u32,
+    /// The status GSTS still shows, and for how many more reads.
+    shown: Option<(u32, u32)>,
     mem: SharedMemory,
 }
 
@@ -152,8 +165,17 @@ impl VtdModel {
             descriptors: Vec::new(),
             stuck: Stuck::default(),
             firmware: FirmwareQueue::default(),
+            pmen: 0,
+            pmen_stuck: false,
+            lag: 0,
+            shown: None,
             mem,
         })))
+    }
+
+    /// Firmware's queue base, as firmware programmed IQA before enabling its queue.
+    pub fn set_queue_base(&mut self, base: PhysAddr) {
+        self.iqa = base;
     }
 
     fn fro(&self) -> usize {
@@ -196,6 +218,30 @@ impl VtdModel {
     }
 
     fn gcmd(&mut self, v: u32) {
+        let before = self.gsts;
+        self.gcmd_effect(v);
+        if self.lag > 0 && self.gsts != before {
+            // A command arriving while the previous change is still invisible: the unit
+            // acts on the register value it is given, so a GCMD built from stale GSTS
+            // undoes the previous change.
+            self.shown = Some((self.shown.map_or(before, |(old, _)| old), self.lag));
+        }
+    }
+
+    fn gsts_read(&mut self) -> u32 {
+        match self.shown {
+            Some((old, reads)) if reads > 0 => {
+                self.shown = Some((old, reads - 1));
+                old
+            }
+            _ => {
+                self.shown = None;
+                self.gsts
+            }
+        }
+    }
+
+    fn gcmd_effect(&mut self, v: u32) {
         let s = self.stuck.gsts;
         if (v & GSTS_TES != 0) != (self.gsts & GSTS_TES != 0) && s & GSTS_TES == 0 {
             self.gsts ^= GSTS_TES;
@@ -325,7 +371,8 @@ impl VtdModel {
     }
 
     fn run_queue(&mut self) {
-        if self.gsts & GSTS_QIES == 0 || self.stuck.queue {
+        // A set IQE (FSTS bit 4) halts the queue until software clears it.
+        if self.gsts & GSTS_QIES == 0 || self.stuck.queue || self.fsts & (1 << 4) != 0 {
             return;
         }
         let base = self.iqa & !0xFFF;
@@ -366,10 +413,13 @@ const REG32: &[usize] =
 
 impl Mmio for ModelMmio {
     fn read32(&self, offset: usize) -> u32 {
+        if offset == 0x1C {
+            return self.0.borrow_mut().gsts_read();
+        }
         let m = self.0.borrow();
         match offset {
             0x00 => 0x10,
-            0x1C => m.gsts,
+            0x64 => m.pmen,
             0x34 => m.fsts_value(),
             0x38 => m.fectl,
             0x3C => m.fedata,
@@ -385,8 +435,13 @@ impl Mmio for ModelMmio {
         if offset == 0x80 {
             let mut m = self.0.borrow_mut();
             if m.firmware.pending > 0 {
-                if !m.stuck.queue {
+                // A set IQE halts firmware's queue at its head too.
+                if !m.stuck.queue && !m.firmware.stuck && m.fsts & (1 << 4) == 0 {
                     m.firmware.pending -= 1;
+                    if m.firmware.pending == 0 {
+                        // Firmware's last descriptor done: the head has caught up.
+                        m.iqh = m.iqt;
+                    }
                 }
                 // Firmware's descriptors still sit between IQH and IQT.
                 return m.iqt.wrapping_sub(16 * m.firmware.pending);
@@ -426,6 +481,12 @@ impl Mmio for ModelMmio {
                 m.fectl = value & (1 << 31);
                 m.events.push(Event::FaultControl(value));
             }
+            0x64 => {
+                assert!(m.cap & (3 << 5) != 0, "PMEN written on a unit without PLMR/PHMR");
+                let on = value & (1 << 31) != 0;
+                m.events.push(Event::ProtectedRegions(on));
+                m.pmen = if on || m.pmen_stuck { ((1 << 31) * u32::from(on)) | 1 } else { 0 };
+            }
             0x3C => m.fedata = value,
             0x40 => m.feaddr = value,
             0x44 => m.feuaddr = value,
@@ -453,9 +514,17 @@ impl Mmio for ModelMmio {
             0x88 => {
                 m.iqt = value;
                 m.doorbells += 1;
-                m.run_queue();
+                // Firmware's descriptors are modelled by count (they drain through IQH
+                // reads), not read from memory.
+                if m.firmware.pending == 0 {
+                    m.run_queue();
+                }
             }
-            0x90 => m.iqa = value,
+            0x90 => {
+                // The specification forbids changing IQA while the queue is enabled.
+                assert!(m.gsts & GSTS_QIES == 0, "IQA written while QIES is set");
+                m.iqa = value
+            }
             o if o == m.iro() => m.iva = value,
             o if o == m.iro() + 8 => m.iotlb_register(value),
             _ => panic!("unexpected 64-bit write to {offset:#x}"),

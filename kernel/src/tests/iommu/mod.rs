@@ -14,6 +14,7 @@ pub mod strategies;
 pub mod teardown;
 pub mod translation;
 pub mod vtd_faults;
+pub mod vtd_takeover;
 
 use crate::edu::Edu;
 use crate::iommu::{DomainIds, Units};
