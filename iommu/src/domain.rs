@@ -7,6 +7,7 @@
 
 use alloc::vec::Vec;
 
+use crate::completed::Completed;
 use crate::error::HwError;
 use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
 use crate::pgtable::{MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
@@ -198,23 +199,34 @@ impl<F: PteFormat> Domain<F> {
 
     /// Invalidates what `gather` collected (plus what failed maps and deferred flushes
     /// left), waits for completion, then frees its table pages. On error the gather keeps
-    /// everything so the flush can be retried.
+    /// everything so the flush can be retried (or [`Domain::defer`]red).
     pub fn flush<M: TableMemory>(
         &mut self,
         mem: &mut M,
         gather: &mut IotlbGather,
         inv: &mut dyn IotlbInvalidator,
     ) -> Result<FlushStats, HwError> {
+        self.flush_proved(mem, gather, inv).map(|(stats, _)| stats)
+    }
+
+    /// [`Domain::flush`], also returning the proof of what the completed invalidation
+    /// covered: the only way, with [`Completed::domain_wide`], to release host pages.
+    pub fn flush_proved<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        gather: &mut IotlbGather,
+        inv: &mut dyn IotlbInvalidator,
+    ) -> Result<(FlushStats, Completed), HwError> {
         let mut stats = FlushStats::default();
         let rolled_back = self.table.take_rolled_back(&mut gather.freed_tables);
         gather.add_range(rolled_back.iova, rolled_back.iova + rolled_back.size);
         if gather.is_empty() {
-            return Ok(stats);
+            return Ok((stats, Completed::after_sync(self.unit, self.id, Some(Vec::new()))));
         }
         let blocks = gather.blocks(inv.max_block_order().max(12));
-        if blocks.len() > DOMAIN_FLUSH_THRESHOLD
-            || (!gather.freed_tables.is_empty() && blocks.is_empty())
-        {
+        let domain_wide = blocks.len() > DOMAIN_FLUSH_THRESHOLD
+            || (!gather.freed_tables.is_empty() && blocks.is_empty());
+        if domain_wide {
             inv.invalidate_domain(self.id)?;
             stats.domain_wide = 1;
         } else {
@@ -224,11 +236,12 @@ impl<F: PteFormat> Domain<F> {
             }
         }
         inv.sync()?;
-        gather.ranges.clear();
+        let ranges = core::mem::take(&mut gather.ranges);
+        let proof = Completed::after_sync(self.unit, self.id, (!domain_wide).then_some(ranges));
         for frame in gather.freed_tables.drain(..) {
             mem.free_frame(frame);
         }
-        Ok(stats)
+        Ok((stats, proof))
     }
 
     /// Frees every table page. Only after the unit no longer points at this domain and

@@ -3,11 +3,14 @@
 //! It remembers every mapping (IOVA -> host extents), replays them into each attached
 //! domain, probes each domain for fine-grained superpages (`fgsp`) at attach, and unmaps
 //! with a selectable [`UnmapStrategy`]. Host pages go back to their owner only through
-//! [`PendingRelease::release_after`], i.e. after the invalidation covering them completed.
+//! [`Held::release`], which needs a proof ([`crate::completed::Completed`]) that an
+//! invalidation covering them completed in every domain that mapped them.
 
 mod release;
 mod unmap;
 
+#[cfg(test)]
+mod hole_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -16,8 +19,9 @@ mod unit_hook_tests;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-pub use release::{HostExtent, PendingRelease};
+pub use release::{Held, HostExtent, Owed};
 
+use crate::completed::Completed;
 use crate::domain::{Domain, IotlbGather};
 use crate::error::HwError;
 use crate::invalidate::IotlbInvalidator;
@@ -60,16 +64,19 @@ pub struct TrackerCounters {
 pub enum TrackerError {
     /// The page-table engine refused.
     Map(MapError),
-    /// The hardware failed an invalidation; affected pages stay unreleased.
+    /// The hardware failed an invalidation. Every host page it left uncovered (the
+    /// caller's pages of a failed `map_dma` included) is quarantined: never handed out
+    /// until [`DmaTracker::retry_release`] completes a covering invalidation.
     Hw(HwError),
+    /// The completed invalidations did not cover every page (an unmap found less than
+    /// was recorded): those pages are quarantined as after a hardware failure.
+    Uncovered,
     /// Misaligned, empty or inconsistent range or extents.
     BadRange,
     /// The new mapping overlaps an existing one.
     Overlap,
     /// The range cuts through a mapping (only whole mappings can be unmapped).
     SplitsMapping,
-    /// No free, aligned IOVA hole for the fgsp probe.
-    NoProbeHole,
     /// No attached domain with that index.
     NoSuchDomain,
 }
@@ -119,24 +126,28 @@ pub struct DmaTracker<F: PteFormat> {
     counters: TrackerCounters,
     probe_pair: PhysAddr,
     reserved: Vec<(u64, u64)>,
-    pending: PendingRelease,
-    /// Pages whose invalidation failed: released only by `retry_release`.
-    quarantine: PendingRelease,
+    /// Pages whose invalidation failed, each with the domains it is owed by: released
+    /// only by `retry_release`.
+    quarantine: Vec<Held>,
+    /// Domains no longer attached that may still cache pages of live mappings (a failed
+    /// attach rollback): every later release also waits for them.
+    stale: Vec<Owed>,
 }
 
 impl<F: PteFormat> DmaTracker<F> {
     /// An empty tracker. `probe_pair` is an 8 KiB-aligned pair of hypervisor-owned pages
-    /// the fgsp probe maps read-only for an instant (never guest memory).
+    /// the fgsp probe maps read-only for an instant (never guest memory); a pair that is
+    /// zero or misaligned means the probe never runs (every domain gets fgsp false).
     pub fn new(strategy: UnmapStrategy, probe_pair: PhysAddr) -> Self {
         Self {
             mappings: BTreeMap::new(),
             domains: Vec::new(),
             strategy,
             counters: TrackerCounters::default(),
-            probe_pair: probe_pair & !(2 * PAGE_SIZE - 1),
+            probe_pair,
             reserved: DEFAULT_RESERVED.to_vec(),
-            pending: PendingRelease::default(),
-            quarantine: PendingRelease::default(),
+            quarantine: Vec::new(),
+            stale: Vec::new(),
         }
     }
 
@@ -167,29 +178,45 @@ impl<F: PteFormat> DmaTracker<F> {
 
     /// Bytes of host memory held back because an invalidation failed.
     pub fn unreleased_bytes(&self) -> u64 {
-        self.pending.bytes() + self.quarantine.bytes()
+        self.quarantine.iter().map(Held::bytes).sum()
     }
 
-    /// After an invalidation failure: invalidates every attached domain wholesale and,
-    /// once that completed, releases the pages held back.
-    pub fn retry_release<I: InvalidatorSet + ?Sized>(
+    /// After an invalidation failure: invalidates, domain-wide, every domain a
+    /// quarantined page is owed by (attached or not: a per-call teardown hands its domains
+    /// back even when a chunk's flush failed) and releases what the completed
+    /// invalidations cover. Attached domains also get their deferred work flushed, so the
+    /// table pages failed flushes kept are freed.
+    pub fn retry_release<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
+        mem: &mut M,
         inv: &mut I,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
-        let domains = &self.domains;
-        self.quarantine.release_after(
-            || {
-                for d in domains {
-                    let unit = inv.unit(d.unit());
-                    unit.invalidate_domain(d.id())?;
-                    unit.sync()?;
-                }
-                Ok(())
-            },
-            release,
-        )?;
-        Ok(())
+        for d in &mut self.domains {
+            d.flush(mem, &mut IotlbGather::new(), inv.unit(d.unit()))?;
+        }
+        let mut targets: Vec<(usize, crate::invalidate::DomainId)> = Vec::new();
+        for o in self.quarantine.iter().flat_map(|h| h.owed()).chain(&self.stale) {
+            if !targets.contains(&(o.unit, o.domain)) {
+                targets.push((o.unit, o.domain));
+            }
+        }
+        let mut proofs = Vec::with_capacity(targets.len());
+        for (unit, id) in targets {
+            proofs.push(Completed::domain_wide(inv.unit(unit), unit, id)?);
+        }
+        // Domain-wide completions after their stamps: nothing stale remains.
+        self.stale.clear();
+        for held in core::mem::take(&mut self.quarantine) {
+            if let Err(h) = held.release(&proofs, release) {
+                self.quarantine.push(h);
+            }
+        }
+        if self.quarantine.is_empty() {
+            Ok(())
+        } else {
+            Err(TrackerError::Uncovered)
+        }
     }
 
     /// Records a mapping of `iova..` onto `extents` (in order) and maps it into every
@@ -226,24 +253,56 @@ impl<F: PteFormat> DmaTracker<F> {
         let mapping = Mapping { size, prot, extents: merged };
         for i in 0..self.domains.len() {
             if let Err(e) = map_into(&mut self.domains[i], mem, inv, iova, &mapping) {
-                for d in &mut self.domains[..=i] {
-                    let mut gather = IotlbGather::new();
-                    d.unmap(mem, iova, size, &mut gather)?;
-                    if let Err(hw) = d.flush(mem, &mut gather, inv.unit(d.unit())) {
-                        // Its tables wait for the domain's next flush instead of leaking.
-                        d.defer(gather);
-                        return Err(hw.into());
-                    }
-                }
-                return Err(e);
+                return Err(self.roll_back_map(mem, inv, i, iova, mapping, e));
             }
         }
         self.mappings.insert(iova, mapping);
         Ok(())
     }
 
-    /// Attaches `domain`: probes it for fgsp in a free IOVA hole, then replays every
-    /// mapping into it. Returns its index, or the domain back with the error.
+    /// Undoes a `map_dma` that failed on domain `failed_at`: clears the range from every
+    /// domain it reached (all of them, even when a flush fails on the way), and gives the
+    /// caller's pages back only if every flush completed; otherwise they are quarantined.
+    fn roll_back_map<M: TableMemory, I: InvalidatorSet + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        inv: &mut I,
+        failed_at: usize,
+        iova: u64,
+        mapping: Mapping,
+        cause: TrackerError,
+    ) -> TrackerError {
+        let mut held = Held::default();
+        let mut proofs = Vec::new();
+        let mut failed = None;
+        for d in &mut self.domains[..=failed_at] {
+            let mut gather = IotlbGather::new();
+            // Cannot fail where map accepted the range; where map refused it nothing is
+            // mapped (and the engine's own rollback span is flushed below).
+            let _ = d.unmap(mem, iova, mapping.size, &mut gather);
+            held.owe_from_now(d.unit(), d.id());
+            match d.flush_proved(mem, &mut gather, inv.unit(d.unit())) {
+                Ok((_, p)) => proofs.push(p),
+                Err(hw) => {
+                    // Its tables wait for the domain's next flush instead of leaking.
+                    d.defer(gather);
+                    failed = failed.or(Some(hw));
+                }
+            }
+        }
+        held.push_pages(iova, iova + mapping.size, mapping.extents);
+        // Released here means: left with the caller, who still owns them.
+        match (held.release(&proofs, &mut |_| {}), failed) {
+            (Ok(()), _) => cause,
+            (Err(h), hw) => {
+                self.quarantine.push(h);
+                hw.map_or(TrackerError::Uncovered, TrackerError::Hw)
+            }
+        }
+    }
+
+    /// Attaches `domain`: probes it for fgsp in a free IOVA hole (best effort), then
+    /// replays every mapping into it. Returns its index, or the domain back with the error.
     pub fn attach<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
@@ -263,7 +322,14 @@ impl<F: PteFormat> DmaTracker<F> {
                 }
                 let _ = domain.unmap(mem, iova, m.size, &mut gather);
                 if let Err(hw) = domain.flush(mem, &mut gather, inv.unit(domain.unit())) {
+                    // The domain goes back to the caller and may still cache the
+                    // tracker's pages: their later release also waits for it.
                     domain.defer(gather);
+                    self.stale.push(Owed {
+                        unit: domain.unit(),
+                        domain: domain.id(),
+                        after: crate::completed::Stamp::now(),
+                    });
                     return Err((domain, hw.into()));
                 }
                 return Err((domain, e));
@@ -308,22 +374,42 @@ impl<F: PteFormat> DmaTracker<F> {
     }
 
     /// Maps two contiguous pages, unmaps one, and reports whether more came back; the
-    /// tables are left as they were and the probe's IOVA is invalidated.
+    /// tables are left as they were and the probe's IOVA is invalidated. Best effort, as
+    /// in Linux: a probe that cannot run (no usable probe pair, no free hole, a map the
+    /// engine refuses) means fgsp false. A failed flush is deferred to the domain's next
+    /// flush like on every other path, and reported: a unit that cannot invalidate is not
+    /// fit to attach.
     fn probe_fgsp<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
         inv: &mut I,
         domain: &mut Domain<F>,
     ) -> Result<bool, TrackerError> {
-        let hole = self.probe_hole(mem, domain).ok_or(TrackerError::NoProbeHole)?;
-        domain.map(mem, hole, self.probe_pair, 2 * PAGE_SIZE, Prot::READ)?;
-        let mut gather = IotlbGather::new();
-        let first = domain.unmap(mem, hole, PAGE_SIZE, &mut gather)?;
-        let fgsp = first.size > PAGE_SIZE;
-        if !fgsp {
-            domain.unmap(mem, hole + PAGE_SIZE, PAGE_SIZE, &mut gather)?;
+        let pair = self.probe_pair;
+        let encodable = pair
+            .checked_add(2 * PAGE_SIZE - 1)
+            .is_some_and(|last| last & !crate::pgtable::PADDR_MASK & !0xFFF == 0);
+        if pair == 0 || pair & (2 * PAGE_SIZE - 1) != 0 || !encodable {
+            return Ok(false);
         }
-        domain.flush(mem, &mut gather, inv.unit(domain.unit()))?;
+        let Some(hole) = self.probe_hole(mem, domain) else {
+            return Ok(false);
+        };
+        let mut gather = IotlbGather::new();
+        let fgsp = match domain.map(mem, hole, pair, 2 * PAGE_SIZE, Prot::READ) {
+            // The engine rolled the map back; its span is flushed below.
+            Err(_) => false,
+            Ok(()) => {
+                let first = domain.unmap(mem, hole, PAGE_SIZE, &mut gather);
+                // Whatever the first unmap left of the probe goes too.
+                let _ = domain.unmap(mem, hole, 2 * PAGE_SIZE, &mut gather);
+                matches!(first, Ok(u) if u.size > PAGE_SIZE)
+            }
+        };
+        if let Err(hw) = domain.flush(mem, &mut gather, inv.unit(domain.unit())) {
+            domain.defer(gather);
+            return Err(hw.into());
+        }
         Ok(fgsp)
     }
 

@@ -1,35 +1,42 @@
 //! unmap_dma and teardown under each [`UnmapStrategy`].
+//!
+//! Every path ends in [`Held::release`]: pages are handed out only when proofs of
+//! completed invalidations cover them in every domain that mapped them; whatever is not
+//! covered (a flush failed) is quarantined for [`DmaTracker::retry_release`].
 
 use alloc::vec::Vec;
 
 use super::{
-    DmaTracker, HostExtent, InvalidatorSet, Mapping, PendingRelease, TrackerCounters, TrackerError,
+    DmaTracker, Held, HostExtent, InvalidatorSet, Mapping, Owed, TrackerCounters, TrackerError,
     UnmapStrategy,
 };
+use crate::completed::Completed;
 use crate::domain::{Domain, IotlbGather};
+use crate::error::HwError;
 use crate::invalidate::IotlbInvalidator;
 use crate::pgtable::{PteFormat, TableMemory};
 use crate::platform::PAGE_SIZE;
 
 /// Walks a mapping's host extents in IOVA order, handing out the pieces behind
 /// consecutive IOVA spans (so per-page release stays linear).
-struct ExtentCursor<'a> {
-    extents: &'a [HostExtent],
+struct ExtentCursor {
+    extents: Vec<HostExtent>,
     idx: usize,
     off: u64,
 }
 
-impl<'a> ExtentCursor<'a> {
-    fn new(extents: &'a [HostExtent]) -> Self {
+impl ExtentCursor {
+    fn new(extents: Vec<HostExtent>) -> Self {
         Self { extents, idx: 0, off: 0 }
     }
 
-    /// Queues the host memory behind the next `len` bytes of IOVA.
-    fn take(&mut self, mut len: u64, pending: &mut PendingRelease) {
+    /// The host memory behind the next `len` bytes of IOVA.
+    fn take(&mut self, mut len: u64) -> Vec<HostExtent> {
+        let mut out = Vec::new();
         while len > 0 && self.idx < self.extents.len() {
             let e = self.extents[self.idx];
             let n = (e.len - self.off).min(len);
-            pending.push(HostExtent { paddr: e.paddr + self.off, len: n });
+            out.push(HostExtent { paddr: e.paddr + self.off, len: n });
             len -= n;
             self.off += n;
             if self.off == e.len {
@@ -37,21 +44,30 @@ impl<'a> ExtentCursor<'a> {
                 self.off = 0;
             }
         }
+        out
     }
 }
 
-/// Flushes `gather` on `domain` and counts it.
+/// Flushes `gather` on `domain` and counts it; a failed gather is deferred to the
+/// domain's next flush (its tables are neither leaked nor freed early).
 fn flush_counted<F: PteFormat, M: TableMemory>(
     domain: &mut Domain<F>,
     mem: &mut M,
-    gather: &mut IotlbGather,
+    mut gather: IotlbGather,
     inv: &mut dyn IotlbInvalidator,
     counters: &mut TrackerCounters,
-) -> Result<(), crate::error::HwError> {
-    let stats = domain.flush(mem, gather, inv)?;
-    counters.invalidations += stats.total();
-    counters.syncs += 1;
-    Ok(())
+) -> Result<Completed, HwError> {
+    match domain.flush_proved(mem, &mut gather, inv) {
+        Ok((stats, proof)) => {
+            counters.invalidations += stats.total();
+            counters.syncs += 1;
+            Ok(proof)
+        }
+        Err(e) => {
+            domain.defer(gather);
+            Err(e)
+        }
+    }
 }
 
 impl<F: PteFormat> DmaTracker<F> {
@@ -87,7 +103,8 @@ impl<F: PteFormat> DmaTracker<F> {
 
     /// Unmaps everything from every domain, releases every host page after the
     /// invalidations completed, and hands back the (now empty) domains for the caller
-    /// to detach from hardware and `destroy`.
+    /// to detach from hardware and `destroy`. Pages a failed flush left uncovered stay
+    /// quarantined (with the domains they are owed by) for `retry_release`.
     pub fn teardown<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
@@ -99,142 +116,187 @@ impl<F: PteFormat> DmaTracker<F> {
         Ok(core::mem::take(&mut self.domains))
     }
 
-    /// Unmaps `taken` from every domain. Domains after the first are unmapped a mapping
-    /// per call and flushed once; the first follows the strategy; pages are released only
-    /// when every domain's flush covering them has completed. On failure every taken page
-    /// not yet released is quarantined (for `retry_release`) and cleared from every
-    /// domain's tables, so none stays reachable or is lost.
+    /// Unmaps `taken` from every domain and releases what completed invalidations cover.
     fn unmap_taken<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
         inv: &mut I,
-        mut taken: Vec<(u64, Mapping)>,
+        taken: Vec<(u64, Mapping)>,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let steps_before: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
-        let mut queued = Queued::default();
-        let result = self.unmap_taken_inner(mem, inv, &mut taken, &mut queued, release);
-        if result.is_err() {
-            // The ranges of the failed flush are lost with its gather: whatever was
-            // queued may still be cached, so only a domain-wide invalidation frees it.
-            self.quarantine.absorb(&mut self.pending);
-            for (i, (_, m)) in taken.iter().enumerate().skip(queued.mapping) {
-                let mut cursor = ExtentCursor::new(&m.extents);
-                if i == queued.mapping {
-                    cursor.take(queued.offset, &mut PendingRelease::default());
-                }
-                cursor.take(m.size, &mut self.quarantine);
-            }
-            for d in &mut self.domains {
-                let mut gather = IotlbGather::new();
-                for &(iova, ref m) in &taken {
-                    // Cannot fail: the range was accepted when it was mapped.
-                    let _ = d.unmap(mem, iova, m.size, &mut gather);
-                }
-                d.defer(gather);
-            }
-        }
+        let result = if self.domains.is_empty() || self.strategy == UnmapStrategy::Gathered {
+            self.unmap_gathered(mem, inv, taken, release)
+        } else {
+            self.unmap_per_call(mem, inv, taken, release)
+        };
         let steps_after: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
         self.counters.walk_steps += steps_after - steps_before;
         result
     }
 
-    fn unmap_taken_inner<M: TableMemory, I: InvalidatorSet + ?Sized>(
+    /// Releases `held` if `proofs` cover it, else quarantines it; `failed` is the first
+    /// flush error of the operation, reported in preference to "not covered".
+    fn settle(
+        &mut self,
+        held: Held,
+        proofs: &[Completed],
+        failed: Option<HwError>,
+        release: &mut dyn FnMut(HostExtent),
+    ) -> Result<(), TrackerError> {
+        let uncovered = match held.release(proofs, release) {
+            Ok(()) => false,
+            Err(held) => {
+                self.quarantine.push(held);
+                true
+            }
+        };
+        match failed {
+            Some(e) => Err(e.into()),
+            None if uncovered => Err(TrackerError::Uncovered),
+            None => Ok(()),
+        }
+    }
+
+    /// The default: one range unmap per mapping and domain, one flush per domain, and
+    /// every page released once all of them completed.
+    fn unmap_gathered<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
         inv: &mut I,
-        taken: &mut [(u64, Mapping)],
-        queued: &mut Queued,
+        taken: Vec<(u64, Mapping)>,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
-        let counters = &mut self.counters;
-        let pending = &mut self.pending;
-        let strategy = self.strategy;
-        if strategy == UnmapStrategy::Gathered || self.domains.is_empty() {
-            // Every page is released after the last flush: queue them all before any
-            // step that can fail.
-            for (_, m) in taken.iter_mut() {
-                pending.push_batch(core::mem::take(&mut m.extents));
-            }
-            *queued = Queued { mapping: taken.len(), offset: 0 };
+        let mut held = Held::default();
+        for &o in &self.stale {
+            held.owe(o);
         }
+        let mut gathers = Vec::with_capacity(self.domains.len());
+        for d in &mut self.domains {
+            let mut gather = IotlbGather::new();
+            // The records already name every host page, so no contiguity search is needed
+            // (fgsp or not). An unmap cannot fail on a range accepted at map time; if it
+            // did, its pages would simply not be covered and stay quarantined.
+            for &(iova, ref m) in &taken {
+                let _ = d.unmap(mem, iova, m.size, &mut gather);
+                self.counters.unmap_calls += 1;
+            }
+            held.owe_from_now(d.unit(), d.id());
+            gathers.push(gather);
+        }
+        for (iova, m) in taken {
+            held.push_pages(iova, iova + m.size, m.extents);
+        }
+        let mut proofs = Vec::with_capacity(gathers.len());
+        let mut failed = None;
+        for (d, gather) in self.domains.iter_mut().zip(gathers) {
+            match flush_counted(d, mem, gather, inv.unit(d.unit()), &mut self.counters) {
+                Ok(p) => proofs.push(p),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        self.settle(held, &proofs, failed, release)
+    }
+
+    /// The per-call baselines: domains after the first are unmapped a mapping per call
+    /// and flushed once; the first is unmapped chunk by chunk (per the strategy) with a
+    /// flush per chunk, and each chunk released when it and the others' flushes cover it.
+    fn unmap_per_call<M: TableMemory, I: InvalidatorSet + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        inv: &mut I,
+        taken: Vec<(u64, Mapping)>,
+        release: &mut dyn FnMut(HostExtent),
+    ) -> Result<(), TrackerError> {
+        let strategy = self.strategy;
         let Some((first, rest)) = self.domains.split_first_mut() else {
-            // No domain ever translated these pages (detach flushed them).
-            pending.release_after(|| Ok(()), release)?;
-            return Ok(());
+            return Err(TrackerError::NoSuchDomain);
         };
+        let counters = &mut self.counters;
+        let mut owed: Vec<Owed> = self.stale.clone();
+        let mut proofs: Vec<Completed> = Vec::new();
+        let mut failed = None;
         for d in rest.iter_mut() {
             let mut gather = IotlbGather::new();
-            for &(iova, ref m) in taken.iter() {
-                d.unmap(mem, iova, m.size, &mut gather)?;
+            for &(iova, ref m) in &taken {
+                let _ = d.unmap(mem, iova, m.size, &mut gather);
                 counters.unmap_calls += 1;
             }
-            if let Err(e) = flush_counted(d, mem, &mut gather, inv.unit(d.unit()), counters) {
-                d.defer(gather);
-                return Err(e.into());
+            let mut one = Held::default();
+            one.owe_from_now(d.unit(), d.id());
+            owed.extend_from_slice(one.owed());
+            match flush_counted(d, mem, gather, inv.unit(d.unit()), counters) {
+                Ok(p) => proofs.push(p),
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
-        match strategy {
-            UnmapStrategy::Gathered => {
+        let mut left: Vec<(u64, u64, ExtentCursor)> = Vec::new();
+        let mut chunks = taken.into_iter();
+        let mut released = Ok(());
+        'mappings: while failed.is_none() {
+            let Some((iova, m)) = chunks.next() else { break };
+            let end = iova + m.size;
+            let mut cursor = ExtentCursor::new(m.extents);
+            let mut va = iova;
+            while va < end {
+                let len = chunk_len(first, mem, strategy, va, end);
                 let mut gather = IotlbGather::new();
-                // The records already name every host page, so no contiguity search is
-                // needed (fgsp or not): one range unmap per mapping, one flush in all.
-                for &(iova, ref m) in taken.iter() {
-                    first.unmap(mem, iova, m.size, &mut gather)?;
-                    counters.unmap_calls += 1;
+                let next = match first.unmap(mem, va, len, &mut gather) {
+                    Ok(done) if done.size > 0 => (done.iova + done.size).min(end),
+                    _ => va + len,
+                };
+                counters.unmap_calls += 1;
+                let mut held = Held::default();
+                for &o in &owed {
+                    held.owe(o);
                 }
-                let unit = first.unit();
-                let flushed = pending.release_after(
-                    || flush_counted(first, mem, &mut gather, inv.unit(unit), counters),
-                    release,
-                );
-                if flushed.is_err() {
-                    first.defer(gather);
-                }
-                flushed?;
-            }
-            _ => {
-                for (i, &(iova, ref m)) in taken.iter().enumerate() {
-                    let end = iova + m.size;
-                    let mut cursor = ExtentCursor::new(&m.extents);
-                    let mut va = iova;
-                    while va < end {
-                        let len = chunk_len(first, mem, strategy, va, end);
-                        let mut gather = IotlbGather::new();
-                        let done = first.unmap(mem, va, len, &mut gather)?;
-                        counters.unmap_calls += 1;
-                        let next = if done.size == 0 {
-                            va + len
-                        } else {
-                            (done.iova + done.size).min(end)
-                        };
-                        cursor.take(next - va, pending);
-                        *queued = Queued { mapping: i, offset: next - iova };
-                        let unit = first.unit();
-                        let flushed = pending.release_after(
-                            || flush_counted(first, mem, &mut gather, inv.unit(unit), counters),
-                            release,
-                        );
-                        if flushed.is_err() {
-                            first.defer(gather);
+                held.owe_from_now(first.unit(), first.id());
+                held.push_pages(va, next, cursor.take(next - va));
+                match flush_counted(first, mem, gather, inv.unit(first.unit()), counters) {
+                    Ok(p) => {
+                        proofs.push(p);
+                        if let Err(h) = held.release(&proofs, release) {
+                            self.quarantine.push(h);
+                            released = Err(TrackerError::Uncovered);
                         }
-                        flushed?;
-                        va = next.max(va + PAGE_SIZE);
+                        proofs.pop();
                     }
-                    *queued = Queued { mapping: i + 1, offset: 0 };
+                    Err(e) => {
+                        self.quarantine.push(held);
+                        failed = Some(e);
+                        left.push((next.max(va + PAGE_SIZE).min(end), end, cursor));
+                        break 'mappings;
+                    }
                 }
+                va = next.max(va + PAGE_SIZE);
             }
         }
-        Ok(())
+        // After a failure: clear what the first domain still maps (deferred with the
+        // failed gather) and hold every page not yet released for every domain.
+        for (iova, m) in chunks {
+            left.push((iova, iova + m.size, ExtentCursor::new(m.extents)));
+        }
+        if left.is_empty() {
+            return match failed {
+                Some(e) => Err(e.into()),
+                None => released,
+            };
+        }
+        let mut gather = IotlbGather::new();
+        let mut held = Held::default();
+        for (start, end, mut cursor) in left {
+            if start < end {
+                let _ = first.unmap(mem, start, end - start, &mut gather);
+                held.push_pages(start, end, cursor.take(end - start));
+            }
+        }
+        first.defer(gather);
+        for o in owed {
+            held.owe(o);
+        }
+        held.owe_from_now(first.unit(), first.id());
+        self.settle(held, &[], failed, release)
     }
-}
-
-/// How far an unmap has queued host pages: every byte of mappings before `mapping`, and
-/// the first `offset` bytes of `mapping`, are released or waiting in `pending`.
-#[derive(Debug, Default, Clone, Copy)]
-struct Queued {
-    mapping: usize,
-    offset: u64,
 }
 
 /// How much the per-call strategies unmap at `va`: one page, or the physically
