@@ -12,6 +12,8 @@ mod unmap;
 #[cfg(test)]
 mod hole_tests;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod unit_hook_tests;
@@ -280,6 +282,9 @@ impl<F: PteFormat> DmaTracker<F> {
             // Cannot fail where map accepted the range; where map refused it nothing is
             // mapped (and the engine's own rollback span is flushed below).
             let _ = d.unmap(mem, iova, mapping.size, &mut gather);
+            // The whole range, mapped or not (the failed domain mapped only part of it):
+            // the caller's pages come back only under an invalidation of all of it.
+            gather.add_range(iova, iova + mapping.size);
             held.owe_from_now(d.unit(), d.id());
             match d.flush_proved(mem, &mut gather, inv.unit(d.unit())) {
                 Ok((_, p)) => proofs.push(p),

@@ -113,6 +113,11 @@ impl<F: PteFormat> DmaTracker<F> {
     ) -> Result<Vec<Domain<F>>, TrackerError> {
         let taken: Vec<(u64, Mapping)> = core::mem::take(&mut self.mappings).into_iter().collect();
         self.unmap_taken(mem, inv, taken, release)?;
+        // Work earlier failed flushes deferred (and their table pages) is completed before
+        // the domains leave: a caller's `destroy` then frees only what is still linked.
+        for d in &mut self.domains {
+            d.flush(mem, &mut IotlbGather::new(), inv.unit(d.unit()))?;
+        }
         Ok(core::mem::take(&mut self.domains))
     }
 
