@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use crate::completed::Completed;
 use crate::error::HwError;
 use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
-use crate::pgtable::{MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
+use crate::pgtable::{Detached, MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
 use crate::platform::PhysAddr;
 
 /// More page-selective blocks than this in one flush become one domain invalidation.
@@ -32,6 +32,11 @@ impl IotlbGather {
     /// True when nothing waits for a flush.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty() && self.freed_tables.is_empty()
+    }
+
+    /// Bytes of bookkeeping the gather holds (ranges and table pages to free).
+    pub fn bookkeeping_bytes(&self) -> u64 {
+        (16 * self.ranges.capacity() + 8 * self.freed_tables.capacity()) as u64
     }
 
     /// Records `[start, end)` as needing invalidation, merging with the last range when
@@ -179,6 +184,22 @@ impl<F: PteFormat> Domain<F> {
         gather: &mut IotlbGather,
     ) -> Result<Unmapped, MapError> {
         let done = self.table.unmap(mem, iova, size, &mut gather.freed_tables)?;
+        gather.add_range(done.iova, done.iova + done.size);
+        Ok(done)
+    }
+
+    /// As [`Domain::unmap`], but whole subtrees are kept intact in `kept` (and leaves
+    /// cleared in place recorded there) so the host pages can be released from the
+    /// leaves once the invalidation completed (see `tracker::Held`).
+    pub fn unmap_keeping<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        gather: &mut IotlbGather,
+        kept: &mut Detached,
+    ) -> Result<Unmapped, MapError> {
+        let done = self.table.unmap_keeping(mem, iova, size, &mut gather.freed_tables, kept)?;
         gather.add_range(done.iova, done.iova + done.size);
         Ok(done)
     }
