@@ -38,8 +38,12 @@ pub enum UnmapStrategy {
     /// Search contiguity with iova-to-phys per page, unmap the chunk, flush per chunk
     /// (the seed commit "vfio/type1: DMA unmap chunking").
     SeedChunked,
-    /// As `SeedChunked`, but fgsp domains skip the search (later Linux).
+    /// As `SeedChunked`, but fgsp domains skip the search (Linux 2015-2018).
     LinuxFgsp,
+    /// vfio type1 since 2018 (`unmap_unpin_fast`): the `LinuxFgsp` chunks, each unmapped
+    /// without waiting (one invalidation command per region), and one completion wait
+    /// per up to 512 regions (`VFIO_IOMMU_TLB_SYNC_MAX`) before their pages are released.
+    Linux2018,
     /// This project's: the tracker's records already name every host page, so the
     /// contiguity search (and with it the fgsp distinction) disappears: one range unmap
     /// per mapping, all invalidations gathered into one flush per operation, and the

@@ -417,6 +417,7 @@ fn strategy() -> impl Strategy<Value = UnmapStrategy> {
         Just(UnmapStrategy::PageByPage),
         Just(UnmapStrategy::SeedChunked),
         Just(UnmapStrategy::LinuxFgsp),
+        Just(UnmapStrategy::Linux2018),
         Just(UnmapStrategy::Gathered)
     ]
 }

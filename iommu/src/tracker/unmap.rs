@@ -292,6 +292,19 @@ impl<F: PteFormat> DmaTracker<F> {
         let mut left: Vec<(u64, u64, ExtentCursor)> = Vec::new();
         let mut chunks = taken.into_iter();
         let mut released = Ok(());
+        // Regions per completion wait: one for the per-call strategies, up to 512 for
+        // vfio's unmap_unpin_fast (VFIO_IOMMU_TLB_SYNC_MAX).
+        let (limit, per_region) = match strategy {
+            UnmapStrategy::Linux2018 => (512, true),
+            _ => (1, false),
+        };
+        let new_gather = || if per_region { IotlbGather::per_region() } else { IotlbGather::new() };
+        let mut batch = Batch {
+            gather: new_gather(),
+            held: Held::default(),
+            kept: Detached::default(),
+            regions: 0,
+        };
         'mappings: while failed.is_none() {
             let Some((iova, m)) = chunks.next() else { break };
             let end = iova + m.size;
@@ -300,21 +313,43 @@ impl<F: PteFormat> DmaTracker<F> {
             let mut va = iova;
             while va < end {
                 let len = chunk_len(first, mem, strategy, va, end);
-                let mut gather = IotlbGather::new();
-                let mut kept = Detached::default();
-                let next = match unmap_one(first, mem, va, len, keep, &mut gather, &mut kept) {
+                let next = match unmap_one(
+                    first,
+                    mem,
+                    va,
+                    len,
+                    keep,
+                    &mut batch.gather,
+                    &mut batch.kept,
+                ) {
                     Some(done) if done.size > 0 => (done.iova + done.size).min(end),
                     _ => va + len,
                 };
                 counters.unmap_calls += 1;
-                let mut held = Held::default();
+                batch.held.push_pages(va, next, cursor.take(next - va));
+                batch.regions += 1;
+                va = next.max(va + PAGE_SIZE);
+                let last = va >= end && chunks.len() == 0;
+                if batch.regions < limit && !last {
+                    continue;
+                }
+                let full = core::mem::replace(
+                    &mut batch,
+                    Batch {
+                        gather: new_gather(),
+                        held: Held::default(),
+                        kept: Detached::default(),
+                        regions: 0,
+                    },
+                );
+                let mut held = full.held;
                 for &o in &owed {
                     held.owe(o);
                 }
+                // After every region of the batch was cleared.
                 held.owe_from_now(first.unit(), first.id());
-                held.push_pages(va, next, cursor.take(next - va));
-                held.push_detached(&format, kept);
-                match flush_counted(first, mem, gather, inv.unit(first.unit()), counters) {
+                held.push_detached(&format, full.kept);
+                match flush_counted(first, mem, full.gather, inv.unit(first.unit()), counters) {
                     Ok(p) => {
                         proofs.push(p);
                         match held.release(&proofs, mem, release) {
@@ -329,11 +364,10 @@ impl<F: PteFormat> DmaTracker<F> {
                     Err(e) => {
                         self.quarantine.push(held);
                         failed = Some(e);
-                        left.push((next.max(va + PAGE_SIZE).min(end), end, cursor));
+                        left.push((va.min(end), end, cursor));
                         break 'mappings;
                     }
                 }
-                va = next.max(va + PAGE_SIZE);
             }
         }
         // After a failure: clear what the first domain still maps (deferred with the
@@ -367,6 +401,14 @@ impl<F: PteFormat> DmaTracker<F> {
     }
 }
 
+/// Regions unmapped from the first domain and not yet flushed.
+struct Batch<F: PteFormat> {
+    gather: IotlbGather,
+    held: Held<F>,
+    kept: Detached,
+    regions: u32,
+}
+
 /// How much the per-call strategies unmap at `va`: one page, or the physically
 /// contiguous chunk found with one iova-to-phys lookup per page.
 fn chunk_len<F: PteFormat, M: TableMemory>(
@@ -382,7 +424,7 @@ fn chunk_len<F: PteFormat, M: TableMemory>(
     };
     let search = match strategy {
         UnmapStrategy::PageByPage => false,
-        UnmapStrategy::LinuxFgsp => !domain.fgsp(),
+        UnmapStrategy::LinuxFgsp | UnmapStrategy::Linux2018 => !domain.fgsp(),
         _ => true,
     };
     let mut len = PAGE_SIZE;
