@@ -7,9 +7,10 @@
 
 use alloc::vec::Vec;
 
+use crate::completed::Completed;
 use crate::error::HwError;
 use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
-use crate::pgtable::{MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
+use crate::pgtable::{Detached, MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
 use crate::platform::PhysAddr;
 
 /// More page-selective blocks than this in one flush become one domain invalidation.
@@ -20,6 +21,9 @@ pub const DOMAIN_FLUSH_THRESHOLD: usize = 64;
 pub struct IotlbGather {
     ranges: Vec<(u64, u64)>,
     freed_tables: Vec<PhysAddr>,
+    /// One invalidation command per unmapped region (Linux's per-unmap range flush),
+    /// instead of merged aligned blocks.
+    per_region: bool,
 }
 
 impl IotlbGather {
@@ -28,9 +32,22 @@ impl IotlbGather {
         Self::default()
     }
 
+    /// An empty gather whose flush issues one command per region, each the smallest
+    /// aligned block covering it (or a domain-wide one past the unit's largest block):
+    /// how Linux drivers flush each `unmap_fast` region; only the benchmark's
+    /// `linux-2018` baseline uses it.
+    pub fn per_region() -> Self {
+        Self { per_region: true, ..Self::default() }
+    }
+
     /// True when nothing waits for a flush.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty() && self.freed_tables.is_empty()
+    }
+
+    /// Bytes of bookkeeping the gather holds (ranges and table pages to free).
+    pub fn bookkeeping_bytes(&self) -> u64 {
+        (16 * self.ranges.capacity() + 8 * self.freed_tables.capacity()) as u64
     }
 
     /// Records `[start, end)` as needing invalidation, merging with the last range when
@@ -40,7 +57,12 @@ impl IotlbGather {
             return;
         }
         if let Some(last) = self.ranges.last_mut() {
-            if start <= last.1 && end >= last.0 {
+            let meets = if self.per_region {
+                start < last.1 && end > last.0
+            } else {
+                start <= last.1 && end >= last.0
+            };
+            if meets {
                 *last = (last.0.min(start), last.1.max(end));
                 return;
             }
@@ -182,6 +204,22 @@ impl<F: PteFormat> Domain<F> {
         Ok(done)
     }
 
+    /// As [`Domain::unmap`], but whole subtrees are kept intact in `kept` (and leaves
+    /// cleared in place recorded there) so the host pages can be released from the
+    /// leaves once the invalidation completed (see `tracker::Held`).
+    pub fn unmap_keeping<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        gather: &mut IotlbGather,
+        kept: &mut Detached,
+    ) -> Result<Unmapped, MapError> {
+        let done = self.table.unmap_keeping(mem, iova, size, &mut gather.freed_tables, kept)?;
+        gather.add_range(done.iova, done.iova + done.size);
+        Ok(done)
+    }
+
     /// Where `iova` translates to now (the tables, not any IOTLB).
     pub fn iova_to_phys<M: TableMemory>(&self, mem: &M, iova: u64) -> Option<PhysAddr> {
         self.table.iova_to_phys(mem, iova)
@@ -198,23 +236,43 @@ impl<F: PteFormat> Domain<F> {
 
     /// Invalidates what `gather` collected (plus what failed maps and deferred flushes
     /// left), waits for completion, then frees its table pages. On error the gather keeps
-    /// everything so the flush can be retried.
+    /// everything so the flush can be retried (or [`Domain::defer`]red).
     pub fn flush<M: TableMemory>(
         &mut self,
         mem: &mut M,
         gather: &mut IotlbGather,
         inv: &mut dyn IotlbInvalidator,
     ) -> Result<FlushStats, HwError> {
+        self.flush_proved(mem, gather, inv).map(|(stats, _)| stats)
+    }
+
+    /// [`Domain::flush`], also returning the proof of what the completed invalidation
+    /// covered: the only way, with [`Completed::domain_wide`], to release host pages.
+    pub fn flush_proved<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        gather: &mut IotlbGather,
+        inv: &mut dyn IotlbInvalidator,
+    ) -> Result<(FlushStats, Completed), HwError> {
         let mut stats = FlushStats::default();
         let rolled_back = self.table.take_rolled_back(&mut gather.freed_tables);
         gather.add_range(rolled_back.iova, rolled_back.iova + rolled_back.size);
         if gather.is_empty() {
-            return Ok(stats);
+            return Ok((stats, Completed::after_sync(self.unit, self.id, Some(Vec::new()))));
         }
-        let blocks = gather.blocks(inv.max_block_order().max(12));
-        if blocks.len() > DOMAIN_FLUSH_THRESHOLD
-            || (!gather.freed_tables.is_empty() && blocks.is_empty())
-        {
+        let max_order = inv.max_block_order().max(12);
+        let blocks = if gather.per_region {
+            gather.ranges.iter().map(|&(s, e)| IovaBlock::covering(s, e - s)).collect()
+        } else {
+            gather.blocks(max_order)
+        };
+        let domain_wide = if gather.per_region {
+            blocks.iter().any(|b: &IovaBlock| b.order > max_order) || blocks.is_empty()
+        } else {
+            blocks.len() > DOMAIN_FLUSH_THRESHOLD
+                || (!gather.freed_tables.is_empty() && blocks.is_empty())
+        };
+        if domain_wide {
             inv.invalidate_domain(self.id)?;
             stats.domain_wide = 1;
         } else {
@@ -224,11 +282,12 @@ impl<F: PteFormat> Domain<F> {
             }
         }
         inv.sync()?;
-        gather.ranges.clear();
+        let ranges = core::mem::take(&mut gather.ranges);
+        let proof = Completed::after_sync(self.unit, self.id, (!domain_wide).then_some(ranges));
         for frame in gather.freed_tables.drain(..) {
             mem.free_frame(frame);
         }
-        Ok(stats)
+        Ok((stats, proof))
     }
 
     /// Frees every table page. Only after the unit no longer points at this domain and

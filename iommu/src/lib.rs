@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod acpi;
 pub mod amdvi;
 pub mod bits;
+pub mod completed;
 pub mod domain;
 pub mod error;
 pub mod invalidate;

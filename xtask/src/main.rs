@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build, run, test and bring-up commands.
 
 mod bench;
+mod bench_destroy;
 mod bench_qemu;
 mod inspect;
 mod test;
@@ -24,7 +25,7 @@ commands:
   install-qemu                  fetch QEMU 10.0 into the cache next to the system's 7.2
                                 (done by `test` on first use) and print both versions
   lint                          rustfmt check and clippy for the host crates and the kernel
-  bench [--json] [--gib N] [--sync-ns N]
+  bench [--json] [--gib N] [--sync-ns N] [--cmd-ns N] [--plot FILE.svg]
                                 teardown benchmarks on the host (page-table engine)
   bench --qemu [--iommu intel|amd] [--json] [--debug]
                                 teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs

@@ -55,6 +55,8 @@ pub struct ModelIommu {
     kind: ModelKind,
     contexts: HashMap<DomainId, (PhysAddr, u32)>,
     iotlb: HashMap<(DomainId, u64), (PhysAddr, Prot)>,
+    /// The page-walk cache (see `walk_cache.rs`).
+    pub(super) pwc: crate::model::walk_cache::WalkCache,
     pending: Vec<Invalidation>,
     /// Largest block order accepted (like VT-d CAP.MAMV + 12).
     pub max_order: u32,
@@ -79,6 +81,7 @@ impl ModelIommu {
             kind,
             contexts: HashMap::new(),
             iotlb: HashMap::new(),
+            pwc: Default::default(),
             pending: Vec::new(),
             max_order: 63,
             block_invalidations: 0,
@@ -117,7 +120,10 @@ impl ModelIommu {
             };
         }
         let &(root, levels) = self.contexts.get(&domain).ok_or(Fault::NoContext)?;
-        let (pa, prot) = self.walk(mem, root, levels, page)?;
+        if page >> (level_shift(levels) + 9) != 0 {
+            return Err(Fault::OutOfRange);
+        }
+        let (pa, prot) = self.walk_cached(mem, domain, root, levels, page)?;
         if !self.cache_disabled {
             self.iotlb.insert((domain, page), (pa, prot));
         }
@@ -139,9 +145,20 @@ impl ModelIommu {
         if page >> (level_shift(levels) + 9) != 0 {
             return Err(Fault::OutOfRange);
         }
+        let start = WalkStart { table: root, level: levels, prot: Prot::READ | Prot::WRITE };
+        self.walk_from(mem, start, page, &mut |_, _, _| {})
+    }
+
+    pub(super) fn walk_from<M: PhysMemory>(
+        &self,
+        mem: &M,
+        start: WalkStart,
+        page: u64,
+        visit: Visit,
+    ) -> Result<(PhysAddr, Prot), Fault> {
         match self.kind {
-            ModelKind::Vtd { sllps } => walk_vtd(mem, root, levels, page, sllps),
-            ModelKind::AmdV1 => walk_amd(mem, root, levels, page),
+            ModelKind::Vtd { sllps } => walk_vtd(mem, start, page, sllps, visit),
+            ModelKind::AmdV1 => walk_amd(mem, start, page, visit),
         }
     }
 
@@ -164,19 +181,29 @@ fn read_entry<M: PhysMemory>(mem: &M, table: PhysAddr, idx: usize) -> u64 {
     mem.read_u64(table + 8 * idx as u64)
 }
 
+/// Where a walk starts: a table, its level, and the access granted above it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WalkStart {
+    pub(super) table: PhysAddr,
+    pub(super) level: u32,
+    pub(super) prot: Prot,
+}
+
+/// Called for every next-level table a walk follows: (its level, its address, the access
+/// granted above it): what a page-walk cache keeps.
+pub(super) type Visit<'a> = &'a mut dyn FnMut(u32, PhysAddr, Prot);
+
 fn walk_vtd<M: PhysMemory>(
     mem: &M,
-    root: PhysAddr,
-    levels: u32,
+    start: WalkStart,
     page: u64,
     sllps: u8,
+    visit: Visit,
 ) -> Result<(PhysAddr, Prot), Fault> {
     // Bits the legacy-mode second-level walk requires to be zero: 6:2 (X, EMT, IPAT
     // are not enabled), 11 (SNP without snoop control), 62 (TM), 63 and 52+ address.
     const RESERVED: u64 = 0x7C | (1 << 11) | (1 << 62) | (1 << 63) | (0x3FF << 52);
-    let mut table = root;
-    let mut level = levels;
-    let mut prot = Prot::READ | Prot::WRITE;
+    let WalkStart { mut table, mut level, mut prot } = start;
     loop {
         let raw = read_entry(mem, table, level_index(page, level));
         if raw == u64::MAX {
@@ -211,19 +238,18 @@ fn walk_vtd<M: PhysMemory>(
         }
         table = addr;
         level -= 1;
+        visit(level, table, prot);
     }
 }
 
 fn walk_amd<M: PhysMemory>(
     mem: &M,
-    root: PhysAddr,
-    levels: u32,
+    start: WalkStart,
     page: u64,
+    visit: Visit,
 ) -> Result<(PhysAddr, Prot), Fault> {
     const RESERVED: u64 = 0x7F << 52;
-    let mut table = root;
-    let mut level = levels;
-    let mut prot = Prot::READ | Prot::WRITE;
+    let WalkStart { mut table, mut level, mut prot } = start;
     loop {
         let raw = read_entry(mem, table, level_index(page, level));
         if raw == u64::MAX {
@@ -267,6 +293,7 @@ fn walk_amd<M: PhysMemory>(
                 }
                 table = addr;
                 level = nl;
+                visit(level, table, prot);
             }
         }
     }
@@ -302,10 +329,14 @@ impl IotlbInvalidator for ModelIommu {
         self.syncs += 1;
         for p in std::mem::take(&mut self.pending) {
             match p {
-                Invalidation::Domain(d) => self.iotlb.retain(|&(dd, _), _| dd != d),
+                Invalidation::Domain(d) => {
+                    self.iotlb.retain(|&(dd, _), _| dd != d);
+                    self.pwc.invalidate(d, 0, u64::MAX);
+                }
                 Invalidation::Block(d, b) => {
                     let end = b.iova.saturating_add(b.size());
-                    self.iotlb.retain(|&(dd, p), _| dd != d || p < b.iova || p >= end)
+                    self.iotlb.retain(|&(dd, p), _| dd != d || p < b.iova || p >= end);
+                    self.pwc.invalidate(d, b.iova, end);
                 }
             }
         }

@@ -25,6 +25,13 @@ pub struct HostMemory {
     pub violations: Vec<String>,
     /// Reads of words outside live frames (a walk through a freed table).
     pub bad_reads: Cell<u64>,
+    /// When `Some(n)`, the allocation after `n` more succeed fails once (injected
+    /// out-of-memory for rollback tests).
+    pub fail_alloc_in: Option<u32>,
+    /// Words read (the benchmark's PTE reads).
+    pub reads: Cell<u64>,
+    /// Words written (the benchmark's PTE writes).
+    pub writes: u64,
 }
 
 impl HostMemory {
@@ -53,6 +60,12 @@ impl HostMemory {
         self.unflushed.contains(&(addr & !7))
     }
 
+    /// True if `addr` lies in a frame that is currently allocated.
+    pub fn is_live(&self, addr: PhysAddr) -> bool {
+        let Some(off) = addr.checked_sub(ARENA_BASE) else { return false };
+        self.live.get((off / PAGE_SIZE) as usize).copied().unwrap_or(false)
+    }
+
     fn word(&self, addr: PhysAddr) -> Option<usize> {
         let off = addr.checked_sub(ARENA_BASE)?;
         let frame = (off / PAGE_SIZE) as usize;
@@ -62,6 +75,14 @@ impl HostMemory {
 
 impl FrameAllocator for HostMemory {
     fn alloc_zeroed_frame(&mut self) -> Option<PhysAddr> {
+        match self.fail_alloc_in {
+            Some(0) => {
+                self.fail_alloc_in = None;
+                return None;
+            }
+            Some(n) => self.fail_alloc_in = Some(n - 1),
+            None => {}
+        }
         let frame = match self.free.pop() {
             Some(f) => {
                 self.words[f * 512..(f + 1) * 512].fill(0);
@@ -93,6 +114,7 @@ impl FrameAllocator for HostMemory {
 
 impl PhysMemory for HostMemory {
     fn read_u64(&self, addr: PhysAddr) -> u64 {
+        self.reads.set(self.reads.get() + 1);
         match self.word(addr) {
             Some(i) => self.words[i],
             None => {
@@ -103,6 +125,7 @@ impl PhysMemory for HostMemory {
     }
 
     fn write_u64(&mut self, addr: PhysAddr, value: u64) {
+        self.writes += 1;
         match self.word(addr) {
             Some(i) => {
                 self.words[i] = value;

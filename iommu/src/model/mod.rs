@@ -5,6 +5,7 @@ mod iommu;
 mod memory;
 #[cfg(test)]
 mod tests;
+mod walk_cache;
 
 pub use iommu::{Fault, Invalidation, ModelIommu, ModelKind};
 pub use memory::{HostMemory, ARENA_BASE};

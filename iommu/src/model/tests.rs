@@ -67,3 +67,31 @@ fn iotlb_stays_stale_until_a_covering_invalidation_completes() {
     m.sync().unwrap();
     assert_eq!(m.translate(&mem, 3, 0x5008, Prot::READ), Err(Fault::NotPresent));
 }
+
+#[test]
+fn page_walk_cache_walks_a_table_freed_before_its_invalidation_completed() {
+    let mut mem = HostMemory::new();
+    let mut m = ModelIommu::new(ModelKind::Vtd { sllps: 0 });
+    let (root, l2, l1) = (table(&mut mem), table(&mut mem), table(&mut mem));
+    mem.write_u64(root, l2 | 3);
+    mem.write_u64(l2, l1 | 3);
+    mem.write_u64(l1 + 8 * 5, 0x9000_0000 | 3);
+    mem.write_u64(l1 + 8 * 6, 0x9100_0000 | 3);
+    m.set_context(3, root, 3);
+    assert_eq!(m.translate(&mem, 3, 0x5000, Prot::READ), Ok(0x9000_0000));
+    assert!(m.cached_tables().contains(&l1));
+    // Unlink and free the leaf table without an invalidation: the cached pointer remains,
+    // and a walk for another page in its span goes through the freed frame.
+    mem.write_u64(l2, 0);
+    mem.free_frame(l1);
+    assert!(!mem.is_live(l1));
+    assert!(m.cached_tables().contains(&l1), "the check the property tests make sees it");
+    assert_eq!(m.translate(&mem, 3, 0x6000, Prot::READ), Err(Fault::BadTable));
+    assert!(mem.bad_reads.get() > 0);
+    // A completed invalidation that meets the table's span drops it.
+    m.invalidate_block(3, IovaBlock { iova: 0x6000, order: 12 }).unwrap();
+    assert!(m.cached_tables().contains(&l1), "not before the sync");
+    m.sync().unwrap();
+    assert!(!m.cached_tables().contains(&l1));
+    assert_eq!(m.translate(&mem, 3, 0x6000, Prot::READ), Err(Fault::NotPresent));
+}

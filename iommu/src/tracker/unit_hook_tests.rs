@@ -53,9 +53,9 @@ fn failed_second_domain_flush_quarantines_every_taken_page() {
             assert_eq!(d.iova_to_phys(&mem, 0x10_0000), None, "{strategy:?}");
             assert_eq!(d.iova_to_phys(&mem, 0x20_0000), None, "{strategy:?}");
         }
-        assert!(t.retry_release(&mut units, &mut |e| released.push(e)).is_err());
+        assert!(t.retry_release(&mut mem, &mut units, &mut |e| released.push(e)).is_err());
         units.second.fail_sync = false;
-        t.retry_release(&mut units, &mut |e| released.push(e)).unwrap();
+        t.retry_release(&mut mem, &mut units, &mut |e| released.push(e)).unwrap();
         assert_eq!(released.iter().map(|e| e.len).sum::<u64>(), 0x6000, "{strategy:?}");
         assert_eq!(t.unreleased_bytes(), 0);
     }
