@@ -45,6 +45,7 @@ pub mod context;
 pub mod fault;
 mod flush;
 pub mod invalidation;
+pub mod irq_remap;
 pub mod regs;
 pub mod root_table;
 pub mod unit;
@@ -57,6 +58,7 @@ pub use fault::{fault_reason, FaultCounters, FaultRecord, FaultScan};
 pub use invalidation::{
     ContextInvalidation, Descriptor, InvalidationQueue, IotlbInvalidation, RegisterInvalidation,
 };
+pub use irq_remap::{remappable_msi, IrHandoff, IrState, Irte};
 pub use regs::{Cap, Ecap};
 pub use root_table::{RootEntry, RootTable};
 pub use unit::{InvalidationCounts, InvalidationMode, VtdUnit};

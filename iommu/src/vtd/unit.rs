@@ -13,6 +13,7 @@ use super::fault::FaultCounters;
 use super::invalidation::{
     poll, ContextInvalidation, InvalidationQueue, IotlbInvalidation, RegisterInvalidation,
 };
+use super::irq_remap::{InterruptRemapTable, IrHandoff, IrState};
 use super::regs::{self, Cap, Ecap};
 use super::root_table::RootTable;
 
@@ -40,6 +41,8 @@ pub struct InvalidationCounts {
     pub waits: u64,
     /// Write-buffer flushes (CAP.RWBF units only).
     pub write_buffer_flushes: u64,
+    /// Interrupt-entry-cache invalidations (queued descriptor type 4).
+    pub interrupt_entries: u64,
 }
 
 /// A VT-d remapping unit: owns its register window `R` and a handle `P` to the memory its
@@ -60,6 +63,9 @@ pub struct VtdUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     pub(super) fault_msi: Option<(u8, u32)>,
     pub(super) faults: FaultCounters,
     pub(super) counts: InvalidationCounts,
+    pub(super) irt: Option<InterruptRemapTable>,
+    pub(super) ir_state: IrState,
+    pub(super) ir_handoff: IrHandoff,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
@@ -108,6 +114,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             fault_msi: None,
             faults: FaultCounters::default(),
             counts: InvalidationCounts::default(),
+            irt: None,
+            ir_state: IrState::Unavailable("not enabled yet"),
+            ir_handoff: IrHandoff::default(),
         })
     }
 
@@ -186,7 +195,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
     pub fn register_span(&self) -> usize {
         let faults = self.cap.fault_record_offset() + 16 * self.cap.fault_record_count();
         let iotlb = self.ecap.iotlb_register_offset() + 16;
-        faults.max(iotlb).max(0xA0)
+        faults.max(iotlb).max(regs::IRTA + 8)
     }
     /// Whether translation has been enabled by [`enable`](Self::enable).
     pub fn is_enabled(&self) -> bool {
@@ -207,7 +216,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
 
     /// Writes GCMD with a persistent bit set or cleared, echoing the other persistent
     /// status bits and never a one-shot command.
-    fn set_persistent(&mut self, bit: u32, on: bool) {
+    pub(super) fn set_persistent(&mut self, bit: u32, on: bool) {
         let current = self.mmio.read32(regs::GSTS) & regs::GSTS_PERSISTENT_MASK;
         let value = if on { current | bit } else { current & !bit };
         self.mmio.write32(regs::GCMD, value);
@@ -228,9 +237,11 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         poll(|| (self.mmio.read32(regs::GSTS) & bit != 0) == set, what)
     }
 
-    /// Brings the unit up: take over from firmware (TE and QIE off), RTADDR + SRTP, the
-    /// chosen invalidation mechanism, global context and IOTLB invalidation, the fault
-    /// interrupt if one was programmed, then TE. Every wait is bounded.
+    /// Brings the unit up: take over from firmware (TE off, interrupt remapping off and CFI
+    /// cleared, then QIE off), RTADDR + SRTP, the chosen invalidation mechanism, global
+    /// context and IOTLB invalidation, interrupt remapping (empty table: every interrupt
+    /// request refused until an entry is installed), the fault interrupt if one was
+    /// programmed, then TE. Every wait is bounded.
     pub fn enable(&mut self) -> Result<(), HwError> {
         if self.enabled {
             return Ok(());
@@ -243,6 +254,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
                 "GSTS.TES clear (firmware left translation on)",
             )?;
         }
+        // Before the queue goes: IRE off first, so no request is answered from a table
+        // firmware owns while the unit is reprogrammed.
+        self.take_down_firmware_ir()?;
         if self.mmio.read32(regs::GSTS) & regs::GSTS_QIES != 0 {
             // Descriptors firmware queued must complete first: turning QIE off mid-queue
             // drops them (and the head register with them).
@@ -274,6 +288,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         self.invalidate_context(ContextInvalidation::Global)?;
         self.invalidate_iotlb(IotlbInvalidation::Global)?;
         self.sync_invalidations()?;
+        self.enable_interrupt_remapping()?;
         if let Some((vector, apic_id)) = self.fault_msi {
             self.program_fault_interrupt(vector, apic_id)?;
         }
@@ -290,6 +305,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         self.set_persistent(regs::GCMD_TE, false);
         self.wait_status(regs::GSTS_TES, false, "GSTS.TES clear")?;
         self.enabled = false;
+        if matches!(self.ir_state, IrState::Enabled { .. }) {
+            self.disable_interrupt_remapping()?;
+        }
         if self.queue_on {
             self.set_persistent(regs::GCMD_QIE, false);
             self.wait_status(regs::GSTS_QIES, false, "GSTS.QIES clear")?;

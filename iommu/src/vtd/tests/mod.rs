@@ -6,6 +6,7 @@ mod model;
 mod enable;
 mod faults;
 mod invalidation;
+mod irq_remap;
 mod tables;
 
 use memory::SharedMemory;
