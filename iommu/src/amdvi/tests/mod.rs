@@ -7,4 +7,5 @@ mod attach;
 mod commands;
 mod device_table;
 mod events;
+mod interrupts;
 mod unit;
