@@ -33,6 +33,7 @@ const AMDVI: &[&str] = &[
     "iommu_isolation_unmapped",
     "iommu_isolation_blocked",
     "iommu_fgsp_probe",
+    "ir_forgery",
 ];
 
 fn amd_machine(intremap: bool) -> Machine {
@@ -56,6 +57,19 @@ fn assert_each_passed(out: &Outcome) {
         assert_logged(out, &format!("test {name} ... ok"));
     }
     assert_logged(out, &format!("{} passed, 0 failed", GENERIC.len() + AMDVI.len()));
+}
+
+/// The forged interrupts were refused, and the control (IV=0) shows the test can fail.
+/// QEMU (7.2 and 10.0) gives an edu DMA store no requester id and looks it up in the
+/// southbridge IOAPIC's entry (00:14.0), and logs no event for a refused interrupt; the
+/// test says which entry it was and how many event records came.
+fn assert_forgery_refused(out: &Outcome) {
+    assert_logged(out, "interrupt remapping enabled (every device id: IV=1");
+    assert_logged(out, "forgery: 4 forged interrupts (0xFF, timer, NMI, counting vector) refused");
+    assert_logged(
+        out,
+        "forgery: control with IV=0: the forged interrupt arrived (1 at the counting gate)",
+    );
 }
 
 /// The unit and its EFR in words.
@@ -82,6 +96,9 @@ fn amdvi_suite() {
     assert_logged(out, "fine-grained 0x2000 page at 0x200006000: level 1, 2 copies");
     assert_logged(out, "fine-grained 0x400000 page at 0x20c400000: level 2, 2 copies");
     assert_logged(out, "fgsp probe on AMD-Vi: fgsp true");
+    // Without intremap=on QEMU drops every message of an IV=1 device (it refuses to remap
+    // when not configured for it): still no forged interrupt, and IV=0 still passes them.
+    assert_forgery_refused(out);
 }
 
 #[test]
@@ -97,6 +114,7 @@ fn amdvi_suite_with_intremap() {
     // QEMU 7.2 builds the same IVRS either way (the IOAPIC special entry included): the
     // run shows DMA remapping is unaffected by intremap=on.
     assert_logged(&out, "ivrs: IVHD 0: ioapic 0 devid 00:14.0");
+    assert_forgery_refused(&out);
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub static ALL: &[KernelTest] = &[
         run: partition_assign_tests::unassigned_blocked,
     },
     KernelTest { name: "bench_partition_teardown", run: partition_assign_tests::bench },
+    KernelTest { name: "ir_forgery", run: iommu::interrupt_forgery::forgery },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },

@@ -44,6 +44,8 @@ pub struct AmdViUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     /// The interrupt table every device id points at until it gets its own: all entries
     /// RemapEn = 0, so every fixed interrupt is aborted.
     empty_interrupts: InterruptTable,
+    /// IOAPIC/HPET device ids and the setting bytes their pass bits came from.
+    platform_sources: Vec<(u16, DeviceSetting)>,
     commands: CommandBuffer,
     events: EventLog,
     semaphore: PhysAddr,
@@ -105,6 +107,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             max_levels,
             device_table,
             empty_interrupts,
+            platform_sources: Vec::new(),
             commands: CommandBuffer::new(frames[0]),
             events: EventLog::new(frames[1]),
             semaphore: frames[2],
@@ -278,7 +281,23 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         setting: DeviceSetting,
     ) -> Result<(), HwError> {
         let q = DteInterrupts::platform_source(self.empty_interrupts.base(), setting)?;
-        self.set_interrupts(devid, q)
+        self.set_interrupts(devid, q)?;
+        self.platform_sources.retain(|(d, _)| *d != devid);
+        self.platform_sources.push((devid, setting));
+        Ok(())
+    }
+
+    /// The platform interrupt sources given their pass bits, with their setting bytes.
+    pub fn platform_sources(&self) -> &[(u16, DeviceSetting)] {
+        &self.platform_sources
+    }
+
+    /// Re-applies every platform source's interrupt fields (after a test changed them).
+    pub fn restore_platform_sources(&mut self) -> Result<(), HwError> {
+        for (devid, setting) in self.platform_sources.clone() {
+            self.set_platform_source(devid, setting)?;
+        }
+        Ok(())
     }
 
     /// `devid` back to the default interrupt fields: remapped through the empty table,

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod fgsp;
 pub mod fine_grained;
+pub mod interrupt_forgery;
 pub mod invalidation;
 pub mod isolation;
 pub mod reattach;
