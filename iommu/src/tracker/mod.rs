@@ -107,8 +107,10 @@ struct Mapping {
     extents: Vec<HostExtent>,
 }
 
-/// IOVA ranges the fgsp probe never uses by default: page 0 and the x86 interrupt window.
-pub const DEFAULT_RESERVED: [(u64, u64); 2] = [(0, 0x10000), (0xFEE0_0000, 0xFF00_0000)];
+/// IOVA ranges the fgsp probe never uses by default: page 0 and the windows no domain
+/// maps ([`RESERVED_IOVA`](crate::domain::RESERVED_IOVA): interrupts, HyperTransport).
+pub const DEFAULT_RESERVED: [(u64, u64); 3] =
+    [(0, 0x10000), crate::domain::RESERVED_IOVA[0], crate::domain::RESERVED_IOVA[1]];
 
 /// Mappings of one address space and the domains they are mirrored into.
 #[derive(Debug)]

@@ -21,12 +21,13 @@ fn max_device_id(u: &IvrsUnit<'_>) -> u16 {
 
 /// Parses the IVRS, checks it, and enables every usable unit. `None` when the table is
 /// unusable or no unit came up.
+/// Also returns, per unit brought up, why it does not remap interrupts (`None`: it does).
 pub fn bring_up(
     table: &[u8],
     pci: &[PciFunction],
     reserved: &[MemRange],
     ioapic_ids: &[u8],
-) -> Option<(Vec<KernelAmdVi>, super::RouteTable)> {
+) -> Option<(Vec<KernelAmdVi>, super::RouteTable, Vec<Option<alloc::string::String>>)> {
     let ivrs = match Ivrs::parse(table) {
         Ok(t) => t,
         Err(e) => {
@@ -50,19 +51,23 @@ pub fn bring_up(
         .collect();
     let max_id = |i: usize| usable.iter().find(|(j, ..)| *j == i).map_or(0, |u| u.2);
     let ivhd = |i: usize| resolved.units.iter().find(|u| u.index == i);
-    super::start_and_route(
+    let mut ir_problems = Vec::new();
+    let (units, routes) = super::start_and_route(
         "IVHD",
         usable.iter().map(|u| (u.0, u.1)),
         |i, base| {
             let mut unit = start_unit(base, max_id(i))?;
-            if let Some(u) = ivhd(i) {
-                set_up_interrupt_sources(base, &mut unit, u, ioapic_ids)?;
-            }
+            let problem = match ivhd(i) {
+                Some(u) => set_up_interrupt_sources(base, &mut unit, u, ioapic_ids)?,
+                None => Some("no IVHD".into()),
+            };
+            ir_problems.push(problem);
             Ok(unit)
         },
         pci,
         |f| resolved.translating_unit(f.bdf.segment, f.bdf.requester_id()),
-    )
+    )?;
+    Some((units, routes, ir_problems))
 }
 
 fn start_unit(base: u64, max_devid: u16) -> Result<KernelAmdVi, alloc::string::String> {
@@ -86,12 +91,13 @@ fn start_unit(base: u64, max_devid: u16) -> Result<KernelAmdVi, alloc::string::S
 /// are platform wiring); an endpoint never gets one (it could forge NMIs or INITs with
 /// it), and that is logged. Then says whether interrupt remapping covers the platform: as
 /// Linux requires, every IOAPIC of the MADT must have its special entry in this IVRS.
+/// Returns why remapping is incomplete (`None` when it is complete).
 fn set_up_interrupt_sources(
     base: u64,
     unit: &mut KernelAmdVi,
     ivhd: &IvrsUnit<'_>,
     ioapic_ids: &[u8],
-) -> Result<(), alloc::string::String> {
+) -> Result<Option<alloc::string::String>, alloc::string::String> {
     use iommu::acpi::ivrs_entry::{SPECIAL_HPET, SPECIAL_IOAPIC};
     for s in &ivhd.specials {
         let what = match s.variety {
@@ -132,11 +138,10 @@ fn set_up_interrupt_sources(
             "amdvi: unit at {base:#x}: interrupt remapping enabled (every device id: IV=1, \
              2048-entry table of aborting entries, no pass bits)"
         );
+        Ok(None)
     } else {
-        log::warn!(
-            "amdvi: unit at {base:#x}: interrupt remapping incomplete: IVRS has no entry for \
-             IOAPIC(s) {missing:?} (QEMU builds one only with intremap=on)"
-        );
+        let why = alloc::format!("the IVRS names no device id for IOAPIC(s) {missing:?}");
+        log::warn!("amdvi: unit at {base:#x}: interrupt remapping incomplete: {why}");
+        Ok(Some(why))
     }
-    Ok(())
 }
