@@ -9,6 +9,7 @@ pub mod fine_grained;
 pub mod interrupt_forgery;
 pub mod invalidation;
 pub mod isolation;
+pub mod msi_remap;
 pub mod reattach;
 pub mod reserved;
 pub mod strategies;
