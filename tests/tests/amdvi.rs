@@ -38,7 +38,7 @@ const AMDVI: &[&str] = &[
 
 /// Device interrupts remapped through a table (needs `intremap=on`: without it QEMU
 /// refuses to remap for an IV=1 device and drops its MSIs).
-const REMAPPED: &[&str] = &["ir_msi"];
+const REMAPPED: &[&str] = &["ir_msi", "ir_handoff"];
 
 fn amd_machine(intremap: bool) -> Machine {
     let remapped = if intremap { REMAPPED } else { &[] };
@@ -120,6 +120,7 @@ fn amdvi_suite_with_intremap() {
     // run shows DMA remapping is unaffected by intremap=on.
     assert_logged(&out, "ivrs: IVHD 0: ioapic 0 devid 00:14.0");
     assert_forgery_refused(&out);
+    assert_logged(&out, "handoff: a unit left with a device table whose edu 0 entry has IV=0 (MSI delivered) was taken over");
     assert_logged(&out, "msi: edu 0x0020 index 45 -> vector 46: delivered (1 at the gate); the other edu (aborting table): refused, NMI refused; table removed: refused");
 }
 

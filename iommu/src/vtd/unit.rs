@@ -197,6 +197,11 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         let iotlb = self.ecap.iotlb_register_offset() + 16;
         faults.max(iotlb).max(regs::IRTA + 8)
     }
+    /// The register window (for the kernel's hand-off tests, which start a second driver
+    /// on the same unit to play the previous owner).
+    pub fn registers(&self) -> &R {
+        &self.mmio
+    }
     /// Whether translation has been enabled by [`enable`](Self::enable).
     pub fn is_enabled(&self) -> bool {
         self.enabled
@@ -296,6 +301,14 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         self.wait_status(regs::GSTS_TES, true, "GSTS.TES set")?;
         self.enabled = true;
         Ok(())
+    }
+
+    /// Takes the unit over again as if someone else (firmware, a previous kernel) had left
+    /// it running: the whole [`enable`](Self::enable) sequence, hand-off included, with
+    /// this driver's tables. For the hand-off tests; every wait is bounded.
+    pub fn take_over(&mut self) -> Result<(), HwError> {
+        self.enabled = false;
+        self.enable()
     }
 
     /// Turns translation off, then (after draining what is queued) the invalidation

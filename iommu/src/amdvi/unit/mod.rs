@@ -153,6 +153,12 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.enabled = false;
     }
 
+    /// The register window (for the kernel's hand-off tests, which start a second driver
+    /// on the same unit to play the previous owner).
+    pub fn registers(&self) -> &R {
+        &self.regs
+    }
+
     /// The decoded Extended Feature Register.
     pub fn efr(&self) -> Efr {
         self.efr
