@@ -5,7 +5,11 @@
 //! - `test=NAME[,NAME...]` or `test=all`: run the in-kernel tests instead of the demo;
 //! - `fault=pagefault`: touch an unmapped address on purpose (checks exception reports);
 //! - `vtd-invalidation=queued|register`: force one VT-d invalidation mechanism (default:
-//!   queued when the unit has it).
+//!   queued when the unit has it; register-based invalidation leaves interrupt remapping
+//!   off, since the interrupt entry cache can only be invalidated through the queue);
+//! - `allow-unsafe-interrupts`: assign devices even where their IOMMU unit cannot remap
+//!   interrupts (UNSAFE: such a device can raise any interrupt on the host; every boot
+//!   with it says so).
 
 use core::fmt;
 
@@ -42,6 +46,8 @@ pub struct Options<'a> {
     pub fault: Option<DeliberateFault>,
     /// Use register-based VT-d invalidation even where queued invalidation exists.
     pub vtd_register_invalidation: bool,
+    /// Assign devices even through units without interrupt remapping (unsafe).
+    pub allow_unsafe_interrupts: bool,
 }
 
 /// What is wrong with a command line.
@@ -65,7 +71,7 @@ impl fmt::Display for CmdlineError<'_> {
         match self {
             CmdlineError::UnknownSwitch(s) => write!(
                 f,
-                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register)"
+                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register, allow-unsafe-interrupts)"
             ),
             CmdlineError::BadValue { key, value, expected } => {
                 write!(f, "command-line switch `{key}` does not take `{value}`: expected {expected}")
@@ -82,6 +88,7 @@ impl<'a> Options<'a> {
             tests: None,
             fault: None,
             vtd_register_invalidation: false,
+            allow_unsafe_interrupts: false,
         };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -127,6 +134,16 @@ impl<'a> Options<'a> {
                         }
                     }
                 }
+                "allow-unsafe-interrupts" if value.is_empty() => {
+                    opts.allow_unsafe_interrupts = true
+                }
+                "allow-unsafe-interrupts" => {
+                    return Err(CmdlineError::BadValue {
+                        key,
+                        value,
+                        expected: "no value (the switch alone)",
+                    })
+                }
                 _ => return Err(CmdlineError::UnknownSwitch(word)),
             }
         }
@@ -157,6 +174,9 @@ mod tests {
         assert_eq!(Options::parse("").unwrap().tests, None);
         assert!(Options::parse("vtd-invalidation=register").unwrap().vtd_register_invalidation);
         assert!(Options::parse("vtd-invalidation=maybe").is_err());
+        assert!(!Options::parse("").unwrap().allow_unsafe_interrupts);
+        assert!(Options::parse("allow-unsafe-interrupts").unwrap().allow_unsafe_interrupts);
+        assert!(Options::parse("allow-unsafe-interrupts=1").is_err());
     }
 
     #[test]

@@ -88,7 +88,8 @@ pub enum Rsdp {
 pub const MAX_REGIONS: usize = 128;
 /// Maximum number of modules kept.
 pub const MAX_MODULES: usize = 8;
-const STRINGS: usize = 1024;
+/// Bytes kept for the command line and module names together.
+pub(crate) const STRINGS: usize = 1024;
 
 /// Everything the kernel needs from the boot loader, whichever protocol it spoke.
 #[derive(Clone)]

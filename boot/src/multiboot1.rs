@@ -25,7 +25,8 @@ pub(crate) fn parse(info: u64, mem: &dyn PhysReader) -> Result<BootInfo, BootErr
     let mut bi = BootInfo::new(Protocol::Multiboot1);
     if flags & FLAG_CMDLINE != 0 {
         // QEMU and GRUB put the image's own path first; it is not a switch.
-        let line = read_cstr(mem, field(16)? as u64, 512);
+        // Up to the whole string buffer: a long `test=` list plus the path must fit.
+        let line = read_cstr(mem, field(16)? as u64, crate::info::STRINGS);
         let first_end = line.iter().position(|&c| c == b' ').unwrap_or(line.len());
         let line = if line[..first_end].contains(&b'=') { line } else { &line[first_end..] };
         let skip = line.iter().take_while(|&&c| c == b' ').count();

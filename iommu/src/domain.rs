@@ -111,6 +111,16 @@ impl FlushStats {
     }
 }
 
+/// IOVA windows no domain maps, `[start, end)`: a device's request there is not DMA.
+/// 0xFEE0_0000-0xFEEF_FFFF is the interrupt window (VT-d and AMD-Vi take writes there as
+/// interrupt requests, never translated; the window is reserved up to 0xFF00_0000 as the
+/// fgsp probe's default keeps it); 0xFD_0000_0000-0xFF_FFFF_FFFF is AMD's HyperTransport
+/// range (interrupts, system management, configuration), which Linux reserves too. Both
+/// are reserved on both vendors: guest RAM (at most 3 GiB from guest-physical 0) and every
+/// test IOVA lie elsewhere.
+pub const RESERVED_IOVA: [(u64, u64); 2] =
+    [(0xFEE0_0000, 0xFF00_0000), (0xFD_0000_0000, 0x100_0000_0000)];
+
 /// One IOMMU address space on one remapping unit.
 #[derive(Debug)]
 pub struct Domain<F: PteFormat> {
@@ -187,6 +197,10 @@ impl<F: PteFormat> Domain<F> {
         size: u64,
         prot: Prot,
     ) -> Result<(), MapError> {
+        let end = iova.checked_add(size).ok_or(MapError::BadRange)?;
+        if let Some(&(window, _)) = RESERVED_IOVA.iter().find(|(s, e)| iova < *e && *s < end) {
+            return Err(MapError::Reserved { window });
+        }
         self.table.map(mem, iova, paddr, size, prot)
     }
 
@@ -300,6 +314,28 @@ impl<F: PteFormat> Domain<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_domain_maps_the_interrupt_window_or_the_hypertransport_range() {
+        use crate::model::HostMemory;
+        use crate::pgtable::amdv1::AmdV1Format;
+        let mut mem = HostMemory::new();
+        let fmt = AmdV1Format::new(4).unwrap();
+        let mut d = Domain::new(&mut mem, 3, 0, fmt).unwrap();
+        for (iova, size, window) in [
+            (0xFEE0_0000, 0x1000, 0xFEE0_0000),
+            (0xFEC0_0000, 0x40_0000, 0xFEE0_0000), // a 4 MiB run ending inside it
+            (0xFEFF_F000, 0x1000, 0xFEE0_0000),
+            (0xFD_0000_0000, 0x20_0000, 0xFD_0000_0000),
+            (0xFC_FFFF_F000, 0x2000, 0xFD_0000_0000),
+        ] {
+            let got = d.map(&mut mem, iova, 0x1000_0000, size, Prot::READ);
+            assert_eq!(got, Err(MapError::Reserved { window }), "{iova:#x}+{size:#x}");
+        }
+        // Right below and right above the window are ordinary IOVAs.
+        d.map(&mut mem, 0xFEDF_F000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
+        d.map(&mut mem, 0xFF00_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
+    }
 
     #[test]
     fn blocks_are_aligned_and_cover_exactly() {

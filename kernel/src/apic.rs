@@ -69,6 +69,19 @@ pub fn set_timer_masked(masked: bool) {
     })
 }
 
+/// Interrupt request register of the local APIC (eight 32-bit words, 16 bytes apart).
+const IRR: usize = 0x200;
+
+/// Whether `vector` waits in the local APIC's interrupt request register: a fixed
+/// interrupt that arrived while interrupts were disabled sits there until it is taken.
+/// The interrupt-forgery tests read it with interrupts off to see what a device raised.
+pub fn pending(vector: u8) -> bool {
+    let (word, bit) = (usize::from(vector / 32), vector % 32);
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        LAPIC.lock().as_ref().is_some_and(|l| l.read32(IRR + 0x10 * word) & (1 << bit) != 0)
+    })
+}
+
 /// This CPU's local APIC id (the destination for device interrupts).
 pub fn id() -> u32 {
     // With interrupts off: the timer's EOI takes the same lock, and an interrupt taken

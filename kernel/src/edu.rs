@@ -13,6 +13,8 @@ const VENDOR: u16 = 0x1234;
 const DEVICE: u16 = 0x11e8;
 const REG_ID: usize = 0x00;
 const REG_ALIVE: usize = 0x04;
+const REG_RAISE_IRQ: usize = 0x60;
+const REG_ACK_IRQ: usize = 0x64;
 const REG_DMA_SRC: usize = 0x80;
 const REG_DMA_DST: usize = 0x88;
 const REG_DMA_COUNT: usize = 0x90;
@@ -86,6 +88,21 @@ impl Edu {
         let id = self.regs.read32(REG_ID);
         self.regs.write32(REG_ALIVE, 0x1234_5678);
         id >> 16 != 0 && self.regs.read32(REG_ALIVE) == !0x1234_5678
+    }
+
+    /// The device's configuration space (for its MSI capability).
+    pub fn config(&self) -> crate::pci::ConfigSpace {
+        self.function.config()
+    }
+
+    /// Raises the device's interrupt (register 0x60): an MSI when MSI is enabled.
+    pub fn raise_interrupt(&mut self, status: u32) {
+        self.regs.write32(REG_RAISE_IRQ, status);
+    }
+
+    /// Acknowledges (lowers) the device's interrupt status bits (register 0x64).
+    pub fn ack_interrupt(&mut self, status: u32) {
+        self.regs.write32(REG_ACK_IRQ, status);
     }
 
     /// Turns bus mastering on or off (off quiesces the device's DMA).

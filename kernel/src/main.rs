@@ -32,6 +32,8 @@ mod mem;
 #[cfg(target_os = "none")]
 mod mmio;
 #[cfg(target_os = "none")]
+mod msi;
+#[cfg(target_os = "none")]
 mod partition;
 #[cfg(target_os = "none")]
 mod pci;

@@ -125,24 +125,32 @@ impl PciFunction {
     }
 }
 
-/// The PCI Express capability's device/port type, following the capability list with a
-/// bound (a looping list is a hardware fault, not a reason to hang).
+/// The PCI Express capability's device/port type.
 fn pcie_type(cfg: ConfigSpace) -> Option<u8> {
-    if cfg.read32(4) & (1 << 20) == 0 {
-        return None;
-    }
-    let mut ptr = (cfg.read32(0x34) & 0xFC) as u16;
-    for _ in 0..48 {
-        if ptr < 0x40 {
+    let at = cfg.find_capability(0x10)?;
+    Some(((cfg.read32(at) >> 20) & 0xF) as u8)
+}
+
+impl ConfigSpace {
+    /// The offset of the first capability with `id` (0x05 MSI, 0x10 PCI Express), following
+    /// the list with a bound (a looping list is a hardware fault, not a reason to hang).
+    pub fn find_capability(&self, id: u8) -> Option<u16> {
+        if self.read32(4) & (1 << 20) == 0 {
             return None;
         }
-        let header = cfg.read32(ptr);
-        if header & 0xFF == 0x10 {
-            return Some(((header >> 20) & 0xF) as u8);
+        let mut ptr = (self.read32(0x34) & 0xFC) as u16;
+        for _ in 0..48 {
+            if ptr < 0x40 {
+                return None;
+            }
+            let header = self.read32(ptr);
+            if header & 0xFF == u32::from(id) {
+                return Some(ptr);
+            }
+            ptr = ((header >> 8) & 0xFC) as u16;
         }
-        ptr = ((header >> 8) & 0xFC) as u16;
+        None
     }
-    None
 }
 
 fn ecam_address(window: u64, first_bus: u8, bus: u8, dev: u8, func: u8) -> u64 {

@@ -33,10 +33,16 @@ const AMDVI: &[&str] = &[
     "iommu_isolation_unmapped",
     "iommu_isolation_blocked",
     "iommu_fgsp_probe",
+    "ir_forgery",
 ];
 
+/// Device interrupts remapped through a table (needs `intremap=on`: without it QEMU
+/// refuses to remap for an IV=1 device and drops its MSIs).
+const REMAPPED: &[&str] = &["ir_msi", "ir_handoff"];
+
 fn amd_machine(intremap: bool) -> Machine {
-    let all: Vec<&str> = GENERIC.iter().chain(AMDVI).copied().collect();
+    let remapped = if intremap { REMAPPED } else { &[] };
+    let all: Vec<&str> = GENERIC.iter().chain(AMDVI).chain(remapped).copied().collect();
     let mut m = machine(Iommu::Amd { intremap }, &all.join(","));
     m.memory_mib = 3072;
     m.edu = vec![Edu { slot: 4 }, Edu { slot: 5 }];
@@ -50,12 +56,25 @@ fn plain_run() -> &'static Outcome {
 }
 
 /// Every selected test ran and passed, by name (not only the closing count).
-fn assert_each_passed(out: &Outcome) {
+fn assert_each_passed(out: &Outcome, extra: &[&str]) {
     assert_passed(out);
-    for name in GENERIC.iter().chain(AMDVI) {
+    for name in GENERIC.iter().chain(AMDVI).chain(extra) {
         assert_logged(out, &format!("test {name} ... ok"));
     }
-    assert_logged(out, &format!("{} passed, 0 failed", GENERIC.len() + AMDVI.len()));
+    assert_logged(out, &format!("{} passed, 0 failed", GENERIC.len() + AMDVI.len() + extra.len()));
+}
+
+/// The forged interrupts were refused, and the control (IV=0) shows the test can fail.
+/// QEMU (7.2 and 10.0) gives an edu DMA store no requester id and looks it up in the
+/// southbridge IOAPIC's entry (00:14.0), and logs no event for a refused interrupt; the
+/// test says which entry it was and how many event records came.
+fn assert_forgery_refused(out: &Outcome) {
+    assert_logged(out, "interrupt remapping enabled (every device id: IV=1");
+    assert_logged(out, "forgery: 4 forged interrupts (0xFF, timer, NMI, counting vector) refused");
+    assert_logged(
+        out,
+        "forgery: control with IV=0: the forged interrupt arrived (1 at the counting gate)",
+    );
 }
 
 /// The unit and its EFR in words.
@@ -81,12 +100,15 @@ fn amdvi_suite() {
         GENERIC.len() + AMDVI.len(),
         out.elapsed
     );
-    assert_each_passed(out);
+    assert_each_passed(out, &[]);
     assert_unit_described(out);
     // Fine-grained pages really are NextLevel-7 entries, and the probe found fgsp.
     assert_logged(out, "fine-grained 0x2000 page at 0x200006000: level 1, 2 copies");
     assert_logged(out, "fine-grained 0x400000 page at 0x20c400000: level 2, 2 copies");
     assert_logged(out, "fgsp probe on AMD-Vi: fgsp true");
+    // Without intremap=on QEMU drops every message of an IV=1 device (it refuses to remap
+    // when not configured for it): still no forged interrupt, and IV=0 still passes them.
+    assert_forgery_refused(out);
 }
 
 #[test]
@@ -98,11 +120,14 @@ fn amdvi_suite_with_intremap() {
         GENERIC.len() + AMDVI.len(),
         out.elapsed
     );
-    assert_each_passed(&out);
+    assert_each_passed(&out, REMAPPED);
     assert_unit_described(&out);
     // With intremap=on every version lists the IOAPIC (7.2 in its only IVHD, 10.0 in
     // both); the run shows DMA remapping is unaffected by intremap=on.
     assert_logged(&out, "ioapic 0 devid 00:14.0");
+    assert_forgery_refused(&out);
+    assert_logged(&out, "handoff: a unit left with a device table whose edu 0 entry has IV=0 (MSI delivered) was taken over");
+    assert_logged(&out, "msi: edu 0x0020 index 45 -> vector 46: delivered (1 at the gate); the other edu (aborting table): refused, NMI refused; table removed: refused");
 }
 
 #[test]

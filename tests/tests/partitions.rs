@@ -249,3 +249,55 @@ fn guest_dma_lands_in_its_own_memory_through_amdvi() {
     ));
     assert_passed(&out);
 }
+
+/// The default configuration on a VT-d unit that cannot remap interrupts is refused
+/// before anything starts, with the reason. Two ways to be without remapping:
+/// `intel-iommu,intremap=off` (ECAP.IR = 0; the IOMMU and the edu devices are given as
+/// extra arguments so the IOMMU still comes first) and register-based invalidation (the
+/// interrupt entry cache cannot be invalidated without the queue).
+#[test]
+fn assignment_without_interrupt_remapping_is_refused() {
+    let mut off = demo_machine(Iommu::None, &[]);
+    off.edu.clear();
+    off.extra =
+        ["-device", "intel-iommu,intremap=off"]
+            .into_iter()
+            .map(String::from)
+            .chain([4, 5].iter().flat_map(|s| {
+                ["-device".into(), format!("edu,addr={s:#x},dma_mask=0xffffffffffff")]
+            }))
+            .collect();
+    let out = boot(&off);
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
+    assert_logged(&out, "interrupt remapping (IR): no");
+    assert_logged(
+        &out,
+        "device 0000:00:04.0: IOMMU unit 0 cannot remap interrupts (the unit has no interrupt remapping (ECAP.IR))",
+    );
+    assert_logged(&out, "the unsafe switch allow-unsafe-interrupts would allow it");
+    assert!(!out.log.contains("created"), "a partition was created: {}", out.log);
+
+    let mut register = demo_machine(intel(), &[]);
+    register.cmdline = "vtd-invalidation=register".into();
+    let out = boot(&register);
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
+    assert_logged(
+        &out,
+        "device 0000:00:05.0: IOMMU unit 0 cannot remap interrupts (register-based invalidation",
+    );
+    assert!(!out.log.contains("created"), "a partition was created: {}", out.log);
+}
+
+/// With `allow-unsafe-interrupts` the same machine runs its partitions, and says loudly
+/// that their interrupts are not isolated.
+#[test]
+fn unsafe_switch_allows_assignment_without_remapping_and_says_so() {
+    let mut m = demo_machine(intel(), &[]);
+    m.cmdline = "vtd-invalidation=register allow-unsafe-interrupts".into();
+    let out = boot(&m);
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    assert_logged(&out, "UNSAFE: allow-unsafe-interrupts given: devices may be assigned through IOMMU units that do not remap interrupts (units [0])");
+    assert_logged(&out, "UNSAFE: IOMMU unit 0 does not remap interrupts");
+    assert_logged(&out, "partition alpha: created");
+    assert_logged(&out, "partition beta: created");
+}

@@ -7,6 +7,7 @@
 
 use alloc::vec::Vec;
 
+use crate::amdvi::interrupts::{DteInterrupts, QUAD2_DRIVER_BITS};
 use crate::error::HwError;
 use crate::invalidate::DomainId;
 use crate::platform::{FrameAllocator, PhysAddr, PhysMemory, PAGE_SIZE};
@@ -111,11 +112,20 @@ impl DeviceTableEntry {
     pub fn is_translating(&self) -> bool {
         self.valid() && self.translation_valid() && self.mode() != 0
     }
+    /// The interrupt fields (quad 2).
+    pub fn interrupts(&self) -> DteInterrupts {
+        DteInterrupts(self.quads[2])
+    }
+    /// This entry with its interrupt fields (quad 2) replaced by `interrupts`.
+    pub const fn with_interrupts(mut self, interrupts: DteInterrupts) -> Self {
+        self.quads[2] = interrupts.0;
+        self
+    }
     /// True when no bit outside the fields this driver programs is set.
     pub fn reserved_bits_clear(&self) -> bool {
         self.quads[0] & !QUAD0_DRIVER_BITS == 0
             && self.quads[1] & !QUAD1_DRIVER_BITS == 0
-            && self.quads[2] == 0
+            && self.quads[2] & !QUAD2_DRIVER_BITS == 0
             && self.quads[3] == 0
     }
 }
@@ -183,7 +193,10 @@ impl DeviceTable {
 
 /// Finds `frames` physically contiguous frames by asking for single frames until a run
 /// (ascending or descending) is long enough; frames outside the run are given back.
-fn alloc_contiguous<P: FrameAllocator>(mem: &mut P, frames: u64) -> Result<PhysAddr, HwError> {
+pub(crate) fn alloc_contiguous<P: FrameAllocator>(
+    mem: &mut P,
+    frames: u64,
+) -> Result<PhysAddr, HwError> {
     let mut spare: Vec<PhysAddr> = Vec::new();
     let mut run: Option<(PhysAddr, PhysAddr)> = None; // [lo, hi)
     let attempts = 2 * frames + 64;

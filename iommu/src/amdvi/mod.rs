@@ -58,12 +58,14 @@
 pub mod command;
 pub mod device_table;
 pub mod event_log;
+pub mod interrupts;
 pub mod regs;
 pub mod unit;
 
 pub use command::{Command, DecodedCommand};
 pub use device_table::DeviceTableEntry;
 pub use event_log::{Event, EventCounters, EventFlags};
+pub use interrupts::{DeviceSetting, DteInterrupts};
 pub use regs::Efr;
 pub use unit::{initial_control, AmdViUnit, UnitStats};
 

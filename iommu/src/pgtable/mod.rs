@@ -88,6 +88,12 @@ pub enum MapError {
     OutOfMemory,
     /// A mapping without any access cannot be expressed.
     NoAccess,
+    /// The range overlaps an IOVA window no domain may map (see
+    /// [`crate::domain::RESERVED_IOVA`]): the interrupt window or AMD's HyperTransport range.
+    Reserved {
+        /// Start of the reserved window hit.
+        window: u64,
+    },
 }
 
 impl core::fmt::Display for MapError {
@@ -97,6 +103,10 @@ impl core::fmt::Display for MapError {
             MapError::AlreadyMapped { iova } => write!(f, "IOVA {iova:#x} already mapped"),
             MapError::OutOfMemory => f.write_str("out of memory for page tables"),
             MapError::NoAccess => f.write_str("mapping without read or write access"),
+            MapError::Reserved { window } => write!(
+                f,
+                "IOVA range overlaps the reserved window at {window:#x} (interrupts / HyperTransport)"
+            ),
         }
     }
 }

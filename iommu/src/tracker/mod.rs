@@ -141,8 +141,10 @@ fn merged(extents: &[HostExtent]) -> impl Iterator<Item = HostExtent> + '_ {
 /// IOVA the replay of a table-held mapping copies at a time (bounds its run buffer).
 const REPLAY_WINDOW: u64 = 1 << 26;
 
-/// IOVA ranges the fgsp probe never uses by default: page 0 and the x86 interrupt window.
-pub const DEFAULT_RESERVED: [(u64, u64); 2] = [(0, 0x10000), (0xFEE0_0000, 0xFF00_0000)];
+/// IOVA ranges the fgsp probe never uses by default: page 0 and the windows no domain
+/// maps ([`RESERVED_IOVA`](crate::domain::RESERVED_IOVA): interrupts, HyperTransport).
+pub const DEFAULT_RESERVED: [(u64, u64); 3] =
+    [(0, 0x10000), crate::domain::RESERVED_IOVA[0], crate::domain::RESERVED_IOVA[1]];
 
 /// Mappings of one address space and the domains they are mirrored into.
 #[derive(Debug)]

@@ -9,7 +9,12 @@ use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory};
 use super::regs;
 use super::unit::VtdUnit;
 use crate::acpi::pci::Bdf;
-use crate::bits::field;
+use crate::bits::{field, Field};
+
+/// Fault record low qword of an interrupt-remapping fault: the interrupt index (FI 63:48).
+const FRCD_IR_INDEX: Field = Field::new(48, 16);
+/// The fault reasons of interrupt requests (VT-d spec: 0x20-0x27).
+const INTERRUPT_REASONS: core::ops::RangeInclusive<u8> = 0x20..=0x27;
 
 /// One decoded fault record (VT-d spec 11.4.14, 128 bits at CAP.FRO + 16 * index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,9 @@ pub struct FaultRecord {
     pub is_read: bool,
     /// The request's PASID, when it carried one (PP = 1).
     pub pasid: Option<u32>,
+    /// For an interrupt request the unit refused (reasons 0x20-0x27): the interrupt
+    /// index (handle) it named. The address and T fields mean nothing then.
+    pub interrupt_index: Option<u16>,
 }
 
 impl FaultRecord {
@@ -35,13 +43,16 @@ impl FaultRecord {
             return None;
         }
         let pasid_present = field(hi, 31, 1) != 0;
+        let reason = field(hi, 32, 8) as u8;
+        let interrupt = INTERRUPT_REASONS.contains(&reason);
         Some(FaultRecord {
             index,
             source: field(hi, 0, 16) as u16,
             address: lo & !0xFFF,
-            reason: field(hi, 32, 8) as u8,
+            reason,
             is_read: field(hi, 62, 1) != 0,
             pasid: pasid_present.then(|| field(hi, 40, 20) as u32),
+            interrupt_index: interrupt.then(|| FRCD_IR_INDEX.get(lo) as u16),
         })
     }
 
@@ -59,6 +70,15 @@ impl FaultRecord {
 impl fmt::Display for FaultRecord {
     /// One log line: "DMA read fault from 00:03.0 at 0x7000000: reason 0x6 (read from ...)".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(index) = self.interrupt_index {
+            return write!(
+                f,
+                "interrupt request refused from {} (index {index:#x}): reason {:#x} ({})",
+                self.bdf(),
+                self.reason,
+                self.reason_text()
+            );
+        }
         write!(
             f,
             "DMA {} fault from {} at {:#x}: reason {:#x} ({})",

@@ -145,11 +145,6 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         Ok(())
     }
 
-    /// The unit's register window (for a second driver instance taking the unit over).
-    pub fn registers(&self) -> &R {
-        &self.mmio
-    }
-
     /// What the last [`enable`](Self::enable) found of firmware's state.
     pub fn hand_off(&self) -> HandOff {
         self.handoff

@@ -46,6 +46,7 @@ pub mod fault;
 mod flush;
 pub mod handoff;
 pub mod invalidation;
+pub mod irq_remap;
 pub mod regs;
 pub mod root_table;
 pub mod unit;
@@ -59,6 +60,7 @@ pub use handoff::HandOff;
 pub use invalidation::{
     ContextInvalidation, Descriptor, InvalidationQueue, IotlbInvalidation, RegisterInvalidation,
 };
+pub use irq_remap::{remappable_msi, IrHandoff, IrState, Irte};
 pub use regs::{Cap, Ecap};
 pub use root_table::{RootEntry, RootTable};
 pub use unit::{InvalidationCounts, InvalidationMode, VtdUnit};

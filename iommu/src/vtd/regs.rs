@@ -42,6 +42,8 @@ pub const IQT: usize = 0x88;
 pub const IQA: usize = 0x90;
 /// Invalidation completion status (32-bit).
 pub const ICS: usize = 0x9C;
+/// Interrupt remapping table address (64-bit): base, EIME and the table size.
+pub const IRTA: usize = 0xB8;
 
 /// GCMD/GSTS: translation enable / status.
 pub const GCMD_TE: u32 = 1 << 31;
@@ -53,8 +55,19 @@ pub const GCMD_SFL: u32 = 1 << 29;
 pub const GCMD_WBF: u32 = 1 << 27;
 /// GCMD/GSTS: queued invalidation enable / status.
 pub const GCMD_QIE: u32 = 1 << 26;
-/// GCMD: set interrupt remapping table pointer (one-shot).
+/// GCMD/GSTS: interrupt remapping enable / status.
+pub const GCMD_IRE: u32 = 1 << 25;
+/// GCMD: set interrupt remapping table pointer (one-shot). GSTS bit 24 is IRTPS.
 pub const GCMD_SIRTP: u32 = 1 << 24;
+/// GCMD/GSTS: compatibility-format interrupts allowed (CFI) / status (CFIS). This driver
+/// never sets it: with it clear, an interrupt request in compatibility format is blocked.
+pub const GCMD_CFI: u32 = 1 << 23;
+/// GSTS: interrupt remapping enabled.
+pub const GSTS_IRES: u32 = 1 << 25;
+/// GSTS: interrupt remapping table pointer latched.
+pub const GSTS_IRTPS: u32 = 1 << 24;
+/// GSTS: compatibility-format interrupts pass (firmware or a previous kernel set CFI).
+pub const GSTS_CFIS: u32 = 1 << 23;
 /// GSTS: translation enabled.
 pub const GSTS_TES: u32 = 1 << 31;
 /// GSTS: root table pointer latched.

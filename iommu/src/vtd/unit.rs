@@ -13,6 +13,7 @@ use super::fault::FaultCounters;
 use super::invalidation::{
     poll, ContextInvalidation, InvalidationQueue, IotlbInvalidation, RegisterInvalidation,
 };
+use super::irq_remap::{InterruptRemapTable, IrHandoff, IrState};
 use super::regs::{self, Cap, Ecap};
 use super::root_table::RootTable;
 
@@ -40,6 +41,8 @@ pub struct InvalidationCounts {
     pub waits: u64,
     /// Write-buffer flushes (CAP.RWBF units only).
     pub write_buffer_flushes: u64,
+    /// Interrupt-entry-cache invalidations (queued descriptor type 4).
+    pub interrupt_entries: u64,
 }
 
 /// A VT-d remapping unit: owns its register window `R` and a handle `P` to the memory its
@@ -61,6 +64,9 @@ pub struct VtdUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     pub(super) faults: FaultCounters,
     pub(super) counts: InvalidationCounts,
     pub(super) handoff: super::handoff::HandOff,
+    pub(super) irt: Option<InterruptRemapTable>,
+    pub(super) ir_state: IrState,
+    pub(super) ir_handoff: IrHandoff,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
@@ -110,6 +116,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             faults: FaultCounters::default(),
             counts: InvalidationCounts::default(),
             handoff: Default::default(),
+            irt: None,
+            ir_state: IrState::Unavailable("not enabled yet"),
+            ir_handoff: IrHandoff::default(),
         })
     }
 
@@ -188,7 +197,12 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
     pub fn register_span(&self) -> usize {
         let faults = self.cap.fault_record_offset() + 16 * self.cap.fault_record_count();
         let iotlb = self.ecap.iotlb_register_offset() + 16;
-        faults.max(iotlb).max(0xA0)
+        faults.max(iotlb).max(regs::IRTA + 8)
+    }
+    /// The register window (for the kernel's hand-off tests, which start a second driver
+    /// instance on the same unit to play the previous owner or to take the unit over).
+    pub fn registers(&self) -> &R {
+        &self.mmio
     }
     /// Whether translation has been enabled by [`enable`](Self::enable).
     pub fn is_enabled(&self) -> bool {
@@ -230,9 +244,11 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         poll(|| (self.mmio.read32(regs::GSTS) & bit != 0) == set, what)
     }
 
-    /// Brings the unit up: take over from firmware (TE and QIE off), RTADDR + SRTP, the
-    /// chosen invalidation mechanism, global context and IOTLB invalidation, the fault
-    /// interrupt if one was programmed, then TE. Every wait is bounded.
+    /// Brings the unit up: take over from firmware (TE off, interrupt remapping off and CFI
+    /// cleared, then QIE off), RTADDR + SRTP, the chosen invalidation mechanism, global
+    /// context and IOTLB invalidation, interrupt remapping (empty table: every interrupt
+    /// request refused until an entry is installed), the fault interrupt if one was
+    /// programmed, then TE. Every wait is bounded.
     pub fn enable(&mut self) -> Result<(), HwError> {
         if self.enabled {
             return Ok(());
@@ -243,6 +259,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             translation_was_on: self.mmio.read32(regs::GSTS) & regs::GSTS_TES != 0,
             ..Default::default()
         };
+        // Before the queue goes: IRE off first, so no request is answered from a table
+        // firmware owns while the unit is reprogrammed.
+        self.take_down_firmware_ir()?;
         self.take_over_queue(&mut report)?;
         self.handoff = report;
         self.mmio.write64(regs::RTADDR, self.root.address());
@@ -261,6 +280,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         self.invalidate_context(ContextInvalidation::Global)?;
         self.invalidate_iotlb(IotlbInvalidation::Global)?;
         self.sync_invalidations()?;
+        self.enable_interrupt_remapping()?;
         if let Some((vector, apic_id)) = self.fault_msi {
             self.program_fault_interrupt(vector, apic_id)?;
         }
@@ -274,6 +294,14 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         Ok(())
     }
 
+    /// Takes the unit over again as if someone else (firmware, a previous kernel) had left
+    /// it running: the whole [`enable`](Self::enable) sequence, hand-off included, with
+    /// this driver's tables. For the hand-off tests; every wait is bounded.
+    pub fn take_over(&mut self) -> Result<(), HwError> {
+        self.enabled = false;
+        self.enable()
+    }
+
     /// Turns translation off, then (after draining what is queued) the invalidation
     /// queue; DMA is untranslated afterwards.
     pub fn disable(&mut self) -> Result<(), HwError> {
@@ -281,6 +309,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         self.set_persistent(regs::GCMD_TE, false);
         self.wait_status(regs::GSTS_TES, false, "GSTS.TES clear")?;
         self.enabled = false;
+        if matches!(self.ir_state, IrState::Enabled { .. }) {
+            self.disable_interrupt_remapping()?;
+        }
         if self.queue_on {
             self.set_persistent(regs::GCMD_QIE, false);
             self.wait_status(regs::GSTS_QIES, false, "GSTS.QIES clear")?;

@@ -147,6 +147,11 @@ pub struct IommuSystem {
     reserved: Vec<ReservedRegion>,
     /// Every function's requester-id aliases and isolation group.
     isolation: iommu::acpi::groups::Isolation,
+    /// Per unit: why it does not remap interrupts (`None`: it does).
+    ir_problems: Vec<Option<alloc::string::String>>,
+    /// `allow-unsafe-interrupts`: assign devices even through units that do not remap
+    /// interrupts.
+    pub allow_unsafe_interrupts: bool,
 }
 
 impl IommuSystem {
@@ -188,6 +193,28 @@ impl IommuSystem {
         self.reserved.iter().filter(|r| r.applies_to(bdf.segment, bdf.requester_id())).collect()
     }
 
+    /// Whether devices translated by `unit` may be assigned to a partition: only when the
+    /// unit remaps interrupts (else the device could raise any vector, NMI or INIT on the
+    /// host), or when `allow-unsafe-interrupts` was given (then a warning is logged).
+    /// `Err` says why in words.
+    pub fn interrupt_isolation(&self, unit: usize) -> Result<(), alloc::string::String> {
+        let Some(why) = self.ir_problems.get(unit).cloned().flatten() else {
+            return Ok(());
+        };
+        if self.allow_unsafe_interrupts {
+            log::warn!(
+                "UNSAFE: IOMMU unit {unit} does not remap interrupts ({why}); assigning its device \
+                 anyway because of allow-unsafe-interrupts: it can raise any interrupt on the host"
+            );
+            return Ok(());
+        }
+        Err(alloc::format!(
+            "IOMMU unit {unit} cannot remap interrupts ({why}), so the device could forge any \
+             interrupt (any vector, NMI, INIT) on the host; refused (the unsafe switch \
+             allow-unsafe-interrupts would allow it)"
+        ))
+    }
+
     /// Number of units brought up.
     pub fn unit_count(&self) -> usize {
         match &self.units {
@@ -213,6 +240,13 @@ pub fn take_over_vtd(
     // was latched, so they are never reused.
     *old = new;
     Ok(found)
+}
+
+impl IommuSystem {
+    /// Whether `unit` does not remap interrupts.
+    fn interrupt_isolation_problem(&self, unit: usize) -> bool {
+        self.ir_problems.get(unit).is_some_and(|p| p.is_some())
+    }
 }
 
 /// Starts every usable unit (`(table index, base)` pairs) with `start`, skipping those that
@@ -296,6 +330,8 @@ pub fn discover(
         domain_ids: DomainIds::default(),
         reserved: Vec::new(),
         isolation: Default::default(),
+        ir_problems: Vec::new(),
+        allow_unsafe_interrupts: opts.allow_unsafe_interrupts,
     };
     let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
     let reserved = reserved_ranges(boot);
@@ -306,6 +342,13 @@ pub fn discover(
         {
             sys.domain_ids =
                 DomainIds::new(units.iter().map(|u| u.capabilities().0.domain_count()));
+            sys.ir_problems = units
+                .iter()
+                .map(|u| match u.interrupt_remapping() {
+                    iommu::vtd::IrState::Enabled { .. } => None,
+                    iommu::vtd::IrState::Unavailable(why) => Some(why.into()),
+                })
+                .collect();
             sys.units = Units::Vtd(units);
             sys.routes = routes;
             if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
@@ -317,7 +360,9 @@ pub fn discover(
             }
         }
     } else if let Some(ivrs) = acpi.ivrs {
-        if let Some((units, routes)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids) {
+        if let Some((units, routes, ir_problems)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids)
+        {
+            sys.ir_problems = ir_problems;
             // AMD-Vi domain ids are 16 bits on every unit.
             sys.domain_ids = DomainIds::new(units.iter().map(|_| 1 << 16));
             sys.units = Units::Amd(units);
@@ -331,6 +376,19 @@ pub fn discover(
     }
     sys.isolation = groups::compute(pci, &sys.routes);
     keep_firmware_dma_reachable(&mut sys, acpi.ivrs);
+    if sys.allow_unsafe_interrupts {
+        let without: Vec<usize> =
+            (0..sys.unit_count()).filter(|u| sys.interrupt_isolation_problem(*u)).collect();
+        log::warn!(
+            "UNSAFE: allow-unsafe-interrupts given: devices may be assigned through IOMMU units \
+             that do not remap interrupts ({}): interrupts are NOT isolated for them",
+            if without.is_empty() {
+                alloc::string::String::from("none on this machine: every unit remaps them")
+            } else {
+                alloc::format!("units {without:?}")
+            }
+        );
+    }
     for (bdf, r) in &sys.routes {
         log::info!("iommu: {bdf} -> unit {} as requester id {:#06x}", r.unit, r.requester_id);
         for res in sys.reserved_for(*bdf) {

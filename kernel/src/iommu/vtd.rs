@@ -10,7 +10,7 @@ use iommu::acpi::resolve::DmarUnits;
 use iommu::acpi::sanity::{check_dmar, PlatformFacts};
 use iommu::acpi::summary::dmar_summary;
 use iommu::acpi::Dmar;
-use iommu::vtd::{InvalidationMode, VtdUnit};
+use iommu::vtd::{InvalidationMode, IrState, VtdUnit};
 
 /// Parses the DMAR, checks it, and enables every usable unit. `None` when the table is
 /// unusable or no unit came up.
@@ -81,6 +81,7 @@ fn start_unit(
         unit.levels(),
         unit.invalidation_mode()
     );
+    log_interrupt_remapping(base, &unit);
     Ok(unit)
 }
 
@@ -123,6 +124,31 @@ pub(super) fn log_hand_off(base: u64, unit: &KernelVtd) {
     }
     if h.pmr_disabled {
         log::info!("vtd: unit at {base:#x}: protected memory regions disabled (translation on)");
+    }
+}
+
+/// The unit's interrupt remapping in one line, and what firmware had left on.
+fn log_interrupt_remapping(base: u64, unit: &KernelVtd) {
+    let handoff = unit.ir_handoff();
+    if handoff.was_enabled {
+        log::warn!("vtd: unit at {base:#x}: firmware left interrupt remapping on; taken down and reprogrammed");
+    }
+    if handoff.compatibility_format_was_allowed {
+        log::warn!(
+            "[Firmware Bug] vtd: unit at {base:#x}: firmware left compatibility-format \
+             interrupts allowed (GCMD.CFI): any device could raise any vector; cleared"
+        );
+    }
+    match unit.interrupt_remapping() {
+        IrState::Enabled { x2apic } => log::info!(
+            "vtd: unit at {base:#x}: interrupt remapping enabled ({} entries, {} destinations, \
+             compatibility format blocked, source ids verified)",
+            iommu::vtd::irq_remap::IRT_ENTRIES,
+            if x2apic { "x2APIC" } else { "xAPIC" }
+        ),
+        IrState::Unavailable(why) => {
+            log::warn!("vtd: unit at {base:#x}: interrupt remapping off: {why}")
+        }
     }
 }
 

@@ -103,6 +103,10 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
                     "partition `{}`: device {b} sits behind no IOMMU, so its DMA could not be confined",
                     p.name
                 ));
+            } else if let Some(route) = platform.iommu.route(b) {
+                if let Err(why) = platform.iommu.interrupt_isolation(route.unit) {
+                    problems.push(format!("partition `{}`: device {b}: {why}", p.name));
+                }
             }
             for r in platform.iommu.reserved_for(b) {
                 problems.push(format!(

@@ -207,6 +207,12 @@ pub struct Partition {
 /// partition's RAM, inside the guest's 4 GiB identity map).
 pub const DEVICE_WINDOW: u64 = 0xC000_0000;
 
+// Guest RAM is mapped in the partition's IOMMU domain at IOVA = guest-physical, from 0 up
+// to at most MAX_MEMORY: it must end below the IOVA windows no domain maps (the interrupt
+// window first), which `Domain::map` refuses anyway.
+const _: () = assert!(boot::partition_config::MAX_MEMORY <= iommu::domain::RESERVED_IOVA[0].0);
+const _: () = assert!(boot::partition_config::MAX_MEMORY <= DEVICE_WINDOW);
+
 /// Address-space id for every partition's vCPU (the TLB is flushed on each entry).
 const ASID: u32 = 1;
 
@@ -321,6 +327,8 @@ impl Partition {
         route: crate::iommu::Route,
     ) -> Result<iommu::invalidate::DomainId, PartitionError> {
         let err = PartitionError::Iommu;
+        // A device whose unit does not remap interrupts could forge any host interrupt.
+        iommu.interrupt_isolation(route.unit).map_err(err)?;
         if self.dma.is_none() {
             let extents = self.memory.as_ref().ok_or(PartitionError::Stopped)?.host_extents();
             let mut dma = dma::PartitionDma::new(iommu, Default::default()).map_err(err)?;

@@ -21,6 +21,13 @@ impl TestFrame {
         }
     }
 
+    /// Stores the little-endian `value` at `offset` (4-byte aligned, inside the frame).
+    pub fn write_u32(&self, offset: u64, value: u32) {
+        let offset = offset.min(4092) & !3;
+        // SAFETY: as for `fill`; the offset is clamped inside the frame and aligned.
+        unsafe { core::ptr::write_volatile((self.0 + offset) as *mut u32, value) };
+    }
+
     /// The byte at `offset`.
     pub fn byte(&self, offset: u64) -> u8 {
         // SAFETY: as for `fill`.

@@ -3,7 +3,7 @@
 
 use crate::amdvi::device_table::DTE_SIZE;
 use crate::amdvi::regs;
-use crate::amdvi::{DecodedCommand, DeviceTableEntry};
+use crate::amdvi::{DecodedCommand, DeviceTableEntry, DteInterrupts};
 use crate::error::HwError;
 
 use super::model::{decoded_since, TestMemory, QEMU_EFR};
@@ -15,11 +15,12 @@ fn attach_writes_the_entry_then_invalidates_and_waits() {
     let start = state.borrow().commands.len();
     unit.attach_device(0x0018, 3, 0x4000_0000, 4).unwrap();
     let e = unit.device_entry(0x0018).unwrap();
-    assert_eq!(e, DeviceTableEntry::translated(3, 0x4000_0000, 4).unwrap());
+    let irq = DteInterrupts::remapped(unit.empty_interrupt_table()).unwrap();
+    assert_eq!(e, DeviceTableEntry::translated(3, 0x4000_0000, 4).unwrap().with_interrupts(irq));
     assert!(e.reserved_bits_clear());
     assert_eq!(
         unit.device_entry(0x0017),
-        Some(DeviceTableEntry::blocking()),
+        Some(DeviceTableEntry::blocking().with_interrupts(irq)),
         "neighbours untouched"
     );
     let cmds = decoded_since(&state, start);
@@ -86,7 +87,12 @@ fn block_restores_the_blocking_entry_and_forgets_the_domain() {
     let writes_from = mem.0.borrow().writes.len();
     let start = state.borrow().commands.len();
     unit.block_device(0x0008).unwrap();
-    assert_eq!(unit.device_entry(0x0008), Some(DeviceTableEntry::blocking()));
+    let irq = DteInterrupts::remapped(unit.empty_interrupt_table()).unwrap();
+    assert_eq!(
+        unit.device_entry(0x0008),
+        Some(DeviceTableEntry::blocking().with_interrupts(irq)),
+        "DMA blocked, interrupt fields kept"
+    );
     let states = entry_states(&mem, table + 8 * DTE_SIZE, writes_from, old.quads());
     assert!(DeviceTableEntry::from_quads(states[1]).is_blocking(), "quad 0 goes first");
     let cmds = decoded_since(&state, start);
@@ -108,5 +114,6 @@ fn attach_refuses_what_the_unit_cannot_do() {
     assert!(unit.attach_device(0x0080, 1, 0x1000, 4).is_err(), "beyond the table");
     assert!(unit.block_device(0x0080).is_err());
     assert!(unit.attach_device(1, 1, 0x1234, 4).is_err(), "unaligned root");
-    assert_eq!(unit.device_entry(1), Some(DeviceTableEntry::blocking()));
+    let irq = DteInterrupts::remapped(unit.empty_interrupt_table()).unwrap();
+    assert_eq!(unit.device_entry(1), Some(DeviceTableEntry::blocking().with_interrupts(irq)));
 }

@@ -30,7 +30,7 @@ fn translated_entry_bit_layout() {
 #[test]
 fn reserved_bit_detection_notices_stray_bits() {
     let good = DeviceTableEntry::translated(1, 0x1000, 4).unwrap().quads();
-    for (quad, bit) in [(0, 2), (0, 8), (0, 52), (0, 63), (1, 16), (2, 0), (3, 5)] {
+    for (quad, bit) in [(0, 2), (0, 8), (0, 52), (0, 63), (1, 16), (2, 52), (2, 59), (3, 5)] {
         let mut q = good;
         q[quad] |= 1 << bit;
         assert!(!DeviceTableEntry::from_quads(q).reserved_bits_clear(), "quad {quad} bit {bit}");

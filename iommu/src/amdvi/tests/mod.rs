@@ -8,4 +8,5 @@ mod bringup;
 mod commands;
 mod device_table;
 mod events;
+mod interrupts;
 mod unit;

@@ -191,15 +191,21 @@ fn invalidate_all_without_ia_covers_every_entry_and_each_domain_in_use() {
     let pages =
         |domain| DecodedCommand::InvalidateIommuPages { domain, base: 0, order: 64, pde: true };
     // 9 was attached since the last full flush, then blocked.
-    assert_eq!(cmds[256..259], [pages(7), pages(8), pages(9)]);
-    assert_eq!(cmds.len(), 260);
-    assert_eq!(wait_stores(&cmds[259..]), 1);
+    // Each entry's interrupt table too, right after the entry.
+    let tables = cmds
+        .iter()
+        .filter(|c| matches!(c, DecodedCommand::InvalidateInterruptTable { .. }))
+        .count();
+    assert_eq!(tables, 256, "every device's interrupt table");
+    assert_eq!(cmds[512..515], [pages(7), pages(8), pages(9)]);
+    assert_eq!(cmds.len(), 516);
+    assert_eq!(wait_stores(&cmds[515..]), 1);
     // The next full flush covers only what the table still names.
     let start = state.borrow().commands.len();
     unit.invalidate_all().unwrap();
     let cmds = decoded_since(&state, start);
-    assert_eq!(cmds[256..258], [pages(7), pages(8)]);
-    assert_eq!(cmds.len(), 259);
+    assert_eq!(cmds[512..514], [pages(7), pages(8)]);
+    assert_eq!(cmds.len(), 515);
 }
 
 #[test]

@@ -23,6 +23,8 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             for devid in 0..self.device_table.entries() {
                 self.submit(Command::invalidate_devtab_entry(devid as u16))?;
                 self.stats.devtab_invalidations += 1;
+                self.submit(Command::invalidate_interrupt_table(devid as u16))?;
+                self.stats.interrupt_table_invalidations += 1;
             }
             let mut domains: BTreeSet<DomainId> = core::mem::take(&mut self.attached_since_flush);
             domains.extend(

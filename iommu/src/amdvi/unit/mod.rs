@@ -12,6 +12,7 @@ use crate::platform::{FrameAllocator, Mmio, PhysAddr, PhysMemory};
 use crate::amdvi::command::{wait_while_running, Command, CommandBuffer};
 use crate::amdvi::device_table::{DeviceTable, DeviceTableEntry, DTE_SIZE};
 use crate::amdvi::event_log::{Event, EventCounters, EventLog};
+use crate::amdvi::interrupts::{DeviceSetting, DteInterrupts, InterruptTable};
 use crate::amdvi::regs::{self, Control, Efr, Status};
 
 mod bringup;
@@ -34,6 +35,8 @@ pub struct UnitStats {
     pub devtab_invalidations: u64,
     /// Times a stopped command buffer was reset and restarted.
     pub command_buffer_restarts: u64,
+    /// INVALIDATE_INTERRUPT_TABLE commands.
+    pub interrupt_table_invalidations: u64,
 }
 
 /// An AMD-Vi IOMMU unit driven through its MMIO window `R`, with tables in memory `P`.
@@ -43,6 +46,11 @@ pub struct AmdViUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     efr: Efr,
     max_levels: u32,
     device_table: DeviceTable,
+    /// The interrupt table every device id points at until it gets its own: all entries
+    /// RemapEn = 0, so every fixed interrupt is aborted.
+    empty_interrupts: InterruptTable,
+    /// IOAPIC/HPET device ids and the setting bytes their pass bits came from.
+    platform_sources: Vec<(u16, DeviceSetting)>,
     commands: CommandBuffer,
     events: EventLog,
     semaphore: PhysAddr,
@@ -66,12 +74,34 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             .max_host_levels()
             .ok_or(HwError::Unsupported { what: "host translation (EFR.HATS is reserved)" })?;
         let device_table = DeviceTable::allocate(&mut mem, max_device_id)?;
+        let empty_interrupts = match InterruptTable::allocate(&mut mem) {
+            Ok(t) => t,
+            Err(e) => {
+                device_table.free(&mut mem);
+                return Err(e);
+            }
+        };
+        let remapped = match DteInterrupts::remapped(empty_interrupts.base()) {
+            Ok(q) => q,
+            Err(e) => {
+                empty_interrupts.free(&mut mem);
+                device_table.free(&mut mem);
+                return Err(e);
+            }
+        };
+        for devid in 0..device_table.entries() {
+            if let Some(at) = device_table.entry_address(devid as u16) {
+                mem.write_u64(at + 16, remapped.0);
+            }
+        }
+        mem.flush_for_device(device_table.base(), device_table.entries() * DTE_SIZE);
         let mut frames = [0; 3];
         for i in 0..frames.len() {
             match mem.alloc_zeroed_frame() {
                 Some(frame) => frames[i] = frame,
                 None => {
                     frames[..i].iter().for_each(|&f| mem.free_frame(f));
+                    empty_interrupts.free(&mut mem);
                     device_table.free(&mut mem);
                     return Err(HwError::OutOfMemory);
                 }
@@ -83,6 +113,8 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             efr,
             max_levels,
             device_table,
+            empty_interrupts,
+            platform_sources: Vec::new(),
             commands: CommandBuffer::new(frames[0]),
             events: EventLog::new(frames[1]),
             semaphore: frames[2],
@@ -138,6 +170,12 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         let control = Control::from_bits_retain(self.regs.read64(regs::CONTROL));
         self.regs.write64(regs::CONTROL, control.difference(Control::DRIVER_OWNED).bits());
         self.enabled = false;
+    }
+
+    /// The register window (for the kernel's hand-off tests, which start a second driver
+    /// on the same unit to play the previous owner).
+    pub fn registers(&self) -> &R {
+        &self.regs
     }
 
     /// The decoded Extended Feature Register.
@@ -210,9 +248,11 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
                 what: "more page-table levels than EFR.HATS allows",
             });
         }
-        let new = DeviceTableEntry::translated(domain, root, levels)?;
         let at = self.entry_address(devid)?;
         let old = self.device_table.read(&self.mem, devid).unwrap_or(DeviceTableEntry::blocking());
+        // The interrupt fields (quad 2) are the device's own and stay as they are.
+        let new =
+            DeviceTableEntry::translated(domain, root, levels)?.with_interrupts(old.interrupts());
         if old.is_translating() && old != new {
             // Never let the hardware read the new DomainID with the old root (or the
             // reverse): pass through a blocking entry, fully invalidated, first.
@@ -241,12 +281,67 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     pub fn block_device(&mut self, devid: u16) -> Result<(), HwError> {
         let at = self.entry_address(devid)?;
         let old = self.device_table.read(&self.mem, devid).unwrap_or(DeviceTableEntry::blocking());
-        let blocking = DeviceTableEntry::blocking().quads();
+        // Blocking DMA leaves the interrupt fields (quad 2) alone.
+        let blocking = DeviceTableEntry::blocking().with_interrupts(old.interrupts()).quads();
         self.write_quad(at, 0, blocking[0]);
         for (i, &q) in blocking.iter().enumerate().skip(1) {
             self.write_quad(at, i, q);
         }
         self.after_entry_change(devid, old, None)
+    }
+
+    /// Replaces `devid`'s interrupt fields (quad 2 of its entry) with `interrupts`, then
+    /// invalidates the entry and its interrupt table and waits (when the unit runs).
+    pub fn set_interrupts(&mut self, devid: u16, interrupts: DteInterrupts) -> Result<(), HwError> {
+        let at = self.entry_address(devid)?;
+        self.write_quad(at, 2, interrupts.0);
+        if !self.enabled {
+            return Ok(());
+        }
+        self.submit(Command::invalidate_devtab_entry(devid))?;
+        self.stats.devtab_invalidations += 1;
+        self.submit(Command::invalidate_interrupt_table(devid))?;
+        self.stats.interrupt_table_invalidations += 1;
+        self.completion_wait()
+    }
+
+    /// Gives a platform interrupt source (an IOAPIC or HPET special device id of the IVRS)
+    /// the pass bits firmware's device-setting byte asks for, over the empty table.
+    pub fn set_platform_source(
+        &mut self,
+        devid: u16,
+        setting: DeviceSetting,
+    ) -> Result<(), HwError> {
+        let q = DteInterrupts::platform_source(self.empty_interrupts.base(), setting)?;
+        self.set_interrupts(devid, q)?;
+        self.platform_sources.retain(|(d, _)| *d != devid);
+        self.platform_sources.push((devid, setting));
+        Ok(())
+    }
+
+    /// The platform interrupt sources given their pass bits, with their setting bytes.
+    pub fn platform_sources(&self) -> &[(u16, DeviceSetting)] {
+        &self.platform_sources
+    }
+
+    /// Re-applies every platform source's interrupt fields (after a test changed them).
+    pub fn restore_platform_sources(&mut self) -> Result<(), HwError> {
+        for (devid, setting) in self.platform_sources.clone() {
+            self.set_platform_source(devid, setting)?;
+        }
+        Ok(())
+    }
+
+    /// `devid` back to the default interrupt fields: remapped through the empty table,
+    /// nothing passes.
+    pub fn restore_interrupts(&mut self, devid: u16) -> Result<(), HwError> {
+        let q = DteInterrupts::remapped(self.empty_interrupts.base())?;
+        self.set_interrupts(devid, q)
+    }
+
+    /// Physical address of the empty interrupt table every device id starts with.
+    pub fn empty_interrupt_table(&self) -> PhysAddr {
+        self.empty_interrupts.base()
     }
 
     /// Hands every queued command to the IOMMU followed by a COMPLETION_WAIT storing a

@@ -91,10 +91,15 @@ fn queued_enable_follows_the_sequence() {
             Event::Queued(Inv::Context(ContextInvalidation::Global)),
             Event::Queued(Inv::Iotlb(IotlbInvalidation::Global)),
             order[4], // the wait descriptor, checked below
+            Event::SetInterruptTable(b.unit.irt_address().unwrap() | 7),
+            Event::Queued(Inv::InterruptEntries(None)),
+            order[7],
+            Event::InterruptRemapping(true),
             Event::Translation(true),
         ]
     );
     assert!(matches!(order[4], Event::Queued(Inv::Wait { .. })));
+    assert!(matches!(order[7], Event::Queued(Inv::Wait { .. })));
     assert_eq!(hw.srtp_count, 1);
     assert!(b.unit.is_enabled());
 }

@@ -138,10 +138,10 @@ fn wait_descriptor_writes_status_into_memory() {
                 _ => None,
             })
             .collect();
-    assert_eq!(waits.len(), 3, "enable + two syncs");
-    assert_ne!(waits[1].1, waits[2].1, "each wait carries a fresh token");
-    let word = b.mem.0.borrow().read(waits[2].0);
-    assert_eq!(word as u32, waits[2].1);
+    assert_eq!(waits.len(), 4, "enable (translation, interrupt entries) + two syncs");
+    assert_ne!(waits[2].1, waits[3].1, "each wait carries a fresh token");
+    let word = b.mem.0.borrow().read(waits[3].0);
+    assert_eq!(word as u32, waits[3].1);
 }
 
 #[test]
@@ -173,8 +173,9 @@ fn full_queue_on_a_stalled_unit_times_out() {
     let what = "invalidation queue space (IQH to move past the tail)";
     assert_eq!(result, Err(HwError::Timeout { what }));
     assert_eq!(submitted, 256, "255 descriptors fit in 256 slots, the next one waits");
-    // Enable left three descriptors (context, IOTLB, wait) behind the tail.
-    let tail = (3 + 255) % 256;
+    // Enable left five descriptors (context, IOTLB, wait, interrupt entries, wait) behind
+    // the tail.
+    let tail = (5 + 255) % 256;
     assert_eq!(b.hw.0.borrow().iqt, tail * 16, "the full ring was published before waiting");
 }
 

@@ -7,6 +7,7 @@ mod enable;
 mod faults;
 mod handoff;
 mod invalidation;
+mod irq_remap;
 mod tables;
 
 use memory::SharedMemory;

@@ -22,6 +22,8 @@ pub enum Inv {
     Context(ContextInvalidation),
     /// IOTLB.
     Iotlb(IotlbInvalidation),
+    /// Interrupt-entry-cache invalidation (type 4): all (`None`) or `2^mask` from index.
+    InterruptEntries(Option<(u16, u8)>),
     /// Wait descriptor with status write.
     Wait {
         /// Where the status went.
@@ -36,8 +38,14 @@ pub enum Inv {
 pub enum Event {
     /// Root table pointer latched from RTADDR.
     SetRootTable(PhysAddr),
-    /// GCMD.SFL or SIRTP: never expected from this driver.
+    /// GCMD.SFL: never expected from this driver.
     UnexpectedOneShot(u32),
+    /// Interrupt remapping table pointer latched from IRTA (the whole register value).
+    SetInterruptTable(u64),
+    /// Interrupt remapping turned on / off (IRES follows IRE).
+    InterruptRemapping(bool),
+    /// Compatibility-format interrupts allowed / blocked (CFIS follows CFI).
+    CompatibilityFormat(bool),
     /// Translation turned on / off.
     Translation(bool),
     /// Queued invalidation turned on / off.
@@ -86,6 +94,8 @@ pub struct VtdModel {
     pub ecap: u64,
     pub gsts: u32,
     rtaddr: u64,
+    /// The IRTA register.
+    pub irta: u64,
     ccmd: u64,
     iva: u64,
     iotlb: u64,
@@ -145,6 +155,7 @@ impl VtdModel {
             ecap,
             gsts: 0,
             rtaddr: 0,
+            irta: 0,
             ccmd: 0,
             iva: 0,
             iotlb: 0,
@@ -254,9 +265,22 @@ impl VtdModel {
                 self.gsts |= GSTS_RTPS;
             }
         }
-        for bit in [1u32 << 29, 1 << 24] {
-            if v & bit != 0 {
-                self.events.push(Event::UnexpectedOneShot(bit));
+        if v & (1 << 29) != 0 {
+            self.events.push(Event::UnexpectedOneShot(1 << 29));
+        }
+        if v & (1 << 24) != 0 {
+            self.events.push(Event::SetInterruptTable(self.irta));
+            if s & (1 << 24) == 0 {
+                self.gsts |= 1 << 24;
+            }
+        }
+        for (bit, event) in [
+            (1u32 << 25, Event::InterruptRemapping as fn(bool) -> Event),
+            (1 << 23, Event::CompatibilityFormat),
+        ] {
+            if (v & bit != 0) != (self.gsts & bit != 0) && s & bit == 0 {
+                self.gsts ^= bit;
+                self.events.push(event(v & bit != 0));
             }
         }
         if v & (1 << 27) != 0 {
@@ -354,6 +378,15 @@ impl VtdModel {
                     },
                     _ => return None,
                 }))
+            }
+            4 => {
+                if hi != 0 || field(lo, 5, 4) != 0 || field(lo, 12, 15) != 0 || lo >> 48 != 0 {
+                    return None;
+                }
+                Some(Inv::InterruptEntries(
+                    (lo & (1 << 4) != 0)
+                        .then(|| (field(lo, 32, 16) as u16, field(lo, 27, 5) as u8)),
+                ))
             }
             5 => {
                 let (status_write, interrupt) = (lo & (1 << 5) != 0, lo & (1 << 4) != 0);
@@ -459,6 +492,7 @@ impl Mmio for ModelMmio {
             0x80 => m.iqh,
             0x88 => m.iqt,
             0x90 => m.iqa,
+            0xB8 => m.irta,
             o if o == m.iro() => m.iva,
             o if o == m.iro() + 8 => m.iotlb,
             _ => panic!("64-bit read of unknown register {offset:#x}"),
@@ -525,6 +559,7 @@ impl Mmio for ModelMmio {
                 assert!(m.gsts & GSTS_QIES == 0, "IQA written while QIES is set");
                 m.iqa = value
             }
+            0xB8 => m.irta = value,
             o if o == m.iro() => m.iva = value,
             o if o == m.iro() + 8 => m.iotlb_register(value),
             _ => panic!("unexpected 64-bit write to {offset:#x}"),

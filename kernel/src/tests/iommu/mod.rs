@@ -6,8 +6,11 @@
 pub mod bench;
 pub mod fgsp;
 pub mod fine_grained;
+pub mod interrupt_forgery;
 pub mod invalidation;
+pub mod ir_handoff;
 pub mod isolation;
+pub mod msi_remap;
 pub mod reattach;
 pub mod reserved;
 pub mod strategies;
