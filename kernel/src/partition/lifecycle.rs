@@ -47,8 +47,13 @@ impl Partition {
         }
         self.state = State::Paused;
         let start = crate::apic::ticks();
-        let mut report =
-            RunReport { stop: Stop::BudgetExhausted, exits: 0, ticks: 0, hypercalls: 0 };
+        let mut report = RunReport {
+            stop: Stop::BudgetExhausted,
+            exits: 0,
+            ticks: 0,
+            hypercalls: 0,
+            emulated: 0,
+        };
         loop {
             let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
             let exit = vcpu.run();
@@ -82,6 +87,24 @@ impl Partition {
                 }
                 VmExit::Msr { rip } => Some(Stop::Unsupported { rip }),
                 VmExit::InvalidState => Some(Stop::InvalidState),
+                VmExit::Emulated { .. } => {
+                    report.emulated += 1;
+                    None
+                }
+                VmExit::Refused { instruction, rip } => {
+                    log::warn!(
+                        "partition {}: stopped: the guest executed {instruction} at {rip:#x}, which partitions may not",
+                        self.name
+                    );
+                    Some(Stop::Refused { instruction, rip })
+                }
+                VmExit::MachineCheck { rip } => {
+                    log::error!(
+                        "partition {}: stopped: a machine check arrived while it ran (guest RIP {rip:#x}); handed to the host's handler",
+                        self.name
+                    );
+                    Some(Stop::MachineCheck { rip })
+                }
                 VmExit::Other { code, .. } => Some(Stop::UnknownExit(code)),
             };
             report.ticks = crate::apic::ticks().wrapping_sub(start);
@@ -116,7 +139,10 @@ impl Partition {
                 let n = (b as usize).min(buf.len());
                 let got = self.memory.as_ref().map_or(0, |m| m.read(a, &mut buf[..n]));
                 let text = String::from_utf8_lossy(&buf[..got]).into_owned();
-                log::info!("partition {}: guest says: {}", self.name, text);
+                // Guest text is data: quoted, with every control character, quote and
+                // backslash escaped, after the partition's name, so it can never end
+                // the line or pass for one of the hypervisor's own.
+                log::info!("partition {}: guest says: \"{}\"", self.name, text.escape_debug());
                 if self.messages.len() < MAX_KEPT {
                     self.messages.push(text);
                 }

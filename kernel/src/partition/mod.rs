@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dma;
 pub mod image;
+pub mod intercept;
 mod lifecycle;
 pub use lifecycle::TeardownReport;
 pub mod memory;
@@ -14,6 +15,7 @@ pub mod npt;
 pub mod story;
 pub mod svm;
 pub mod vcpu;
+pub mod world;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -126,6 +128,18 @@ pub enum Stop {
     },
     /// The hardware refused the guest state.
     InvalidState,
+    /// The guest executed an instruction partitions may not (see `intercept.rs`).
+    Refused {
+        /// What, in words.
+        instruction: &'static str,
+        /// Where.
+        rip: u64,
+    },
+    /// A machine check arrived while the guest ran (handed to the host's handler).
+    MachineCheck {
+        /// The guest's RIP.
+        rip: u64,
+    },
     /// An exit the run loop does not know.
     UnknownExit(u64),
 }
@@ -141,6 +155,8 @@ pub struct RunReport {
     pub ticks: u64,
     /// Hypercalls served.
     pub hypercalls: u64,
+    /// Intercepted instructions the host emulated (CPUID, XSETBV, WBINVD, INVD).
+    pub emulated: u64,
 }
 
 /// Where a partition is in its life.

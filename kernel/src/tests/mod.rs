@@ -3,6 +3,7 @@
 mod core_tests;
 pub mod dma;
 mod edu_tests;
+mod hostile_tests;
 pub mod iommu;
 mod partition_assign_tests;
 mod partition_dma_tests;
@@ -41,6 +42,10 @@ pub static ALL: &[KernelTest] = &[
         run: partition_assign_tests::unassigned_blocked,
     },
     KernelTest { name: "bench_partition_teardown", run: partition_assign_tests::bench },
+    KernelTest { name: "hostile_state_isolation", run: hostile_tests::state_isolation },
+    KernelTest { name: "hostile_state_control", run: hostile_tests::state_control },
+    KernelTest { name: "hostile_instructions", run: hostile_tests::instructions },
+    KernelTest { name: "hostile_log_is_data", run: hostile_tests::log_is_data },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },

@@ -1,0 +1,272 @@
+//! Hostile guests (`guest::attack`): a partition that fills the CPU state VMRUN does not
+//! switch cannot reach the host or the next partition (with a control run that turns the
+//! world switch off and sees the leak), each intercepted instruction ends or is emulated
+//! as `partition::intercept` documents while the host stays up with its state unchanged,
+//! and guest log text is data.
+
+use crate::ensure;
+use crate::partition::world::{self, HostSnapshot, MXCSR_INIT, XCR0_INIT};
+use crate::partition::{Budget, Partition, RunReport, Stop, BUILTIN_GUEST};
+use crate::testing::{TestContext, TestResult};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use boot::partition_config::{Backing, PartitionSpec};
+use guest::attack::{check, scenario, GUEST_LDTR, GUEST_TR, SECRET_MXCSR};
+
+const MIB: u64 = 1 << 20;
+
+fn create(name: &str, s: u64) -> Result<Partition, String> {
+    let mut p =
+        Partition::create(&PartitionSpec::new(name, 4 * MIB, Backing::Pages4K), BUILTIN_GUEST)
+            .map_err(|e| format!("create {name}: {e}"))?;
+    p.scenario = s;
+    Ok(p)
+}
+
+fn run(p: &mut Partition) -> Result<RunReport, String> {
+    let r =
+        p.run(Budget { ticks: 300, exits: 10_000 }).map_err(|e| format!("run {}: {e}", p.name))?;
+    log::info!(
+        "hostile: partition {} scenario {:#x}: {:?} after {} exits ({} emulated)",
+        p.name,
+        p.scenario,
+        r.stop,
+        r.exits,
+        r.emulated
+    );
+    Ok(r)
+}
+
+fn snapshot() -> Result<HostSnapshot, String> {
+    world::host_snapshot().map_err(|e| format!("host snapshot: {e}"))
+}
+
+/// The fields of two host snapshots that differ, in words (empty: none).
+fn differences(before: &HostSnapshot, after: &HostSnapshot) -> Vec<String> {
+    let mut d: Vec<String> = before
+        .fields
+        .iter()
+        .zip(after.fields.iter())
+        .filter(|(a, b)| a != b)
+        .map(|((off, a), (_, b))| format!("VMCB {off:#x}: {a:#x} -> {b:#x}"))
+        .collect();
+    if before.xcr0 != after.xcr0 {
+        d.push(format!("XCR0 {:#x} -> {:#x}", before.xcr0, after.xcr0));
+    }
+    if before.debug.dr != after.debug.dr {
+        d.push(format!("DR0-3 {:x?} -> {:x?}", before.debug.dr, after.debug.dr));
+    }
+    if before.tr != after.tr {
+        d.push(format!("TR {:#x} -> {:#x}", before.tr, after.tr));
+    }
+    d
+}
+
+/// What partition B found of A's state, one value per check.
+struct Found {
+    xmm: u64,
+    x87: u64,
+    mxcsr: u64,
+    fpu: u64,
+    dr: u64,
+    seg: u64,
+    xcr0: u64,
+    pkru: u64,
+    tr: u64,
+    ldtr: u64,
+}
+
+impl Found {
+    fn of(p: &Partition) -> Result<Found, String> {
+        let get =
+            |c| p.reported(c).ok_or(format!("{} reported no {c:#x}: {:?}", p.name, p.reports));
+        Ok(Found {
+            xmm: get(check::XMM_SECRETS)?,
+            x87: get(check::X87_SECRETS)?,
+            mxcsr: get(check::MXCSR)?,
+            fpu: get(check::FPU_CONTROL)?,
+            dr: get(check::DR_SECRETS)?,
+            seg: get(check::SEGMENT_SECRETS)?,
+            xcr0: get(check::XCR0)?,
+            pkru: get(check::PKRU)?,
+            tr: get(check::TR)?,
+            ldtr: get(check::LDTR)?,
+        })
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "XMM/YMM holding the secret {}, x87 ST0 {}, MXCSR {:#x}, FCW|FTW {:#x}, DR0-3 {}, FS/GS/KERNEL_GS_BASE {}, XCR0 {:#x}, PKRU {:#x}, TR {:#x}, LDTR {:#x}",
+            self.xmm, self.x87, self.mxcsr, self.fpu, self.dr, self.seg, self.xcr0, self.pkru, self.tr, self.ldtr
+        )
+    }
+}
+
+/// A fills, ends and is destroyed; B (fresh) reads. Returns what B found and how the
+/// host's own state changed across A's run.
+fn fill_then_read() -> Result<(Found, Vec<String>, u64), String> {
+    let before = snapshot()?;
+    let mut a = create("a", scenario::STATE_FILL)?;
+    let r = run(&mut a)?;
+    let after = snapshot()?;
+    ensure!(r.stop == Stop::Done(0), "A ended with {:?}", r.stop);
+    let features = a.reported(check::FEATURES).unwrap_or(0);
+    ensure!(
+        a.reported(check::TR) == Some(GUEST_TR as u64)
+            && a.reported(check::LDTR) == Some(GUEST_LDTR as u64),
+        "A did not load its TR/LDTR: {:?}",
+        a.reports
+    );
+    a.destroy();
+    let mut b = create("b", scenario::STATE_READ)?;
+    let r = run(&mut b)?;
+    ensure!(r.stop == Stop::Done(0), "B ended with {:?}", r.stop);
+    let found = Found::of(&b)?;
+    b.destroy();
+    Ok((found, differences(&before, &after), features))
+}
+
+/// With the world switch, B finds only the documented clean state and A's run left the
+/// host's FS/GS/TR/LDTR/SYSCALL MSRs, XCR0 and DR0-DR3 as they were.
+pub fn state_isolation(_: &mut TestContext<'_>) -> TestResult {
+    let (found, host_changes, features) = fill_then_read()?;
+    log::info!("hostile: A found features {features:#x} (1 FSGSBASE, 2 AVX, 4 PKU)");
+    log::info!("hostile: B found {}", found.line());
+    log::info!("hostile: host state changed by A's run: {host_changes:?}");
+    ensure!(features & 1 != 0, "no FSGSBASE under this CPU: the FS/GS part proves nothing");
+    ensure!(host_changes.is_empty(), "A changed the host's state: {host_changes:?}");
+    ensure!(
+        found.xmm == 0 && found.x87 == 0 && found.dr == 0 && found.seg == 0,
+        "B found A's secret: {}",
+        found.line()
+    );
+    ensure!(found.mxcsr == MXCSR_INIT as u64, "B's MXCSR {:#x}", found.mxcsr);
+    ensure!(found.fpu == 0x037F, "B's FCW|FTW {:#x} (clean: FCW 0x37F, all tags empty)", found.fpu);
+    ensure!(found.xcr0 == XCR0_INIT, "B started with XCR0 {:#x}", found.xcr0);
+    ensure!(found.pkru == 0, "B's PKRU {:#x}", found.pkru);
+    ensure!(found.tr == 0 && found.ldtr == 0, "B's TR {:#x} LDTR {:#x}", found.tr, found.ldtr);
+    Ok(())
+}
+
+/// The control: with the world switch off (the test knob), the same two guests show the
+/// leak the switch prevents, so `state_isolation` can fail. The host's state is put
+/// back from a snapshot afterwards.
+pub fn state_control(_: &mut TestContext<'_>) -> TestResult {
+    let host = snapshot()?;
+    world::set_switch_for_test(false);
+    let result = fill_then_read();
+    world::set_switch_for_test(true);
+    let restored = world::restore_host(&host).map_err(|e| format!("restore: {e}"));
+    let (found, host_changes, _) = result?;
+    restored?;
+    let still = differences(&host, &snapshot()?);
+    log::info!("hostile: control (world switch off): B found {}", found.line());
+    log::info!("hostile: control: host state changed by A's run: {host_changes:?}");
+    ensure!(still.is_empty(), "host state not restored after the control: {still:?}");
+    ensure!(
+        found.xmm >= 16 && found.x87 == 1 && found.dr == 4 && found.seg == 3,
+        "without the switch B should have found A's secrets: {}",
+        found.line()
+    );
+    ensure!(found.mxcsr == SECRET_MXCSR as u64, "control: MXCSR {:#x}", found.mxcsr);
+    ensure!(found.tr == GUEST_TR as u64, "control: TR {:#x}", found.tr);
+    ensure!(!host_changes.is_empty(), "control: A's run changed nothing in the host");
+    Ok(())
+}
+
+/// How a one-instruction attack must end.
+enum Outcome {
+    /// Emulated: the guest resumed and reported done.
+    Resumed,
+    /// Refused: the partition stopped, naming this instruction.
+    Refused(&'static str),
+    /// Stopped at this exception vector (whatever the intercepts asked).
+    Exception(u8),
+}
+
+/// Every intercepted instruction the issue names, each in its own run of one partition
+/// (restarted between scenarios): it is refused or emulated as `partition::intercept`
+/// documents, the host stays up, and its state is the same after all of them.
+pub fn instructions(_: &mut TestContext<'_>) -> TestResult {
+    let cases = [
+        (scenario::XSETBV_BAD, Outcome::Refused("XSETBV")),
+        (scenario::LTR, Outcome::Resumed),
+        (scenario::INVD, Outcome::Resumed),
+        (scenario::WBINVD, Outcome::Resumed),
+        (scenario::RDPMC, Outcome::Refused("RDPMC")),
+        (scenario::MWAIT, Outcome::Refused("MWAIT")),
+        (scenario::MONITOR, Outcome::Refused("MONITOR")),
+        (scenario::INVLPGA, Outcome::Refused("INVLPGA")),
+        (scenario::ICEBP, Outcome::Refused("ICEBP")),
+        (scenario::DB_LOOP, Outcome::Exception(1)),
+    ];
+    let attacks = cases.len();
+    let before = snapshot()?;
+    let mut p = create("h", scenario::CPUID_VIEW)?;
+    let r = run(&mut p)?;
+    ensure!(r.stop == Stop::Done(0) && r.emulated >= 3, "CPUID view: {r:?}");
+    let ext = p.reported(check::CPUID_EXT_ECX).unwrap_or(u64::MAX);
+    let l1 = p.reported(check::CPUID_1_ECX).unwrap_or(0);
+    let host_ext = core::arch::x86_64::__cpuid(0x8000_0001).ecx as u64;
+    log::info!("hostile: CPUID 0x80000001 ECX host {host_ext:#x}, guest {ext:#x}; guest leaf 1 ECX {l1:#x}");
+    ensure!(host_ext & 4 != 0, "control: the host's CPUID shows no SVM");
+    ensure!(ext & 4 == 0, "the guest is told it has SVM: {ext:#x}");
+    ensure!(
+        l1 & 1 << 31 != 0 && l1 & 1 << 3 == 0,
+        "leaf 1 ECX {l1:#x}: hypervisor bit off or MONITOR on"
+    );
+    ensure!(
+        p.reported(check::CPUID_HV_EBX) == Some(u32::from_le_bytes(*b"uhv-") as u64),
+        "no hypervisor signature"
+    );
+    for (s, want) in cases {
+        p.restart(s).map_err(|e| format!("restart: {e}"))?;
+        // Ask for no exception intercepts: #DB, #AC and #MC must stay intercepted anyway.
+        p.set_exception_intercepts(if s == scenario::DB_LOOP { 0 } else { u32::MAX });
+        let r = run(&mut p)?;
+        let ok = match (&want, r.stop) {
+            (Outcome::Resumed, Stop::Done(0)) => p.reported(check::RESUMED) == Some(s),
+            (Outcome::Refused(w), Stop::Refused { instruction, .. }) => instruction.starts_with(w),
+            // QEMU's TCG does not check the XSETBV intercept: the CPU itself refuses the
+            // value with #GP, which stops the partition just the same.
+            (Outcome::Refused("XSETBV"), Stop::Exception { vector: 13, .. }) => true,
+            // QEMU 7.2's TCG decodes ICEBP (0xF1) as an invalid opcode: #UD, intercepted.
+            (Outcome::Refused("ICEBP"), Stop::Exception { vector: 6 | 1, .. }) => true,
+            (Outcome::Exception(v), Stop::Exception { vector, .. }) => vector == *v,
+            _ => false,
+        };
+        ensure!(ok, "scenario {s:#x} ended with {:?} (reports {:?})", r.stop, p.reports);
+        if s == scenario::LTR {
+            ensure!(p.reported(check::TR) == Some(GUEST_TR as u64), "the guest's LTR did not take");
+        }
+        if matches!(want, Outcome::Resumed) {
+            ensure!(r.emulated >= 1 || s == scenario::LTR, "scenario {s:#x}: nothing emulated");
+        }
+        let changed = differences(&before, &snapshot()?);
+        ensure!(changed.is_empty(), "scenario {s:#x} changed the host's state: {changed:?}");
+    }
+    p.destroy();
+    log::info!("hostile: host up, its state unchanged after {attacks} attacks");
+    Ok(())
+}
+
+/// A guest logs newlines, escape sequences and copies of host lines: the host keeps the
+/// text as the guest's message, and prints it quoted and escaped (the QEMU suite checks
+/// the console).
+pub fn log_is_data(_: &mut TestContext<'_>) -> TestResult {
+    let mut p = create("forger", scenario::LOG_FORGE)?;
+    let r = run(&mut p)?;
+    ensure!(r.stop == Stop::Done(0), "forger ended with {:?}", r.stop);
+    ensure!(p.messages.len() == 3, "messages {:?}", p.messages);
+    ensure!(p.messages[0].contains('\n') && p.messages[1].contains('\x1b'), "{:?}", p.messages);
+    for m in &p.messages {
+        let shown = format!("{}", m.escape_debug());
+        ensure!(
+            !shown.chars().any(|c| c.is_control()),
+            "escaped text keeps a control character: {shown:?}"
+        );
+    }
+    p.destroy();
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! Hostile guests under both IOMMUs (QEMU TCG, `-cpu max`, which offers SVM with nested
+//! paging, XSAVE with AVX and PKRU, FSGSBASE: the in-kernel tests check each feature
+//! they rely on from inside the guest): partition A's CPU state never reaches B or the
+//! host (and, with the world switch turned off, does: the control), every intercepted
+//! instruction is refused or emulated as documented with the host up and unchanged, and
+//! guest log text is shown escaped as the guest's without fooling these checks.
+
+use tests::*;
+
+const HOSTILE_TESTS: &str =
+    "hostile_state_isolation,hostile_state_control,hostile_instructions,hostile_log_is_data";
+
+/// The forged host line the `LOG_FORGE` guest prints.
+const FORGED: &str = "partitions: the device-assignment story held";
+
+fn judge(out: &Outcome) {
+    assert_passed(out);
+    assert_logged(out, "hostile: B found XMM/YMM holding the secret 0, x87 ST0 0");
+    assert_logged(
+        out,
+        "hostile: control (world switch off): B found XMM/YMM holding the secret 17",
+    );
+    assert_logged(out, "hostile: host up, its state unchanged after 10 attacks");
+    // Guest text: quoted and escaped after the partition's name, never a line of its own.
+    // (The raw log: `assert_logged` reads only the host's text.)
+    for shown in [
+        "partition forger: guest says: \"line one\\n[INFO ] partitions: the device-assignment story held\\nline three\"",
+        "partition forger: guest says: \"\\u{1b}[2J\\u{1b}[H\\r[INFO ]",
+        "partition forger: guest says: \"1 passed, 0 failed\\\" end \\\\ quote\\t\\u{7}\\u{7f}\"",
+    ] {
+        assert!(out.log.contains(shown), "expected `{shown}` in the serial log\n{}", out.log);
+    }
+    assert!(!out.log.contains('\u{1b}'), "a raw escape character reached the console");
+    for l in out.log.lines() {
+        assert!(
+            !l.trim_start().starts_with("[INFO ] partitions:"),
+            "a guest forged a host line: {l}"
+        );
+    }
+    // The control: the forged text is in the raw log, so a check on the raw log would
+    // have been fooled; the host's own text has no such line.
+    assert!(out.log.contains(FORGED), "the forger's text is missing");
+    assert!(!host_text(&out.log).contains(FORGED), "a guest's text passed for the host's");
+}
+
+#[test]
+fn hostile_guests_through_vtd() {
+    judge(&boot(&machine(Iommu::Intel { aw_bits: None, caching_mode: false }, HOSTILE_TESTS)));
+}
+
+#[test]
+fn hostile_guests_through_amdvi() {
+    judge(&boot(&machine(Iommu::Amd { intremap: false }, HOSTILE_TESTS)));
+}
