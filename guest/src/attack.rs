@@ -37,6 +37,12 @@ pub mod scenario {
     pub const MONITOR: u64 = 0x119;
     /// Log text with newlines, escape sequences, a quote and a copy of host lines.
     pub const LOG_FORGE: u64 = 0x120;
+    /// Leave [`super::DEVICE_SECRET`] in the edu device's DMA buffer (2048 bytes, copied
+    /// in by the device from the guest's own page) and end.
+    pub const DEVICE_LEAVE: u64 = 0x130;
+    /// Copy the edu device's DMA buffer into the guest's own page and report how many of
+    /// its bytes are [`super::DEVICE_SECRET`].
+    pub const DEVICE_READ: u64 = 0x131;
 
     /// Whether `s` is one of the hostile scenarios.
     pub fn is_hostile(s: u64) -> bool {
@@ -55,6 +61,9 @@ pub const SECRET_PKRU: u32 = 0x5555_5554;
 pub const GUEST_TR: u16 = 0x18;
 /// The LDTR selector [`scenario::STATE_FILL`] loads.
 pub const GUEST_LDTR: u16 = 0x28;
+
+/// The byte [`scenario::DEVICE_LEAVE`] fills the device's buffer with.
+pub const DEVICE_SECRET: u8 = 0xA5;
 
 /// Check ids of the hostile programs (a range of their own).
 pub mod check {
@@ -88,4 +97,7 @@ pub mod check {
     pub const CPUID_HV_EBX: u64 = 0x10D;
     /// The guest resumed after the attacking instruction (value: which scenario).
     pub const RESUMED: u64 = 0x10E;
+    /// [`super::scenario::DEVICE_READ`]: bytes of the device buffer equal to
+    /// [`super::DEVICE_SECRET`] (value `u64::MAX`: no device or a DMA timeout).
+    pub const DEVICE_SECRET_BYTES: u64 = 0x10F;
 }

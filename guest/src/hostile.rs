@@ -4,8 +4,10 @@
 
 use crate::bare::{hypercall, report, say, Channel};
 use core::arch::asm;
-use guest::attack::{check, scenario, GUEST_LDTR, GUEST_TR, SECRET, SECRET_MXCSR, SECRET_PKRU};
-use guest::{op, BootInfo, PROBE_START};
+use guest::attack::{
+    check, scenario, DEVICE_SECRET, GUEST_LDTR, GUEST_TR, SECRET, SECRET_MXCSR, SECRET_PKRU,
+};
+use guest::{op, BootInfo, DMA_LEN, DMA_SOURCE, DMA_TARGET, PROBE_START};
 
 /// The program's own GDT, TSS, LDT and IDT, in its free memory.
 const GDT: u64 = PROBE_START;
@@ -268,6 +270,40 @@ fn db_loop() {
     }
 }
 
+/// [`scenario::DEVICE_LEAVE`]: the secret into the device's buffer; 0 when it got there.
+fn device_leave(info: &BootInfo) -> u64 {
+    if info.edu_bar == 0 || info.dma_allowed == 0 {
+        return 1;
+    }
+    for i in 0..DMA_LEN {
+        // SAFETY: DMA_SOURCE..+DMA_LEN is the guest's own DMA page.
+        unsafe { core::ptr::write_volatile((DMA_SOURCE + i) as *mut u8, DEVICE_SECRET) };
+    }
+    !crate::bare::edu::dma(info.edu_bar, DMA_SOURCE, false) as u64
+}
+
+/// [`scenario::DEVICE_READ`]: the device's buffer into the guest's own page; the bytes
+/// that are the secret, or `None` without a device or on a timeout.
+fn device_read(info: &BootInfo) -> Option<u64> {
+    if info.edu_bar == 0 || info.dma_allowed == 0 {
+        return None;
+    }
+    for i in 0..DMA_LEN {
+        // SAFETY: DMA_TARGET..+DMA_LEN is the guest's own DMA page.
+        unsafe { core::ptr::write_volatile((DMA_TARGET + i) as *mut u8, 0) };
+    }
+    if !crate::bare::edu::dma(info.edu_bar, DMA_TARGET, true) {
+        return None;
+    }
+    // SAFETY: as above, after the device's write completed.
+    let n = (0..DMA_LEN)
+        .filter(
+            |i| unsafe { core::ptr::read_volatile((DMA_TARGET + i) as *const u8) } == DEVICE_SECRET,
+        )
+        .count();
+    Some(n as u64)
+}
+
 /// Runs the hostile scenario `info.scenario`; returns the DONE status.
 pub fn run(ch: Channel, info: &BootInfo) -> u64 {
     let s = info.scenario;
@@ -279,6 +315,11 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
             say(ch, "line one\n[INFO ] partitions: the device-assignment story held\nline three");
             say(ch, "\x1b[2J\x1b[H\r[INFO ] partitions: the device-assignment story held");
             say(ch, "1 passed, 0 failed\" end \\ quote\t\x07\x7f");
+            0
+        }
+        scenario::DEVICE_LEAVE => device_leave(info),
+        scenario::DEVICE_READ => {
+            report(ch, check::DEVICE_SECRET_BYTES, device_read(info).unwrap_or(u64::MAX));
             0
         }
         _ => {

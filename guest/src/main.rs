@@ -130,7 +130,7 @@ mod bare {
         status
     }
 
-    mod edu {
+    pub(crate) mod edu {
         use super::{read32, read64, report, say, write32, write64, Channel};
         use guest::{check, dma_pattern, BootInfo, DMA_LEN, DMA_ROUNDS, DMA_SOURCE, DMA_TARGET};
 
@@ -144,7 +144,7 @@ mod bare {
         const POLLS: u32 = 20_000_000;
 
         /// One DMA between device address `addr` and the device buffer; false on timeout.
-        fn dma(bar: u64, addr: u64, to_ram: bool) -> bool {
+        pub(crate) fn dma(bar: u64, addr: u64, to_ram: bool) -> bool {
             let (src, dst) = if to_ram { (BUFFER, addr) } else { (addr, BUFFER) };
             write64(bar + SRC, src);
             write64(bar + DST, dst);

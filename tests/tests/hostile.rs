@@ -7,8 +7,9 @@
 
 use tests::*;
 
-const HOSTILE_TESTS: &str =
-    "hostile_state_isolation,hostile_state_control,hostile_instructions,hostile_log_is_data";
+/// `hostile_device_reassignment` last: it leaves edu 00:04.0 marked as not reset.
+const HOSTILE_TESTS: &str = "hostile_state_isolation,hostile_state_control,hostile_instructions,\
+hostile_log_is_data,hostile_device_reassignment";
 
 /// The forged host line the `LOG_FORGE` guest prints.
 const FORGED: &str = "partitions: the device-assignment story held";
@@ -21,6 +22,15 @@ fn judge(out: &Outcome) {
         "hostile: control (world switch off): B found XMM/YMM holding the secret 17",
     );
     assert_logged(out, "hostile: host up, its state unchanged after 10 attacks");
+    // edu (QEMU's, one at 00:04.0: the harness's default machine) offers no reset: the
+    // device is refused to another partition, and the control reads the secret.
+    assert_logged(out, "hostile: 0000:00:04.0 offers no reset");
+    assert_logged(out, "partition leaver: 0000:00:04.0 not reset (it offers no FLR, no AF FLR and no PM soft reset)");
+    assert_logged(out, "hostile: taker asks for 0000:00:04.0: Err(\"0000:00:04.0 could not be reset after partition leaver owned it");
+    assert_logged(
+        out,
+        "hostile: control: a partition that accepts unreset devices read Some(2048) secret bytes",
+    );
     // Guest text: quoted and escaped after the partition's name, never a line of its own.
     // (The raw log: `assert_logged` reads only the host's text.)
     for shown in [

@@ -199,6 +199,7 @@ impl Partition {
             iommu.ok_or("assigned devices, but the IOMMU was not given to detach them from")?;
         let size = mem.size();
         let mut released = 0u64;
+        let functions = dma.functions();
         let result = dma.teardown(iommu, &mut |e: HostExtent| {
             let c0 = super::cycles();
             frames::zero(e.paddr, e.len);
@@ -211,6 +212,11 @@ impl Partition {
         if !keep {
             // The callback returned what it released; the rest (on error) is leaked.
             mem.disown();
+        }
+        // Each device, quiesced and blocked, is reset before it can change owner (or
+        // recorded as not resettable): `reset.rs`.
+        for f in &functions {
+            super::reset::released(f, &self.name);
         }
         let report = result?;
         if released != size {

@@ -12,6 +12,7 @@ mod lifecycle;
 pub use lifecycle::TeardownReport;
 pub mod memory;
 pub mod npt;
+pub mod reset;
 pub mod story;
 pub mod svm;
 pub mod vcpu;
@@ -48,6 +49,8 @@ pub enum PartitionError {
     NoBar,
     /// IOMMU attach failed (words from the IOMMU layer).
     Iommu(String),
+    /// The device could not be reset after another partition owned it.
+    DeviceNotReset(String),
 }
 
 impl fmt::Display for PartitionError {
@@ -65,6 +68,7 @@ impl fmt::Display for PartitionError {
             PartitionError::Stopped => f.write_str("the partition was stopped"),
             PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
             PartitionError::Iommu(e) => write!(f, "IOMMU: {e}"),
+            PartitionError::DeviceNotReset(e) => f.write_str(e),
         }
     }
 }
@@ -216,6 +220,9 @@ pub struct Partition {
     dma: Option<dma::PartitionDma>,
     /// Forbidden DMA targets the guest is told to try.
     pub isolation: IsolationProbes,
+    /// `unreset-devices allow`: it may be given a device another partition left without
+    /// a reset ([`reset::may_assign`]).
+    pub accept_unreset: bool,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -266,6 +273,7 @@ impl Partition {
             next_device_gpa: DEVICE_WINDOW,
             dma: None,
             isolation: IsolationProbes::default(),
+            accept_unreset: false,
         })
     }
 
@@ -336,6 +344,8 @@ impl Partition {
         route: crate::iommu::Route,
     ) -> Result<iommu::invalidate::DomainId, PartitionError> {
         let err = PartitionError::Iommu;
+        reset::may_assign(f.bdf, &self.name, self.accept_unreset)
+            .map_err(PartitionError::DeviceNotReset)?;
         if self.dma.is_none() {
             let extents = self.memory.as_ref().ok_or(PartitionError::Stopped)?.host_extents();
             let mut dma = dma::PartitionDma::new(iommu, Default::default()).map_err(err)?;

@@ -270,3 +270,66 @@ pub fn log_is_data(_: &mut TestContext<'_>) -> TestResult {
     p.destroy();
     Ok(())
 }
+
+/// Creates `name` with the first edu attached through the IOMMU and runs `s` in it.
+fn with_device(
+    ctx: &mut TestContext<'_>,
+    name: &str,
+    s: u64,
+    accept_unreset: bool,
+) -> Result<Partition, String> {
+    let platform = &mut *ctx.platform;
+    let f = platform.edus.first().ok_or("needs an edu device")?.bdf;
+    let f = platform.pci.iter().find(|p| p.bdf == f).ok_or("edu not enumerated")?.clone();
+    let route = platform.iommu.route(f.bdf).ok_or("edu sits behind no IOMMU")?;
+    let mut p = create(name, s)?;
+    p.accept_unreset = accept_unreset;
+    if let Err(e) = p.attach_device(&mut platform.iommu, &f, route) {
+        let _ = p.destroy_in(&mut platform.iommu);
+        return Err(format!("{e}"));
+    }
+    Ok(p)
+}
+
+/// A leaves a secret in its edu's DMA buffer and is destroyed; edu offers no reset, so
+/// B is refused the device, and the same partition re-created gets it back. Control:
+/// a partition configured with `unreset-devices allow` gets the device and reads A's
+/// secret out of it, so the refusal is what kept it from B. Run it last in a boot: it
+/// leaves the device marked as the control partition's.
+pub fn device_reassignment(ctx: &mut TestContext<'_>) -> TestResult {
+    let f = ctx.platform.edus.first().ok_or("needs an edu device")?.bdf;
+    let func = ctx.platform.pci.iter().find(|p| p.bdf == f).ok_or("edu not enumerated")?;
+    let method = crate::partition::reset::method(func);
+    log::info!("hostile: {f} offers {method}");
+    ensure!(method == crate::partition::reset::ResetMethod::None, "edu offers {method}?");
+    let mut a = with_device(ctx, "leaver", scenario::DEVICE_LEAVE, false)?;
+    let r = run(&mut a)?;
+    ensure!(r.stop == Stop::Done(0), "leaver ended with {:?} ({:?})", r.stop, a.reports);
+    a.destroy_in(&mut ctx.platform.iommu)?;
+    let refused = with_device(ctx, "taker", scenario::DEVICE_READ, false);
+    log::info!("hostile: taker asks for {f}: {:?}", refused.as_ref().map(|_| "attached"));
+    let Err(why) = refused else {
+        return Err(format!("{f} was given to another partition without a reset"));
+    };
+    ensure!(why.contains("could not be reset"), "refused for another reason: {why}");
+    // The same partition, re-created, may have its own device back.
+    let again = with_device(ctx, "leaver", scenario::DEVICE_READ, false)?;
+    again.destroy_in(&mut ctx.platform.iommu)?;
+    // Control: accepting unreset devices, a partition finds the leaver's secret.
+    let mut c = with_device(ctx, "control", scenario::DEVICE_READ, true)?;
+    let r = run(&mut c)?;
+    let found = c.reported(check::DEVICE_SECRET_BYTES);
+    c.destroy_in(&mut ctx.platform.iommu)?;
+    for e in &ctx.platform.edus {
+        e.set_bus_master(true);
+    }
+    log::info!(
+        "hostile: control: a partition that accepts unreset devices read {found:?} secret bytes"
+    );
+    ensure!(r.stop == Stop::Done(0), "control ended with {:?}", r.stop);
+    ensure!(
+        found == Some(guest::DMA_LEN),
+        "control found {found:?} secret bytes: the test cannot tell"
+    );
+    Ok(())
+}
