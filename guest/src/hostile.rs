@@ -242,8 +242,8 @@ fn cpuid_view(ch: Channel) -> u64 {
     0
 }
 
-// The #DB gate's target: return to the interrupted code with RFLAGS.TF still set, so
-// the next instruction traps again, forever (unless the host intercepts #DB).
+// The #DB gate's target: return to the interrupted `jmp` (a loop onto itself) with
+// RFLAGS.TF still set, so it traps again, forever (unless the host intercepts #DB).
 core::arch::global_asm!(".global hostile_db_handler", "hostile_db_handler:", "iretq");
 
 unsafe extern "C" {
@@ -266,7 +266,7 @@ fn db_loop() {
     // instruction, which the host intercepts (or our handler returns from).
     unsafe {
         asm!("lidt [{}]", in(reg) &idtr, options(nostack));
-        asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq", "nop", "nop");
+        asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq", "2:", "jmp 2b");
     }
 }
 

@@ -9,7 +9,7 @@ use tests::*;
 
 /// `hostile_device_reassignment` last: it leaves edu 00:04.0 marked as not reset.
 const HOSTILE_TESTS: &str = "hostile_state_isolation,hostile_state_control,hostile_instructions,\
-hostile_log_is_data,hostile_device_reassignment";
+hostile_exception_loops_control,hostile_log_is_data,hostile_device_reassignment";
 
 /// The forged host line the `LOG_FORGE` guest prints.
 const FORGED: &str = "partitions: the device-assignment story held";
@@ -22,6 +22,7 @@ fn judge(out: &Outcome) {
         "hostile: control (world switch off): B found XMM/YMM holding the secret 17",
     );
     assert_logged(out, "hostile: host up, its state unchanged after 10 attacks");
+    assert_logged(out, "hostile: control (#DB not forced): the #DB guest ended BudgetExhausted");
     // edu (QEMU's, one at 00:04.0: the harness's default machine) offers no reset: the
     // device is refused to another partition, and the control reads the secret.
     assert_logged(out, "hostile: 0000:00:04.0 offers no reset");

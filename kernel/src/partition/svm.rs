@@ -161,6 +161,16 @@ pub const ALL_EXCEPTIONS: u32 = u32::MAX;
 pub const ALWAYS_INTERCEPTED: u32 = 1 << 1 | 1 << 17 | 1 << 18;
 const VECTOR_MC: u8 = 18;
 
+/// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]).
+static FORCE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Test-only knob: with `false`, [`ALWAYS_INTERCEPTED`] is no longer added to what
+/// `set_exception_intercepts` asks, so the hostile suite's control can show a guest
+/// taking its own #DB/#AC.
+pub fn force_intercepts_for_test(on: bool) {
+    FORCE.store(on, core::sync::atomic::Ordering::SeqCst);
+}
+
 /// Why SVM cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SvmError {
@@ -589,7 +599,9 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn set_exception_intercepts(&mut self, vectors: u32) {
-        self.w32(ctl::INTERCEPT_EXCEPTIONS, vectors | ALWAYS_INTERCEPTED);
+        let forced =
+            if FORCE.load(core::sync::atomic::Ordering::SeqCst) { ALWAYS_INTERCEPTED } else { 0 };
+        self.w32(ctl::INTERCEPT_EXCEPTIONS, vectors | forced);
     }
 
     fn run(&mut self) -> VmExit {

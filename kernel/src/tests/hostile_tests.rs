@@ -333,3 +333,25 @@ pub fn device_reassignment(ctx: &mut TestContext<'_>) -> TestResult {
     );
     Ok(())
 }
+
+/// The control for the #DB loop: with the forced intercepts turned off (the test knob)
+/// and no exception intercepted, the guest takes its own #DB forever, until its budget
+/// ends it: so `instructions` would see it if the host let guests take #DB. (#AC cannot
+/// be provoked under QEMU's TCG, which does no alignment checking: its forced intercept
+/// is the same code path, unproven here.)
+pub fn exception_loops_control(_: &mut TestContext<'_>) -> TestResult {
+    let mut p = create("loops", scenario::DB_LOOP)?;
+    crate::partition::svm::force_intercepts_for_test(false);
+    p.set_exception_intercepts(0);
+    let db = run(&mut p);
+    crate::partition::svm::force_intercepts_for_test(true);
+    p.destroy();
+    let db = db?;
+    log::info!(
+        "hostile: control (#DB not forced): the #DB guest ended {:?} after {} exits",
+        db.stop,
+        db.exits
+    );
+    ensure!(db.stop == Stop::BudgetExhausted, "#DB guest: {:?}", db.stop);
+    Ok(())
+}

@@ -46,6 +46,10 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "hostile_state_control", run: hostile_tests::state_control },
     KernelTest { name: "hostile_instructions", run: hostile_tests::instructions },
     KernelTest { name: "hostile_log_is_data", run: hostile_tests::log_is_data },
+    KernelTest {
+        name: "hostile_exception_loops_control",
+        run: hostile_tests::exception_loops_control,
+    },
     KernelTest { name: "hostile_device_reassignment", run: hostile_tests::device_reassignment },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
