@@ -15,6 +15,7 @@
 #![no_std]
 
 pub mod attack;
+pub mod hypercall;
 
 /// Guest-physical address of the PML4; the PDPT and PDs follow page by page.
 pub const PAGE_TABLES: u64 = 0x1000;

@@ -119,36 +119,36 @@ impl Partition {
         }
     }
 
-    /// Serves one hypercall (registers per `guest::op`); `Some` ends the run.
+    /// Serves one hypercall (registers per `guest::op`, decoded by
+    /// `guest::hypercall::decode`); `Some` ends the run.
     fn hypercall(&mut self) -> Option<Stop> {
+        use guest::hypercall::{Escaped, Hypercall};
         let vcpu = self.vcpu.as_ref()?;
-        let (op, a, b) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx), vcpu.reg(Reg::Rsi));
         let rip = vcpu.reg(Reg::Rip);
-        match op {
-            guest::op::DONE => Some(Stop::Done(a)),
-            guest::op::REPORT => {
-                log::debug!("partition {}: report {} = {:#x}", self.name, a, b);
+        match guest::hypercall::decode(vcpu.reg(Reg::Rax), vcpu.reg(Reg::Rcx), vcpu.reg(Reg::Rsi)) {
+            Hypercall::Done { status } => Some(Stop::Done(status)),
+            Hypercall::Report { check, value } => {
+                log::debug!("partition {}: report {} = {:#x}", self.name, check, value);
                 // Guest-driven growth of host memory is bounded.
                 if self.reports.len() < MAX_KEPT {
-                    self.reports.push((a, b));
+                    self.reports.push((check, value));
                 }
                 None
             }
-            guest::op::LOG => {
-                let mut buf = [0u8; 256];
-                let n = (b as usize).min(buf.len());
-                let got = self.memory.as_ref().map_or(0, |m| m.read(a, &mut buf[..n]));
-                let text = String::from_utf8_lossy(&buf[..got]).into_owned();
-                // Guest text is data: quoted, with every control character, quote and
-                // backslash escaped, after the partition's name, so it can never end
-                // the line or pass for one of the hypervisor's own.
-                log::info!("partition {}: guest says: \"{}\"", self.name, text.escape_debug());
+            Hypercall::Log { gpa, len } => {
+                let mut buf = [0u8; guest::hypercall::MAX_LOG as usize];
+                let n = (len as usize).min(buf.len());
+                let got = self.memory.as_ref().map_or(0, |m| m.read(gpa, &mut buf[..n]));
+                // Guest text is data: quoted and escaped (`Escaped`) after the
+                // partition's name, so it can never end the line or pass for one of the
+                // hypervisor's own.
+                log::info!("partition {}: guest says: \"{}\"", self.name, Escaped(&buf[..got]));
                 if self.messages.len() < MAX_KEPT {
-                    self.messages.push(text);
+                    self.messages.push(String::from_utf8_lossy(&buf[..got]).into_owned());
                 }
                 None
             }
-            _ => Some(Stop::Unsupported { rip }),
+            Hypercall::Unknown(_) => Some(Stop::Unsupported { rip }),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod npt;
 pub mod reset;
 pub mod story;
 pub mod svm;
+pub mod svm_exit;
 pub mod vcpu;
 pub mod world;
 

@@ -4,6 +4,7 @@
 //! Under QEMU TCG there is no NRIP save: the next RIP of an I/O exit is EXITINFO2, and
 //! skipped VMMCALL/HLT instructions are advanced by their length.
 
+use super::svm_exit::{self, Decoded};
 use super::vcpu::{EntryState, Reg, VcpuBackend, VmExit};
 use super::world::GuestWorld;
 use super::{intercept, world};
@@ -129,37 +130,12 @@ const INTERCEPT_RDPRU: u32 = 1 << 14;
 // RDTSC (vector 3 bit 14) and RDTSCP (vector 4 bit 7) are deliberately not intercepted:
 // see `intercept.rs`.
 
-// Exit codes.
-const EXIT_EXCEPTION_0: u64 = 0x40;
-const EXIT_INTR: u64 = 0x60;
-const EXIT_NMI: u64 = 0x61;
-const EXIT_RDPMC: u64 = 0x6F;
-const EXIT_CPUID: u64 = 0x72;
-const EXIT_INVD: u64 = 0x76;
-const EXIT_HLT: u64 = 0x78;
-const EXIT_INVLPGA: u64 = 0x7A;
-const EXIT_IOIO: u64 = 0x7B;
-const EXIT_MSR: u64 = 0x7C;
-const EXIT_TASK_SWITCH: u64 = 0x7D;
-const EXIT_SHUTDOWN: u64 = 0x7F;
-const EXIT_VMMCALL: u64 = 0x81;
-const EXIT_ICEBP: u64 = 0x88;
-const EXIT_WBINVD: u64 = 0x89;
-const EXIT_MONITOR: u64 = 0x8A;
-const EXIT_MWAIT: u64 = 0x8B;
-const EXIT_MWAIT_CONDITIONAL: u64 = 0x8C;
-const EXIT_XSETBV: u64 = 0x8D;
-const EXIT_RDPRU: u64 = 0x8E;
-const EXIT_NPF: u64 = 0x400;
-const EXIT_INVALID: u64 = u64::MAX;
-
 /// Exceptions intercepted by default: every vector (the guest has no IDT of its own).
 pub const ALL_EXCEPTIONS: u32 = u32::MAX;
 /// Exceptions intercepted whatever a caller asks: #DB (1) and #AC (17), whose
 /// delivery loops (CVE-2015-8104, CVE-2015-5307) would hang the host, and #MC (18),
 /// which is the host's.
 pub const ALWAYS_INTERCEPTED: u32 = 1 << 1 | 1 << 17 | 1 << 18;
-const VECTOR_MC: u8 = 18;
 
 /// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]).
 static FORCE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
@@ -503,54 +479,31 @@ impl SvmVcpu {
         self.w64(off + 8, base);
     }
 
+    /// Decodes the exit (`svm_exit::decode`) and performs what it asks of the backend:
+    /// CPUID and XSETBV emulation, a host WBINVD, the host's machine-check handler.
     fn decode(&mut self) -> VmExit {
         let code = self.r64(ctl::EXIT_CODE);
         let info1 = self.r64(ctl::EXIT_INFO1);
         let info2 = self.r64(ctl::EXIT_INFO2);
         let rip = self.r64(save::RIP);
-        match code {
-            EXIT_IOIO => VmExit::Io {
-                port: (info1 >> 16) as u16,
-                size: ((info1 >> 4) & 7) as u8,
-                write: info1 & 1 == 0,
-                string: info1 & (1 << 2 | 1 << 3) != 0,
-                next_rip: info2,
-            },
-            // The guest's RIP is guest-controlled: wrap like the CPU would rather than overflow.
-            EXIT_VMMCALL => VmExit::Hypercall { next_rip: rip.wrapping_add(3) },
-            EXIT_HLT => VmExit::Halt,
-            EXIT_SHUTDOWN => VmExit::Shutdown,
-            EXIT_INTR | EXIT_NMI => VmExit::HostInterrupt,
-            EXIT_MSR => VmExit::Msr { rip },
-            EXIT_NPF => VmExit::NestedPageFault { gpa: info2, error_code: info1, rip },
-            EXIT_INVALID => VmExit::InvalidState,
-            EXIT_CPUID => self.emulate_cpuid(rip),
-            EXIT_XSETBV => self.emulate_xsetbv(rip),
-            EXIT_WBINVD | EXIT_INVD => {
+        match svm_exit::decode(code, info1, info2, rip) {
+            Decoded::Exit(e) => e,
+            Decoded::Cpuid => self.emulate_cpuid(rip),
+            Decoded::Xsetbv => self.emulate_xsetbv(rip),
+            Decoded::CacheFlush { invd } => {
                 // SAFETY: WBINVD writes back and invalidates the caches; it changes no
                 // memory contents, only costs time (bounded by the run's exit budget).
                 unsafe { core::arch::asm!("wbinvd", options(nostack)) };
                 self.w64(save::RIP, rip.wrapping_add(2));
-                VmExit::Emulated { instruction: if code == EXIT_INVD { "INVD" } else { "WBINVD" } }
+                VmExit::Emulated { instruction: if invd { "INVD" } else { "WBINVD" } }
             }
-            EXIT_RDPMC => VmExit::Refused { instruction: "RDPMC", rip },
-            EXIT_RDPRU => VmExit::Refused { instruction: "RDPRU", rip },
-            EXIT_INVLPGA => VmExit::Refused { instruction: "INVLPGA", rip },
-            EXIT_TASK_SWITCH => VmExit::Refused { instruction: "a task switch", rip },
-            EXIT_ICEBP => VmExit::Refused { instruction: "ICEBP", rip },
-            EXIT_MONITOR => VmExit::Refused { instruction: "MONITOR", rip },
-            EXIT_MWAIT | EXIT_MWAIT_CONDITIONAL => VmExit::Refused { instruction: "MWAIT", rip },
-            c if c == EXIT_EXCEPTION_0 + VECTOR_MC as u64 => {
+            Decoded::MachineCheck => {
                 // The machine check is the host's: its handler sees it as if delivered.
                 // SAFETY: INT 18 runs the host's #MC handler (IDT vector 18, on its IST
                 // stack); it returns or stops the machine, as for a host machine check.
                 unsafe { core::arch::asm!("int 18", options(nostack)) };
                 VmExit::MachineCheck { rip }
             }
-            c if (EXIT_EXCEPTION_0..EXIT_EXCEPTION_0 + 32).contains(&c) => {
-                VmExit::Exception { vector: (c - EXIT_EXCEPTION_0) as u8, error_code: info1, rip }
-            }
-            _ => VmExit::Other { code, rip },
         }
     }
 }

@@ -261,7 +261,7 @@ pub fn log_is_data(_: &mut TestContext<'_>) -> TestResult {
     ensure!(p.messages.len() == 3, "messages {:?}", p.messages);
     ensure!(p.messages[0].contains('\n') && p.messages[1].contains('\x1b'), "{:?}", p.messages);
     for m in &p.messages {
-        let shown = format!("{}", m.escape_debug());
+        let shown = format!("{}", guest::hypercall::Escaped(m.as_bytes()));
         ensure!(
             !shown.chars().any(|c| c.is_control()),
             "escaped text keeps a control character: {shown:?}"
