@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_qemu;
+mod fuzz;
 mod inspect;
 mod test;
 
@@ -26,7 +27,10 @@ commands:
   bench --qemu [--iommu intel|amd] [--json] [--debug]
                                 teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs
                                 unless one is named)
-  inspect [--json] [FILE...]    decode DMAR/IVRS tables (default: this machine's)";
+  inspect [--json] [FILE...]    decode DMAR/IVRS tables (default: this machine's)
+  fuzz [--runs N] [--seconds S] [TARGET...]
+                                build the libFuzzer targets (iommu/fuzz, boot/fuzz) and run
+                                each from its seeds (default 50000 inputs or 20 s each)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         "lint" => test::lint(),
         "bench" => bench::run(rest),
         "inspect" => inspect::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

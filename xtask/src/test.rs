@@ -80,6 +80,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     xtask::build::kernel(false)?;
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace", "--exclude", "tests"], &mut totals)?;
+    // A short libFuzzer run of every fuzz target (stable toolchain, seeds committed).
+    crate::fuzz::fuzz(crate::fuzz::SMOKE_RUNS, 20, &[])?;
     cargo_test(&["test", "--package", "tests", "--", "--test-threads=2"], &mut totals)?;
     // One closing line over every suite, for people and CI alike.
     println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
