@@ -7,12 +7,22 @@
 
 use tests::*;
 
-/// `hostile_device_reassignment` last: it leaves edu 00:04.0 marked as not reset.
+/// `hostile_device_reassignment` and `hostile_flr_on_release` last: they leave edu 00:04.0
+/// marked as not reset.
 const HOSTILE_TESTS: &str = "hostile_state_isolation,hostile_state_control,hostile_instructions,\
-hostile_exception_loops_control,hostile_log_is_data,hostile_device_reassignment";
+hostile_exception_loops_control,hostile_log_is_data,hostile_device_reassignment,hostile_flr_on_release";
 
 /// The forged host line the `LOG_FORGE` guest prints.
 const FORGED: &str = "partitions: the device-assignment story held";
+
+/// The harness's machine (q35, `-cpu max`, edu at 00:04.0) plus QEMU's NVMe controller at
+/// 00:06.0 (no drive: a controller with no namespace), whose PCI Express capability offers
+/// function-level reset; the test checks that from its capabilities.
+fn hostile_machine(iommu: Iommu) -> Machine {
+    let mut m = machine(iommu, HOSTILE_TESTS);
+    m.extra = vec!["-device".into(), "nvme,serial=hostile0,addr=0x6".into()];
+    m
+}
 
 fn judge(out: &Outcome) {
     assert_passed(out);
@@ -56,10 +66,10 @@ fn judge(out: &Outcome) {
 
 #[test]
 fn hostile_guests_through_vtd() {
-    judge(&boot(&machine(Iommu::Intel { aw_bits: None, caching_mode: false }, HOSTILE_TESTS)));
+    judge(&boot(&hostile_machine(Iommu::Intel { aw_bits: None, caching_mode: false })));
 }
 
 #[test]
 fn hostile_guests_through_amdvi() {
-    judge(&boot(&machine(Iommu::Amd { intremap: false }, HOSTILE_TESTS)));
+    judge(&boot(&hostile_machine(Iommu::Amd { intremap: false })));
 }

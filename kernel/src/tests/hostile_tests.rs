@@ -355,3 +355,43 @@ pub fn exception_loops_control(_: &mut TestContext<'_>) -> TestResult {
     ensure!(db.stop == Stop::BudgetExhausted, "#DB guest: {:?}", db.stop);
     Ok(())
 }
+
+/// A device that offers a function-level reset is reset by it when released: QEMU's NVMe
+/// controller (`-device nvme`, with a PCI Express capability that offers FLR) gets a
+/// cache-line size and an interrupt line, which a function reset clears and the reset
+/// code does not put back (it restores only BARs and the command register); after the
+/// release both read 0. Control: both read back before the reset, so a reset that did
+/// nothing would fail. (QEMU's NVMe model keeps its own AQA/ASQ registers across the
+/// reset, so the device-internal part is not observable with it.) A second control: edu,
+/// released the same way but without a reset to offer, keeps both registers.
+pub fn flr_on_release(ctx: &mut TestContext<'_>) -> TestResult {
+    let f = ctx
+        .platform
+        .pci
+        .iter()
+        .find(|f| f.class == (0x01, 0x08, 0x02))
+        .ok_or("needs an NVMe controller (-device nvme)")?
+        .clone();
+    let method = crate::partition::reset::method(&f);
+    log::info!("hostile: {} (NVMe) offers {method}", f.bdf);
+    ensure!(method == crate::partition::reset::ResetMethod::Flr, "NVMe offers {method}");
+    let c = f.config();
+    let marks = |c: &crate::pci::ConfigSpace| (c.read32(0x0C) & 0xFF, c.read32(0x3C) & 0xFF);
+    c.write32(0x0C, c.read32(0x0C) & !0xFF | 0x10);
+    c.write32(0x3C, c.read32(0x3C) & !0xFF | 0x0B);
+    let before = marks(&c);
+    let used = crate::partition::reset::released(&f, "flrtest");
+    let after = marks(&c);
+    log::info!("hostile: NVMe cache-line size and interrupt line {before:x?} before, {after:x?} after the {used} on release");
+    ensure!(before == (0x10, 0x0B), "control: the registers did not take the values ({before:x?})");
+    ensure!(
+        used == crate::partition::reset::ResetMethod::Flr && after == (0, 0),
+        "{after:x?} after {used}"
+    );
+    ensure!(
+        f.memory_bar(0).is_some_and(|(b, _)| c.read32(0x10) & !0xF == b as u32),
+        "BAR0 not restored"
+    );
+    crate::partition::reset::may_assign(f.bdf, "someone-else", false)
+        .map_err(|e| format!("a reset device was still refused: {e}"))
+}
