@@ -35,6 +35,8 @@ pub mod scenario {
     pub const ICEBP: u64 = 0x118;
     /// MONITOR.
     pub const MONITOR: u64 = 0x119;
+    /// RDPRU of register 0 (MPERF).
+    pub const RDPRU: u64 = 0x11B;
     /// Log text with newlines, escape sequences, a quote and a copy of host lines.
     pub const LOG_FORGE: u64 = 0x120;
     /// Leave [`super::DEVICE_SECRET`] in the edu device's DMA buffer (2048 bytes, copied

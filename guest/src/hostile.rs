@@ -361,6 +361,10 @@ fn attack(s: u64) {
             }
             scenario::DB_LOOP => db_loop(),
             scenario::ICEBP => asm!(".byte 0xf1", options(nostack)),
+            // RDPRU is 0F 01 FD (spelled out: not every assembler knows it).
+            scenario::RDPRU => {
+                asm!(".byte 0x0f, 0x01, 0xfd", in("ecx") 0, out("eax") _, out("edx") _, options(nostack))
+            }
             _ => hypercall(ch_port(), op::DONE, 0xbad, 0),
         }
     }

@@ -31,7 +31,7 @@ fn judge(out: &Outcome) {
         out,
         "hostile: control (world switch off): B found XMM/YMM holding the secret 17",
     );
-    assert_logged(out, "hostile: host up, its state unchanged after 10 attacks");
+    assert_logged(out, "hostile: host up, its state unchanged after 11 attacks");
     assert_logged(out, "hostile: control (#DB not forced): the #DB guest ended BudgetExhausted");
     // edu (QEMU's, one at 00:04.0: the harness's default machine) offers no reset: the
     // device is refused to another partition, and the control reads the secret.
