@@ -37,6 +37,9 @@ pub mod scenario {
     pub const MONITOR: u64 = 0x119;
     /// RDPRU of register 0 (MPERF).
     pub const RDPRU: u64 = 0x11B;
+    /// [`super::EXIT_LOOP_COUNT`] CPUIDs (each an exit the host emulates), then end: for
+    /// measuring what the world switch costs per exit.
+    pub const EXIT_LOOP: u64 = 0x140;
     /// Log text with newlines, escape sequences, a quote and a copy of host lines.
     pub const LOG_FORGE: u64 = 0x120;
     /// Leave [`super::DEVICE_SECRET`] in the edu device's DMA buffer (2048 bytes, copied
@@ -63,6 +66,9 @@ pub const SECRET_PKRU: u32 = 0x5555_5554;
 pub const GUEST_TR: u16 = 0x18;
 /// The LDTR selector [`scenario::STATE_FILL`] loads.
 pub const GUEST_LDTR: u16 = 0x28;
+
+/// CPUIDs [`scenario::EXIT_LOOP`] executes.
+pub const EXIT_LOOP_COUNT: u64 = 20_000;
 
 /// The byte [`scenario::DEVICE_LEAVE`] fills the device's buffer with.
 pub const DEVICE_SECRET: u8 = 0xA5;

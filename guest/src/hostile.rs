@@ -317,6 +317,12 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
             say(ch, "1 passed, 0 failed\" end \\ quote\t\x07\x7f");
             0
         }
+        scenario::EXIT_LOOP => {
+            for i in 0..guest::attack::EXIT_LOOP_COUNT {
+                core::hint::black_box(cpuid(i as u32 & 1, 0));
+            }
+            0
+        }
         scenario::DEVICE_LEAVE => device_leave(info),
         scenario::DEVICE_READ => {
             report(ch, check::DEVICE_SECRET_BYTES, device_read(info).unwrap_or(u64::MAX));

@@ -10,7 +10,8 @@ use tests::*;
 /// `hostile_device_reassignment` and `hostile_flr_on_release` last: they leave edu 00:04.0
 /// marked as not reset.
 const HOSTILE_TESTS: &str = "hostile_state_isolation,hostile_state_control,hostile_instructions,\
-hostile_exception_loops_control,hostile_log_is_data,hostile_device_reassignment,hostile_flr_on_release";
+hostile_exception_loops_control,hostile_log_is_data,hostile_switch_cost,hostile_device_reassignment,\
+hostile_flr_on_release";
 
 /// The forged host line the `LOG_FORGE` guest prints.
 const FORGED: &str = "partitions: the device-assignment story held";
@@ -62,6 +63,9 @@ fn judge(out: &Outcome) {
     // have been fooled; the host's own text has no such line.
     assert!(out.log.contains(FORGED), "the forger's text is missing");
     assert!(!host_text(&out.log).contains(FORGED), "a guest's text passed for the host's");
+    for l in out.log.lines().filter(|l| l.contains("bench world_switch")) {
+        eprintln!("{}", l.trim());
+    }
 }
 
 #[test]

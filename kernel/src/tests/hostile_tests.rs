@@ -398,3 +398,31 @@ pub fn flr_on_release(ctx: &mut TestContext<'_>) -> TestResult {
     crate::partition::reset::may_assign(f.bdf, "someone-else", false)
         .map_err(|e| format!("a reset device was still refused: {e}"))
 }
+
+/// What the world switch costs: a guest taking [`guest::attack::EXIT_LOOP_COUNT`]
+/// CPUID exits, timed with the switch on and (test knob) off; one line with both and the
+/// difference per exit. Under QEMU's TCG these are emulation costs, not a real CPU's.
+pub fn switch_cost(_: &mut TestContext<'_>) -> TestResult {
+    let mut per_exit = [0u64; 2];
+    for (i, on) in [true, false].into_iter().enumerate() {
+        let mut p = create("cost", scenario::EXIT_LOOP)?;
+        world::set_switch_for_test(on);
+        let c0 = crate::partition::cycles();
+        let r = p.run(Budget { ticks: 30_000, exits: 1_000_000 });
+        let cycles = crate::partition::cycles() - c0;
+        world::set_switch_for_test(true);
+        p.destroy();
+        let r = r.map_err(|e| format!("run: {e}"))?;
+        ensure!(r.stop == Stop::Done(0), "exit loop ended with {:?}", r.stop);
+        ensure!(r.emulated >= guest::attack::EXIT_LOOP_COUNT, "{} emulated", r.emulated);
+        per_exit[i] = cycles / r.exits.max(1);
+    }
+    log::info!(
+        "bench world_switch exits={} cycles_per_exit_switched={} cycles_per_exit_unswitched={} switch_cycles_per_exit={}",
+        guest::attack::EXIT_LOOP_COUNT,
+        per_exit[0],
+        per_exit[1],
+        per_exit[0] as i64 - per_exit[1] as i64
+    );
+    Ok(())
+}
