@@ -181,7 +181,8 @@ fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
 }
 
 /// Checks for SVM with nested paging and enables it on this (the boot) CPU once: sets
-/// EFER.SVME and points VM_HSAVE_PA at a fresh host save area.
+/// EFER.SVME, points VM_HSAVE_PA at a fresh host save area, and sets up the world
+/// switch's host side (`world::host_facts`: XSAVE is required).
 pub fn enable() -> Result<(), SvmError> {
     *ENABLED.call_once(|| {
         if cpuid(0x8000_0000).eax < 0x8000_000A || cpuid(0x8000_0001).ecx & (1 << 2) == 0 {
