@@ -235,8 +235,9 @@ struct GuestGprs {
 // TR/LDTR/SYSCALL MSRs into the page at RDX (skipped when RDX = 0: the switch's test
 // knob) and `vmload`s the guest's from its VMCB (RDI), loads the guest's registers from
 // `GuestGprs` (RSI), `vmrun`s, stores the guest's registers back, `vmsave`s the guest's
-// state into its VMCB and `vmload`s the host's, sets GIF and restores the host's
-// registers. A pending host interrupt is taken right after `stgi`, never on guest TR.
+// state into its VMCB and `vmload`s the host's, disables every breakpoint (DR7 = 0x400),
+// sets GIF and restores the host's registers. A pending host interrupt is taken right
+// after `stgi`, never on guest TR.
 core::arch::global_asm!(
     ".global partition_svm_vmrun",
     "partition_svm_vmrun:",
@@ -301,6 +302,10 @@ core::arch::global_asm!(
     "mov rax, rdx",
     "vmload rax",
     "3:",
+    // No guest breakpoint (DR0-DR3 are still the guest's) may fire in host code before
+    // `world` restores the host's debug registers: disable them all before GIF is set.
+    "mov eax, 0x400",
+    "mov dr7, rax",
     "stgi",
     "pop r15",
     "pop r14",
