@@ -329,7 +329,7 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
             0
         }
         _ => {
-            attack(s);
+            attack(ch, s);
             report(ch, check::TR, selectors().0 as u64);
             0
         }
@@ -340,7 +340,7 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
 
 /// The one-instruction attacks: each is refused (the guest is stopped) or emulated (it
 /// resumes and reports [`check::RESUMED`]).
-fn attack(s: u64) {
+fn attack(ch: Channel, s: u64) {
     // SAFETY: each instruction is intercepted by the host; the ones it emulates change
     // no guest memory, the others end the run.
     unsafe {
@@ -371,11 +371,7 @@ fn attack(s: u64) {
             scenario::RDPRU => {
                 asm!(".byte 0x0f, 0x01, 0xfd", in("ecx") 0, out("eax") _, out("edx") _, options(nostack))
             }
-            _ => hypercall(ch_port(), op::DONE, 0xbad, 0),
+            _ => hypercall(ch, op::DONE, 0xbad, 0),
         }
     }
-}
-
-fn ch_port() -> Channel {
-    Channel::Port
 }
