@@ -10,7 +10,7 @@ use tests::*;
 /// `hostile_device_reassignment` and `hostile_flr_on_release` last: they leave edu 00:04.0
 /// marked as not reset.
 const HOSTILE_TESTS: &str = "hostile_state_isolation,hostile_state_control,hostile_instructions,\
-hostile_exception_loops_control,hostile_log_is_data,hostile_switch_cost,hostile_device_reassignment,\
+hostile_exception_loops_control,hostile_log_is_data,hostile_no_host_addresses,hostile_switch_cost,hostile_device_reassignment,\
 hostile_flr_on_release";
 
 /// The forged host line the `LOG_FORGE` guest prints.
@@ -34,6 +34,10 @@ fn judge(out: &Outcome) {
     );
     assert_logged(out, "hostile: host up, its state unchanged after 11 attacks");
     assert_logged(out, "hostile: control (#DB not forced): the #DB guest ended BudgetExhausted");
+    assert_logged(
+        out,
+        "hostile: boot-page probes: other image (0, 0), built-in program (12345000, 6789a000)",
+    );
     // edu (QEMU's, one at 00:04.0: the harness's default machine) offers no reset: the
     // device is refused to another partition, and the control reads the secret.
     assert_logged(out, "hostile: 0000:00:04.0 offers no reset");

@@ -224,6 +224,10 @@ pub struct Partition {
     /// `unreset-devices allow`: it may be given a device another partition left without
     /// a reset ([`reset::may_assign`]).
     pub accept_unreset: bool,
+    /// It runs the hypervisor's own guest program ([`BUILTIN_GUEST`]): only such a guest
+    /// is ever told host-physical addresses ([`IsolationProbes`], for the isolation story
+    /// and tests); a guest image from the configuration never is.
+    pub builtin_image: bool,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -275,6 +279,7 @@ impl Partition {
             dma: None,
             isolation: IsolationProbes::default(),
             accept_unreset: false,
+            builtin_image: core::ptr::eq(image, BUILTIN_GUEST),
         })
     }
 
@@ -390,8 +395,9 @@ impl Partition {
             dma_allowed: dev.is_some_and(|d| d.dma_allowed) as u64,
             // 1 MiB past the end of RAM: the nearest address the partition does not own.
             dma_outside: size + (1 << 20),
-            dma_foreign: self.isolation.foreign,
-            dma_hypervisor: self.isolation.hypervisor,
+            // Host-physical addresses go only to the hypervisor's own program.
+            dma_foreign: if self.builtin_image { self.isolation.foreign } else { 0 },
+            dma_hypervisor: if self.builtin_image { self.isolation.hypervisor } else { 0 },
         }
     }
 

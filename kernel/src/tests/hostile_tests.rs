@@ -426,3 +426,41 @@ pub fn switch_cost(_: &mut TestContext<'_>) -> TestResult {
     );
     Ok(())
 }
+
+/// Host-physical addresses reach only the hypervisor's own guest program: a partition
+/// running any other image (here a copy of the same bytes, as a configuration's
+/// `image module:` would load) finds 0 in its boot page's `dma_foreign` and
+/// `dma_hypervisor` even with isolation probes set. Control: the built-in program, with
+/// the same probes, finds them.
+pub fn no_host_addresses(_: &mut TestContext<'_>) -> TestResult {
+    let copy: Vec<u8> = BUILTIN_GUEST.to_vec();
+    let mut found = [(0u64, 0u64); 2];
+    for (i, image) in [&copy[..], BUILTIN_GUEST].into_iter().enumerate() {
+        let mem = crate::partition::memory::GuestMemory::allocate(4 * MIB, Backing::Pages4K)
+            .ok_or("no memory")?;
+        let mut p = Partition::create_in("probe", mem, image).map_err(|e| format!("{e}"))?;
+        p.scenario = guest::scenario::HALT;
+        p.isolation.foreign = 0x1234_5000;
+        p.isolation.hypervisor = 0x6789_a000;
+        let r = run(&mut p)?;
+        ensure!(r.stop == Stop::Halted, "probe guest ended with {:?}", r.stop);
+        let mem = p.memory().ok_or("no memory")?;
+        let (mut f, mut h) = ([0u8; 8], [0u8; 8]);
+        mem.read(guest::BOOT_INFO + 7 * 8, &mut f);
+        mem.read(guest::BOOT_INFO + 8 * 8, &mut h);
+        found[i] = (u64::from_le_bytes(f), u64::from_le_bytes(h));
+        p.destroy();
+    }
+    log::info!(
+        "hostile: boot-page probes: other image {:x?}, built-in program {:x?}",
+        found[0],
+        found[1]
+    );
+    ensure!(found[0] == (0, 0), "a configured image was told host addresses {:x?}", found[0]);
+    ensure!(
+        found[1] == (0x1234_5000, 0x6789_a000),
+        "control: the built-in program got {:x?}",
+        found[1]
+    );
+    Ok(())
+}

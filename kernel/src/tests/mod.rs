@@ -46,6 +46,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "hostile_state_control", run: hostile_tests::state_control },
     KernelTest { name: "hostile_instructions", run: hostile_tests::instructions },
     KernelTest { name: "hostile_log_is_data", run: hostile_tests::log_is_data },
+    KernelTest { name: "hostile_no_host_addresses", run: hostile_tests::no_host_addresses },
     KernelTest {
         name: "hostile_exception_loops_control",
         run: hostile_tests::exception_loops_control,
