@@ -198,9 +198,14 @@ impl BootInfo {
         core::str::from_utf8(bytes).unwrap_or("<not utf-8>")
     }
 
-    /// Total bytes of usable RAM.
+    /// Total bytes of usable RAM (saturating: the loader's lengths are untrusted, and a
+    /// map whose regions add up past 2^64 must not overflow; found by the `boot_info`
+    /// fuzz target).
     pub fn usable_bytes(&self) -> u64 {
-        self.memory_map().iter().filter(|r| r.kind == MemoryKind::Usable).map(|r| r.len).sum()
+        self.memory_map()
+            .iter()
+            .filter(|r| r.kind == MemoryKind::Usable)
+            .fold(0u64, |sum, r| sum.saturating_add(r.len))
     }
 
     pub(crate) fn push_region(&mut self, start: u64, len: u64, kind: MemoryKind) {
@@ -279,4 +284,17 @@ pub(crate) fn read_cstr(mem: &dyn PhysReader, addr: u64, max: usize) -> &[u8] {
         len /= 2;
     }
     &[]
+}
+
+#[cfg(test)]
+mod usable_tests {
+    use super::*;
+
+    #[test]
+    fn usable_bytes_saturates_instead_of_overflowing() {
+        let mut bi = BootInfo::new(Protocol::Multiboot1);
+        bi.push_region(0, u64::MAX - 10, MemoryKind::Usable);
+        bi.push_region(u64::MAX - 10, 1 << 20, MemoryKind::Usable);
+        assert_eq!(bi.usable_bytes(), u64::MAX);
+    }
 }

@@ -9,6 +9,8 @@
 //!   cpus 1               # only 1 is supported for now
 //!   image builtin        # `builtin` (default) or `module:NAME` (a boot module's file name)
 //!   device 00:04.0       # a PCI function, [SSSS:]BB:DD.F in hex; repeatable
+//!   unreset-devices refuse  # `refuse` (default) or `allow`: take devices that could
+//!                        # not be reset after another partition owned them
 //! ```
 //!
 //! Parsing is syntax and self-consistency only (no allocation: fixed-size arrays that
@@ -105,6 +107,9 @@ pub struct PartitionSpec<'a> {
     device_count: usize,
     /// The line of its `partition` keyword, for messages.
     pub line: usize,
+    /// `unreset-devices allow`: it may be given a device that another partition owned
+    /// and that offers no reset (the device may still hold that partition's data).
+    pub accept_unreset: bool,
 }
 
 impl<'a> PartitionSpec<'a> {
@@ -120,6 +125,7 @@ impl<'a> PartitionSpec<'a> {
             devices: [DeviceAddr::default(); MAX_DEVICES],
             device_count: 0,
             line: 0,
+            accept_unreset: false,
         }
     }
 
@@ -160,6 +166,7 @@ struct Seen {
     backing: bool,
     cpus: bool,
     image: bool,
+    unreset: bool,
 }
 
 /// Parses and checks `text`; the result borrows names from it.
@@ -250,6 +257,14 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
                     _ => return Err(err(ConfigErrorKind::BadImage(value))),
                 };
             }
+            "unreset-devices" => {
+                once(&mut seen.unreset)?;
+                spec.accept_unreset = match value {
+                    "refuse" => false,
+                    "allow" => true,
+                    _ => return Err(err(ConfigErrorKind::BadUnreset(value))),
+                };
+            }
             "device" => {
                 if spec.device_count == MAX_DEVICES {
                     return Err(err(ConfigErrorKind::TooManyDevices(spec.name)));
@@ -270,7 +285,9 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
 }
 
 fn known_key(key: &str) -> Option<&'static str> {
-    ["partition", "memory", "backing", "cpus", "image", "device"].into_iter().find(|k| *k == key)
+    ["partition", "memory", "backing", "cpus", "image", "device", "unreset-devices"]
+        .into_iter()
+        .find(|k| *k == key)
 }
 
 /// Checks a finished partition: memory given, in range, a whole number of pages.

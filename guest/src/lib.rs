@@ -14,6 +14,9 @@
 //! | [`PROBE_START`]`-memory` | free memory the guest probes and uses for DMA |
 #![no_std]
 
+pub mod attack;
+pub mod hypercall;
+
 /// Guest-physical address of the PML4; the PDPT and PDs follow page by page.
 pub const PAGE_TABLES: u64 = 0x1000;
 /// Guest-physical address of the boot page.

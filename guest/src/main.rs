@@ -10,18 +10,22 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
+mod hostile;
+
+#[cfg(target_os = "none")]
 mod bare {
+    use crate::hostile;
     use core::arch::asm;
     use guest::{check, op, scenario, BootInfo, BOOT_MAGIC, HYPERCALL_PORT, PROBE_START};
 
     /// How hypercalls leave the guest.
     #[derive(Clone, Copy)]
-    enum Channel {
+    pub(crate) enum Channel {
         Port,
         Vmmcall,
     }
 
-    fn hypercall(ch: Channel, code: u32, a: u64, b: u64) {
+    pub(crate) fn hypercall(ch: Channel, code: u32, a: u64, b: u64) {
         match ch {
             // SAFETY: an OUT to the hypercall port exits to the hypervisor, which reads
             // the registers and resumes us after the instruction. No memory of ours is
@@ -38,11 +42,11 @@ mod bare {
         }
     }
 
-    fn report(ch: Channel, id: u64, value: u64) {
+    pub(crate) fn report(ch: Channel, id: u64, value: u64) {
         hypercall(ch, op::REPORT, id, value);
     }
 
-    fn say(ch: Channel, text: &str) {
+    pub(crate) fn say(ch: Channel, text: &str) {
         hypercall(ch, op::LOG, text.as_ptr() as u64, text.len() as u64);
     }
 
@@ -85,6 +89,11 @@ mod bare {
             scenario::HALT => halt(),
             scenario::RUNAWAY => runaway(),
             scenario::TRIPLE_FAULT => triple_fault(),
+            s if guest::attack::scenario::is_hostile(s) => {
+                let status = hostile::run(ch, &info);
+                hypercall(ch, op::DONE, status, 0);
+                halt()
+            }
             _ => {}
         }
         say(ch, "started");
@@ -121,7 +130,7 @@ mod bare {
         status
     }
 
-    mod edu {
+    pub(crate) mod edu {
         use super::{read32, read64, report, say, write32, write64, Channel};
         use guest::{check, dma_pattern, BootInfo, DMA_LEN, DMA_ROUNDS, DMA_SOURCE, DMA_TARGET};
 
@@ -135,7 +144,7 @@ mod bare {
         const POLLS: u32 = 20_000_000;
 
         /// One DMA between device address `addr` and the device buffer; false on timeout.
-        fn dma(bar: u64, addr: u64, to_ram: bool) -> bool {
+        pub(crate) fn dma(bar: u64, addr: u64, to_ram: bool) -> bool {
             let (src, dst) = if to_ram { (BUFFER, addr) } else { (addr, BUFFER) };
             write64(bar + SRC, src);
             write64(bar + DST, dst);

@@ -213,6 +213,10 @@ fn configuration_module_with_a_guest_module_runs() {
     assert_logged(&out, "partition solo: created, 6 MiB 2m-backed");
     assert_logged(&out, "partition solo: guest reports pages_stamped = 0x400");
     assert_logged(&out, "partition solo: stopped: Done(0)");
+    assert_logged(
+        &out,
+        "partition solo: runs its own image, so it is told no host-physical address",
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_destroy;
 mod bench_qemu;
+mod fuzz;
 mod inspect;
 mod test;
 
@@ -30,7 +31,10 @@ commands:
   bench --qemu [--iommu intel|amd] [--json] [--debug]
                                 teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs
                                 unless one is named)
-  inspect [--json] [FILE...]    decode DMAR/IVRS tables (default: this machine's)";
+  inspect [--json] [FILE...]    decode DMAR/IVRS tables (default: this machine's)
+  fuzz [--runs N] [--seconds S] [TARGET...]
+                                build the libFuzzer targets (iommu/fuzz, boot/fuzz) and run
+                                each from its seeds (default 50000 inputs or 20 s each)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         "install-qemu" => install_qemu(rest),
         "bench" => bench::run(rest),
         "inspect" => inspect::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -99,6 +99,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     xtask::build::kernel(false)?;
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace", "--exclude", "tests"], &mut totals)?;
+    // A short libFuzzer run of every fuzz target (stable toolchain, seeds committed).
+    crate::fuzz::fuzz(crate::fuzz::SMOKE_RUNS, 20, &[])?;
     // The QEMU suites once per QEMU version: emulator defaults differ between versions,
     // and the harness states every property the suites rely on, so each must pass on each.
     let qemus = xtask::qemu_versions::suite_qemus()?;

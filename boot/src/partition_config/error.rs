@@ -47,6 +47,8 @@ pub enum ConfigErrorKind<'a> {
     TooManyCpus(u32),
     /// An image other than `builtin` or `module:NAME`.
     BadImage(&'a str),
+    /// `unreset-devices` other than `refuse` or `allow`.
+    BadUnreset(&'a str),
     /// A device address that does not parse.
     BadDevice(&'a str),
     /// More than [`MAX_DEVICES`] in one partition.
@@ -108,6 +110,7 @@ impl fmt::Display for ConfigError<'_> {
                 "{n} CPUs requested but a partition supports only 1 virtual CPU for now"
             ),
             K::BadImage(i) => write!(f, "image `{i}` is neither `builtin` nor `module:NAME`"),
+            K::BadUnreset(v) => write!(f, "unreset-devices `{v}` is neither `refuse` nor `allow`"),
             K::BadDevice(d) => write!(f, "device `{d}` is not a PCI address [SSSS:]BB:DD.F"),
             K::TooManyDevices(n) => {
                 write!(f, "partition `{n}` names more than {MAX_DEVICES} devices")

@@ -147,6 +147,22 @@ fn refuses_more_than_one_cpu_clearly() {
 }
 
 #[test]
+fn unreset_devices_is_refuse_by_default_and_parsed_once() {
+    let cfg = parse("partition a\n memory 4M\npartition b\n memory 4M\n unreset-devices allow\n")
+        .expect("parses");
+    let p: Vec<_> = cfg.partitions().collect();
+    assert!(!p[0].accept_unreset && p[1].accept_unreset);
+    assert_eq!(
+        refused("partition a\n memory 4M\n unreset-devices maybe\n").kind,
+        ConfigErrorKind::BadUnreset("maybe")
+    );
+    assert_eq!(
+        refused("partition a\n unreset-devices allow\n unreset-devices refuse\n").kind,
+        ConfigErrorKind::Repeated("unreset-devices")
+    );
+}
+
+#[test]
 fn refuses_bad_images() {
     assert_eq!(refused("partition a\n image module:\n").kind, ConfigErrorKind::BadImage("module:"));
     assert_eq!(refused("partition a\n image guest\n").kind, ConfigErrorKind::BadImage("guest"));

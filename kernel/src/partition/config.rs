@@ -181,7 +181,10 @@ pub fn create_all(text: &str, platform: &mut Platform) -> Result<Vec<Partition>,
     let mut made = Vec::new();
     for spec in cfg.partitions() {
         let image = image_for(platform, spec)?;
-        let created = Partition::create(spec, image).map_err(|e| format!("{e}"));
+        let created = Partition::create(spec, image).map_err(|e| format!("{e}")).map(|mut p| {
+            p.accept_unreset = spec.accept_unreset;
+            p
+        });
         let attached = created.and_then(|mut p| match attach_devices(&mut p, spec, platform) {
             Ok(()) => Ok(p),
             Err(e) => {

@@ -189,6 +189,11 @@ impl PartitionDma {
         }
     }
 
+    /// The PCI functions attached (for their reset after teardown).
+    pub fn functions(&self) -> Vec<PciFunction> {
+        self.devices.iter().map(|d| d.function.clone()).collect()
+    }
+
     /// Quiesces every device (bus mastering off, in-flight DMA drained or timed out),
     /// blocks it on its unit, and tears every mapping down; each host extent goes to
     /// `release` only after the invalidation covering it completed. The probe pages go

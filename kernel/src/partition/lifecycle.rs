@@ -47,8 +47,13 @@ impl Partition {
         }
         self.state = State::Paused;
         let start = crate::apic::ticks();
-        let mut report =
-            RunReport { stop: Stop::BudgetExhausted, exits: 0, ticks: 0, hypercalls: 0 };
+        let mut report = RunReport {
+            stop: Stop::BudgetExhausted,
+            exits: 0,
+            ticks: 0,
+            hypercalls: 0,
+            emulated: 0,
+        };
         loop {
             let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
             let exit = vcpu.run();
@@ -82,6 +87,24 @@ impl Partition {
                 }
                 VmExit::Msr { rip } => Some(Stop::Unsupported { rip }),
                 VmExit::InvalidState => Some(Stop::InvalidState),
+                VmExit::Emulated { .. } => {
+                    report.emulated += 1;
+                    None
+                }
+                VmExit::Refused { instruction, rip } => {
+                    log::warn!(
+                        "partition {}: stopped: the guest executed {instruction} at {rip:#x}, which partitions may not",
+                        self.name
+                    );
+                    Some(Stop::Refused { instruction, rip })
+                }
+                VmExit::MachineCheck { rip } => {
+                    log::error!(
+                        "partition {}: stopped: a machine check arrived while it ran (guest RIP {rip:#x}); handed to the host's handler",
+                        self.name
+                    );
+                    Some(Stop::MachineCheck { rip })
+                }
                 VmExit::Other { code, .. } => Some(Stop::UnknownExit(code)),
             };
             report.ticks = crate::apic::ticks().wrapping_sub(start);
@@ -96,33 +119,36 @@ impl Partition {
         }
     }
 
-    /// Serves one hypercall (registers per `guest::op`); `Some` ends the run.
+    /// Serves one hypercall (registers per `guest::op`, decoded by
+    /// `guest::hypercall::decode`); `Some` ends the run.
     fn hypercall(&mut self) -> Option<Stop> {
+        use guest::hypercall::{Escaped, Hypercall};
         let vcpu = self.vcpu.as_ref()?;
-        let (op, a, b) = (vcpu.reg(Reg::Rax) as u32, vcpu.reg(Reg::Rcx), vcpu.reg(Reg::Rsi));
         let rip = vcpu.reg(Reg::Rip);
-        match op {
-            guest::op::DONE => Some(Stop::Done(a)),
-            guest::op::REPORT => {
-                log::debug!("partition {}: report {} = {:#x}", self.name, a, b);
+        match guest::hypercall::decode(vcpu.reg(Reg::Rax), vcpu.reg(Reg::Rcx), vcpu.reg(Reg::Rsi)) {
+            Hypercall::Done { status } => Some(Stop::Done(status)),
+            Hypercall::Report { check, value } => {
+                log::debug!("partition {}: report {} = {:#x}", self.name, check, value);
                 // Guest-driven growth of host memory is bounded.
                 if self.reports.len() < MAX_KEPT {
-                    self.reports.push((a, b));
+                    self.reports.push((check, value));
                 }
                 None
             }
-            guest::op::LOG => {
-                let mut buf = [0u8; 256];
-                let n = (b as usize).min(buf.len());
-                let got = self.memory.as_ref().map_or(0, |m| m.read(a, &mut buf[..n]));
-                let text = String::from_utf8_lossy(&buf[..got]).into_owned();
-                log::info!("partition {}: guest says: {}", self.name, text);
+            Hypercall::Log { gpa, len } => {
+                let mut buf = [0u8; guest::hypercall::MAX_LOG as usize];
+                let n = (len as usize).min(buf.len());
+                let got = self.memory.as_ref().map_or(0, |m| m.read(gpa, &mut buf[..n]));
+                // Guest text is data: quoted and escaped (`Escaped`) after the
+                // partition's name, so it can never end the line or pass for one of the
+                // hypervisor's own.
+                log::info!("partition {}: guest says: \"{}\"", self.name, Escaped(&buf[..got]));
                 if self.messages.len() < MAX_KEPT {
-                    self.messages.push(text);
+                    self.messages.push(String::from_utf8_lossy(&buf[..got]).into_owned());
                 }
                 None
             }
-            _ => Some(Stop::Unsupported { rip }),
+            Hypercall::Unknown(_) => Some(Stop::Unsupported { rip }),
         }
     }
 
@@ -175,6 +201,7 @@ impl Partition {
             iommu.ok_or("assigned devices, but the IOMMU was not given to detach them from")?;
         let size = mem.size();
         let mut released = 0u64;
+        let functions = dma.functions();
         let result = dma.teardown(iommu, &mut |e: HostExtent| {
             let c0 = super::cycles();
             if keep {
@@ -188,6 +215,11 @@ impl Partition {
         if !keep {
             // The callback returned what it released; the rest (on error) is leaked.
             mem.disown();
+        }
+        // Each device, quiesced and blocked, is reset before it can change owner (or
+        // recorded as not resettable): `reset.rs`.
+        for f in &functions {
+            super::reset::released(f, &self.name);
         }
         let report = result?;
         if released != size {

@@ -7,14 +7,18 @@
 pub mod config;
 pub mod dma;
 pub mod image;
+pub mod intercept;
 pub mod isolation;
 mod lifecycle;
 pub use lifecycle::TeardownReport;
 pub mod memory;
 pub mod npt;
+pub mod reset;
 pub mod story;
 pub mod svm;
+pub mod svm_exit;
 pub mod vcpu;
+pub mod world;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -47,6 +51,8 @@ pub enum PartitionError {
     NoBar,
     /// IOMMU attach failed (words from the IOMMU layer).
     Iommu(String),
+    /// The device could not be reset after another partition owned it.
+    DeviceNotReset(String),
 }
 
 impl fmt::Display for PartitionError {
@@ -64,6 +70,7 @@ impl fmt::Display for PartitionError {
             PartitionError::Stopped => f.write_str("the partition was stopped"),
             PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
             PartitionError::Iommu(e) => write!(f, "IOMMU: {e}"),
+            PartitionError::DeviceNotReset(e) => f.write_str(e),
         }
     }
 }
@@ -127,6 +134,18 @@ pub enum Stop {
     },
     /// The hardware refused the guest state.
     InvalidState,
+    /// The guest executed an instruction partitions may not (see `intercept.rs`).
+    Refused {
+        /// What, in words.
+        instruction: &'static str,
+        /// Where.
+        rip: u64,
+    },
+    /// A machine check arrived while the guest ran (handed to the host's handler).
+    MachineCheck {
+        /// The guest's RIP.
+        rip: u64,
+    },
     /// An exit the run loop does not know.
     UnknownExit(u64),
 }
@@ -142,6 +161,8 @@ pub struct RunReport {
     pub ticks: u64,
     /// Hypercalls served.
     pub hypercalls: u64,
+    /// Intercepted instructions the host emulated (CPUID, XSETBV, WBINVD, INVD).
+    pub emulated: u64,
 }
 
 /// Where a partition is in its life.
@@ -201,6 +222,13 @@ pub struct Partition {
     dma: Option<dma::PartitionDma>,
     /// Forbidden DMA targets the guest is told to try.
     pub isolation: IsolationProbes,
+    /// `unreset-devices allow`: it may be given a device another partition left without
+    /// a reset ([`reset::may_assign`]).
+    pub accept_unreset: bool,
+    /// It runs the hypervisor's own guest program ([`BUILTIN_GUEST`]): only such a guest
+    /// is ever told host-physical addresses ([`IsolationProbes`], for the isolation story
+    /// and tests); a guest image from the configuration never is.
+    pub builtin_image: bool,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -257,6 +285,8 @@ impl Partition {
             next_device_gpa: DEVICE_WINDOW,
             dma: None,
             isolation: IsolationProbes::default(),
+            accept_unreset: false,
+            builtin_image: core::ptr::eq(image, BUILTIN_GUEST),
         })
     }
 
@@ -329,6 +359,8 @@ impl Partition {
         let err = PartitionError::Iommu;
         // A device whose unit does not remap interrupts could forge any host interrupt.
         iommu.interrupt_isolation(route.unit).map_err(err)?;
+        reset::may_assign(f.bdf, &self.name, self.accept_unreset)
+            .map_err(PartitionError::DeviceNotReset)?;
         if self.dma.is_none() {
             let extents = self.memory.as_ref().ok_or(PartitionError::Stopped)?.host_extents();
             let mut dma = dma::PartitionDma::new(iommu, Default::default()).map_err(err)?;
@@ -372,8 +404,9 @@ impl Partition {
             dma_allowed: dev.is_some_and(|d| d.dma_allowed) as u64,
             // 1 MiB past the end of RAM: the nearest address the partition does not own.
             dma_outside: size + (1 << 20),
-            dma_foreign: self.isolation.foreign,
-            dma_hypervisor: self.isolation.hypervisor,
+            // Host-physical addresses go only to the hypervisor's own program.
+            dma_foreign: if self.builtin_image { self.isolation.foreign } else { 0 },
+            dma_hypervisor: if self.builtin_image { self.isolation.hypervisor } else { 0 },
         }
     }
 

@@ -262,6 +262,13 @@ pub fn tell(platform: &mut Platform, mut parts: Vec<Partition>) -> Result<Failur
         .map(|p| p.memory().and_then(|m| m.host_address(guest::LOAD_ADDRESS)))
         .collect();
     for (i, p) in parts.iter_mut().enumerate() {
+        if !p.builtin_image {
+            log::info!(
+                "partition {}: runs its own image, so it is told no host-physical address (no isolation probes)",
+                p.name
+            );
+            continue;
+        }
         let own = p.memory().map_or(0, |m| m.size());
         let other = if n > 1 { hosts[(i + 1) % n] } else { None };
         // A foreign host address inside this guest's own IOVA range would be its own RAM.

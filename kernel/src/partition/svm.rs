@@ -4,7 +4,10 @@
 //! Under QEMU TCG there is no NRIP save: the next RIP of an I/O exit is EXITINFO2, and
 //! skipped VMMCALL/HLT instructions are advanced by their length.
 
+use super::svm_exit::{self, Decoded};
 use super::vcpu::{EntryState, Reg, VcpuBackend, VmExit};
+use super::world::GuestWorld;
+use super::{intercept, world};
 use crate::mem::frames;
 use core::fmt;
 use x86_64::registers::model_specific::Msr;
@@ -38,8 +41,12 @@ mod save {
     pub const CS: usize = 0x410;
     pub const SS: usize = 0x420;
     pub const DS: usize = 0x430;
+    pub const FS: usize = 0x440;
+    pub const GS: usize = 0x450;
     pub const GDTR: usize = 0x460;
+    pub const LDTR: usize = 0x470;
     pub const IDTR: usize = 0x480;
+    pub const TR: usize = 0x490;
     pub const CPL: usize = 0x4CB;
     pub const EFER: usize = 0x4D0;
     pub const CR4: usize = 0x548;
@@ -51,33 +58,94 @@ mod save {
     pub const RIP: usize = 0x578;
     pub const RSP: usize = 0x5D8;
     pub const RAX: usize = 0x5F8;
+    pub const STAR: usize = 0x600;
+    pub const LSTAR: usize = 0x608;
+    pub const CSTAR: usize = 0x610;
+    pub const SFMASK: usize = 0x618;
+    pub const KERNEL_GS_BASE: usize = 0x620;
+    pub const SYSENTER_CS: usize = 0x628;
+    pub const SYSENTER_ESP: usize = 0x630;
+    pub const SYSENTER_EIP: usize = 0x638;
     pub const G_PAT: usize = 0x668;
 }
 
-// Intercept bits, vector 3 (offset 0x00C) and vector 4 (0x010).
+/// The 8-byte words VMSAVE stores and VMLOAD loads (FS, GS, LDTR, TR with their hidden
+/// parts; KERNEL_GS_BASE; the SYSCALL and SYSENTER MSRs): the part of the world switch
+/// that `world` does with those two instructions.
+pub const VMSAVE_FIELDS: [usize; 16] = [
+    save::FS,
+    save::FS + 8,
+    save::GS,
+    save::GS + 8,
+    save::LDTR,
+    save::LDTR + 8,
+    save::TR,
+    save::TR + 8,
+    save::STAR,
+    save::LSTAR,
+    save::CSTAR,
+    save::SFMASK,
+    save::KERNEL_GS_BASE,
+    save::SYSENTER_CS,
+    save::SYSENTER_ESP,
+    save::SYSENTER_EIP,
+];
+
+// Intercept bits, vector 3 (offset 0x00C) and vector 4 (0x010). The policy behind each
+// is in `intercept.rs`; the reason is given here once per bit.
+/// Host interrupts end the guest's slice (the host timer bounds every run).
 const INTERCEPT_INTR: u32 = 1 << 0;
+/// NMIs are the host's.
 const INTERCEPT_NMI: u32 = 1 << 1;
+/// RDPMC: the performance counters are the host's; refused.
+const INTERCEPT_RDPMC: u32 = 1 << 15;
+/// CPUID: emulated with a filtered view (no SVM, no PMU, no MONITOR, ...).
+const INTERCEPT_CPUID: u32 = 1 << 18;
+/// INVD: never executed (it would drop the host's dirty cache lines); emulated as WBINVD.
+const INTERCEPT_INVD: u32 = 1 << 22;
+/// HLT: the guest is done with the CPU; the run ends.
 const INTERCEPT_HLT: u32 = 1 << 24;
+/// INVLPGA: an SVM instruction reaching other ASIDs' TLB entries; refused.
+const INTERCEPT_INVLPGA: u32 = 1 << 26;
+/// I/O: only the hypercall port is served.
 const INTERCEPT_IOIO: u32 = 1 << 27;
+/// MSRs: none is emulated; any access stops the guest.
 const INTERCEPT_MSR: u32 = 1 << 28;
+/// Task switches: long mode has none; refused.
+const INTERCEPT_TASK_SWITCH: u32 = 1 << 29;
+/// Triple faults end the run instead of resetting the host.
 const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
 /// VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT: the guest uses none of SVM.
 const INTERCEPT_SVM_INSTRUCTIONS: u32 = 0x7F;
-
-// Exit codes.
-const EXIT_EXCEPTION_0: u64 = 0x40;
-const EXIT_INTR: u64 = 0x60;
-const EXIT_NMI: u64 = 0x61;
-const EXIT_HLT: u64 = 0x78;
-const EXIT_IOIO: u64 = 0x7B;
-const EXIT_MSR: u64 = 0x7C;
-const EXIT_SHUTDOWN: u64 = 0x7F;
-const EXIT_VMMCALL: u64 = 0x81;
-const EXIT_NPF: u64 = 0x400;
-const EXIT_INVALID: u64 = u64::MAX;
+/// ICEBP (INT1): a #DB the exception intercept does not see (CVE-2015-8104); refused.
+const INTERCEPT_ICEBP: u32 = 1 << 8;
+/// WBINVD: executed by the host on the guest's behalf (emulated).
+const INTERCEPT_WBINVD: u32 = 1 << 9;
+/// MONITOR, MWAIT, MWAIT when armed: CPUID says there is none; refused.
+const INTERCEPT_MONITOR_MWAIT: u32 = 1 << 10 | 1 << 11 | 1 << 12;
+/// XSETBV: XCR0 is host state; only values `intercept::xcr0_allowed` accepts are loaded.
+const INTERCEPT_XSETBV: u32 = 1 << 13;
+/// RDPRU: the host's processor registers; refused.
+const INTERCEPT_RDPRU: u32 = 1 << 14;
+// RDTSC (vector 3 bit 14) and RDTSCP (vector 4 bit 7) are deliberately not intercepted:
+// see `intercept.rs`.
 
 /// Exceptions intercepted by default: every vector (the guest has no IDT of its own).
 pub const ALL_EXCEPTIONS: u32 = u32::MAX;
+/// Exceptions intercepted whatever a caller asks: #DB (1) and #AC (17), whose
+/// delivery loops (CVE-2015-8104, CVE-2015-5307) would hang the host, and #MC (18),
+/// which is the host's.
+pub const ALWAYS_INTERCEPTED: u32 = 1 << 1 | 1 << 17 | 1 << 18;
+
+/// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]).
+static FORCE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Test-only knob: with `false`, [`ALWAYS_INTERCEPTED`] is no longer added to what
+/// `set_exception_intercepts` asks, so the hostile suite's control can show a guest
+/// taking its own #DB/#AC.
+pub fn force_intercepts_for_test(on: bool) {
+    FORCE.store(on, core::sync::atomic::Ordering::SeqCst);
+}
 
 /// Why SVM cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +158,8 @@ pub enum SvmError {
     NoNestedPaging,
     /// No frame for the host save area, a VMCB or a permission map.
     OutOfFrames,
+    /// CPUID reports no XSAVE, which the world switch needs.
+    NoXsave,
 }
 
 impl fmt::Display for SvmError {
@@ -99,6 +169,7 @@ impl fmt::Display for SvmError {
             SvmError::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
             SvmError::NoNestedPaging => "the CPU has SVM but no nested paging",
             SvmError::OutOfFrames => "out of frames for SVM structures",
+            SvmError::NoXsave => "the CPU has no XSAVE, which the world switch needs",
         })
     }
 }
@@ -110,7 +181,8 @@ fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
 }
 
 /// Checks for SVM with nested paging and enables it on this (the boot) CPU once: sets
-/// EFER.SVME and points VM_HSAVE_PA at a fresh host save area.
+/// EFER.SVME, points VM_HSAVE_PA at a fresh host save area, and sets up the world
+/// switch's host side (`world::host_facts`: XSAVE is required).
 pub fn enable() -> Result<(), SvmError> {
     *ENABLED.call_once(|| {
         if cpuid(0x8000_0000).eax < 0x8000_000A || cpuid(0x8000_0001).ecx & (1 << 2) == 0 {
@@ -132,6 +204,7 @@ pub fn enable() -> Result<(), SvmError> {
             efer.write(efer.read() | EFER_SVME);
             Msr::new(MSR_VM_HSAVE_PA).write(hsave);
         }
+        world::host_facts()?;
         log::info!("svm: enabled (nested paging, {} ASIDs)", cpuid(0x8000_000A).ebx);
         Ok(())
     })
@@ -158,9 +231,13 @@ struct GuestGprs {
     r15: u64,
 }
 
-// Saves the host's callee-saved registers, loads the guest's from `GuestGprs` (RSI), runs
-// the guest with `clgi; vmrun; stgi` on the VMCB at RDI, stores the guest's registers
-// back and restores the host's. A pending host interrupt is taken right after `stgi`.
+// Saves the host's callee-saved registers; with GIF clear, `vmsave`s the host's FS/GS/
+// TR/LDTR/SYSCALL MSRs into the page at RDX (skipped when RDX = 0: the switch's test
+// knob) and `vmload`s the guest's from its VMCB (RDI), loads the guest's registers from
+// `GuestGprs` (RSI), `vmrun`s, stores the guest's registers back, `vmsave`s the guest's
+// state into its VMCB and `vmload`s the host's, disables every breakpoint (DR7 = 0x400),
+// sets GIF and restores the host's registers. A pending host interrupt is taken right
+// after `stgi`, never on guest TR.
 core::arch::global_asm!(
     ".global partition_svm_vmrun",
     "partition_svm_vmrun:",
@@ -170,7 +247,17 @@ core::arch::global_asm!(
     "push r13",
     "push r14",
     "push r15",
+    "push rdi",
+    "push rdx",
     "push rsi",
+    "clgi",
+    "test rdx, rdx",
+    "jz 2f",
+    "mov rax, rdx",
+    "vmsave rax",
+    "mov rax, rdi",
+    "vmload rax",
+    "2:",
     "mov rax, rdi",
     "mov rbx, [rsi + 0x00]",
     "mov rcx, [rsi + 0x08]",
@@ -206,6 +293,19 @@ core::arch::global_asm!(
     "pop rax",
     "mov [rsi + 0x18], rax",
     "add rsp, 8",
+    "pop rdx",
+    "pop rdi",
+    "test rdx, rdx",
+    "jz 3f",
+    "mov rax, rdi",
+    "vmsave rax",
+    "mov rax, rdx",
+    "vmload rax",
+    "3:",
+    // No guest breakpoint (DR0-DR3 are still the guest's) may fire in host code before
+    // `world` restores the host's debug registers: disable them all before GIF is set.
+    "mov eax, 0x400",
+    "mov dr7, rax",
     "stgi",
     "pop r15",
     "pop r14",
@@ -217,7 +317,7 @@ core::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    fn partition_svm_vmrun(vmcb: u64, gprs: *mut GuestGprs);
+    fn partition_svm_vmrun(vmcb: u64, gprs: *mut GuestGprs, host_save: u64);
 }
 
 /// An SVM virtual CPU: its VMCB, I/O permission map (12 KiB, every port intercepted),
@@ -228,18 +328,25 @@ pub struct SvmVcpu {
     iopm: u64,
     msrpm: u64,
     gprs: GuestGprs,
+    /// What VMRUN does not switch: XSAVE state, XCR0, DR0-DR3.
+    world: GuestWorld,
 }
 
 /// A 12-bit VMCB segment attribute: 64-bit code (type 0xB, S, P, L, G).
 const CODE64: u16 = 0xA9B;
 /// Flat data (type 3, S, P, D/B, G).
 const DATA: u16 = 0xC93;
+/// A present busy 64-bit TSS (type 0xB, P): the guest's TR at start.
+const TSS64_BUSY: u16 = 0x08B;
+/// A present LDT (type 2, P): the guest's LDTR at start.
+const LDT: u16 = 0x082;
 
 impl SvmVcpu {
     /// A vCPU for a guest whose nested tables are rooted at `nested_cr3`, with
     /// address-space id `asid` (nonzero).
     pub fn new(nested_cr3: u64, asid: u32) -> Result<SvmVcpu, SvmError> {
         enable()?;
+        let world = GuestWorld::new()?;
         let vmcb = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
         let Some(iopm) = frames::alloc_contiguous(3, 4096) else {
             frames::free(vmcb);
@@ -256,18 +363,31 @@ impl SvmVcpu {
             core::ptr::write_bytes(iopm as *mut u8, 0xFF, 3 * 4096);
             core::ptr::write_bytes(msrpm as *mut u8, 0xFF, 2 * 4096);
         }
-        let mut v = SvmVcpu { vmcb, iopm, msrpm, gprs: GuestGprs::default() };
+        let mut v = SvmVcpu { vmcb, iopm, msrpm, gprs: GuestGprs::default(), world };
         v.w32(ctl::INTERCEPT_EXCEPTIONS, ALL_EXCEPTIONS);
         v.w32(
             ctl::INTERCEPT_MISC1,
             INTERCEPT_INTR
                 | INTERCEPT_NMI
+                | INTERCEPT_RDPMC
+                | INTERCEPT_CPUID
+                | INTERCEPT_INVD
                 | INTERCEPT_HLT
+                | INTERCEPT_INVLPGA
                 | INTERCEPT_IOIO
                 | INTERCEPT_MSR
+                | INTERCEPT_TASK_SWITCH
                 | INTERCEPT_SHUTDOWN,
         );
-        v.w32(ctl::INTERCEPT_MISC2, INTERCEPT_SVM_INSTRUCTIONS);
+        v.w32(
+            ctl::INTERCEPT_MISC2,
+            INTERCEPT_SVM_INSTRUCTIONS
+                | INTERCEPT_ICEBP
+                | INTERCEPT_WBINVD
+                | INTERCEPT_MONITOR_MWAIT
+                | INTERCEPT_XSETBV
+                | INTERCEPT_RDPRU,
+        );
         v.w64(ctl::IOPM_BASE, iopm);
         v.w64(ctl::MSRPM_BASE, msrpm);
         v.w32(ctl::ASID, asid.max(1));
@@ -304,9 +424,58 @@ impl SvmVcpu {
         unsafe { core::ptr::write_volatile(self.at(off) as *mut u64, v) }
     }
 
+    fn r8(&self, off: usize) -> u8 {
+        // SAFETY: as for `w8`, reading.
+        unsafe { core::ptr::read_volatile(self.at(off) as *const u8) }
+    }
+
     fn r64(&self, off: usize) -> u64 {
         // SAFETY: as for `w16`, reading.
         unsafe { core::ptr::read_volatile(self.at(off) as *const u64) }
+    }
+
+    /// CPUID (2 bytes, no NRIP under TCG): the filtered view of `intercept::guest_cpuid`.
+    fn emulate_cpuid(&mut self, rip: u64) -> VmExit {
+        let Ok(facts) = world::host_facts() else {
+            return VmExit::Refused { instruction: "CPUID", rip };
+        };
+        let leaf = self.r64(save::RAX) as u32;
+        let r = intercept::guest_cpuid(
+            leaf,
+            self.gprs.rcx as u32,
+            self.r64(save::CR4),
+            facts.mask,
+            facts.area_size as u32,
+        );
+        self.w64(save::RAX, r[0] as u64);
+        self.gprs.rbx = r[1] as u64;
+        self.gprs.rcx = r[2] as u64;
+        self.gprs.rdx = r[3] as u64;
+        self.w64(save::RIP, rip.wrapping_add(2));
+        VmExit::Emulated { instruction: "CPUID" }
+    }
+
+    /// XSETBV (3 bytes): XCR0 only (ECX = 0), at CPL 0 with the guest's CR4.OSXSAVE, and
+    /// only a value `intercept::xcr0_allowed` accepts; anything else stops the guest.
+    fn emulate_xsetbv(&mut self, rip: u64) -> VmExit {
+        let refused =
+            VmExit::Refused { instruction: "XSETBV of a value the host does not allow", rip };
+        let Ok(facts) = world::host_facts() else {
+            return refused;
+        };
+        let value = (self.gprs.rdx & 0xFFFF_FFFF) << 32 | (self.r64(save::RAX) & 0xFFFF_FFFF);
+        let cpl = self.r8(save::CPL);
+        let osxsave = self.r64(save::CR4) & 1 << 18 != 0;
+        if self.gprs.rcx as u32 != 0 || cpl != 0 || !osxsave {
+            return refused;
+        }
+        if let Err(why) = intercept::xcr0_allowed(value, facts.mask) {
+            log::warn!("svm: guest XSETBV {value:#x} refused: {why}");
+            return refused;
+        }
+        self.world.xcr0 = value;
+        self.w64(save::RIP, rip.wrapping_add(3));
+        VmExit::Emulated { instruction: "XSETBV" }
     }
 
     fn segment(&mut self, off: usize, selector: u16, attrib: u16, limit: u32, base: u64) {
@@ -316,31 +485,31 @@ impl SvmVcpu {
         self.w64(off + 8, base);
     }
 
-    fn decode(&self) -> VmExit {
+    /// Decodes the exit (`svm_exit::decode`) and performs what it asks of the backend:
+    /// CPUID and XSETBV emulation, a host WBINVD, the host's machine-check handler.
+    fn decode(&mut self) -> VmExit {
         let code = self.r64(ctl::EXIT_CODE);
         let info1 = self.r64(ctl::EXIT_INFO1);
         let info2 = self.r64(ctl::EXIT_INFO2);
         let rip = self.r64(save::RIP);
-        match code {
-            EXIT_IOIO => VmExit::Io {
-                port: (info1 >> 16) as u16,
-                size: ((info1 >> 4) & 7) as u8,
-                write: info1 & 1 == 0,
-                string: info1 & (1 << 2 | 1 << 3) != 0,
-                next_rip: info2,
-            },
-            // The guest's RIP is guest-controlled: wrap like the CPU would rather than overflow.
-            EXIT_VMMCALL => VmExit::Hypercall { next_rip: rip.wrapping_add(3) },
-            EXIT_HLT => VmExit::Halt,
-            EXIT_SHUTDOWN => VmExit::Shutdown,
-            EXIT_INTR | EXIT_NMI => VmExit::HostInterrupt,
-            EXIT_MSR => VmExit::Msr { rip },
-            EXIT_NPF => VmExit::NestedPageFault { gpa: info2, error_code: info1, rip },
-            EXIT_INVALID => VmExit::InvalidState,
-            c if (EXIT_EXCEPTION_0..EXIT_EXCEPTION_0 + 32).contains(&c) => {
-                VmExit::Exception { vector: (c - EXIT_EXCEPTION_0) as u8, error_code: info1, rip }
+        match svm_exit::decode(code, info1, info2, rip) {
+            Decoded::Exit(e) => e,
+            Decoded::Cpuid => self.emulate_cpuid(rip),
+            Decoded::Xsetbv => self.emulate_xsetbv(rip),
+            Decoded::CacheFlush { invd } => {
+                // SAFETY: WBINVD writes back and invalidates the caches; it changes no
+                // memory contents, only costs time (bounded by the run's exit budget).
+                unsafe { core::arch::asm!("wbinvd", options(nostack)) };
+                self.w64(save::RIP, rip.wrapping_add(2));
+                VmExit::Emulated { instruction: if invd { "INVD" } else { "WBINVD" } }
             }
-            _ => VmExit::Other { code, rip },
+            Decoded::MachineCheck => {
+                // The machine check is the host's: its handler sees it as if delivered.
+                // SAFETY: INT 18 runs the host's #MC handler (IDT vector 18, on its IST
+                // stack); it returns or stops the machine, as for a host machine check.
+                unsafe { core::arch::asm!("int 18", options(nostack)) };
+                VmExit::MachineCheck { rip }
+            }
         }
     }
 }
@@ -359,6 +528,18 @@ impl VcpuBackend for SvmVcpu {
         // take is intercepted (or, with intercepts off, escalates to a shutdown).
         self.segment(save::GDTR, 0, 0, 0, 0);
         self.segment(save::IDTR, 0, 0, 0, 0);
+        // The clean start of what VMLOAD loads (see `world.rs`): null FS/GS at base 0,
+        // TR a busy 64-bit TSS at 0, LDTR an LDT at 0, KERNEL_GS_BASE and the SYSCALL and
+        // SYSENTER MSRs 0; a restarted guest finds none of its earlier values.
+        for off in [save::FS, save::GS] {
+            self.segment(off, 0, 0, 0, 0);
+        }
+        self.segment(save::TR, 0, TSS64_BUSY, 0xFFFF, 0);
+        self.segment(save::LDTR, 0, LDT, 0xFFFF, 0);
+        for off in VMSAVE_FIELDS[8..].iter() {
+            self.w64(*off, 0);
+        }
+        self.world.reset();
         self.w8(save::CPL, 0);
         // EFER: LME | LMA | SVME (VMRUN requires the guest's SVME).
         self.w64(save::EFER, 1 << 8 | 1 << 10 | EFER_SVME);
@@ -377,7 +558,9 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn set_exception_intercepts(&mut self, vectors: u32) {
-        self.w32(ctl::INTERCEPT_EXCEPTIONS, vectors);
+        let forced =
+            if FORCE.load(core::sync::atomic::Ordering::SeqCst) { ALWAYS_INTERCEPTED } else { 0 };
+        self.w32(ctl::INTERCEPT_EXCEPTIONS, vectors | forced);
     }
 
     fn run(&mut self) -> VmExit {
@@ -385,11 +568,15 @@ impl VcpuBackend for SvmVcpu {
         // under emulation, and always correct).
         self.w32(ctl::TLB_CONTROL, 1);
         x86_64::instructions::interrupts::enable();
+        let host = self.world.enter();
+        let host_save = world::host_save_page();
         // SAFETY: SVM is enabled with a host save area (`new` called `enable`); the VMCB
         // is a page-aligned frame this vCPU owns, filled by `new`/`enter_long_mode` with
-        // its permission maps and nested tables; the routine restores every callee-saved
-        // register and the stack, and GIF is set again before it returns.
-        unsafe { partition_svm_vmrun(self.vmcb, &mut self.gprs) };
+        // its permission maps, nested tables and the state VMLOAD reads; `host_save` is
+        // the host's own vmsave page (or 0); the routine restores every callee-saved
+        // register and the stack, and GIF is set again (host state back) before it returns.
+        unsafe { partition_svm_vmrun(self.vmcb, &mut self.gprs, host_save) };
+        self.world.leave(host);
         self.decode()
     }
 

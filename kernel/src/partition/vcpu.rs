@@ -81,6 +81,24 @@ pub enum VmExit {
     HostInterrupt,
     /// The hardware refused the guest state (VMEXIT_INVALID / VM-entry failure).
     InvalidState,
+    /// The backend emulated an intercepted instruction (CPUID, XSETBV, WBINVD, INVD, see
+    /// `intercept.rs`); the guest continues after it.
+    Emulated {
+        /// Which.
+        instruction: &'static str,
+    },
+    /// The guest executed an instruction partitions may not (see `intercept.rs`).
+    Refused {
+        /// What, in words.
+        instruction: &'static str,
+        /// Where.
+        rip: u64,
+    },
+    /// A machine check arrived while the guest ran; the host's handler has seen it.
+    MachineCheck {
+        /// The guest's RIP.
+        rip: u64,
+    },
     /// Any other exit, undecoded.
     Other {
         /// The backend's raw exit code.

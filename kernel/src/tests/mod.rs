@@ -3,6 +3,7 @@
 mod core_tests;
 pub mod dma;
 mod edu_tests;
+mod hostile_tests;
 pub mod iommu;
 mod partition_assign_tests;
 mod partition_dma_tests;
@@ -47,6 +48,18 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "ir_forgery", run: iommu::interrupt_forgery::forgery },
     KernelTest { name: "ir_msi", run: iommu::msi_remap::msi },
     KernelTest { name: "ir_handoff", run: iommu::ir_handoff::handoff },
+    KernelTest { name: "hostile_state_isolation", run: hostile_tests::state_isolation },
+    KernelTest { name: "hostile_state_control", run: hostile_tests::state_control },
+    KernelTest { name: "hostile_instructions", run: hostile_tests::instructions },
+    KernelTest { name: "hostile_log_is_data", run: hostile_tests::log_is_data },
+    KernelTest { name: "hostile_no_host_addresses", run: hostile_tests::no_host_addresses },
+    KernelTest {
+        name: "hostile_exception_loops_control",
+        run: hostile_tests::exception_loops_control,
+    },
+    KernelTest { name: "hostile_device_reassignment", run: hostile_tests::device_reassignment },
+    KernelTest { name: "hostile_flr_on_release", run: hostile_tests::flr_on_release },
+    KernelTest { name: "hostile_switch_cost", run: hostile_tests::switch_cost },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },

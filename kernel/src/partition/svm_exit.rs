@@ -1,0 +1,89 @@
+//! Decoding an SVM #VMEXIT (exit code, EXITINFO1/2, guest RIP) into the vendor-neutral
+//! [`VmExit`], or into what the backend must do first (emulate, flush, hand a machine
+//! check to the host). Pure: no VMCB access, so it is fuzzed with arbitrary register
+//! values (`boot/fuzz`, target `vm_exit`). The exit codes are AMD APM vol. 2, appendix C.
+
+use super::vcpu::VmExit;
+
+// Exit codes.
+const EXIT_EXCEPTION_0: u64 = 0x40;
+const EXIT_INTR: u64 = 0x60;
+const EXIT_NMI: u64 = 0x61;
+const EXIT_RDPMC: u64 = 0x6F;
+const EXIT_CPUID: u64 = 0x72;
+const EXIT_INVD: u64 = 0x76;
+const EXIT_HLT: u64 = 0x78;
+const EXIT_INVLPGA: u64 = 0x7A;
+const EXIT_IOIO: u64 = 0x7B;
+const EXIT_MSR: u64 = 0x7C;
+const EXIT_TASK_SWITCH: u64 = 0x7D;
+const EXIT_SHUTDOWN: u64 = 0x7F;
+const EXIT_VMMCALL: u64 = 0x81;
+const EXIT_ICEBP: u64 = 0x88;
+const EXIT_WBINVD: u64 = 0x89;
+const EXIT_MONITOR: u64 = 0x8A;
+const EXIT_MWAIT: u64 = 0x8B;
+const EXIT_MWAIT_CONDITIONAL: u64 = 0x8C;
+const EXIT_XSETBV: u64 = 0x8D;
+const EXIT_RDPRU: u64 = 0x8E;
+const EXIT_NPF: u64 = 0x400;
+const EXIT_INVALID: u64 = u64::MAX;
+/// #MC.
+const VECTOR_MC: u64 = 18;
+
+/// What an exit asks of the SVM backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// Nothing to do: hand this to the run loop.
+    Exit(VmExit),
+    /// CPUID, to emulate (filtered: `intercept::guest_cpuid`).
+    Cpuid,
+    /// XSETBV, to validate and emulate.
+    Xsetbv,
+    /// WBINVD (or INVD, `invd`), to perform as a host WBINVD.
+    CacheFlush {
+        /// The guest executed INVD.
+        invd: bool,
+    },
+    /// A machine check while the guest ran, for the host's handler.
+    MachineCheck,
+}
+
+/// Decodes exit `code` with its EXITINFO1/2 and the guest's RIP. Every value is accepted
+/// (the hardware's, or a fuzzer's): unknown codes become [`VmExit::Other`].
+pub fn decode(code: u64, info1: u64, info2: u64, rip: u64) -> Decoded {
+    let refused = |instruction| Decoded::Exit(VmExit::Refused { instruction, rip });
+    Decoded::Exit(match code {
+        EXIT_IOIO => VmExit::Io {
+            port: (info1 >> 16) as u16,
+            size: ((info1 >> 4) & 7) as u8,
+            write: info1 & 1 == 0,
+            string: info1 & (1 << 2 | 1 << 3) != 0,
+            next_rip: info2,
+        },
+        // The guest's RIP is guest-controlled: wrap like the CPU would rather than overflow.
+        EXIT_VMMCALL => VmExit::Hypercall { next_rip: rip.wrapping_add(3) },
+        EXIT_HLT => VmExit::Halt,
+        EXIT_SHUTDOWN => VmExit::Shutdown,
+        EXIT_INTR | EXIT_NMI => VmExit::HostInterrupt,
+        EXIT_MSR => VmExit::Msr { rip },
+        EXIT_NPF => VmExit::NestedPageFault { gpa: info2, error_code: info1, rip },
+        EXIT_INVALID => VmExit::InvalidState,
+        EXIT_CPUID => return Decoded::Cpuid,
+        EXIT_XSETBV => return Decoded::Xsetbv,
+        EXIT_WBINVD => return Decoded::CacheFlush { invd: false },
+        EXIT_INVD => return Decoded::CacheFlush { invd: true },
+        EXIT_RDPMC => return refused("RDPMC"),
+        EXIT_RDPRU => return refused("RDPRU"),
+        EXIT_INVLPGA => return refused("INVLPGA"),
+        EXIT_TASK_SWITCH => return refused("a task switch"),
+        EXIT_ICEBP => return refused("ICEBP"),
+        EXIT_MONITOR => return refused("MONITOR"),
+        EXIT_MWAIT | EXIT_MWAIT_CONDITIONAL => return refused("MWAIT"),
+        c if c == EXIT_EXCEPTION_0 + VECTOR_MC => return Decoded::MachineCheck,
+        c if (EXIT_EXCEPTION_0..EXIT_EXCEPTION_0 + 32).contains(&c) => {
+            VmExit::Exception { vector: (c - EXIT_EXCEPTION_0) as u8, error_code: info1, rip }
+        }
+        _ => VmExit::Other { code, rip },
+    })
+}
