@@ -5,9 +5,25 @@
 //! - `test=NAME[,NAME...]` or `test=all`: run the in-kernel tests instead of the demo;
 //! - `fault=pagefault`: touch an unmapped address on purpose (checks exception reports);
 //! - `vtd-invalidation=queued|register`: force one VT-d invalidation mechanism (default:
-//!   queued when the unit has it).
+//!   queued when the unit has it);
+//! - `console=UART[,BAUD]`: the console UART (see [`crate::console`]; default: the one the
+//!   ACPI SPCR table names, else COM1, at 115200 baud);
+//! - `mode=run|report`: run the partition configuration, or only report what the machine
+//!   has and what could be assigned, programming nothing (default: `run` under QEMU or
+//!   with a configuration module, `report` otherwise);
+//! - `report=text|json`: the report's form (`json` implies `mode=report`).
 
+use crate::console::{parse_console, ConsoleUart, CONSOLE_SYNTAX};
 use core::fmt;
+
+/// What the boot does after bring-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Create and run the configured partitions.
+    Run,
+    /// Report the machine and the assignability of its devices; program nothing.
+    Report,
+}
 
 /// Log levels the command line can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +58,12 @@ pub struct Options<'a> {
     pub fault: Option<DeliberateFault>,
     /// Use register-based VT-d invalidation even where queued invalidation exists.
     pub vtd_register_invalidation: bool,
+    /// The console UART `console=` chose (None: SPCR, else COM1).
+    pub console: Option<ConsoleUart>,
+    /// `mode=` (None: decided by the machine, see the module docs).
+    pub mode: Option<Mode>,
+    /// `report=json`: the report as JSON lines.
+    pub report_json: bool,
 }
 
 /// What is wrong with a command line.
@@ -65,7 +87,7 @@ impl fmt::Display for CmdlineError<'_> {
         match self {
             CmdlineError::UnknownSwitch(s) => write!(
                 f,
-                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register)"
+                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register, console=UART[,BAUD], mode=run|report, report=text|json)"
             ),
             CmdlineError::BadValue { key, value, expected } => {
                 write!(f, "command-line switch `{key}` does not take `{value}`: expected {expected}")
@@ -82,6 +104,9 @@ impl<'a> Options<'a> {
             tests: None,
             fault: None,
             vtd_register_invalidation: false,
+            console: None,
+            mode: None,
+            report_json: false,
         };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -127,6 +152,35 @@ impl<'a> Options<'a> {
                         }
                     }
                 }
+                "console" => match parse_console(value) {
+                    Ok(c) => opts.console = Some(c),
+                    Err(_) => {
+                        return Err(CmdlineError::BadValue { key, value, expected: CONSOLE_SYNTAX })
+                    }
+                },
+                "mode" => {
+                    opts.mode = Some(match value {
+                        "run" => Mode::Run,
+                        "report" => Mode::Report,
+                        _ => {
+                            return Err(CmdlineError::BadValue {
+                                key,
+                                value,
+                                expected: "run or report",
+                            })
+                        }
+                    })
+                }
+                "report" => match value {
+                    "text" => opts.report_json = false,
+                    "json" => {
+                        opts.report_json = true;
+                        opts.mode = Some(Mode::Report);
+                    }
+                    _ => {
+                        return Err(CmdlineError::BadValue { key, value, expected: "text or json" })
+                    }
+                },
                 _ => return Err(CmdlineError::UnknownSwitch(word)),
             }
         }
@@ -157,6 +211,25 @@ mod tests {
         assert_eq!(Options::parse("").unwrap().tests, None);
         assert!(Options::parse("vtd-invalidation=register").unwrap().vtd_register_invalidation);
         assert!(Options::parse("vtd-invalidation=maybe").is_err());
+    }
+
+    #[test]
+    fn console_mode_and_report() {
+        let o = Options::parse("console=com2,57600 mode=report").unwrap();
+        assert_eq!(o.console.map(|c| c.baud), Some(57600));
+        assert_eq!(o.mode, Some(Mode::Report));
+        assert!(!o.report_json);
+        assert_eq!(Options::parse("").unwrap().mode, None);
+        assert_eq!(Options::parse("").unwrap().console, None);
+        assert_eq!(Options::parse("mode=run").unwrap().mode, Some(Mode::Run));
+        let j = Options::parse("report=json").unwrap();
+        assert!(j.report_json && j.mode == Some(Mode::Report));
+        for bad in ["console=com9", "console=", "mode=", "mode=check", "report=xml"] {
+            let e = Options::parse(bad).unwrap_err();
+            assert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}");
+        }
+        let e = format!("{}", Options::parse("console=ttyS0").unwrap_err());
+        assert!(e.contains("com1, com2"), "{e}");
     }
 
     #[test]

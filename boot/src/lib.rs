@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
+pub mod console;
 mod info;
 mod multiboot1;
 mod multiboot2;
