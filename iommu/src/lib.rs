@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod amdvi;
+pub mod assign;
 pub mod bits;
 pub mod domain;
 pub mod error;

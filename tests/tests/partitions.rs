@@ -8,7 +8,7 @@ use tests::*;
 const PARTITION_TESTS: &str = "partition_guest_4k,partition_guest_2m,partition_vmmcall,\
 partition_hlt_exit,partition_shutdown_exit,partition_runaway_budget,partition_destroy_scrubs,\
 partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config,\
-partition_unassigned_blocked";
+partition_unassigned_blocked,partition_builtin_refuses_non_edu";
 
 fn intel() -> Iommu {
     Iommu::Intel { aw_bits: None, caching_mode: false }
@@ -245,4 +245,19 @@ fn guest_dma_lands_in_its_own_memory_through_amdvi() {
         "partition_guest_dma_4k,partition_guest_dma_2m",
     ));
     assert_passed(&out);
+}
+
+#[test]
+fn builtin_guest_is_refused_a_device_that_is_not_edu() {
+    // q35's SATA controller (8086:2922 at 00:1f.2) is behind the IOMMU: only its
+    // identity stops the built-in guest from being handed it.
+    let cfg = config_file("notedu", "partition sata\n  memory 4M\n  device 00:1f.2\n");
+    let out = boot(&demo_machine(intel(), std::slice::from_ref(&cfg)));
+    let _ = std::fs::remove_file(&cfg);
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
+    assert_logged(
+        &out,
+        "device 0000:00:1f.2 is 8086:2922 (SATA controller), but the built-in guest drives only QEMU's edu device (1234:11e8)",
+    );
+    assert!(!out.log.contains("created"), "a partition was created: {}", out.log);
 }
