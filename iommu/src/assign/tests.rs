@@ -203,7 +203,7 @@ fn json_lines_are_objects_with_the_documented_keys() {
     let a = assess(&facts);
     let regs = [(
         0,
-        render::UnitRegisters::Vtd { version: 0x10, cap: 0x12_0084_0660_462, ecap: 0xf0_101a },
+        render::UnitRegisters::Vtd { version: 0x10, cap: 0x0001_2008_4066_0462, ecap: 0x00f0_101a },
     )];
     let lines = json_lines(&facts, &a, &regs);
     for l in &lines {
