@@ -25,6 +25,19 @@ pub enum Mode {
     Report,
 }
 
+impl Mode {
+    /// The mode when the command line names none: run on an emulated test machine
+    /// (QEMU, Bochs) or when a configuration module says what to run; report otherwise,
+    /// so a real machine is never handed the QEMU default partitions.
+    pub fn default_for(emulated: bool, has_config_module: bool) -> Mode {
+        if emulated || has_config_module {
+            Mode::Run
+        } else {
+            Mode::Report
+        }
+    }
+}
+
 /// Log levels the command line can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -211,6 +224,14 @@ mod tests {
         assert_eq!(Options::parse("").unwrap().tests, None);
         assert!(Options::parse("vtd-invalidation=register").unwrap().vtd_register_invalidation);
         assert!(Options::parse("vtd-invalidation=maybe").is_err());
+    }
+
+    #[test]
+    fn a_real_machine_without_configuration_defaults_to_report() {
+        assert_eq!(Mode::default_for(true, false), Mode::Run);
+        assert_eq!(Mode::default_for(false, true), Mode::Run);
+        assert_eq!(Mode::default_for(true, true), Mode::Run);
+        assert_eq!(Mode::default_for(false, false), Mode::Report);
     }
 
     #[test]

@@ -64,7 +64,9 @@ fn check(name: &str, facts: &MachineFacts<'_>, reserved_for: &[(u16, Bdf)]) {
             );
         }
     }
-    let text = skeleton(facts, &a).join("\n");
+    // Nothing here is edu: every partition is commented out until the user's guest is
+    // named; uncommented, the skeleton must parse.
+    let text = skeleton(facts, &a).join("\n").replace("#! ", "");
     if !a.devices.iter().any(|d| d.verdict.assignable()) {
         assert!(text.contains("no function of this machine can be assigned"), "{name}: {text}");
     } else if let Err(e) = boot::partition_config::parse(&text) {

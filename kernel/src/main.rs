@@ -36,6 +36,8 @@ mod partition;
 #[cfg(target_os = "none")]
 mod pci;
 #[cfg(target_os = "none")]
+mod report;
+#[cfg(target_os = "none")]
 mod testing;
 #[cfg(target_os = "none")]
 mod tests;
@@ -46,9 +48,9 @@ pub use bare::*;
 #[cfg(target_os = "none")]
 mod bare {
     use crate::exit::{exit, ExitCode};
-    use crate::{acpi, apic, arch, console, demo, edu, iommu, mem, pci, testing};
+    use crate::{acpi, apic, arch, console, demo, edu, iommu, mem, pci, report, testing};
     use alloc::vec::Vec;
-    use boot::cmdline::{DeliberateFault, LogLevel, Options};
+    use boot::cmdline::{DeliberateFault, LogLevel, Mode, Options};
     use boot::console::{ConsoleUart, UartAccess};
     use boot::{BootInfo, MemoryKind, PhysReader};
 
@@ -218,6 +220,19 @@ mod bare {
         pci::log_functions(&pci);
         if let Err(e) = apic::init() {
             fail(format_args!("local APIC: {e}"));
+        }
+        let has_config = crate::partition::config::has_config_module(info);
+        let mode = opts.mode.unwrap_or(Mode::default_for(acpi.emulated(), has_config));
+        if opts.tests.is_none() && mode == Mode::Report {
+            if opts.mode.is_none() {
+                log::info!(
+                    "boot: not QEMU and no configuration module: report mode (mode=run to run partitions)"
+                );
+            }
+            if let Err(e) = report::run(info, &acpi, &pci, opts.report_json) {
+                fail(format_args!("report: {e}"));
+            }
+            exit(ExitCode::Success);
         }
         let edus = edu::Edu::find_all(&pci);
         for e in &edus {

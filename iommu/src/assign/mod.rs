@@ -147,6 +147,8 @@ pub enum Verdict {
     Bridge,
     /// It is the hypervisor's console UART.
     Console,
+    /// It is an IOMMU (AMD-Vi units are PCI functions): it translates the others.
+    Iommu,
     /// No usable IOMMU unit translates it: its DMA could not be confined.
     NoIommu,
     /// Firmware reserved memory (RMRR/IVMD) for it: its DMA needs host memory inside the
@@ -176,6 +178,7 @@ impl Verdict {
             Verdict::Assignable => "assignable",
             Verdict::Bridge => "bridge",
             Verdict::Console => "console",
+            Verdict::Iommu => "iommu",
             Verdict::NoIommu => "no-iommu",
             Verdict::FirmwareReserved { .. } => "firmware-reserved-memory",
             Verdict::NoMemoryBar => "no-memory-bar",
@@ -189,6 +192,7 @@ impl Verdict {
             Verdict::Assignable => "assignable".into(),
             Verdict::Bridge => "not assignable: a bridge (it forwards other devices' traffic)".into(),
             Verdict::Console => "not assignable: it is the hypervisor's console".into(),
+            Verdict::Iommu => "not assignable: it is an IOMMU".into(),
             Verdict::NoIommu => {
                 "not assignable: behind no IOMMU (its DMA could not be confined)".into()
             }
@@ -405,6 +409,9 @@ fn verdict(
     let f = &facts.functions[i];
     if f.is_bridge() {
         return Verdict::Bridge;
+    }
+    if f.class.0 == 0x08 && f.class.1 == 0x06 {
+        return Verdict::Iommu;
     }
     if uses_console(f, facts.console) {
         return Verdict::Console;

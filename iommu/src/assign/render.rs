@@ -181,9 +181,11 @@ fn partition_name(f: &Function) -> String {
 }
 
 /// A configuration that would partition this machine: one partition per assignable
-/// function (at most [`MAX_PARTITIONS`]), edu devices with the built-in guest, anything
-/// else with a guest module the user provides. Every line is one the configuration
-/// parser accepts; what is left out is said in comments.
+/// function (at most [`MAX_PARTITIONS`]). Edu devices get the built-in guest and are
+/// written out as they are, so the skeleton boots as it stands; any other device needs a
+/// guest the user provides, so its partition is written commented out (`#! ` before each
+/// line) with `image module:guest.elf`: remove the `#! ` and name the guest module.
+/// Every line, once uncommented, is one the configuration parser accepts.
 pub fn skeleton(facts: &MachineFacts<'_>, a: &Assessment) -> Vec<String> {
     let mut out = Vec::new();
     out.push(
@@ -198,23 +200,27 @@ pub fn skeleton(facts: &MachineFacts<'_>, a: &Assessment) -> Vec<String> {
     if assignable.is_empty() {
         out.push("# no function of this machine can be assigned: see the verdicts above".into());
     }
+    if assignable.iter().any(|f| (f.vendor, f.device) != EDU) {
+        out.push(
+            "# partitions marked `#! ` need a guest of your own (the built-in guest drives only"
+                .into(),
+        );
+        out.push("# QEMU's edu, 1234:11e8): remove the `#! ` and pass the guest as boot module guest.elf".into());
+    }
     for f in assignable.iter().take(MAX_PARTITIONS) {
         let edu = (f.vendor, f.device) == EDU;
+        let mark = if edu { "" } else { "#! " };
         out.push(format!(
-            "partition {}    # {:04x}:{:04x} {}",
+            "{mark}partition {}    # {:04x}:{:04x} {}",
             partition_name(f),
             f.vendor,
             f.device,
             super::class_name(f.class.0, f.class.1)
         ));
-        out.push(format!("  memory {SKELETON_MEMORY}"));
-        if edu {
-            out.push("  image builtin".into());
-        } else {
-            out.push("  image module:guest.elf    # the built-in guest drives only edu (1234:11e8): bring your own".into());
-        }
+        out.push(format!("{mark}  memory {SKELETON_MEMORY}"));
+        out.push(format!("{mark}  image {}", if edu { "builtin" } else { "module:guest.elf" }));
         out.push(format!(
-            "  device {:04x}:{:02x}:{:02x}.{}",
+            "{mark}  device {:04x}:{:02x}:{:02x}.{}",
             f.segment, f.bdf.bus, f.bdf.device, f.bdf.function
         ));
     }

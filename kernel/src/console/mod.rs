@@ -88,6 +88,18 @@ pub fn select(uart: ConsoleUart) -> bool {
     ok
 }
 
+/// The UART the console uses, once one was chosen and answered.
+pub fn active() -> Option<ConsoleUart> {
+    let base = ACTIVE_BASE.load(Ordering::SeqCst);
+    let access = match ACTIVE_KIND.load(Ordering::SeqCst) {
+        1 => UartAccess::Port(base as u16),
+        2 => UartAccess::Mmio { base, stride: 1 },
+        4 => UartAccess::Mmio { base, stride: 4 },
+        _ => return None,
+    };
+    Some(ConsoleUart { access, baud: boot::console::DEFAULT_BAUD })
+}
+
 /// Chooses COM1 when nothing was chosen yet (a failure before the console choice).
 pub fn fall_back() {
     if !chosen() {
@@ -165,14 +177,7 @@ pub fn emergency_print(args: fmt::Arguments<'_>) {
             fall_back();
         }
     }
-    let base = ACTIVE_BASE.load(Ordering::SeqCst);
-    let access = match ACTIVE_KIND.load(Ordering::SeqCst) {
-        1 => UartAccess::Port(base as u16),
-        2 => UartAccess::Mmio { base, stride: 1 },
-        4 => UartAccess::Mmio { base, stride: 4 },
-        _ => UartAccess::Port(0x3F8),
-    };
-    let mut u = Uart::new(ConsoleUart { access, baud: boot::console::DEFAULT_BAUD });
+    let mut u = Uart::new(active().unwrap_or(ConsoleUart::COM1));
     let _ = Writer(&mut u).write_fmt(args);
 }
 

@@ -41,6 +41,11 @@ fn module_bytes(info: &BootInfo, m: &boot::Module) -> Result<&'static [u8], Stri
     Ok(unsafe { core::slice::from_raw_parts(m.start as *const u8, len) })
 }
 
+/// Whether the boot loader passed a configuration module (a `.cfg` file).
+pub fn has_config_module(info: &BootInfo) -> bool {
+    info.modules().iter().any(|m| module_name(info, m).ends_with(".cfg"))
+}
+
 /// The configuration text and where it came from.
 pub fn find_config(info: &'static BootInfo) -> Result<(&'static str, String), String> {
     match info.modules().iter().find(|m| module_name(info, m).ends_with(".cfg")) {

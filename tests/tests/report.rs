@@ -1,0 +1,153 @@
+//! `mode=report`: the machine is looked at and nothing is programmed; every device gets a
+//! verdict and the report ends with a configuration skeleton that, fed back as the
+//! configuration module, boots and tells the partition story.
+//!
+//! Machine: q35 (`-cpu max`: SVM with nested paging under TCG), edu at 00:04.0 and
+//! 00:05.0 on the root bus, and a `pcie-root-port` (00:06.0) with a `pcie-pci-bridge`
+//! (01:00.0) and two edus behind it (02:01.0, 02:02.0). Behind a PCIe-to-PCI bridge
+//! both edus' DMA carries the bridge's alias requester id (secondary bus 2, 00.0), so
+//! they share an isolation group and neither can be assigned alone.
+
+use std::path::PathBuf;
+use tests::*;
+
+fn intel() -> Iommu {
+    Iommu::Intel { aw_bits: None, caching_mode: false }
+}
+
+const BEGIN: &str = "---- configuration skeleton ----";
+const END: &str = "---- end of configuration skeleton ----";
+
+fn bridged_machine(iommu: Iommu, cmdline: &str) -> Machine {
+    let mut m = Machine::new(&kernel(), iommu);
+    m.edu = vec![Edu { slot: 4 }, Edu { slot: 5 }];
+    m.cmdline = cmdline.into();
+    for d in [
+        "pcie-root-port,id=rp,slot=1,addr=0x6",
+        "pcie-pci-bridge,id=br,bus=rp",
+        "edu,bus=br,addr=1,dma_mask=0xffffffffffff",
+        "edu,bus=br,addr=2,dma_mask=0xffffffffffff",
+    ] {
+        m.extra.extend(["-device".to_string(), d.to_string()]);
+    }
+    m
+}
+
+fn skeleton(out: &Outcome) -> String {
+    let lines: Vec<&str> =
+        out.log.lines().skip_while(|l| *l != BEGIN).skip(1).take_while(|l| *l != END).collect();
+    assert!(!lines.is_empty(), "no skeleton in\n{}", out.log);
+    lines.join("\n") + "\n"
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/report-test");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+/// The report's verdicts on the bridged machine, then the skeleton fed back.
+fn report_then_run(iommu: Iommu, prefix: &str, untouched: &str, name: &str) {
+    let out = boot(&bridged_machine(iommu.clone(), "mode=report"));
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    assert_logged(&out, "==== machine report (mode=report: nothing is programmed) ====");
+    assert_logged(&out, "cpu: AMD SVM: yes, nested paging (NPT): yes");
+    assert_logged(&out, &format!("{prefix}: unit 0 at "));
+    assert_logged(&out, "assign: 0000:00:04.0 1234:11e8 unclassified device [00ff00], unit 0 requester id 0x0020, group ");
+    assert_logged(&out, "assign: 0000:00:04.0");
+    for (bdf, other) in [("02:01.0", "02:02.0"), ("02:02.0", "02:01.0")] {
+        assert_logged(
+            &out,
+            &format!(
+            "assign: 0000:{bdf} 1234:11e8 unclassified device [00ff00], unit 0 requester id 0x0200"
+        ),
+        );
+        assert_logged(
+            &out,
+            &format!("shares an isolation group with 0000:{other} (same unit and requester id)"),
+        );
+    }
+    assert_logged(&out, "assign: 0000:01:00.0 1b36:000e PCI bridge [060400]");
+    assert_logged(
+        &out,
+        "assign: 0000:00:1f.2 8086:2922 SATA controller [010601], unit 0 requester id 0x00fa",
+    );
+    assert_logged(
+        &out,
+        "assign: 0000:00:1f.3 8086:2930 SMBus [0c0500], unit 0 requester id 0x00fb, group ",
+    );
+    assert_logged(&out, "no memory BAR to pass through");
+    // Nothing was programmed: no unit brought up, none enabled, no partition.
+    assert_logged(&out, untouched);
+    assert_logged(&out, "report: done: 3 of ");
+    for never in ["vtd: unit at", "amdvi: unit at", "svm: enabled", "created", "edu: 0000"] {
+        assert!(!out.log.contains(never), "`{never}` in a report boot:\n{}", out.log);
+    }
+    let text = skeleton(&out);
+    assert!(
+        text.contains("partition dev-00-04-0") && text.contains("partition dev-00-05-0"),
+        "{text}"
+    );
+    assert!(text.contains("#! partition dev-00-1f-2"), "{text}");
+    assert!(!text.contains("02:01.0") && !text.contains("02:02.0"), "{text}");
+    let cfg = scratch(&format!("{name}.cfg"));
+    std::fs::write(&cfg, &text).expect("write the skeleton");
+    let mut run = bridged_machine(iommu, "");
+    run.extra.extend(["-initrd".into(), cfg.display().to_string()]);
+    let out = boot(&run);
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    assert_logged(&out, &format!("partitions: configuration from the module {name}.cfg"));
+    for p in ["dev-00-04-0", "dev-00-05-0"] {
+        assert_logged(&out, &format!("partition {p}: stopped: Done(0)"));
+        assert_logged(&out, &format!("partition {p}: guest reports dma_own_matched = 0x800"));
+    }
+    assert_logged(&out, "partitions: the device-assignment story held");
+}
+
+#[test]
+fn report_on_vtd_with_a_pcie_pci_bridge_and_its_skeleton_runs() {
+    report_then_run(
+        intel(),
+        "DMAR",
+        "report: unit 0 untouched: GSTS 0x0, translation enable (TES) clear",
+        "skeleton-vtd",
+    );
+}
+
+#[test]
+fn report_on_amdvi_with_a_pcie_pci_bridge_and_its_skeleton_runs() {
+    report_then_run(
+        Iommu::Amd { intremap: false },
+        "AMD-Vi",
+        "report: unit 0 untouched: CONTROL 0x0, IommuEn clear",
+        "skeleton-amdvi",
+    );
+}
+
+#[test]
+fn report_as_json_lines() {
+    let out = boot(&bridged_machine(intel(), "report=json"));
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    let json: Vec<&str> = out.log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(json.iter().all(|l| l.starts_with("{\"type\":\"") && l.ends_with('}')), "{json:#?}");
+    assert!(json
+        .iter()
+        .any(|l| l.starts_with("{\"type\":\"unit\",\"index\":0,\"architecture\":\"vt-d\"")
+            && l.contains("\"cap\":\"0x")));
+    assert!(json.iter().any(|l| l.contains("\"address\":\"0000:02:01.0\"")
+        && l.contains("\"requester_id\":\"0x0200\"")
+        && l.contains("\"verdict\":\"shares-group\"")
+        && l.contains("\"group_with\":[\"0000:02:02.0\"]")));
+    assert!(json
+        .iter()
+        .any(|l| l.contains("\"address\":\"0000:00:04.0\"")
+            && l.contains("\"verdict\":\"assignable\"")));
+    assert!(json.iter().any(|l| l.starts_with("{\"type\":\"fact\",\"text\":\"cpu: ")));
+    assert!(
+        json.last().is_some_and(
+            |l| l.starts_with("{\"type\":\"summary\"") && l.contains("\"assignable\":3")
+        ),
+        "{json:#?}"
+    );
+    assert!(!out.log.contains(BEGIN), "text skeleton in the JSON form");
+}
