@@ -33,6 +33,14 @@ fn bridged_machine(iommu: Iommu, cmdline: &str) -> Machine {
     m
 }
 
+/// Panics with the log unless one line contains every part. (Unit numbers are left out:
+/// QEMU 10.0's IVRS has an IVHD of type 0x10 and one of 0x11, so its unit is IVHD 1.)
+fn assert_line(out: &Outcome, parts: &[&str]) {
+    if !out.log.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
+        panic!("no line with all of {parts:?}\n----- serial log -----\n{}", out.log);
+    }
+}
+
 fn skeleton(out: &Outcome) -> String {
     let lines: Vec<&str> =
         out.log.lines().skip_while(|l| *l != BEGIN).skip(1).take_while(|l| *l != END).collect();
@@ -52,31 +60,26 @@ fn report_then_run(iommu: Iommu, prefix: &str, untouched: &str, name: &str) {
     assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
     assert_logged(&out, "==== machine report (mode=report: nothing is programmed) ====");
     assert_logged(&out, "cpu: AMD SVM: yes, nested paging (NPT): yes");
-    assert_logged(&out, &format!("{prefix}: unit 0 at "));
-    assert_logged(&out, "assign: 0000:00:04.0 1234:11e8 unclassified device [00ff00], unit 0 requester id 0x0020, group ");
-    assert_logged(&out, "assign: 0000:00:04.0");
+    assert_line(&out, &[&format!("{prefix}: unit "), " at 0xfed"]);
+    let edu = "1234:11e8 unclassified device [00ff00], unit ";
+    for (bdf, rid) in [("00:04.0", "0x0020"), ("00:05.0", "0x0028")] {
+        assert_line(&out, &[&format!("assign: 0000:{bdf} {edu}"), rid, ": assignable"]);
+    }
     for (bdf, other) in [("02:01.0", "02:02.0"), ("02:02.0", "02:01.0")] {
-        assert_logged(
+        assert_line(
             &out,
-            &format!(
-            "assign: 0000:{bdf} 1234:11e8 unclassified device [00ff00], unit 0 requester id 0x0200"
-        ),
-        );
-        assert_logged(
-            &out,
-            &format!("shares an isolation group with 0000:{other} (same unit and requester id)"),
+            &[
+                &format!("assign: 0000:{bdf} {edu}"),
+                "requester id 0x0200",
+                &format!(
+                    "shares an isolation group with 0000:{other} (same unit and requester id)"
+                ),
+            ],
         );
     }
-    assert_logged(&out, "assign: 0000:01:00.0 1b36:000e PCI bridge [060400]");
-    assert_logged(
-        &out,
-        "assign: 0000:00:1f.2 8086:2922 SATA controller [010601], unit 0 requester id 0x00fa",
-    );
-    assert_logged(
-        &out,
-        "assign: 0000:00:1f.3 8086:2930 SMBus [0c0500], unit 0 requester id 0x00fb, group ",
-    );
-    assert_logged(&out, "no memory BAR to pass through");
+    assert_line(&out, &["assign: 0000:01:00.0 1b36:000e PCI bridge [060400]", "a bridge"]);
+    assert_line(&out, &["assign: 0000:00:1f.2 8086:2922 SATA controller [010601]", "0x00fa"]);
+    assert_line(&out, &["assign: 0000:00:1f.3 8086:2930 SMBus [0c0500]", "no memory BAR"]);
     // Nothing was programmed: no unit brought up, none enabled, no partition.
     assert_logged(&out, untouched);
     assert_logged(&out, "report: done: 3 of ");
@@ -109,7 +112,7 @@ fn report_on_vtd_with_a_pcie_pci_bridge_and_its_skeleton_runs() {
     report_then_run(
         intel(),
         "DMAR",
-        "report: unit 0 untouched: GSTS 0x0, translation enable (TES) clear",
+        "untouched: GSTS 0x0, translation enable (TES) clear",
         "skeleton-vtd",
     );
 }
@@ -119,7 +122,7 @@ fn report_on_amdvi_with_a_pcie_pci_bridge_and_its_skeleton_runs() {
     report_then_run(
         Iommu::Amd { intremap: false },
         "AMD-Vi",
-        "report: unit 0 untouched: CONTROL 0x0, IommuEn clear",
+        "untouched: CONTROL 0x0, IommuEn clear",
         "skeleton-amdvi",
     );
 }
@@ -130,10 +133,9 @@ fn report_as_json_lines() {
     assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
     let json: Vec<&str> = out.log.lines().filter(|l| l.starts_with('{')).collect();
     assert!(json.iter().all(|l| l.starts_with("{\"type\":\"") && l.ends_with('}')), "{json:#?}");
-    assert!(json
-        .iter()
-        .any(|l| l.starts_with("{\"type\":\"unit\",\"index\":0,\"architecture\":\"vt-d\"")
-            && l.contains("\"cap\":\"0x")));
+    assert!(json.iter().any(|l| l.starts_with("{\"type\":\"unit\",")
+        && l.contains("\"architecture\":\"vt-d\"")
+        && l.contains("\"cap\":\"0x")));
     assert!(json.iter().any(|l| l.contains("\"address\":\"0000:02:01.0\"")
         && l.contains("\"requester_id\":\"0x0200\"")
         && l.contains("\"verdict\":\"shares-group\"")
