@@ -177,6 +177,14 @@ mod bare {
             console_chosen(c, "console=");
         }
         log::info!("boot: {} loader, command line \"{}\"", info.protocol, info.cmdline());
+        match console::tsc_hz() {
+            0 => log::info!("boot: no PIT to measure the TSC: time stamps are TSC cycles"),
+            hz => log::info!(
+                "boot: TSC {}.{:03} MHz (measured against the PIT)",
+                hz / 1_000_000,
+                hz / 1000 % 1000
+            ),
+        }
         arch::gdt::init();
         arch::idt::init();
         log_memory_map(info);

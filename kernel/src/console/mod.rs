@@ -5,7 +5,10 @@
 //! default: see [`boot::console`]); choosing it replays the buffer, so nothing the boot
 //! said before is lost. A failure before that point falls back to COM1.
 
+mod clock;
 mod uart;
+
+pub use clock::tsc_hz;
 
 use boot::console::{ConsoleUart, UartAccess};
 use core::fmt::{self, Write};
@@ -41,8 +44,25 @@ static ACTIVE_BASE: AtomicU64 = AtomicU64::new(0);
 
 struct SerialLogger;
 
+/// A time stamp formatted without allocating (the logger runs before the heap exists).
+#[derive(Default)]
+struct StampBuf {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Write for StampBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// Installs the logger at `level`; output is buffered until [`select`]. Call once, early.
 pub fn init(level: log::LevelFilter) {
+    clock::init();
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
@@ -188,7 +208,10 @@ impl log::Log for SerialLogger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            print(format_args!("[{:5}] {}\n", record.level(), record.args()));
+            let mut stamp = StampBuf::default();
+            let _ = clock::stamp(&mut stamp);
+            let stamp = core::str::from_utf8(&stamp.bytes[..stamp.len]).unwrap_or("");
+            print(format_args!("{stamp}[{:5}] {}\n", record.level(), record.args()));
         }
     }
 
