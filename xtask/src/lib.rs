@@ -2,5 +2,7 @@
 //! `tests/`, so both boot the machine exactly the same way.
 
 pub mod build;
+pub mod machine_report;
 pub mod qemu;
+pub mod sysfs;
 pub mod tools;

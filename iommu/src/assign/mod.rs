@@ -241,8 +241,8 @@ pub struct Assessment {
 }
 
 /// Resolves the IOMMU tables against the functions and gives every function a verdict.
-/// Never panics, whatever the tables hold: a table that does not parse is a warning and
-/// the machine is assessed as having no IOMMU.
+/// Never panics, whatever the tables hold: a table that does not parse is a warning, the
+/// architecture it names has no units, and every device is behind no IOMMU.
 pub fn assess(facts: &MachineFacts<'_>) -> Assessment {
     let bridges: Vec<PciBridge> = facts.functions.iter().filter_map(Function::as_bridge).collect();
     let platform = PlatformFacts {
@@ -262,6 +262,7 @@ pub fn assess(facts: &MachineFacts<'_>) -> Assessment {
         match Dmar::parse(bytes) {
             Ok(dmar) => vtd(&dmar, &bridges, &platform, facts, &mut out),
             Err(e) => {
+                out.architecture = Architecture::Vtd;
                 out.warnings.push(format!("[Firmware Bug] DMAR: {e}; VT-d unusable"));
                 facts.functions.iter().map(|_| None).collect()
             }
@@ -270,6 +271,7 @@ pub fn assess(facts: &MachineFacts<'_>) -> Assessment {
         match Ivrs::parse(bytes) {
             Ok(ivrs) => amdvi(&ivrs, &platform, facts, &mut out),
             Err(e) => {
+                out.architecture = Architecture::AmdVi;
                 out.warnings.push(format!("[Firmware Bug] IVRS: {e}; AMD-Vi unusable"));
                 facts.functions.iter().map(|_| None).collect()
             }
