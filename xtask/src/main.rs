@@ -16,9 +16,11 @@ commands:
   qemu [--iommu intel|amd|none] [--release] [--cmdline TEXT] [--timeout SECS] [-- QEMU ARGS]
                                 boot the hypervisor in QEMU (q35), serial on stdio;
                                 exits 0 only when the hypervisor itself reports success
-  iso [--release] [--cmdline TEXT]
+  iso [--release] [--cmdline TEXT] [--config FILE] [--module FILE ...] [--timeout SECS]
                                 build a GRUB hybrid BIOS/UEFI ISO (target/.../hypervisor.iso)
-                                for a USB stick on a real machine
+                                for a USB stick: the configuration and guest modules, and a
+                                menu (report / run the configuration / JSON report / type a
+                                command line), default entry after SECS (5)
   test                          run every test: host tests, then the QEMU suites
   lint                          rustfmt check and clippy for the host crates and the kernel
   bench [--json] [--gib N] [--sync-ns N]
@@ -102,9 +104,35 @@ fn build(args: &[String]) -> Result<(), String> {
 }
 
 fn iso(args: &[String]) -> Result<(), String> {
-    let o = parse_options(args, false)?;
-    let k = xtask::build::kernel(o.release)?;
-    let iso = xtask::build::iso(&k, &o.cmdline, "hypervisor")?;
+    let mut contents = xtask::build::IsoContents { timeout: 5, ..Default::default() };
+    let mut release = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |what: &str| it.next().cloned().ok_or(format!("{a} needs {what}"));
+        match a.as_str() {
+            "--release" => release = true,
+            "--cmdline" => contents.cmdline = value("the kernel command line")?,
+            "--config" => contents.config = Some(value("a configuration file")?.into()),
+            "--module" => contents.modules.push(value("a file")?.into()),
+            "--timeout" => {
+                contents.timeout =
+                    value("seconds")?.parse().map_err(|_| "--timeout takes seconds")?
+            }
+            other => return Err(format!("unknown option `{other}`\n{USAGE}")),
+        }
+    }
+    for f in contents.config.iter().chain(&contents.modules) {
+        if !f.is_file() {
+            return Err(format!("{}: no such file", f.display()));
+        }
+    }
+    if let Some(cfg) = &contents.config {
+        // Refuse a configuration the kernel would refuse, before writing a stick.
+        let text = std::fs::read_to_string(cfg).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        boot::partition_config::parse(&text).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    }
+    let k = xtask::build::kernel(release)?;
+    let iso = xtask::build::iso_with_menu(&k, &contents, "hypervisor")?;
     println!("{}", iso.display());
     println!(
         "write it to a USB stick with: sudo dd if={} of=/dev/sdX bs=4M conv=fsync",
