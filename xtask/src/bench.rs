@@ -252,13 +252,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .filter(|&g| g > 0)
-                    .ok_or("--gib needs a number")?
+                    .ok_or(xtask::usage_error("--gib needs a number".into()))?
             }
             "--sync-ns" => {
-                sync_ns =
-                    it.next().and_then(|v| v.parse().ok()).ok_or("--sync-ns needs a number")?
+                sync_ns = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or(xtask::usage_error("--sync-ns needs a number".into()))?
             }
-            other => return Err(format!("bench: unknown option `{other}`")),
+            other => return Err(xtask::usage_error(format!("bench: unknown option `{other}`"))),
         }
     }
     if cfg!(debug_assertions) {

@@ -41,6 +41,10 @@ fn bare_metal(package: &str, release: bool, guest: Option<&Path>) -> Result<Path
         Some(g) => cmd.env("GUEST_ELF", g),
         None => cmd.env_remove("GUEST_ELF"),
     };
+    eprintln!(
+        "xtask: building the {package} ({}, {TARGET})",
+        if release { "release" } else { "debug" }
+    );
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!("building the {package} failed"));

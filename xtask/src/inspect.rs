@@ -135,7 +135,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 println!("{INSPECT_USAGE}");
                 return Ok(());
             }
-            flag if flag.starts_with('-') => return Err(format!("inspect: unknown option {flag}")),
+            flag if flag.starts_with('-') => {
+                return Err(xtask::usage_error(format!("inspect: unknown option {flag}")))
+            }
             file => files.push(PathBuf::from(file)),
         }
     }
