@@ -15,6 +15,7 @@ pub mod bits;
 pub mod domain;
 pub mod error;
 pub mod invalidate;
+pub mod linux_log;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod pgtable;

@@ -83,7 +83,7 @@ fn report_then_run(iommu: Iommu, prefix: &str, untouched: &str, name: &str) {
     // Nothing was programmed: no unit brought up, none enabled, no partition.
     assert_logged(&out, untouched);
     assert_logged(&out, "report: done: 3 of ");
-    for never in ["vtd: unit at", "amdvi: unit at", "svm: enabled", "created", "edu: 0000"] {
+    for never in ["DMAR: unit at", "AMD-Vi: unit at", "svm: enabled", "created", "edu: 0000"] {
         assert!(!out.log.contains(never), "`{never}` in a report boot:\n{}", out.log);
     }
     let text = skeleton(&out);

@@ -35,12 +35,12 @@ pub fn bring_up(
         }
     };
     for line in ivrs_summary(&ivrs) {
-        log::info!("ivrs: {line}");
+        log::info!("AMD-Vi: {line}");
     }
     let mut resolved = IvrsUnits::new(&ivrs);
     let facts = PlatformFacts { reserved: Some(reserved), ioapic_ids: Some(ioapic_ids) };
     for w in check_ivrs(&ivrs, &mut resolved, &facts).warnings {
-        log::warn!("ivrs: {w}");
+        log::warn!("AMD-Vi: {w}");
     }
     let usable: Vec<(usize, u64, u16)> = resolved
         .units
@@ -62,13 +62,13 @@ fn start_unit(base: u64, max_devid: u16) -> Result<KernelAmdVi, alloc::string::S
     let window = MmioWindow::map(base, IVHD_WINDOW_SIZE as usize)?;
     let mut unit =
         AmdViUnit::new(window, KernelMemory, max_devid).map_err(|e| alloc::format!("{e}"))?;
-    log::info!("amdvi: unit at {base:#x} (device ids up to {max_devid:#06x}):");
+    log::info!("AMD-Vi: unit at {base:#x} (device ids up to {max_devid:#06x}):");
     for line in unit.describe() {
-        log::info!("amdvi:   {line}");
+        log::info!("AMD-Vi:   {line}");
     }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
     log::info!(
-        "amdvi: unit at {base:#x} enabled: {}-level tables, every device blocked",
+        "AMD-Vi: unit at {base:#x} enabled: {}-level tables, every device blocked",
         unit.levels()
     );
     Ok(unit)
