@@ -153,3 +153,28 @@ fn report_as_json_lines() {
     );
     assert!(!out.log.contains(BEGIN), "text skeleton in the JSON form");
 }
+
+/// A machine whose ACPI tables do not say QEMU (`-machine x-oem-id=REALHW`: QEMU writes
+/// that OEM id into every table instead of "BOCHS ") boots into the report when no
+/// configuration module is given: the QEMU default partitions are never handed whatever
+/// sits at 00:04.0 and 00:05.0. With a configuration module the same machine runs it.
+#[test]
+fn a_machine_that_is_not_qemu_reports_unless_configured() {
+    let mut m = bridged_machine(intel(), "");
+    m.extra.extend(["-machine".into(), "x-oem-id=REALHW".into()]);
+    let out = boot(&m);
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    assert_logged(&out, "acpi: OEM \"REALHW\"");
+    assert_logged(&out, "boot: not QEMU and no configuration module: report mode");
+    assert_logged(&out, "report: done: ");
+    assert!(!out.log.contains("created") && !out.log.contains("edu: 0000"), "{}", out.log);
+    // Control: the same machine with a configuration runs it.
+    let cfg = scratch("realhw.cfg");
+    std::fs::write(&cfg, "partition one\n  memory 8M\n  device 00:04.0\n").expect("cfg");
+    m.extra.extend(["-initrd".into(), cfg.display().to_string()]);
+    let out = boot(&m);
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    assert_logged(&out, "partitions: configuration from the module realhw.cfg");
+    assert_logged(&out, "partition one: stopped: Done(0)");
+    assert!(!out.log.contains("report mode"), "{}", out.log);
+}
