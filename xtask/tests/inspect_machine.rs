@@ -192,3 +192,41 @@ fn broken_files_are_warnings_not_panics() {
     );
     assert!(report(&root.join("missing"), false).is_err());
 }
+
+/// QEMU 7.2 machines as Linux saw them (recorded with Linux 6.1: see the trees' README):
+/// the edus behind the pcie-pci-bridge share its alias and a group, the root-bus edus
+/// and the SATA controller are assignable, AMD-Vi's own function is an IOMMU.
+#[test]
+fn recorded_qemu_machines_with_a_pcie_pci_bridge() {
+    for (tree, arch, functions) in [
+        ("qemu72-vtd-bridge", "DMAR: Intel VT-d, 1 remapping units", 10),
+        ("qemu72-amdvi-bridge", "AMD-Vi: 1 IOMMU units", 11),
+    ] {
+        let lines = report(&testdata(tree), false).expect("report");
+        line(&lines, arch);
+        line(&lines, "cpu: AMD SVM: yes, nested paging (NPT): yes");
+        for (bdf, rid) in [("00:04.0", "0x0020"), ("00:05.0", "0x0028")] {
+            let l = line(&lines, &format!("assign: 0000:{bdf} 1234:11e8"));
+            assert!(
+                l.contains(&format!("requester id {rid}")) && l.ends_with(": assignable"),
+                "{l}"
+            );
+        }
+        for (bdf, other) in [("02:01.0", "02:02.0"), ("02:02.0", "02:01.0")] {
+            let l = line(&lines, &format!("assign: 0000:{bdf} 1234:11e8"));
+            assert!(
+                l.contains("requester id 0x0200")
+                    && l.contains(&format!("shares an isolation group with 0000:{other}")),
+                "{l}"
+            );
+        }
+        assert!(line(&lines, "assign: 0000:01:00.0 1b36:000e PCI bridge").contains("a bridge"));
+        line(&lines, &format!("assign: 3 of {functions} functions assignable"));
+        if tree.contains("amdvi") {
+            assert!(
+                line(&lines, "assign: 0000:00:01.0 1022:0008 IOMMU").ends_with("it is an IOMMU")
+            );
+        }
+        assert!(!lines.iter().any(|l| l.starts_with("sysfs: ")), "{lines:#?}");
+    }
+}
