@@ -34,6 +34,7 @@ fn nic(segment: u16, b: Bdf) -> Function {
         bridge: None,
         pcie_type: Some(0),
         bars: vec![BarInfo { slot: 0, memory: true, base: 0xf000_0000, size: 0x2_0000 }],
+        acs: None,
     }
 }
 

@@ -117,6 +117,11 @@ fn report_then_run(iommu: Iommu, prefix: &str, untouched: &str, name: &str) {
         );
     }
     assert_line(&out, &["assign: 0000:01:00.0 1b36:000e PCI bridge [060400]", "a bridge"]);
+    // QEMU's pcie-root-port has an ACS capability (read from extended config space).
+    assert_line(
+        &out,
+        &["assign: 0000:00:06.0 1b36:000c PCI bridge", ", ACS SrcValid+ TransBlk+ ReqRedir+"],
+    );
     assert_line(&out, &["assign: 0000:00:1f.2 8086:2922 SATA controller [010601]", "0x00fa"]);
     assert_line(&out, &["assign: 0000:00:1f.3 8086:2930 SMBus [0c0500]", "no memory BAR"]);
     // Nothing was programmed: no unit brought up, none enabled, no partition.

@@ -149,6 +149,10 @@ fn read_function(dir: &Path, seg: u16, bdf: Bdf, warnings: &mut Vec<String>) -> 
         bridge,
         pcie_type,
         bars,
+        acs: iommu::assign::find_acs(|off| {
+            let at = off as usize;
+            config.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        }),
     })
 }
 

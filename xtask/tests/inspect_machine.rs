@@ -57,6 +57,7 @@ fn function(b: Bdf, ids: (u16, u16), class: (u8, u8, u8)) -> Function {
             base: 0xe000_0000 + ((b.id() as u64) << 16),
             size: 0x1_0000,
         }],
+        acs: None,
     }
 }
 
@@ -221,6 +222,8 @@ fn recorded_qemu_machines_with_a_pcie_pci_bridge() {
             );
         }
         assert!(line(&lines, "assign: 0000:01:00.0 1b36:000e PCI bridge").contains("a bridge"));
+        assert!(line(&lines, "assign: 0000:00:06.0 1b36:000c PCI bridge")
+            .contains(", ACS SrcValid+ TransBlk+ ReqRedir+"));
         line(&lines, &format!("assign: 3 of {functions} functions assignable"));
         if tree.contains("amdvi") {
             assert!(

@@ -60,6 +60,55 @@ pub struct Function {
     pub pcie_type: Option<u8>,
     /// Implemented BARs.
     pub bars: Vec<BarInfo>,
+    /// The ACS capability register (PCIe extended capability 0x000D), when the function
+    /// has one and its extended configuration space could be read.
+    pub acs: Option<u16>,
+}
+
+/// PCIe extended capability id of Access Control Services.
+pub const ACS_CAPABILITY: u16 = 0x000D;
+
+/// Walks the PCIe extended capability list (from offset 0x100, bounded) with `read32`
+/// (a configuration-space dword read) and returns the ACS capability register, if any.
+pub fn find_acs(read32: impl Fn(u16) -> Option<u32>) -> Option<u16> {
+    let mut at = 0x100u16;
+    for _ in 0..64 {
+        let header = read32(at)?;
+        if header == 0 || header == u32::MAX {
+            return None;
+        }
+        if header & 0xFFFF == ACS_CAPABILITY as u32 {
+            return read32(at + 4).map(|v| v as u16);
+        }
+        let next = ((header >> 20) & 0xFFC) as u16;
+        if next < 0x100 {
+            return None;
+        }
+        at = next;
+    }
+    None
+}
+
+/// The ACS capability bits in lspci's words (`SrcValid+ TransBlk- ...`).
+pub fn acs_words(cap: u16) -> String {
+    let bits = [
+        "SrcValid",
+        "TransBlk",
+        "ReqRedir",
+        "CmpltRedir",
+        "UpstreamFwd",
+        "EgressCtrl",
+        "DirectTrans",
+    ];
+    let mut s = String::new();
+    for (i, name) in bits.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(name);
+        s.push(if cap & (1 << i) != 0 { '+' } else { '-' });
+    }
+    s
 }
 
 impl Function {

@@ -55,8 +55,15 @@ pub fn device_line(f: &Function, a: &Assessment, i: usize) -> String {
         Some(t) => format!("unit {} requester id {:#06x}", t.unit, t.requester_id),
         None => String::from("no IOMMU unit"),
     };
+    // ACS matters on PCIe ports (root, switch up/downstream): without it, devices below
+    // may reach each other without the IOMMU seeing it.
+    let acs = match (f.acs, f.pcie_type) {
+        (Some(cap), _) => format!(", ACS {}", super::acs_words(cap)),
+        (None, Some(4..=6)) => String::from(", no ACS"),
+        _ => String::new(),
+    };
     format!(
-        "{} {:04x}:{:04x} {} [{:02x}{:02x}{:02x}], {route}, group {}: {}",
+        "{} {:04x}:{:04x} {} [{:02x}{:02x}{:02x}], {route}, group {}{acs}: {}",
         f.address(),
         f.vendor,
         f.device,
@@ -329,6 +336,9 @@ pub fn json_lines(
             None => o.push_str(",\"unit\":null,\"requester_id\":null"),
         }
         o.push_str(&format!(",\"group\":{}", d.group));
+        if let Some(cap) = f.acs {
+            o.push_str(&format!(",\"acs\":\"{cap:#06x}\""));
+        }
         field(&mut o, "verdict", d.verdict.key());
         field(&mut o, "reason", &d.verdict.words());
         if let Verdict::SharesGroup(others) = &d.verdict {

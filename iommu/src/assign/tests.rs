@@ -21,6 +21,7 @@ fn function(b: Bdf, ids: (u16, u16), class: (u8, u8, u8)) -> Function {
         bridge: None,
         pcie_type: None,
         bars: vec![mem_bar(0xfe00_0000 + ((b.id() as u64) << 20))],
+        acs: None,
     }
 }
 
@@ -220,6 +221,26 @@ fn json_lines_are_objects_with_the_documented_keys() {
     assert!(lines
         .last()
         .is_some_and(|l| l.contains("\"type\":\"summary\"") && l.contains("\"assignable\":2")));
+}
+
+#[test]
+fn acs_is_found_in_the_extended_capabilities_and_named() {
+    let mut cfg = vec![0u32; 1024];
+    // AER at 0x100 -> ACS at 0x148 (capability 0x001f: SV TB RR CR UF).
+    cfg[0x100 / 4] = 0x0001 | 1 << 16 | 0x148 << 20;
+    cfg[0x148 / 4] = 0x000D | 1 << 16;
+    cfg[0x14C / 4] = 0x001F;
+    let read = |off: u16| cfg.get(off as usize / 4).copied();
+    assert_eq!(find_acs(read), Some(0x1F));
+    assert_eq!(
+        acs_words(0x1F),
+        "SrcValid+ TransBlk+ ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-"
+    );
+    // A loop, a list of all ones, and a config space that ends early.
+    cfg[0x148 / 4] = 0x0002 | 0x100 << 20;
+    assert_eq!(find_acs(|o: u16| cfg.get(o as usize / 4).copied()), None);
+    assert_eq!(find_acs(|_| Some(u32::MAX)), None);
+    assert_eq!(find_acs(|o: u16| (o < 0x104).then_some(0x0001 | 0x200 << 20)), None);
 }
 
 #[test]

@@ -58,6 +58,11 @@ fn function(f: &PciFunction) -> Function {
         bridge: f.bridge,
         pcie_type: f.pcie_type,
         bars,
+        // Extended configuration space exists only for PCI Express functions.
+        acs: f.pcie_type.and_then(|_| {
+            let cfg = f.config();
+            assign::find_acs(|off| Some(cfg.read32(off)))
+        }),
     }
 }
 
