@@ -92,3 +92,43 @@ fn a_bad_console_value_is_refused_on_com1() {
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
     assert_logged(&out, "command-line switch `console` does not take `ttyS9`");
 }
+
+/// A PCI serial card (QEMU `pci-serial`, 1b36:0002, a 16550 behind an I/O BAR the
+/// firmware places) as the console through `console=io:PORT`: the whole boot goes to its
+/// chardev, and the report says the card cannot be assigned because it is the console.
+/// The first boot (report on COM1) finds where SeaBIOS put the BAR.
+#[test]
+fn pci_serial_card_as_console_is_never_assignable() {
+    let card = scratch("pci-serial.log");
+    let mut m = machine(Iommu::Intel { aw_bits: None, caching_mode: false }, "boot_info");
+    m.cmdline = "mode=report".into();
+    m.extra = vec![
+        "-chardev".into(),
+        format!("file,id=ps,path={}", card.display()),
+        "-device".into(),
+        "pci-serial,chardev=ps,addr=0x7".into(),
+    ];
+    let out = boot(&m);
+    assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
+    let mut lines = out.log.lines().skip_while(|l| !l.contains("pci: 0000:00:07.0 1b36:0002"));
+    let bar = lines.nth(1).unwrap_or_default();
+    let port = bar
+        .split_once("BAR0 io ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no I/O BAR0 for the card in\n{}", out.log))
+        .to_string();
+    assert_logged(&out, "assign: 0000:00:07.0 1b36:0002 serial controller [070002]");
+    assert_logged(&out, "no memory BAR to pass through");
+    let _ = std::fs::remove_file(&card);
+    m.cmdline = format!("mode=report console=io:{port}");
+    let out = boot(&m);
+    let text = std::fs::read_to_string(&card).unwrap_or_default();
+    assert_eq!(out.verdict, Verdict::Success, "{}\n--- card ---\n{text}", out.log);
+    assert!(!out.log.contains("micro-hypervisor"), "COM1 got output: {}", out.log);
+    assert!(text.contains(&format!("console: port {port} at 115200 baud (console=)")), "{text}");
+    let verdict = text
+        .lines()
+        .find(|l| l.starts_with("assign: 0000:00:07.0 1b36:0002 serial controller"))
+        .unwrap_or_else(|| panic!("no verdict for the card in\n{text}"));
+    assert!(verdict.ends_with("not assignable: it is the hypervisor's console"), "{verdict}");
+}
