@@ -10,8 +10,37 @@
 //! - `allow-unsafe-interrupts`: assign devices even where their IOMMU unit cannot remap
 //!   interrupts (UNSAFE: such a device can raise any interrupt on the host; every boot
 //!   with it says so).
+//! - `console=UART[,BAUD]`: the console UART (see [`crate::console`]; default: the one the
+//!   ACPI SPCR table names, else COM1, at 115200 baud);
+//! - `mode=run|report`: run the partition configuration, or only report what the machine
+//!   has and what could be assigned, programming nothing (default: `run` under QEMU or
+//!   with a configuration module, `report` otherwise);
+//! - `report=text|json`: the report's form (`json` implies `mode=report`).
 
+use crate::console::{parse_console, ConsoleUart, CONSOLE_SYNTAX};
 use core::fmt;
+
+/// What the boot does after bring-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Create and run the configured partitions.
+    Run,
+    /// Report the machine and the assignability of its devices; program nothing.
+    Report,
+}
+
+impl Mode {
+    /// The mode when the command line names none: run on an emulated test machine
+    /// (QEMU, Bochs) or when a configuration module says what to run; report otherwise,
+    /// so a real machine is never handed the QEMU default partitions.
+    pub fn default_for(emulated: bool, has_config_module: bool) -> Mode {
+        if emulated || has_config_module {
+            Mode::Run
+        } else {
+            Mode::Report
+        }
+    }
+}
 
 /// Log levels the command line can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +77,12 @@ pub struct Options<'a> {
     pub vtd_register_invalidation: bool,
     /// Assign devices even through units without interrupt remapping (unsafe).
     pub allow_unsafe_interrupts: bool,
+    /// The console UART `console=` chose (None: SPCR, else COM1).
+    pub console: Option<ConsoleUart>,
+    /// `mode=` (None: decided by the machine, see the module docs).
+    pub mode: Option<Mode>,
+    /// `report=json`: the report as JSON lines.
+    pub report_json: bool,
 }
 
 /// What is wrong with a command line.
@@ -71,7 +106,7 @@ impl fmt::Display for CmdlineError<'_> {
         match self {
             CmdlineError::UnknownSwitch(s) => write!(
                 f,
-                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register, allow-unsafe-interrupts)"
+                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register, allow-unsafe-interrupts, console=UART[,BAUD], mode=run|report, report=text|json)"
             ),
             CmdlineError::BadValue { key, value, expected } => {
                 write!(f, "command-line switch `{key}` does not take `{value}`: expected {expected}")
@@ -89,6 +124,9 @@ impl<'a> Options<'a> {
             fault: None,
             vtd_register_invalidation: false,
             allow_unsafe_interrupts: false,
+            console: None,
+            mode: None,
+            report_json: false,
         };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -144,6 +182,35 @@ impl<'a> Options<'a> {
                         expected: "no value (the switch alone)",
                     })
                 }
+                "console" => match parse_console(value) {
+                    Ok(c) => opts.console = Some(c),
+                    Err(_) => {
+                        return Err(CmdlineError::BadValue { key, value, expected: CONSOLE_SYNTAX })
+                    }
+                },
+                "mode" => {
+                    opts.mode = Some(match value {
+                        "run" => Mode::Run,
+                        "report" => Mode::Report,
+                        _ => {
+                            return Err(CmdlineError::BadValue {
+                                key,
+                                value,
+                                expected: "run or report",
+                            })
+                        }
+                    })
+                }
+                "report" => match value {
+                    "text" => opts.report_json = false,
+                    "json" => {
+                        opts.report_json = true;
+                        opts.mode = Some(Mode::Report);
+                    }
+                    _ => {
+                        return Err(CmdlineError::BadValue { key, value, expected: "text or json" })
+                    }
+                },
                 _ => return Err(CmdlineError::UnknownSwitch(word)),
             }
         }
@@ -177,6 +244,33 @@ mod tests {
         assert!(!Options::parse("").unwrap().allow_unsafe_interrupts);
         assert!(Options::parse("allow-unsafe-interrupts").unwrap().allow_unsafe_interrupts);
         assert!(Options::parse("allow-unsafe-interrupts=1").is_err());
+    }
+
+    #[test]
+    fn a_real_machine_without_configuration_defaults_to_report() {
+        assert_eq!(Mode::default_for(true, false), Mode::Run);
+        assert_eq!(Mode::default_for(false, true), Mode::Run);
+        assert_eq!(Mode::default_for(true, true), Mode::Run);
+        assert_eq!(Mode::default_for(false, false), Mode::Report);
+    }
+
+    #[test]
+    fn console_mode_and_report() {
+        let o = Options::parse("console=com2,57600 mode=report").unwrap();
+        assert_eq!(o.console.map(|c| c.baud), Some(57600));
+        assert_eq!(o.mode, Some(Mode::Report));
+        assert!(!o.report_json);
+        assert_eq!(Options::parse("").unwrap().mode, None);
+        assert_eq!(Options::parse("").unwrap().console, None);
+        assert_eq!(Options::parse("mode=run").unwrap().mode, Some(Mode::Run));
+        let j = Options::parse("report=json").unwrap();
+        assert!(j.report_json && j.mode == Some(Mode::Report));
+        for bad in ["console=com9", "console=", "mode=", "mode=check", "report=xml"] {
+            let e = Options::parse(bad).unwrap_err();
+            assert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}");
+        }
+        let e = format!("{}", Options::parse("console=ttyS0").unwrap_err());
+        assert!(e.contains("com1, com2"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
+pub mod console;
 pub mod guest_elf;
 mod info;
 mod multiboot1;

@@ -69,7 +69,14 @@ pub mod check {
     /// [`super::scenario::DMA_ROUNDS`]: round number (high 32 bits) and bytes that
     /// matched in that round's own-memory copy (low 32 bits).
     pub const DMA_ROUND: u64 = 10;
+    /// The assigned device is not an edu device: the value is its PCI id (vendor in the
+    /// low 16 bits, device in the high), and the guest never touched its BAR.
+    pub const DEVICE_REFUSED: u64 = 11;
 }
+
+/// The only device the built-in guest drives: QEMU's edu (vendor 1234, device 11e8), as
+/// [`BootInfo::device_id`] encodes it.
+pub const EDU_PCI_ID: u64 = 0x11e8_1234;
 
 /// What the guest should do (in [`BootInfo::scenario`]): the normal program, or one of
 /// the misbehaviours the hypervisor's tests provoke.
@@ -119,6 +126,10 @@ pub struct BootInfo {
     pub dma_foreign: u64,
     /// A host-physical address of hypervisor memory, tried the same way (0: skip).
     pub dma_hypervisor: u64,
+    /// The assigned device's PCI id: vendor (low 16 bits) | device (next 16 bits); 0
+    /// without a device. The built-in guest touches the BAR only when it is
+    /// [`EDU_PCI_ID`].
+    pub device_id: u64,
 }
 
 /// The word the guest writes at the start of each probed page: derived from the page's

@@ -124,7 +124,12 @@ mod bare {
         }
         report(ch, check::PAGES_STAMPED, stamped);
         let mut status = (nonzero != 0) as u64;
-        if info.edu_bar != 0 {
+        if info.edu_bar != 0 && info.device_id != guest::EDU_PCI_ID {
+            // Not the device this program knows: its registers could be anything.
+            report(ch, check::DEVICE_REFUSED, info.device_id);
+            say(ch, "the assigned device is not an edu device: its BAR is left alone");
+            status |= 1 << 2;
+        } else if info.edu_bar != 0 {
             status |= edu::run(ch, info) << 1;
         }
         status

@@ -10,11 +10,13 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod amdvi;
+pub mod assign;
 pub mod bits;
 pub mod completed;
 pub mod domain;
 pub mod error;
 pub mod invalidate;
+pub mod linux_log;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod pgtable;

@@ -57,6 +57,14 @@ unsafe impl AcpiTable for RawTable<{ u32::from_le_bytes(*b"DMAR") }> {
     }
 }
 
+// SAFETY: as above, for SPCR.
+unsafe impl AcpiTable for RawTable<{ u32::from_le_bytes(*b"SPCR") }> {
+    const SIGNATURE: Signature = Signature::SPCR;
+    fn header(&self) -> &SdtHeader {
+        &self.header
+    }
+}
+
 // SAFETY: as above, for IVRS.
 unsafe impl AcpiTable for RawTable<{ u32::from_le_bytes(*b"IVRS") }> {
     const SIGNATURE: Signature = Signature::IVRS;
@@ -77,6 +85,19 @@ pub struct AcpiInfo {
     pub cpus: usize,
     /// IOAPICs: (id, MMIO base).
     pub ioapics: Vec<(u8, u32)>,
+    /// The SPCR table's bytes (the firmware's console UART), when present.
+    pub spcr: Option<&'static [u8]>,
+    /// Table signatures in RSDT/XSDT order.
+    pub signatures: Vec<[u8; 4]>,
+    /// The OEM id of the first table ("BOCHS " on QEMU's and Bochs' generated tables).
+    pub oem_id: [u8; 6],
+}
+
+impl AcpiInfo {
+    /// Whether the tables are the ones QEMU (or Bochs) generates: an emulated test machine.
+    pub fn emulated(&self) -> bool {
+        &self.oem_id == b"BOCHS "
+    }
 }
 
 fn raw_bytes<T: AcpiTable>(tables: &AcpiTables<IdentityHandler>) -> Option<&'static [u8]> {
@@ -116,11 +137,17 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
         if tables.revision() == 0 { "RSDT" } else { "XSDT" }
     );
     let mut names = alloc::string::String::new();
+    let mut signatures = Vec::new();
+    let mut oem_id = [0u8; 6];
     for h in tables.headers() {
         // SAFETY: SdtHeader is a packed 36-byte plain-data struct (size checked by
         // transmute); any byte pattern is a valid [u8; 36]. The signature is bytes 0..4.
         let raw: [u8; 36] = unsafe { core::mem::transmute::<SdtHeader, [u8; 36]>(h) };
         let sig = &raw[..4];
+        if signatures.is_empty() {
+            oem_id.copy_from_slice(&raw[10..16]);
+        }
+        signatures.push([sig[0], sig[1], sig[2], sig[3]]);
         if sig.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_') {
             names.push_str(core::str::from_utf8(sig).unwrap_or("????"));
         } else {
@@ -130,8 +157,16 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
     }
     log::info!("acpi: tables: {}", names.trim_end());
 
-    let mut out =
-        AcpiInfo { ecam: Vec::new(), dmar: None, ivrs: None, cpus: 0, ioapics: Vec::new() };
+    let mut out = AcpiInfo {
+        ecam: Vec::new(),
+        dmar: None,
+        ivrs: None,
+        cpus: 0,
+        ioapics: Vec::new(),
+        spcr: None,
+        signatures,
+        oem_id,
+    };
     if let Ok(mcfg) = tables.find_table::<acpi::mcfg::Mcfg>() {
         for e in mcfg.get().entries() {
             let (base, seg, s, end) =
@@ -158,5 +193,6 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
     }
     out.dmar = raw_bytes::<RawTable<{ u32::from_le_bytes(*b"DMAR") }>>(&tables);
     out.ivrs = raw_bytes::<RawTable<{ u32::from_le_bytes(*b"IVRS") }>>(&tables);
+    out.spcr = raw_bytes::<RawTable<{ u32::from_le_bytes(*b"SPCR") }>>(&tables);
     Ok(out)
 }

@@ -11,6 +11,8 @@ use core::fmt;
 
 const VENDOR: u16 = 0x1234;
 const DEVICE: u16 = 0x11e8;
+/// (vendor, device) of QEMU's edu: the only device the built-in guest is given.
+pub const PCI_ID: (u16, u16) = (VENDOR, DEVICE);
 const REG_ID: usize = 0x00;
 const REG_ALIVE: usize = 0x04;
 const REG_RAISE_IRQ: usize = 0x60;

@@ -18,6 +18,8 @@ pub enum ExitCode {
 /// Ends the run: exits QEMU through its debug-exit port when running under a hypervisor;
 /// on bare metal (where port 0xf4 may belong to some device) it says so and halts.
 pub fn exit(code: ExitCode) -> ! {
+    // Whatever the boot said before a console was chosen is not lost.
+    crate::console::fall_back();
     if under_hypervisor() {
         // SAFETY: under a hypervisor, port 0xf4 is QEMU's isa-debug-exit when present;
         // a hypervisor without it ignores the write (or reports it), and we halt below.

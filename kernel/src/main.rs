@@ -38,6 +38,8 @@ mod partition;
 #[cfg(target_os = "none")]
 mod pci;
 #[cfg(target_os = "none")]
+mod report;
+#[cfg(target_os = "none")]
 mod testing;
 #[cfg(target_os = "none")]
 mod tests;
@@ -48,9 +50,10 @@ pub use bare::*;
 #[cfg(target_os = "none")]
 mod bare {
     use crate::exit::{exit, ExitCode};
-    use crate::{acpi, apic, arch, console, demo, edu, iommu, mem, pci, testing};
+    use crate::{acpi, apic, arch, console, demo, edu, iommu, mem, pci, report, testing};
     use alloc::vec::Vec;
-    use boot::cmdline::{DeliberateFault, LogLevel, Options};
+    use boot::cmdline::{DeliberateFault, LogLevel, Mode, Options};
+    use boot::console::{ConsoleUart, UartAccess};
     use boot::{BootInfo, MemoryKind, PhysReader};
 
     /// Everything the boot discovered, handed to the demo and the tests.
@@ -95,6 +98,7 @@ mod bare {
     }
 
     fn fail(what: core::fmt::Arguments<'_>) -> ! {
+        console::fall_back();
         log::error!("{what}");
         println!("run FAILED: {what}");
         exit(ExitCode::Failure)
@@ -121,6 +125,39 @@ mod bare {
         }
     }
 
+    fn console_chosen(c: ConsoleUart, why: &str) {
+        if console::select(c) {
+            log::info!("console: {c} ({why})");
+        } else {
+            // Nothing answers there: say so where someone may be listening.
+            console::select(ConsoleUart::COM1);
+            log::warn!("console: no UART answers at {c} ({why}); using {}", ConsoleUart::COM1);
+        }
+    }
+
+    /// The console when the command line names none: the SPCR table's UART, else COM1.
+    fn choose_default_console(acpi: &acpi::AcpiInfo) {
+        let Some(table) = acpi.spcr else {
+            return console_chosen(ConsoleUart::COM1, "default, no SPCR table");
+        };
+        match boot::console::parse_spcr(table) {
+            Ok(c) => {
+                if let ConsoleUart { access: UartAccess::Mmio { base, .. }, .. } = c {
+                    if let Err(e) = mem::paging::map_mmio(base & !0xFFF, 0x1000) {
+                        console_chosen(ConsoleUart::COM1, "default");
+                        log::warn!("console: cannot map the SPCR UART at {base:#x}: {e}");
+                        return;
+                    }
+                }
+                console_chosen(c, "from the ACPI SPCR table")
+            }
+            Err(e) => {
+                console_chosen(ConsoleUart::COM1, "default");
+                log::warn!("[Firmware Bug] SPCR: {e}; the console stays on COM1");
+            }
+        }
+    }
+
     /// Entered from the boot trampoline in long mode, on the boot stack.
     #[unsafe(no_mangle)]
     pub extern "C" fn kernel_main(magic: u32, info_addr: u32) -> ! {
@@ -136,7 +173,20 @@ mod bare {
             Err(e) => fail(format_args!("{e}")),
         };
         console::set_level(level_filter(opts.log));
+        // A port console can start now; an MMIO one once paging maps it uncached; the
+        // default (SPCR, else COM1) once the ACPI tables are read.
+        if let Some(c @ ConsoleUart { access: UartAccess::Port(_), .. }) = opts.console {
+            console_chosen(c, "console=");
+        }
         log::info!("boot: {} loader, command line \"{}\"", info.protocol, info.cmdline());
+        match console::tsc_hz() {
+            0 => log::info!("boot: no PIT to measure the TSC: time stamps are TSC cycles"),
+            hz => log::info!(
+                "boot: TSC {}.{:03} MHz (measured against the PIT)",
+                hz / 1_000_000,
+                hz / 1000 % 1000
+            ),
+        }
         arch::gdt::init();
         arch::idt::init();
         log_memory_map(info);
@@ -156,6 +206,12 @@ mod bare {
         if let Err(e) = mem::heap::init() {
             fail(format_args!("heap: {e}"));
         }
+        if let Some(c @ ConsoleUart { access: UartAccess::Mmio { base, .. }, .. }) = opts.console {
+            if let Err(e) = mem::paging::map_mmio(base & !0xFFF, 0x1000) {
+                fail(format_args!("console: cannot map the MMIO UART at {base:#x}: {e}"));
+            }
+            console_chosen(c, "console=");
+        }
         log::info!(
             "memory: kernel image {:#x}-{:#x}, {} MiB free after heap",
             image.0,
@@ -167,10 +223,26 @@ mod bare {
             Ok(a) => a,
             Err(e) => fail(format_args!("acpi: cannot read the ACPI tables: {e:?}")),
         };
+        if !console::chosen() {
+            choose_default_console(&acpi);
+        }
         let pci = pci::enumerate(&acpi.ecam);
         pci::log_functions(&pci);
         if let Err(e) = apic::init() {
             fail(format_args!("local APIC: {e}"));
+        }
+        let has_config = crate::partition::config::has_config_module(info);
+        let mode = opts.mode.unwrap_or(Mode::default_for(acpi.emulated(), has_config));
+        if opts.tests.is_none() && mode == Mode::Report {
+            if opts.mode.is_none() {
+                log::info!(
+                    "boot: not QEMU and no configuration module: report mode (mode=run to run partitions)"
+                );
+            }
+            if let Err(e) = report::run(info, &acpi, &pci, opts.report_json) {
+                fail(format_args!("report: {e}"));
+            }
+            exit(ExitCode::Success);
         }
         let edus = edu::Edu::find_all(&pci);
         for e in &edus {

@@ -18,9 +18,47 @@ pub fn machine(iommu: Iommu, tests: &str) -> Machine {
     m
 }
 
-/// Boots `m` and returns the outcome (never echoing; the log is in the outcome).
+/// Boots `m` and returns the outcome (never echoing; the log is in the outcome). The
+/// serial log is also kept, after the run, in `target/test-logs/SUITE/TEST[-N].log`
+/// (N counts a test's later boots).
 pub fn boot(m: &Machine) -> Outcome {
-    xtask::qemu::run(m, false).unwrap_or_else(|e| panic!("cannot run QEMU: {e}"))
+    let out = xtask::qemu::run(m, false).unwrap_or_else(|e| panic!("cannot run QEMU: {e}"));
+    keep_log(&out);
+    out
+}
+
+fn keep_log(out: &Outcome) {
+    // Boots per test in this process: the first overwrites last run's log.
+    static BOOTS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+    let suite = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.split('-').next().unwrap_or("suite").to_string())
+        .unwrap_or_else(|| "suite".into());
+    let test = std::thread::current().name().unwrap_or("boot").replace("::", "-");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-logs").join(suite);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let n = {
+        let mut boots = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+        match boots.iter_mut().find(|(t, _)| *t == test) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                boots.push((test.clone(), 1));
+                1
+            }
+        }
+    };
+    let path = match n {
+        1 => dir.join(format!("{test}.log")),
+        n => dir.join(format!("{test}-{n}.log")),
+    };
+    let _ =
+        std::fs::write(&path, format!("{}\n-- {}, {:.1?}\n", out.log, out.describe(), out.elapsed));
 }
 
 /// Panics with the whole serial log unless the run succeeded with every selected

@@ -79,16 +79,16 @@ fn assert_forgery_refused(out: &Outcome) {
 
 /// The unit and its EFR in words.
 fn assert_unit_described(out: &Outcome) {
-    assert_logged(out, "ivrs: IVHD 0: type 0x10 base 0xfed80000");
+    assert_logged(out, "AMD-Vi: IVHD 0: type 0x10 base 0xfed80000");
     let efr = out
         .log
         .lines()
-        .find(|l| l.contains("amdvi:   AMD-Vi EFR 0x"))
+        .find(|l| l.contains("AMD-Vi:   AMD-Vi EFR 0x"))
         .unwrap_or_else(|| panic!("no EFR line\n{}", out.log));
     for word in ["IA (INVALIDATE_IOMMU_ALL)", "HATS="] {
         assert!(efr.contains(word), "EFR line lacks `{word}`: {efr}");
     }
-    assert_logged(out, "amdvi: unit at 0xfed80000 enabled");
+    assert_logged(out, "AMD-Vi: unit at 0xfed80000 enabled");
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn amdvi_suite_with_intremap() {
 fn ivrs_summary_matches_what_qemu_builds() {
     let out = plain_run();
     let ivrs: Vec<&str> =
-        out.log.lines().filter_map(|l| l.split_once("ivrs: ").map(|p| p.1)).collect();
+        out.log.lines().filter_map(|l| l.split_once("AMD-Vi: ").map(|p| p.1)).collect();
     let header = ivrs.iter().find(|l| l.starts_with("IVRS: ")).expect("no IVRS header line");
     let units: Vec<&&str> = ivrs.iter().filter(|l| l.contains(": type ")).collect();
     // QEMU 7.2 builds one type-0x10 IVHD; 10.0 describes the same unit twice, as type 0x10

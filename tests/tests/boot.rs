@@ -19,7 +19,8 @@ fn multiboot1_with_intel_iommu() {
     assert_logged(&out, "DRHD 0: base 0xfed90000 segment 0");
     assert_logged(&out, "DRHD 0: scope endpoint 00:04.0");
     assert_logged(&out, "DRHD 0: scope ioapic id 0 ff:00.0");
-    assert_logged(&out, "vtd: unit at 0xfed90000 enabled: 3-level tables");
+    assert_logged(&out, "DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ");
+    assert_logged(&out, "DMAR: unit at 0xfed90000 enabled: 3-level tables");
 }
 
 #[test]
@@ -36,7 +37,7 @@ fn multiboot1_with_amd_iommu() {
     }
     assert_logged(&out, "IVHD 0: type 0x10 base 0xfed80000 segment 0");
     assert_logged(&out, "IVHD 0: device 00:04.0");
-    assert_logged(&out, "amdvi: unit at 0xfed80000 enabled");
+    assert_logged(&out, "AMD-Vi: unit at 0xfed80000 enabled");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use tests::*;
 const PARTITION_TESTS: &str = "partition_guest_4k,partition_guest_2m,partition_vmmcall,\
 partition_hlt_exit,partition_shutdown_exit,partition_runaway_budget,partition_destroy_scrubs,\
 partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config,\
-partition_unassigned_blocked,partition_destroy_defers_scrub";
+partition_unassigned_blocked,partition_destroy_defers_scrub,partition_builtin_refuses_non_edu";
 
 fn intel() -> Iommu {
     Iommu::Intel { aw_bits: None, caching_mode: false }
@@ -304,4 +304,19 @@ fn unsafe_switch_allows_assignment_without_remapping_and_says_so() {
     assert_logged(&out, "UNSAFE: IOMMU unit 0 does not remap interrupts");
     assert_logged(&out, "partition alpha: created");
     assert_logged(&out, "partition beta: created");
+}
+
+#[test]
+fn builtin_guest_is_refused_a_device_that_is_not_edu() {
+    // q35's SATA controller (8086:2922 at 00:1f.2) is behind the IOMMU: only its
+    // identity stops the built-in guest from being handed it.
+    let cfg = config_file("notedu", "partition sata\n  memory 4M\n  device 00:1f.2\n");
+    let out = boot(&demo_machine(intel(), std::slice::from_ref(&cfg)));
+    let _ = std::fs::remove_file(&cfg);
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
+    assert_logged(
+        &out,
+        "device 0000:00:1f.2 is 8086:2922 (SATA controller), but the built-in guest drives only QEMU's edu device (1234:11e8)",
+    );
+    assert!(!out.log.contains("created"), "a partition was created: {}", out.log);
 }

@@ -4,6 +4,10 @@
 //! recognised by its signature. The text report is the kernel's boot-log summary plus the
 //! firmware sanity findings; `--json` prints one document with every decoded field (schema
 //! in docs/inspect-json.md). Any file that is not a valid table makes the command fail.
+//!
+//! `--machine [DIR]` instead reports the whole machine (below `/`, or a tree recorded with
+//! `--record DIR`): every PCI function's verdict and a configuration skeleton, as the
+//! hypervisor's `mode=report` does (`xtask::machine_report`).
 
 mod json;
 
@@ -97,20 +101,62 @@ fn default_files() -> Result<Vec<PathBuf>, String> {
     Ok(found)
 }
 
+/// `inspect`'s usage.
+pub const INSPECT_USAGE: &str = "usage: cargo xtask inspect [--json] [FILE...]
+       cargo xtask inspect --machine [--json] [DIR]
+       cargo xtask inspect --record DIR
+
+  FILE...          decode these DMAR/IVRS tables (default: this machine's)
+  --machine [DIR]  report the machine (default /, or a recorded tree): every PCI function,
+                   the IOMMU unit and requester id its DMA carries, whether it can be
+                   assigned and why not, and a partition configuration skeleton
+  --record DIR     copy what --machine reads from this machine to DIR
+  --json           JSON (tables: docs/inspect-json.md; machine: docs/report-json.md)";
+
+fn print_lines(lines: Vec<String>) -> Result<(), String> {
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
 /// Runs `inspect` with the arguments after the subcommand name.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut as_json = false;
     let mut files = Vec::new();
+    let mut machine = false;
+    let mut record = false;
     for a in args {
         match a.as_str() {
             "--json" => as_json = true,
+            "--machine" => machine = true,
+            "--record" => record = true,
             "-h" | "--help" => {
-                println!("usage: cargo xtask inspect [--json] [FILE...]");
+                println!("{INSPECT_USAGE}");
                 return Ok(());
             }
-            flag if flag.starts_with('-') => return Err(format!("inspect: unknown option {flag}")),
+            flag if flag.starts_with('-') => {
+                return Err(xtask::usage_error(format!("inspect: unknown option {flag}")))
+            }
             file => files.push(PathBuf::from(file)),
         }
+    }
+    if machine || record {
+        let [dir] = files.as_slice() else {
+            if record || files.len() > 1 {
+                return Err(format!(
+                    "{} takes one directory\n{INSPECT_USAGE}",
+                    if record { "--record" } else { "--machine" }
+                ));
+            }
+            return print_lines(xtask::machine_report::report(Path::new("/"), as_json)?);
+        };
+        if record {
+            let n = xtask::sysfs::record(Path::new("/"), dir)?;
+            println!("recorded {n} files of this machine below {}", dir.display());
+            return Ok(());
+        }
+        return print_lines(xtask::machine_report::report(dir, as_json)?);
     }
     if files.is_empty() {
         files = default_files()?;

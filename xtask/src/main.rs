@@ -11,55 +11,150 @@ use std::process::ExitCode;
 use std::time::Duration;
 use xtask::qemu::{self, Iommu, Machine, Verdict};
 
-const USAGE: &str = "usage: cargo xtask <command> [options]
+/// Each command's usage: `cargo xtask CMD --help` prints its entry, `cargo xtask help`
+/// all of them. The README's command table says the same.
+const COMMANDS: &[(&str, &str)] = &[
+    (
+        "build",
+        "build [--release]
+    build the hypervisor ELF for x86_64-unknown-none and print its path",
+    ),
+    (
+        "qemu",
+        "qemu [--iommu intel|amd|none] [--release] [--cmdline TEXT] [--timeout SECS]
+     [--gdb] [--log FILE] [-- QEMU ARGS]
+    boot the hypervisor in QEMU (q35, 2 GiB, edu at 00:04.0 and 00:05.0), serial on
+    stdio; exits 0 only when the hypervisor itself reports success.
+    --gdb      start paused with QEMU's gdb stub on :1234 and no time limit
+    --log FILE also write the serial log to FILE",
+    ),
+    (
+        "iso",
+        "iso [--release] [--cmdline TEXT] [--config FILE] [--module FILE ...] [--timeout SECS]
+    build a GRUB hybrid BIOS/UEFI ISO (target/.../hypervisor.iso) for a USB stick: the
+    configuration (as partitions.cfg) and guest modules, and a menu (report / run the
+    configuration / JSON report / type a command line), default entry after SECS (5)",
+    ),
+    (
+        "test",
+        "test
+    run every test: host tests, a short fuzz run, then the QEMU suites once per QEMU
+    version (7.2 and 10.0; only $QEMU when set; serial logs kept under target/test-logs/)",
+    ),
+    (
+        "install-qemu",
+        "install-qemu
+    fetch QEMU 10.0 into the cache next to the system's 7.2 (done by `test` on first
+    use) and print both versions",
+    ),
+    (
+        "lint",
+        "lint
+    rustfmt check and clippy for the host crates and the kernel",
+    ),
+    (
+        "bench",
+        "bench [--json] [--gib N] [--sync-ns N] [--cmd-ns N] [--plot FILE.svg]
+    teardown benchmarks on the host (page-table engine)
+bench --qemu [--iommu intel|amd] [--json] [--debug]
+    teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs unless one is named)",
+    ),
+    (
+        "inspect",
+        "inspect [--json] [FILE...]
+    decode DMAR/IVRS tables (default: this machine's)
+inspect --machine [--json] [DIR]
+    report a Linux machine (or a recorded tree): every PCI function's unit, requester
+    id, group and verdict, and a configuration skeleton
+inspect --record DIR
+    copy what --machine reads from this machine to DIR",
+    ),
+    (
+        "fuzz",
+        "fuzz [--runs N] [--seconds S] [TARGET...]
+    build the libFuzzer targets (iommu/fuzz, boot/fuzz) and run each from its seeds
+    (default 50000 inputs or 20 s each)",
+    ),
+];
 
-commands:
-  build [--release]             build the hypervisor for x86_64-unknown-none
-  qemu [--iommu intel|amd|none] [--release] [--cmdline TEXT] [--timeout SECS] [-- QEMU ARGS]
-                                boot the hypervisor in QEMU (q35), serial on stdio;
-                                exits 0 only when the hypervisor itself reports success
-  iso [--release] [--cmdline TEXT]
-                                build a GRUB hybrid BIOS/UEFI ISO (target/.../hypervisor.iso)
-                                for a USB stick on a real machine
-  test                          run every test: host tests, then the QEMU suites on
-                                each QEMU version (7.2 and 10.0; only $QEMU when set)
-  install-qemu                  fetch QEMU 10.0 into the cache next to the system's 7.2
-                                (done by `test` on first use) and print both versions
-  lint                          rustfmt check and clippy for the host crates and the kernel
-  bench [--json] [--gib N] [--sync-ns N] [--cmd-ns N] [--plot FILE.svg]
-                                teardown benchmarks on the host (page-table engine)
-  bench --qemu [--iommu intel|amd] [--json] [--debug]
-                                teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs
-                                unless one is named)
-  inspect [--json] [FILE...]    decode DMAR/IVRS tables (default: this machine's)
-  fuzz [--runs N] [--seconds S] [TARGET...]
-                                build the libFuzzer targets (iommu/fuzz, boot/fuzz) and run
-                                each from its seeds (default 50000 inputs or 20 s each)";
+fn usage() -> String {
+    let mut u = String::from(
+        "usage: cargo xtask <command> [options]   (cargo xtask <command> --help)\n\ncommands:",
+    );
+    for (_, text) in COMMANDS {
+        for line in text.lines() {
+            u.push_str("\n  ");
+            u.push_str(line);
+        }
+    }
+    u
+}
+
+fn command_usage(cmd: &str) -> Option<String> {
+    COMMANDS.iter().find(|(n, _)| *n == cmd).map(|(_, t)| {
+        t.lines()
+            .map(
+                |l| {
+                    if l.starts_with(' ') {
+                        l.to_string()
+                    } else {
+                        format!("usage: cargo xtask {l}")
+                    }
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// Exit status of a usage error (a bad command, option or value), as for most tools.
+const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+        eprintln!("{}", usage());
+        return ExitCode::from(USAGE_ERROR);
     };
+    if let Some(help) =
+        command_usage(cmd).filter(|_| rest.iter().any(|a| a == "--help" || a == "-h"))
+    {
+        println!("{help}");
+        return ExitCode::SUCCESS;
+    }
     let result = match cmd.as_str() {
         "build" => build(rest),
         "qemu" => run_qemu(rest),
         "iso" => iso(rest),
-        "test" => test::run(rest),
-        "lint" => test::lint(),
-        "install-qemu" => install_qemu(rest),
+        "test" => no_options("test", rest).and_then(|()| test::run(rest)),
+        "lint" => no_options("lint", rest).and_then(|()| test::lint()),
+        "install-qemu" => no_options("install-qemu", rest).and_then(|()| install_qemu()),
         "bench" => bench::run(rest),
-        "inspect" => inspect::run(rest),
         "fuzz" => fuzz::run(rest),
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+        "inspect" => inspect::run(rest),
+        "help" | "--help" | "-h" => match rest.first() {
+            Some(c) => match command_usage(c) {
+                Some(u) => {
+                    println!("{u}");
+                    Ok(())
+                }
+                None => Err(xtask::usage_error(format!("no command `{c}`"))),
+            },
+            None => {
+                println!("{}", usage());
+                Ok(())
+            }
+        },
+        other => Err(xtask::usage_error(format!("unknown command `{other}`"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(msg) if xtask::is_usage_error(&msg) => {
+            let text = msg.trim_start_matches(xtask::USAGE_MARK);
+            eprintln!("error: {text}");
+            eprintln!("{}", command_usage(cmd).unwrap_or_else(usage));
+            ExitCode::from(USAGE_ERROR)
+        }
         Err(msg) => {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
@@ -68,10 +163,7 @@ fn main() -> ExitCode {
 }
 
 /// Makes sure every QEMU the suites run on is there, and says which they are.
-fn install_qemu(args: &[String]) -> Result<(), String> {
-    if let Some(a) = args.first() {
-        return Err(format!("`install-qemu` takes no options (got `{a}`)"));
-    }
+fn install_qemu() -> Result<(), String> {
     xtask::tools::ensure(&[&xtask::tools::QEMU])?;
     for q in xtask::qemu_versions::suite_qemus()? {
         println!("xtask: {} ({})", q.version, q.binary.display());
@@ -79,38 +171,59 @@ fn install_qemu(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Options shared by build, qemu and iso.
+fn no_options(cmd: &str, args: &[String]) -> Result<(), String> {
+    match args.first() {
+        Some(a) => Err(xtask::usage_error(format!("`{cmd}` takes no options (got `{a}`)"))),
+        None => Ok(()),
+    }
+}
+
+/// Options shared by build and qemu.
 struct Options {
     release: bool,
     iommu: Iommu,
     cmdline: String,
     timeout: u64,
+    gdb: bool,
+    log: Option<std::path::PathBuf>,
     extra: Vec<String>,
 }
 
+/// One parser for build and qemu: lexopt, every bad option or value a usage error.
 fn parse_options(args: &[String], allow_qemu: bool) -> Result<Options, String> {
+    use lexopt::prelude::*;
     let mut o = Options {
         release: false,
         iommu: Iommu::Intel { aw_bits: None, caching_mode: false },
         cmdline: String::new(),
         timeout: 300,
+        gdb: false,
+        log: None,
         extra: Vec::new(),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |what: &str| it.next().cloned().ok_or(format!("{a} needs {what}"));
-        match a.as_str() {
-            "--release" => o.release = true,
-            "--iommu" if allow_qemu => o.iommu = Iommu::parse(&value("intel, amd or none")?)?,
-            "--cmdline" => o.cmdline = value("the kernel command line")?,
-            "--timeout" if allow_qemu => {
-                o.timeout = value("seconds")?.parse().map_err(|_| "--timeout takes seconds")?
+    let usage = |e: lexopt::Error| xtask::usage_error(e.to_string());
+    // Everything after `--` goes to QEMU untouched.
+    let (mine, extra) = match args.iter().position(|a| a == "--") {
+        Some(i) if allow_qemu => (&args[..i], args[i + 1..].to_vec()),
+        Some(_) => return Err(xtask::usage_error("`--` (QEMU arguments) only for qemu".into())),
+        None => (args, Vec::new()),
+    };
+    o.extra = extra;
+    let mut p = lexopt::Parser::from_args(mine.iter().cloned());
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("release") => o.release = true,
+            Long("cmdline") => o.cmdline = p.value().map_err(usage)?.string().map_err(usage)?,
+            Long("iommu") if allow_qemu => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                o.iommu = Iommu::parse(&v).map_err(xtask::usage_error)?
             }
-            "--" if allow_qemu => {
-                o.extra = it.cloned().collect();
-                break;
+            Long("timeout") if allow_qemu => {
+                o.timeout = p.value().map_err(usage)?.parse().map_err(usage)?
             }
-            other => return Err(format!("unknown option `{other}`\n{USAGE}")),
+            Long("gdb") if allow_qemu => o.gdb = true,
+            Long("log") if allow_qemu => o.log = Some(p.value().map_err(usage)?.into()),
+            other => return Err(usage(other.unexpected())),
         }
     }
     Ok(o)
@@ -124,9 +237,37 @@ fn build(args: &[String]) -> Result<(), String> {
 }
 
 fn iso(args: &[String]) -> Result<(), String> {
-    let o = parse_options(args, false)?;
-    let k = xtask::build::kernel(o.release)?;
-    let iso = xtask::build::iso(&k, &o.cmdline, "hypervisor")?;
+    let mut contents = xtask::build::IsoContents { timeout: 5, ..Default::default() };
+    let mut release = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value =
+            |what: &str| it.next().cloned().ok_or(xtask::usage_error(format!("{a} needs {what}")));
+        match a.as_str() {
+            "--release" => release = true,
+            "--cmdline" => contents.cmdline = value("the kernel command line")?,
+            "--config" => contents.config = Some(value("a configuration file")?.into()),
+            "--module" => contents.modules.push(value("a file")?.into()),
+            "--timeout" => {
+                contents.timeout = value("seconds")?
+                    .parse()
+                    .map_err(|_| xtask::usage_error("--timeout takes seconds".into()))?
+            }
+            other => return Err(xtask::usage_error(format!("unknown option `{other}`"))),
+        }
+    }
+    for f in contents.config.iter().chain(&contents.modules) {
+        if !f.is_file() {
+            return Err(format!("{}: no such file", f.display()));
+        }
+    }
+    if let Some(cfg) = &contents.config {
+        // Refuse a configuration the kernel would refuse, before writing a stick.
+        let text = std::fs::read_to_string(cfg).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        boot::partition_config::parse(&text).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    }
+    let k = xtask::build::kernel(release)?;
+    let iso = xtask::build::iso_with_menu(&k, &contents, "hypervisor")?;
     println!("{}", iso.display());
     println!(
         "write it to a USB stick with: sudo dd if={} of=/dev/sdX bs=4M conv=fsync",
@@ -143,7 +284,20 @@ fn run_qemu(args: &[String]) -> Result<(), String> {
     m.cmdline = o.cmdline;
     m.extra = o.extra;
     m.timeout = Duration::from_secs(o.timeout);
+    if o.gdb {
+        m.extra.extend(["-s".into(), "-S".into()]);
+        // Paused until gdb continues, then as long as the session lasts.
+        m.timeout = Duration::from_secs(365 * 24 * 3600);
+        eprintln!(
+            "xtask: QEMU is paused for gdb; in another terminal:\n  gdb {} -ex 'target remote :1234'",
+            k.display()
+        );
+    }
     let out = qemu::run(&m, true)?;
+    if let Some(path) = &o.log {
+        std::fs::write(path, &out.log).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("xtask: serial log written to {}", path.display());
+    }
     match out.verdict {
         Verdict::Success => Ok(()),
         _ => Err(out.describe()),

@@ -90,7 +90,7 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 /// Host tests first (fast, no QEMU), then the QEMU suites, which boot real machines.
 pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(a) = args.first() {
-        return Err(format!("`test` takes no options (got `{a}`)"));
+        return Err(xtask::usage_error(format!("`test` takes no options (got `{a}`)")));
     }
     xtask::tools::ensure_rust_target()?;
     let mut tools = vec![&xtask::tools::QEMU, &xtask::tools::OVMF];

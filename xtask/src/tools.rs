@@ -60,17 +60,29 @@ pub fn ensure(tools: &[&Tool]) -> Result<(), String> {
     let names: Vec<&str> = missing.iter().map(|t| t.name).collect();
     if is_root() && present("apt-get") {
         eprintln!("xtask: installing {} (missing: {})", pkgs.join(" "), names.join(", "));
-        let update = Command::new("apt-get").args(["update", "-qq"]).status();
-        let install = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&pkgs)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
-        if update.is_ok()
-            && install.is_ok_and(|s| s.success())
-            && missing.iter().all(|t| present(t.name))
-        {
-            return Ok(());
+        // apt-get and dpkg talk a lot: their output is kept and shown only on failure.
+        // `--no-remove` makes apt refuse any plan that would remove a package.
+        let quiet = |args: &[&str]| {
+            Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").output()
+        };
+        eprintln!("xtask:   apt-get update");
+        let update = quiet(&["update", "-qq"]);
+        eprintln!("xtask:   apt-get install {}", pkgs.join(" "));
+        let mut install_args =
+            vec!["install", "-y", "-qq", "--no-install-recommends", "--no-remove"];
+        install_args.extend(pkgs.iter().copied());
+        let install = quiet(&install_args);
+        match &install {
+            Ok(o) if o.status.success() && missing.iter().all(|t| present(t.name)) => return Ok(()),
+            Ok(o) => eprintln!(
+                "xtask: apt-get install failed:\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("xtask: cannot run apt-get: {e}"),
+        }
+        if let Some(o) = update.as_ref().ok().filter(|o| !o.status.success()) {
+            eprintln!("xtask: apt-get update failed:\n{}", String::from_utf8_lossy(&o.stderr));
         }
     }
     Err(format!(

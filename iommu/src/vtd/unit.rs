@@ -188,6 +188,10 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
     pub fn capabilities(&self) -> (Cap, Ecap) {
         (self.cap, self.ecap)
     }
+    /// The version register (major in bits 7:4, minor in 3:0).
+    pub fn version(&self) -> u32 {
+        self.ver
+    }
     /// Version and capabilities in words, one fact per line.
     pub fn describe(&self) -> Vec<String> {
         regs::describe(self.ver, self.cap, self.ecap)

@@ -37,12 +37,12 @@ pub fn bring_up(
         }
     };
     for line in ivrs_summary(&ivrs) {
-        log::info!("ivrs: {line}");
+        log::info!("AMD-Vi: {line}");
     }
     let mut resolved = IvrsUnits::new(&ivrs);
     let facts = PlatformFacts { reserved: Some(reserved), ioapic_ids: Some(ioapic_ids) };
     for w in check_ivrs(&ivrs, &mut resolved, &facts).warnings {
-        log::warn!("ivrs: {w}");
+        log::warn!("AMD-Vi: {w}");
     }
     let usable: Vec<(usize, u64, u16, u8)> = resolved
         .units
@@ -79,9 +79,9 @@ fn start_unit(
     let mut unit =
         AmdViUnit::new(window, KernelMemory, max_devid).map_err(|e| alloc::format!("{e}"))?;
     unit.set_ivhd_flags(ivhd_flags);
-    log::info!("amdvi: unit at {base:#x} (device ids up to {max_devid:#06x}):");
+    log::info!("AMD-Vi: unit at {base:#x} (device ids up to {max_devid:#06x}):");
     for line in unit.describe() {
-        log::info!("amdvi:   {line}");
+        log::info!("AMD-Vi:   {line}");
     }
     unit.enable().map_err(|e| {
         alloc::format!(
@@ -90,7 +90,7 @@ fn start_unit(
         )
     })?;
     log::info!(
-        "amdvi: unit at {base:#x} enabled: {}-level tables, every device blocked",
+        "AMD-Vi: unit at {base:#x} enabled: {}-level tables, every device blocked",
         unit.levels()
     );
     Ok(unit)
@@ -119,7 +119,7 @@ fn set_up_interrupt_sources(
         unit.set_platform_source(s.device_id, setting)
             .map_err(|e| alloc::format!("interrupt fields of {what} {}: {e}", s.handle))?;
         log::info!(
-            "amdvi: unit at {base:#x}: {what} {} is device id {:#06x}: interrupts remapped{}",
+            "AMD-Vi: unit at {base:#x}: {what} {} is device id {:#06x}: interrupts remapped{}",
             s.handle,
             s.device_id,
             if setting.asks_for_passing() {
@@ -131,7 +131,7 @@ fn set_up_interrupt_sources(
     }
     for r in ivhd.ranges.iter().filter(|r| DeviceSetting(r.data).asks_for_passing()) {
         log::warn!(
-            "amdvi: unit at {base:#x}: IVHD asks for {} on device ids {:#06x}-{:#06x}: not \
+            "AMD-Vi: unit at {base:#x}: IVHD asks for {} on device ids {:#06x}-{:#06x}: not \
              granted (an endpoint could forge those interrupts)",
             DeviceSetting(r.data).words(),
             r.first,
@@ -145,13 +145,13 @@ fn set_up_interrupt_sources(
         .collect();
     if missing.is_empty() {
         log::info!(
-            "amdvi: unit at {base:#x}: interrupt remapping enabled (every device id: IV=1, \
+            "AMD-Vi: unit at {base:#x}: interrupt remapping enabled (every device id: IV=1, \
              2048-entry table of aborting entries, no pass bits)"
         );
         Ok(None)
     } else {
         let why = alloc::format!("the IVRS names no device id for IOAPIC(s) {missing:?}");
-        log::warn!("amdvi: unit at {base:#x}: interrupt remapping incomplete: {why}");
+        log::warn!("AMD-Vi: unit at {base:#x}: interrupt remapping incomplete: {why}");
         Ok(Some(why))
     }
 }

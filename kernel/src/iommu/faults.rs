@@ -80,14 +80,18 @@ pub fn service_faults(
                         write: !r.is_read,
                         reason: r.reason,
                     });
-                    log_limited(&mut limiter, now, format_args!("iommu: unit {i}: DMA fault: {r}"));
+                    log_limited(
+                        &mut limiter,
+                        now,
+                        format_args!("DMAR: {}", iommu::linux_log::vtd_fault(r)),
+                    );
                 });
                 if scan.overflow {
                     sum.overflows += 1;
                     log_limited(
                         &mut limiter,
                         now,
-                        format_args!("iommu: unit {i}: fault records overflowed; faults were lost"),
+                        format_args!("DMAR: unit {i}: fault records overflowed; faults were lost"),
                     );
                 }
             }
@@ -99,7 +103,14 @@ pub fn service_faults(
                     if let Some(f) = FaultEvent::from_amd(i, &e) {
                         on_fault(&f);
                     }
-                    log_limited(&mut limiter, now, format_args!("iommu: unit {i}: event: {e}"));
+                    log_limited(
+                        &mut limiter,
+                        now,
+                        format_args!(
+                            "iommu ivhd{i}: AMD-Vi: {}",
+                            iommu::linux_log::amdvi_event(0, &e)
+                        ),
+                    );
                 }
             }
         }

@@ -354,7 +354,7 @@ pub fn discover(
             if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
                 let (regions, problems) = iommu::acpi::reserved::from_dmar(&d, &bridges);
                 for (base, e) in problems {
-                    log::warn!("dmar: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
+                    log::warn!("DMAR: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
                 }
                 sys.reserved = regions;
             }

@@ -30,12 +30,12 @@ pub fn bring_up(
         }
     };
     for line in dmar_summary(&dmar) {
-        log::info!("dmar: {line}");
+        log::info!("DMAR: {}", line.strip_prefix("DMAR: ").unwrap_or(&line));
     }
     let mut resolved = DmarUnits::new(&dmar, bridges);
     let facts = PlatformFacts { reserved: Some(reserved), ioapic_ids: Some(ioapic_ids) };
     for w in check_dmar(&dmar, &mut resolved, &facts).warnings {
-        log::warn!("dmar: {w}");
+        log::warn!("DMAR: {w}");
     }
     crate::arch::idt::register_handler(faults::FAULT_VECTOR, faults::fault_interrupt);
     let usable = resolved.units.iter().filter(|u| u.usable).map(|u| (u.index, u.base));
@@ -45,7 +45,7 @@ pub fn bring_up(
     super::start_and_route(
         "DRHD",
         usable,
-        |i, base| start_unit(base, size_of(i), opts),
+        |i, base| start_unit(i, base, size_of(i), opts),
         pci,
         |f| {
             let bdf = AcpiBdf::from_id(f.bdf.requester_id());
@@ -55,6 +55,7 @@ pub fn bring_up(
 }
 
 fn start_unit(
+    index: usize,
     base: u64,
     size: u64,
     opts: &boot::cmdline::Options<'_>,
@@ -64,20 +65,25 @@ fn start_unit(
         unit.set_invalidation_mode(InvalidationMode::Register)
             .map_err(|e| alloc::format!("{e}"))?;
     }
-    log::info!("vtd: unit at {base:#x}:");
+    let (cap, ecap) = unit.capabilities();
+    // The line Linux prints for the same unit, to compare logs side by side.
+    log::info!("DMAR: {}", iommu::linux_log::vtd_unit(index, base, unit.version(), cap.0, ecap.0));
+    log::info!("DMAR: unit at {base:#x}:");
     for line in unit.describe() {
-        log::info!("vtd:   {line}");
+        log::info!("DMAR:   {line}");
     }
     if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
         // Faults are still recorded and read by polling; only the interrupt is missing.
-        log::warn!("vtd: unit at {base:#x}: no fault-event interrupt: {e}");
+        log::warn!("DMAR: unit at {base:#x}: no fault-event interrupt: {e}");
     }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
     log_hand_off(base, &unit);
     // Faults firmware left behind are reported once, then cleared.
-    unit.handle_faults(|r| log::warn!("vtd: fault left by firmware: {r}"));
+    unit.handle_faults(|r| {
+        log::warn!("DMAR: fault left by firmware: {}", iommu::linux_log::vtd_fault(r))
+    });
     log::info!(
-        "vtd: unit at {base:#x} enabled: {}-level tables, {:?} invalidation",
+        "DMAR: unit at {base:#x} enabled: {}-level tables, {:?} invalidation",
         unit.levels(),
         unit.invalidation_mode()
     );
@@ -93,7 +99,7 @@ pub(super) fn take_over(old: &KernelVtd) -> Result<KernelVtd, alloc::string::Str
     let mut unit = map_whole_unit(base, old.register_span() as u64)?;
     unit.set_invalidation_mode(old.invalidation_mode()).map_err(|e| alloc::format!("{e}"))?;
     if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
-        log::warn!("vtd: unit at {base:#x}: no fault-event interrupt: {e}");
+        log::warn!("DMAR: unit at {base:#x}: no fault-event interrupt: {e}");
     }
     unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
     log_hand_off(base, &unit);
@@ -104,11 +110,11 @@ pub(super) fn take_over(old: &KernelVtd) -> Result<KernelVtd, alloc::string::Str
 pub(super) fn log_hand_off(base: u64, unit: &KernelVtd) {
     let h = unit.hand_off();
     if h.translation_was_on {
-        log::warn!("vtd: unit at {base:#x}: firmware left translation on; it stayed on while this driver's root table (every device blocked) replaced firmware's");
+        log::warn!("DMAR: unit at {base:#x}: firmware left translation on; it stayed on while this driver's root table (every device blocked) replaced firmware's");
     }
     if h.firmware_queue_stopped {
         log::warn!(
-            "vtd: unit at {base:#x}: firmware's invalidation queue was running; stopped{}",
+            "DMAR: unit at {base:#x}: firmware's invalidation queue was running; stopped{}",
             if h.firmware_queue_timed_out {
                 " after it failed to drain in time (its descriptors dropped)"
             } else {
@@ -118,12 +124,12 @@ pub(super) fn log_hand_off(base: u64, unit: &KernelVtd) {
     }
     if h.stale_errors != 0 {
         log::warn!(
-            "vtd: unit at {base:#x}: stale FSTS error bits {:#x} (IQE/ITE/ICE/PFO) cleared",
+            "DMAR: unit at {base:#x}: stale FSTS error bits {:#x} (IQE/ITE/ICE/PFO) cleared",
             h.stale_errors
         );
     }
     if h.pmr_disabled {
-        log::info!("vtd: unit at {base:#x}: protected memory regions disabled (translation on)");
+        log::info!("DMAR: unit at {base:#x}: protected memory regions disabled (translation on)");
     }
 }
 
@@ -131,23 +137,23 @@ pub(super) fn log_hand_off(base: u64, unit: &KernelVtd) {
 fn log_interrupt_remapping(base: u64, unit: &KernelVtd) {
     let handoff = unit.ir_handoff();
     if handoff.was_enabled {
-        log::warn!("vtd: unit at {base:#x}: firmware left interrupt remapping on; taken down and reprogrammed");
+        log::warn!("DMAR: unit at {base:#x}: firmware left interrupt remapping on; taken down and reprogrammed");
     }
     if handoff.compatibility_format_was_allowed {
         log::warn!(
-            "[Firmware Bug] vtd: unit at {base:#x}: firmware left compatibility-format \
+            "[Firmware Bug] DMAR: unit at {base:#x}: firmware left compatibility-format \
              interrupts allowed (GCMD.CFI): any device could raise any vector; cleared"
         );
     }
     match unit.interrupt_remapping() {
         IrState::Enabled { x2apic } => log::info!(
-            "vtd: unit at {base:#x}: interrupt remapping enabled ({} entries, {} destinations, \
+            "DMAR: unit at {base:#x}: interrupt remapping enabled ({} entries, {} destinations, \
              compatibility format blocked, source ids verified)",
             iommu::vtd::irq_remap::IRT_ENTRIES,
             if x2apic { "x2APIC" } else { "xAPIC" }
         ),
         IrState::Unavailable(why) => {
-            log::warn!("vtd: unit at {base:#x}: interrupt remapping off: {why}")
+            log::warn!("DMAR: unit at {base:#x}: interrupt remapping off: {why}")
         }
     }
 }
@@ -176,7 +182,7 @@ fn map_whole_unit(base: u64, drhd_size: u64) -> Result<KernelVtd, alloc::string:
         ));
     }
     log::warn!(
-        "[Firmware Bug] vtd: unit at {base:#x}: DRHD size {declared:#x} but CAP/ECAP place \
+        "[Firmware Bug] DMAR: unit at {base:#x}: DRHD size {declared:#x} but CAP/ECAP place \
          registers up to {span:#x}; mapping {span:#x} bytes"
     );
     // The first driver (dropped here) never touched a control register; only its empty

@@ -41,6 +41,11 @@ fn module_bytes(info: &BootInfo, m: &boot::Module) -> Result<&'static [u8], Stri
     Ok(unsafe { core::slice::from_raw_parts(m.start as *const u8, len) })
 }
 
+/// Whether the boot loader passed a configuration module (a `.cfg` file).
+pub fn has_config_module(info: &BootInfo) -> bool {
+    info.modules().iter().any(|m| module_name(info, m).ends_with(".cfg"))
+}
+
 /// The configuration text and where it came from.
 pub fn find_config(info: &'static BootInfo) -> Result<(&'static str, String), String> {
     match info.modules().iter().find(|m| module_name(info, m).ends_with(".cfg")) {
@@ -93,10 +98,21 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
         }
         for d in p.devices() {
             let b = bdf(d);
-            if !platform.pci.iter().any(|f| f.bdf == b) {
+            let found = platform.pci.iter().find(|f| f.bdf == b);
+            if found.is_none() {
                 problems.push(format!(
                     "partition `{}`: device {b} does not exist on this machine",
                     p.name
+                ));
+            } else if let Some(f) = found.filter(|f| {
+                p.image == GuestImage::Builtin && (f.vendor, f.device) != crate::edu::PCI_ID
+            }) {
+                problems.push(format!(
+                    "partition `{}`: device {b} is {:04x}:{:04x} ({}), but the built-in guest drives only QEMU's edu device (1234:11e8): give the partition its own guest (`image module:NAME`)",
+                    p.name,
+                    f.vendor,
+                    f.device,
+                    iommu::assign::class_name(f.class.0, f.class.1),
                 ));
             } else if !behind_iommu(platform, b) {
                 problems.push(format!(

@@ -48,8 +48,9 @@ pub fn write_boot_info(mem: &mut GuestMemory, info: &guest::BootInfo) -> bool {
         info.dma_outside,
         info.dma_foreign,
         info.dma_hypervisor,
+        info.device_id,
     ];
-    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 9 * 8);
+    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 10 * 8);
     words
         .iter()
         .enumerate()

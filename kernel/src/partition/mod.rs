@@ -185,6 +185,8 @@ pub struct GuestDevice {
     pub bar_size: u64,
     /// Whether the guest may start DMA (only once an IOMMU translates the device).
     pub dma_allowed: bool,
+    /// Its PCI id, vendor | device << 16 (the guest checks it before touching the BAR).
+    pub pci_id: u64,
 }
 
 /// Addresses the guest tries as DMA targets to prove isolation (0: not tried); the
@@ -341,7 +343,12 @@ impl Partition {
         self.next_device_gpa += size.next_multiple_of(1 << 20).max(1 << 20);
         self.devices.push(f.bdf);
         if self.device.is_none() {
-            self.device = Some(GuestDevice { bar_gpa: gpa, bar_size: size, dma_allowed: false });
+            self.device = Some(GuestDevice {
+                bar_gpa: gpa,
+                bar_size: size,
+                dma_allowed: false,
+                pci_id: f.vendor as u64 | (f.device as u64) << 16,
+            });
         }
         Ok(gpa)
     }
@@ -407,6 +414,7 @@ impl Partition {
             // Host-physical addresses go only to the hypervisor's own program.
             dma_foreign: if self.builtin_image { self.isolation.foreign } else { 0 },
             dma_hypervisor: if self.builtin_image { self.isolation.hypervisor } else { 0 },
+            device_id: dev.map_or(0, |d| d.pci_id),
         }
     }
 

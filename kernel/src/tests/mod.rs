@@ -33,6 +33,10 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "partition_destroy_scrubs", run: partition_tests::destroy_scrubs },
     KernelTest { name: "partition_device_bar", run: partition_tests::device_bar_passthrough },
     KernelTest { name: "partition_unmapped_access", run: partition_tests::unmapped_access_faults },
+    KernelTest {
+        name: "partition_builtin_refuses_non_edu",
+        run: partition_tests::builtin_guest_refuses_other_devices,
+    },
     KernelTest { name: "partition_bad_image", run: partition_tests::bad_image_refused },
     KernelTest { name: "partition_config", run: partition_tests::config_validation },
     KernelTest { name: "partition_guest_dma_4k", run: partition_dma_tests::guest_dma_4k },

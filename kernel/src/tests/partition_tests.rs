@@ -261,12 +261,40 @@ pub fn device_bar_passthrough(ctx: &mut TestContext<'_>) -> TestResult {
 /// A guest-physical access nothing maps is a nested page fault at that address.
 pub fn unmapped_access_faults(_: &mut TestContext<'_>) -> TestResult {
     let mut p = create("npf", 2 * MIB, Backing::Pages4K)?;
-    p.device = Some(GuestDevice { bar_gpa: 0xD000_0000, bar_size: 4096, dma_allowed: false });
+    p.device = Some(GuestDevice {
+        bar_gpa: 0xD000_0000,
+        bar_size: 4096,
+        dma_allowed: false,
+        pci_id: guest::EDU_PCI_ID,
+    });
     let stop = run(&mut p, Budget::DEFAULT)?;
     ensure!(
         matches!(stop, Stop::NestedPageFault { gpa: 0xD000_0000, .. }),
         "expected a nested fault, got {stop:?}"
     );
+    Ok(())
+}
+
+/// The built-in guest told its device is not an edu leaves the BAR alone: the same
+/// unmapped BAR as [`unmapped_access_faults`] (which proves the guest does touch an edu
+/// BAR there) gives no nested fault, and the guest reports the id it refused.
+pub fn builtin_guest_refuses_other_devices(_: &mut TestContext<'_>) -> TestResult {
+    let mut p = create("notedu", 2 * MIB, Backing::Pages4K)?;
+    let ahci = 0x2922_8086;
+    p.device = Some(GuestDevice {
+        bar_gpa: 0xD000_0000,
+        bar_size: 4096,
+        dma_allowed: false,
+        pci_id: ahci,
+    });
+    let stop = run(&mut p, Budget::DEFAULT)?;
+    ensure!(matches!(stop, Stop::Done(s) if s & 4 != 0), "guest ended with {stop:?}");
+    ensure!(
+        p.reported(check::DEVICE_REFUSED) == Some(ahci),
+        "refusal {:?}",
+        p.reported(check::DEVICE_REFUSED)
+    );
+    ensure!(p.reported(check::EDU_ID).is_none(), "the guest read the BAR");
     Ok(())
 }
 

@@ -70,7 +70,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options { json: false, gib: 64, model: CostModel::DEFAULT, plot: None };
     let mut it = args.iter();
     let number = |v: Option<&String>, what: &str| {
-        v.and_then(|v| v.parse::<u64>().ok()).ok_or(format!("{what} needs a number"))
+        v.and_then(|v| v.parse::<u64>().ok())
+            .ok_or(xtask::usage_error(format!("{what} needs a number")))
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -78,13 +79,19 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--gib" => {
                 o.gib = number(it.next(), "--gib")?;
                 if o.gib == 0 || o.gib > 1024 || !o.gib.is_power_of_two() {
-                    return Err("--gib must be a power of two from 1 to 1024".into());
+                    return Err(xtask::usage_error(
+                        "--gib must be a power of two from 1 to 1024".into(),
+                    ));
                 }
             }
             "--sync-ns" => o.model.sync_ns = number(it.next(), "--sync-ns")?,
             "--cmd-ns" => o.model.cmd_ns = number(it.next(), "--cmd-ns")?,
-            "--plot" => o.plot = Some(it.next().ok_or("--plot needs a file name")?.clone()),
-            other => return Err(format!("bench: unknown option `{other}`")),
+            "--plot" => {
+                o.plot = Some(
+                    it.next().ok_or(xtask::usage_error("--plot needs a file name".into()))?.clone(),
+                )
+            }
+            other => return Err(xtask::usage_error(format!("bench: unknown option `{other}`"))),
         }
     }
     Ok(o)
