@@ -61,6 +61,7 @@ pub struct VtdUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     pub(super) faults: FaultCounters,
     pub(super) counts: InvalidationCounts,
     pub(super) handoff: super::handoff::HandOff,
+    pub(super) handoff_quirks: super::handoff::Quirks,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
@@ -110,6 +111,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             faults: FaultCounters::default(),
             counts: InvalidationCounts::default(),
             handoff: Default::default(),
+            handoff_quirks: Default::default(),
         })
     }
 
