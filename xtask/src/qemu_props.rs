@@ -129,3 +129,35 @@ pub fn describe(args: &[String]) -> String {
     }
     parts.join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_property_is_stated_on_the_system_qemu() {
+        let qemu = std::path::PathBuf::from("qemu-system-x86_64");
+        // `cargo xtask test` installs it before the host tests run.
+        crate::qemu_versions::version_of(&qemu).expect("the system QEMU");
+        let intel = iommu_device(&Iommu::Intel { aw_bits: None, caching_mode: true }, &qemu)
+            .expect("intel-iommu");
+        for p in ["aw-bits=39", "caching-mode=on", "intremap=on", "eim=off", "x-scalable-mode=off"]
+        {
+            assert!(intel.contains(p), "{intel}");
+        }
+        let amd = iommu_device(&Iommu::Amd { intremap: false }, &qemu).expect("amd-iommu");
+        assert!(amd.starts_with("amd-iommu,intremap=off,pt=off"), "{amd}");
+    }
+
+    #[test]
+    fn describe_names_the_machine_and_the_iommu() {
+        let args: Vec<String> =
+            ["-machine", "q35", "-device", "amd-iommu,pt=off", "-device", "edu,addr=0x4"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        assert_eq!(describe(&args), "-machine q35 -device amd-iommu,pt=off");
+        let none: Vec<String> = ["-machine", "q35"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(describe(&none), "-machine q35 (no IOMMU)");
+    }
+}

@@ -12,7 +12,7 @@ use super::unit::VtdUnit;
 impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
     /// Drains the unit's internal write buffers to memory, on units that need it (CAP.RWBF).
     pub fn flush_write_buffer(&mut self) -> Result<(), HwError> {
-        if !self.cap.rwbf() {
+        if !self.cap.rwbf() && !self.handoff_quirks.write_buffer_flush {
             return Ok(());
         }
         self.counts.write_buffer_flushes += 1;

@@ -39,6 +39,13 @@ pub struct HandOff {
     pub pmr_disabled: bool,
 }
 
+/// Chipset errata the boot found for this unit (see [`super::quirks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quirks {
+    /// Flush the write buffer although CAP.RWBF reads 0.
+    pub write_buffer_flush: bool,
+}
+
 /// IQH bits 18:4: the offset of the descriptor at the head (128-bit descriptors).
 const IQH_OFFSET: u64 = 0x7_FFF0;
 /// What the fence's wait descriptor writes.
@@ -143,6 +150,16 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
         )?;
         report.pmr_disabled = true;
         Ok(())
+    }
+
+    /// Applies chipset errata (before [`enable`](Self::enable)).
+    pub fn set_quirks(&mut self, quirks: Quirks) {
+        self.handoff_quirks = quirks;
+    }
+
+    /// The chipset errata applied.
+    pub fn quirks(&self) -> Quirks {
+        self.handoff_quirks
     }
 
     /// What the last [`enable`](Self::enable) found of firmware's state.

@@ -47,6 +47,7 @@ mod flush;
 pub mod handoff;
 pub mod invalidation;
 pub mod irq_remap;
+pub mod quirks;
 pub mod regs;
 pub mod root_table;
 pub mod unit;
@@ -56,7 +57,7 @@ mod tests;
 
 pub use context::ContextEntry;
 pub use fault::{fault_reason, FaultCounters, FaultRecord, FaultScan};
-pub use handoff::HandOff;
+pub use handoff::{HandOff, Quirks};
 pub use invalidation::{
     ContextInvalidation, Descriptor, InvalidationQueue, IotlbInvalidation, RegisterInvalidation,
 };

@@ -67,6 +67,7 @@ pub struct VtdUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     pub(super) irt: Option<InterruptRemapTable>,
     pub(super) ir_state: IrState,
     pub(super) ir_handoff: IrHandoff,
+    pub(super) handoff_quirks: super::handoff::Quirks,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
@@ -119,6 +120,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
             irt: None,
             ir_state: IrState::Unavailable("not enabled yet"),
             ir_handoff: IrHandoff::default(),
+            handoff_quirks: Default::default(),
         })
     }
 

@@ -42,10 +42,23 @@ pub fn bring_up(
     let sizes: Vec<(usize, u64)> =
         resolved.units.iter().map(|u| (u.index, u.register_size)).collect();
     let size_of = |i: usize| sizes.iter().find(|(j, _)| *j == i).map_or(0x1000, |(_, s)| *s);
+    // Chipset errata keyed by the host bridge (00:00.0 of segment 0).
+    let host_bridge = pci
+        .iter()
+        .find(|f| f.bdf.segment == 0 && f.bdf.requester_id() == 0)
+        .map(|f| (f.vendor, f.device));
+    let quirks = iommu::vtd::Quirks {
+        write_buffer_flush: host_bridge.is_some_and(iommu::vtd::quirks::needs_write_buffer_flush),
+    };
+    if quirks.write_buffer_flush {
+        log::info!(
+            "vtd: host bridge {host_bridge:04x?}: write-buffer flushing forced (chipset erratum)"
+        );
+    }
     super::start_and_route(
         "DRHD",
         usable,
-        |i, base| start_unit(i, base, size_of(i), opts),
+        |i, base| start_unit(i, base, size_of(i), quirks, opts),
         pci,
         |f| {
             let bdf = AcpiBdf::from_id(f.bdf.requester_id());
@@ -58,9 +71,11 @@ fn start_unit(
     index: usize,
     base: u64,
     size: u64,
+    quirks: iommu::vtd::Quirks,
     opts: &boot::cmdline::Options<'_>,
 ) -> Result<KernelVtd, alloc::string::String> {
     let mut unit = map_whole_unit(base, size)?;
+    unit.set_quirks(quirks);
     if opts.vtd_register_invalidation {
         unit.set_invalidation_mode(InvalidationMode::Register)
             .map_err(|e| alloc::format!("{e}"))?;
@@ -98,6 +113,7 @@ pub(super) fn take_over(old: &KernelVtd) -> Result<KernelVtd, alloc::string::Str
     let base = old.registers().base();
     let mut unit = map_whole_unit(base, old.register_span() as u64)?;
     unit.set_invalidation_mode(old.invalidation_mode()).map_err(|e| alloc::format!("{e}"))?;
+    unit.set_quirks(old.quirks());
     if let Err(e) = unit.program_fault_interrupt(faults::FAULT_VECTOR, crate::apic::id()) {
         log::warn!("DMAR: unit at {base:#x}: no fault-event interrupt: {e}");
     }

@@ -151,7 +151,10 @@ impl AmdViModel {
     fn run_commands(&self) {
         let mut s = self.state.borrow_mut();
         let control = s.regs.get(&regs::CONTROL).copied().unwrap_or(0);
-        if !s.execute || s.command_buffer_stopped || control & regs::Control::CMD_BUF_EN.bits() == 0
+        if !s.execute
+            || s.command_buffer_stopped
+            || s.lag_left > 0
+            || control & regs::Control::CMD_BUF_EN.bits() == 0
         {
             return;
         }
@@ -205,11 +208,18 @@ impl Mmio for AmdViModel {
                 regs::Control::from_bits_retain(s.regs.get(&regs::CONTROL).copied().unwrap_or(0));
             let mut running = control.contains(regs::Control::CMD_BUF_EN | regs::Control::IOMMU_EN)
                 && !s.command_buffer_stopped;
+            let mut started = false;
             if running && s.lag_left > 0 {
+                // Not fetching yet: commands wait until the run bit shows.
                 s.lag_left -= 1;
+                started = s.lag_left == 0;
                 running = false;
             }
             let status = s.regs.get(&offset).copied().unwrap_or(0);
+            drop(s);
+            if started {
+                self.run_commands();
+            }
             return if running { status | Status::CMD_BUF_RUN.bits() } else { status };
         }
         s.regs.get(&offset).copied().unwrap_or(0)

@@ -205,6 +205,17 @@ fn write_buffer_flush_only_when_rwbf() {
 }
 
 #[test]
+fn the_rwbf_erratum_flushes_without_cap_rwbf() {
+    use crate::vtd::handoff::Quirks;
+    assert!(crate::vtd::quirks::needs_write_buffer_flush((0x8086, 0x2a40)));
+    assert!(!crate::vtd::quirks::needs_write_buffer_flush((0x8086, 0x29c0)));
+    let mut b = bench(QEMU_CAP, QEMU_ECAP);
+    b.unit.set_quirks(Quirks { write_buffer_flush: true });
+    b.unit.enable().unwrap();
+    assert!(b.hw.0.borrow().events.contains(&Event::WriteBufferFlush));
+}
+
+#[test]
 fn depth_can_be_lowered_before_enable_only() {
     let mut b = bench(CAP_48, QEMU_ECAP);
     b.unit.set_levels(3).unwrap();
