@@ -66,7 +66,21 @@ pub mod check {
     /// [`super::scenario::DMA_ROUNDS`]: round number (high 32 bits) and bytes that
     /// matched in that round's own-memory copy (low 32 bits).
     pub const DMA_ROUND: u64 = 10;
+    /// The device's configuration dword 0 (vendor, device) in the guest's view, read
+    /// through the configuration ports 0xCF8/0xCFC.
+    pub const CONFIG_ID: u64 = 11;
+    /// Device interrupts the guest's handler took at [`super::IRQ_VECTOR`] during
+    /// [`super::IRQ_DMAS`] DMAs that each asked for a completion interrupt.
+    pub const IRQ_COUNT: u64 = 12;
+    /// The vector the guest programmed into its device's MSI.
+    pub const IRQ_VECTOR: u64 = 13;
 }
+
+/// The vector the guest programs into its device's MSI (through its view of the
+/// configuration space) and handles in its IDT.
+pub const IRQ_VECTOR: u8 = 0x50;
+/// DMAs the guest runs with a completion interrupt, counting the interrupts.
+pub const IRQ_DMAS: u64 = 3;
 
 /// What the guest should do (in [`BootInfo::scenario`]): the normal program, or one of
 /// the misbehaviours the hypervisor's tests provoke.
@@ -151,6 +165,9 @@ pub fn check_name(id: u64) -> &'static str {
         check::DMA_FOREIGN_NONZERO => "dma_foreign_nonzero",
         check::DMA_HYPERVISOR_NONZERO => "dma_hypervisor_nonzero",
         check::DMA_ROUND => "dma_round",
+        check::CONFIG_ID => "config_id",
+        check::IRQ_COUNT => "irq_count",
+        check::IRQ_VECTOR => "irq_vector",
         _ => "unknown",
     }
 }

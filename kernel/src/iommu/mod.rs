@@ -10,6 +10,7 @@
 mod amd;
 mod faults;
 pub mod identity;
+pub mod interrupts;
 mod vtd;
 
 use crate::mem::KernelMemory;
