@@ -44,6 +44,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "ir_forgery", run: iommu::interrupt_forgery::forgery },
     KernelTest { name: "ir_msi", run: iommu::msi_remap::msi },
     KernelTest { name: "ir_handoff", run: iommu::ir_handoff::handoff },
+    KernelTest { name: "ir_storm", run: iommu::ir_storm::storm },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },
