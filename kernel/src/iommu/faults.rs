@@ -80,7 +80,7 @@ pub fn service_faults(
                         write: !r.is_read,
                         reason: r.reason,
                     });
-                    log_limited(&mut limiter, now, format_args!("iommu: unit {i}: DMA fault: {r}"));
+                    log_limited(&mut limiter, now, format_args!("iommu: unit {i}: {r}"));
                 });
                 if scan.overflow {
                     sum.overflows += 1;
