@@ -72,11 +72,25 @@ pub mod check {
     /// The assigned device is not an edu device: the value is its PCI id (vendor in the
     /// low 16 bits, device in the high), and the guest never touched its BAR.
     pub const DEVICE_REFUSED: u64 = 11;
+    /// The device's configuration dword 0 (vendor, device) in the guest's view, read
+    /// through the configuration ports 0xCF8/0xCFC.
+    pub const CONFIG_ID: u64 = 12;
+    /// Device interrupts the guest's handler took at [`super::IRQ_VECTOR`] during
+    /// [`super::IRQ_DMAS`] DMAs that each asked for a completion interrupt.
+    pub const IRQ_COUNT: u64 = 13;
+    /// The vector the guest programmed into its device's MSI.
+    pub const IRQ_VECTOR: u64 = 14;
 }
 
 /// The only device the built-in guest drives: QEMU's edu (vendor 1234, device 11e8), as
 /// [`BootInfo::device_id`] encodes it.
 pub const EDU_PCI_ID: u64 = 0x11e8_1234;
+
+/// The vector the guest programs into its device's MSI (through its view of the
+/// configuration space) and handles in its IDT.
+pub const IRQ_VECTOR: u8 = 0x50;
+/// DMAs the guest runs with a completion interrupt, counting the interrupts.
+pub const IRQ_DMAS: u64 = 3;
 
 /// What the guest should do (in [`BootInfo::scenario`]): the normal program, or one of
 /// the misbehaviours the hypervisor's tests provoke.
@@ -165,6 +179,10 @@ pub fn check_name(id: u64) -> &'static str {
         check::DMA_FOREIGN_NONZERO => "dma_foreign_nonzero",
         check::DMA_HYPERVISOR_NONZERO => "dma_hypervisor_nonzero",
         check::DMA_ROUND => "dma_round",
+        check::DEVICE_REFUSED => "device_refused",
+        check::CONFIG_ID => "config_id",
+        check::IRQ_COUNT => "irq_count",
+        check::IRQ_VECTOR => "irq_vector",
         _ => "unknown",
     }
 }

@@ -1,6 +1,7 @@
-//! The guest program a partition runs: 64-bit, identity-mapped, no interrupts. It reads its
+//! The guest program a partition runs: 64-bit, identity-mapped. It reads its
 //! [`guest::BootInfo`], probes its memory, drives its edu device through the BAR the
-//! hypervisor mapped into it, and reports every result through the hypercall port.
+//! hypervisor mapped into it, takes the device's completion interrupts (`bare/irq.rs`), and
+//! reports every result through the hypercall port.
 //! On the host it compiles to a stub.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -135,6 +136,8 @@ mod bare {
         status
     }
 
+    mod irq;
+
     pub(crate) mod edu {
         use super::{read32, read64, report, say, write32, write64, Channel};
         use guest::{check, dma_pattern, BootInfo, DMA_LEN, DMA_ROUNDS, DMA_SOURCE, DMA_TARGET};
@@ -247,7 +250,8 @@ mod bare {
                 report(ch, id, n);
                 leaked += n;
             }
-            (matched != DMA_LEN || leaked != 0) as u64
+            let irq = super::irq::run(ch, bar);
+            (matched != DMA_LEN || leaked != 0 || irq != 0) as u64
         }
 
         /// [`guest::scenario::DMA_ROUNDS`]: own-memory copies only, one report each.

@@ -33,6 +33,12 @@ impl Msi {
     /// Writes `address`/`data` (one vector) with MSI disabled, then enables it.
     pub fn program(&self, address: u64, data: u16) {
         self.set_enabled(false);
+        self.write_message(address, data);
+        self.set_enabled(true);
+    }
+
+    /// Writes `address`/`data` (one vector) without touching the enable bit.
+    pub fn write_message(&self, address: u64, data: u16) {
         self.cfg.write32(self.at + 4, address as u32);
         let data_at = if self.wide {
             self.cfg.write32(self.at + 8, (address >> 32) as u32);
@@ -43,7 +49,6 @@ impl Msi {
         self.cfg.write16(data_at, data);
         let control = CONTROL_MME.set(u64::from(self.cfg.read32(self.at)), 0);
         self.cfg.write32(self.at, control as u32);
-        self.set_enabled(true);
     }
 
     /// Turns MSI on or off.

@@ -50,6 +50,10 @@
 //!   physically contiguous frames (1 per 128 device ids, up to 512); the driver asks one
 //!   frame at a time and accepts an ascending or descending run.
 //!
+//! [`interrupts`] holds the interrupt fields of the device table entry (quad 2: IV, IntCtl,
+//! IntTabLen, IntTablePtr, pass bits), the interrupt remapping table and the IVHD
+//! device-setting byte: every entry starts with IV = 1 through a table of aborting entries.
+//!
 //! [`regs`] holds register offsets, control/status bits and the EFR decode. All hardware
 //! access goes through [`Mmio`](crate::platform::Mmio) and
 //! [`PhysMemory`](crate::platform::PhysMemory), so the same code runs on the machine and

@@ -20,6 +20,12 @@
 //!   and IVA/IOTLB at ECAP.IRO * 16 (IVA first, poll IVT). Page-selective needs CAP.PSI and
 //!   AM <= CAP.MAMV, else it widens to domain-selective. CAP.CM units also need an
 //!   invalidation after map ([`VtdUnit::flush_after_map`]).
+//! - **Interrupt remapping** ([`irq_remap`]): firmware's IR taken down first (IRE off,
+//!   IRES polled, CFI cleared); after the queue runs, IRTA (0xB8, 64-bit) = an empty
+//!   256-entry table (S = 7, EIME = 0), SIRTP and IRTPS, a global interrupt-entry-cache
+//!   invalidation (descriptor type 4) and wait, IRE and IRES. CFI is never set. IRTEs verify
+//!   the source id; each change is followed by an index-selective IEC invalidation. No
+//!   remapping in register-based invalidation mode (the IEC has no register interface).
 //! - **Faults**: FSTS (0x34), FECTL/FEDATA/FEADDR/FEUADDR (0x38..0x44, all 32-bit
 //!   registers: never a 64-bit write); records of 16 bytes at CAP.FRO * 16, F cleared by a
 //!   32-bit write of bit 31 at record + 12; PFO is write-1-to-clear.

@@ -11,6 +11,7 @@ mod amd;
 mod faults;
 pub mod groups;
 pub mod identity;
+pub mod interrupts;
 mod vtd;
 
 use crate::mem::KernelMemory;

@@ -11,6 +11,12 @@ use alloc::format;
 use alloc::string::String;
 use iommu::tracker::HostExtent;
 
+/// The guest's configuration-space ports (PCI mechanism #1).
+fn is_config_port(port: u16) -> bool {
+    port == super::interrupts::CONFIG_ADDRESS
+        || (super::interrupts::CONFIG_DATA..super::interrupts::CONFIG_DATA + 4).contains(&port)
+}
+
 /// Reports and messages kept per run: a guest cannot grow host memory without bound.
 const MAX_KEPT: usize = 4096;
 
@@ -56,6 +62,13 @@ impl Partition {
         };
         loop {
             let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
+            if let Some(d) = self.interrupt.as_mut() {
+                if !vcpu.interrupt_waiting() {
+                    if let Some(vector) = d.next_injection() {
+                        vcpu.inject_interrupt(vector);
+                    }
+                }
+            }
             let exit = vcpu.run();
             report.exits += 1;
             let stop = match exit {
@@ -75,6 +88,35 @@ impl Partition {
                     let stop = self.hypercall();
                     after_hypercall();
                     stop
+                }
+                VmExit::Io { port, size, write, string: false, next_rip }
+                    if is_config_port(port) =>
+                {
+                    // The guest's configuration space: its device's view when it has a
+                    // routed device interrupt, else no device (reads all ones).
+                    let value = vcpu.reg(Reg::Rax) as u32;
+                    vcpu.set_rip(next_rip);
+                    let d = self.interrupt.as_mut();
+                    if write {
+                        if let Some(d) = d {
+                            d.io_write(port, size, value);
+                        }
+                    } else {
+                        let read = d.map_or(u32::MAX, |d| d.io_read(port, size));
+                        let old = vcpu.reg(Reg::Rax);
+                        let keep = match size {
+                            1 => old & !0xFF,
+                            2 => old & !0xFFFF,
+                            _ => 0,
+                        };
+                        let mask = match size {
+                            1 => 0xFF,
+                            2 => 0xFFFF,
+                            _ => u32::MAX,
+                        };
+                        vcpu.set_rax(keep | u64::from(read & mask));
+                    }
+                    None
                 }
                 VmExit::Io { port, .. } => {
                     Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) })
@@ -199,6 +241,18 @@ impl Partition {
         };
         let iommu =
             iommu.ok_or("assigned devices, but the IOMMU was not given to detach them from")?;
+        if let Some(mut d) = self.interrupt.take() {
+            if let Some(routed) = d.release() {
+                iommu.unroute_interrupt(routed)?;
+            }
+            log::info!(
+                "partition {}: device interrupts: {} taken at the host vector, {} injected, {} dropped",
+                self.name,
+                d.taken(),
+                d.injected,
+                d.dropped
+            );
+        }
         let size = mem.size();
         let mut released = 0u64;
         let functions = dma.functions();

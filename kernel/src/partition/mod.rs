@@ -8,6 +8,7 @@ pub mod config;
 pub mod dma;
 pub mod image;
 pub mod intercept;
+pub mod interrupts;
 pub mod isolation;
 mod lifecycle;
 pub use lifecycle::TeardownReport;
@@ -231,6 +232,9 @@ pub struct Partition {
     /// is ever told host-physical addresses ([`IsolationProbes`], for the isolation story
     /// and tests); a guest image from the configuration never is.
     pub builtin_image: bool,
+    /// The first assigned device's interrupt: the guest's view of its configuration
+    /// space and the host routing (see [`interrupts`]).
+    pub interrupt: Option<interrupts::DeviceInterrupt>,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -289,6 +293,7 @@ impl Partition {
             isolation: IsolationProbes::default(),
             accept_unreset: false,
             builtin_image: core::ptr::eq(image, BUILTIN_GUEST),
+            interrupt: None,
         })
     }
 
@@ -380,11 +385,46 @@ impl Partition {
         }
         let dma = self.dma.as_mut().ok_or(PartitionError::Stopped)?;
         let id = dma.attach(iommu, f, route).map_err(err)?;
+        if self.interrupt.is_none() {
+            self.route_device_interrupt(iommu, f, route)?;
+        }
         self.assign_device(f)?;
         if let Some(d) = self.device.as_mut() {
             d.dma_allowed = true;
         }
         Ok(id)
+    }
+
+    /// Routes `f`'s MSI to a host vector of this partition's (through the IOMMU) and gives
+    /// the guest its trapped view of the device's configuration space.
+    fn route_device_interrupt(
+        &mut self,
+        iommu: &mut crate::iommu::IommuSystem,
+        f: &crate::pci::PciFunction,
+        route: crate::iommu::Route,
+    ) -> Result<(), PartitionError> {
+        let Some((mut d, vector)) = interrupts::DeviceInterrupt::claim(f.config()) else {
+            log::warn!("partition {}: {}: no MSI capability or no free host vector: its interrupts stay off", self.name, f.bdf);
+            return Ok(());
+        };
+        match iommu.route_interrupt(route, vector) {
+            Ok(routed) => {
+                log::info!(
+                    "partition {}: {} MSI routed to host vector {vector} (message {:#x}/{:#x}), off until the guest enables it",
+                    self.name, f.bdf, routed.address, routed.data
+                );
+                d.install(routed);
+                self.interrupt = Some(d);
+                Ok(())
+            }
+            Err(e) => {
+                // Only reachable where allow-unsafe-interrupts let a unit without
+                // remapping through: the device works, its interrupts stay off.
+                d.release();
+                log::warn!("partition {}: {}: interrupts stay off: {e}", self.name, f.bdf);
+                Ok(())
+            }
+        }
     }
 
     /// The partition's IOMMU state, if a device was attached.

@@ -91,6 +91,15 @@ pub const VMSAVE_FIELDS: [usize; 16] = [
     save::SYSENTER_EIP,
 ];
 
+/// VINTR (offset 0x060): a virtual interrupt is requested (cleared when the guest takes it).
+const V_IRQ: iommu::bits::Field = iommu::bits::Field::bit(8);
+/// VINTR: its priority (compared with V_TPR unless V_IGN_TPR).
+const V_INTR_PRIO: iommu::bits::Field = iommu::bits::Field::new(16, 4);
+/// VINTR: ignore the virtual TPR.
+const V_IGN_TPR: iommu::bits::Field = iommu::bits::Field::bit(20);
+/// VINTR: the virtual interrupt's vector.
+const V_INTR_VECTOR: iommu::bits::Field = iommu::bits::Field::new(32, 8);
+
 // Intercept bits, vector 3 (offset 0x00C) and vector 4 (0x010). The policy behind each
 // is in `intercept.rs`; the reason is given here once per bit.
 /// Host interrupts end the guest's slice (the host timer bounds every run).
@@ -591,6 +600,23 @@ impl VcpuBackend for SvmVcpu {
 
     fn set_rip(&mut self, rip: u64) {
         self.w64(save::RIP, rip);
+    }
+
+    fn set_rax(&mut self, value: u64) {
+        self.w64(save::RAX, value);
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        let v = self.r64(ctl::VINTR);
+        let v = V_INTR_VECTOR.set(
+            V_IRQ.with(V_IGN_TPR.with(V_INTR_PRIO.set(v, 0xF), true), true),
+            u64::from(vector),
+        );
+        self.w64(ctl::VINTR, v);
+    }
+
+    fn interrupt_waiting(&self) -> bool {
+        V_IRQ.is_set(self.r64(ctl::VINTR))
     }
 }
 

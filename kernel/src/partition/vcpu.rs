@@ -124,4 +124,11 @@ pub trait VcpuBackend {
     fn reg(&self, r: Reg) -> u64;
     /// Moves the guest's RIP (to skip an emulated instruction).
     fn set_rip(&mut self, rip: u64);
+    /// Sets the guest's RAX (the result of an emulated IN).
+    fn set_rax(&mut self, value: u64);
+    /// Requests a virtual interrupt with `vector`, taken by the guest when its RFLAGS.IF
+    /// allows (no guest EOI is needed).
+    fn inject_interrupt(&mut self, vector: u8);
+    /// Whether a requested virtual interrupt has not been taken yet.
+    fn interrupt_waiting(&self) -> bool;
 }

@@ -9,6 +9,7 @@ pub mod fine_grained;
 pub mod interrupt_forgery;
 pub mod invalidation;
 pub mod ir_handoff;
+pub mod ir_storm;
 pub mod isolation;
 pub mod msi_remap;
 pub mod reattach;

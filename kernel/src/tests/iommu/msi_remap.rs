@@ -5,8 +5,8 @@
 //! (AMD-Vi: its own table of aborting entries), gets nothing through, nor with an NMI;
 //! and once the entry is removed, edu 0's MSI is refused too.
 //!
-//! This is the host half of interrupt delivery (an IRTE pointed at a host vector for one
-//! device); injecting the interrupt into the owning partition is not built yet.
+//! This is the remapping half of interrupt delivery (an entry pointed at a host vector for
+//! one device); the partition story shows the injection into the owning vCPU.
 
 use super::interrupt_forgery::{counted, observe, with_rig, Arrival, COUNT_VECTOR, PLAIN_VECTOR};
 use super::Rig;
