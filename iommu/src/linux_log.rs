@@ -26,8 +26,18 @@ pub fn vtd_unit(index: usize, base: u64, version: u32, cap: u64, ecap: u64) -> S
 }
 
 /// `[DMA Write NO_PASID] Request device [00:04.0] fault addr 0x1ff000 [fault reason 0x05]
-/// <reason>`, Linux's shape of a VT-d fault record.
+/// <reason>`, Linux's shape of a VT-d fault record; a refused interrupt request (reasons
+/// 0x20-0x27) as `[INTR-REMAP] Request device [00:04.0] fault index 0x8 [fault reason
+/// 0x26] <reason>`.
 pub fn vtd_fault(r: &FaultRecord) -> String {
+    if let Some(index) = r.interrupt_index {
+        return format!(
+            "[INTR-REMAP] Request device [{}] fault index {index:#x} [fault reason {:#04x}] {}",
+            r.bdf(),
+            r.reason,
+            r.reason_text()
+        );
+    }
     let pasid = match r.pasid {
         Some(p) => format!("PASID {p:#x}"),
         None => String::from("NO_PASID"),
@@ -81,6 +91,7 @@ mod tests {
             reason: 5,
             is_read: false,
             pasid: None,
+            interrupt_index: None,
         };
         let line = vtd_fault(&r);
         assert!(
@@ -89,6 +100,14 @@ mod tests {
         );
         let r = FaultRecord { is_read: true, pasid: Some(3), ..r };
         assert!(vtd_fault(&r).starts_with("[DMA Read PASID 0x3] Request device [00:04.0]"));
+        let r = FaultRecord { reason: 0x26, interrupt_index: Some(8), ..r };
+        assert!(
+            vtd_fault(&r).starts_with(
+                "[INTR-REMAP] Request device [00:04.0] fault index 0x8 [fault reason 0x26] "
+            ),
+            "{}",
+            vtd_fault(&r)
+        );
     }
 
     #[test]
