@@ -33,14 +33,22 @@ const AMDVI: &[&str] = &[
     "iommu_isolation_unmapped",
     "iommu_isolation_blocked",
     "iommu_fgsp_probe",
-    "ir_forgery",
-    "ir_msi",
-    "ir_handoff",
-    "ir_storm",
 ];
 
+/// The interrupt-remapping tests, run only with `intremap=on`: with `intremap=off` stated
+/// (the harness states it rather than inheriting QEMU's `auto`), QEMU 7.2's amd-iommu
+/// delivers no device MSI at all, remapped or not (seen: the forgery control with IV=0
+/// and the device's own MSI both never arrive), so there is nothing to prove there.
+const INTERRUPTS: &[&str] = &["ir_forgery", "ir_msi", "ir_handoff", "ir_storm"];
+
+/// The in-kernel tests of one run.
+fn selected(intremap: bool) -> Vec<&'static str> {
+    let interrupts = if intremap { INTERRUPTS } else { &[] };
+    GENERIC.iter().chain(AMDVI).chain(interrupts).copied().collect()
+}
+
 fn amd_machine(intremap: bool) -> Machine {
-    let all: Vec<&str> = GENERIC.iter().chain(AMDVI).copied().collect();
+    let all = selected(intremap);
     let mut m = machine(Iommu::Amd { intremap }, &all.join(","));
     m.memory_mib = 3072;
     m.edu = vec![Edu { slot: 4 }, Edu { slot: 5 }];
@@ -54,12 +62,13 @@ fn plain_run() -> &'static Outcome {
 }
 
 /// Every selected test ran and passed, by name (not only the closing count).
-fn assert_each_passed(out: &Outcome) {
+fn assert_each_passed(out: &Outcome, intremap: bool) {
     assert_passed(out);
-    for name in GENERIC.iter().chain(AMDVI) {
+    let all = selected(intremap);
+    for name in &all {
         assert_logged(out, &format!("test {name} ... ok"));
     }
-    assert_logged(out, &format!("{} passed, 0 failed", GENERIC.len() + AMDVI.len()));
+    assert_logged(out, &format!("{} passed, 0 failed", all.len()));
 }
 
 /// The forged interrupts were refused, and the control (IV=0) shows the test can fail.
@@ -95,18 +104,15 @@ fn amdvi_suite() {
     eprintln!(
         "amd-iommu on {}: {} tests in {:.1?}",
         out.qemu_version,
-        GENERIC.len() + AMDVI.len(),
+        selected(false).len(),
         out.elapsed
     );
-    assert_each_passed(out);
+    assert_each_passed(out, false);
     assert_unit_described(out);
     // Fine-grained pages really are NextLevel-7 entries, and the probe found fgsp.
     assert_logged(out, "fine-grained 0x2000 page at 0x200006000: level 1, 2 copies");
     assert_logged(out, "fine-grained 0x400000 page at 0x20c400000: level 2, 2 copies");
     assert_logged(out, "fgsp probe on AMD-Vi: fgsp true");
-    // QEMU 7.2 and 10.0 remap through the tables with or without intremap=on.
-    assert_forgery_refused(out);
-    assert_remapped_msi(out);
 }
 
 #[test]
@@ -115,10 +121,10 @@ fn amdvi_suite_with_intremap() {
     eprintln!(
         "amd-iommu,intremap=on on {}: {} tests in {:.1?}",
         out.qemu_version,
-        GENERIC.len() + AMDVI.len(),
+        selected(true).len(),
         out.elapsed
     );
-    assert_each_passed(&out);
+    assert_each_passed(&out, true);
     assert_unit_described(&out);
     // With intremap=on every version lists the IOAPIC (7.2 in its only IVHD, 10.0 in
     // both); the run shows DMA remapping is unaffected by intremap=on.
@@ -127,7 +133,7 @@ fn amdvi_suite_with_intremap() {
     assert_remapped_msi(&out);
 }
 
-/// The device's own MSI through a table, and the hand-off (both runs).
+/// The device's own MSI through a table, the storm, and the hand-off.
 fn assert_remapped_msi(out: &Outcome) {
     assert_logged(out, "storm: 2000 device interrupts at host vector 40: all taken");
     assert_logged(out, "handoff: a unit left with a device table whose edu 0 entry has IV=0 (MSI delivered) was taken over");

@@ -195,8 +195,9 @@ fn broken_files_are_warnings_not_panics() {
 }
 
 /// QEMU 7.2 machines as Linux saw them (recorded with Linux 6.1: see the trees' README):
-/// the edus behind the pcie-pci-bridge share its alias and a group, the root-bus edus
-/// and the SATA controller are assignable, AMD-Vi's own function is an IOMMU.
+/// the edus behind the pcie-pci-bridge share its alias and a group, the root-bus edus are
+/// assignable, the SATA controller shares a group with its sibling functions of 00:1f
+/// (a multi-function device without ACS), AMD-Vi's own function is an IOMMU.
 #[test]
 fn recorded_qemu_machines_with_a_pcie_pci_bridge() {
     for (tree, arch, functions) in [
@@ -224,7 +225,9 @@ fn recorded_qemu_machines_with_a_pcie_pci_bridge() {
         assert!(line(&lines, "assign: 0000:01:00.0 1b36:000e PCI bridge").contains("a bridge"));
         assert!(line(&lines, "assign: 0000:00:06.0 1b36:000c PCI bridge")
             .contains(", ACS SrcValid+ TransBlk+ ReqRedir+"));
-        line(&lines, &format!("assign: 3 of {functions} functions assignable"));
+        assert!(line(&lines, "assign: 0000:00:1f.2 8086:2922 SATA controller")
+            .contains("shares an isolation group with 0000:00:1f.3"));
+        line(&lines, &format!("assign: 2 of {functions} functions assignable"));
         if tree.contains("amdvi") {
             assert!(
                 line(&lines, "assign: 0000:00:01.0 1022:0008 IOMMU").ends_with("it is an IOMMU")

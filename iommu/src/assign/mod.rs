@@ -16,6 +16,7 @@ mod tests;
 
 pub use class::class_name;
 
+use crate::acpi::groups::{isolate, FunctionFacts};
 use crate::acpi::pci::{Bdf, BridgeKind, MemRange, PciBridge};
 use crate::acpi::reserved::{self, ReservedRegion};
 use crate::acpi::resolve::{DmarUnits, IvrsUnits, Translation};
@@ -250,7 +251,7 @@ impl Verdict {
             ),
             Verdict::NoMemoryBar => "not assignable: no memory BAR to pass through".into(),
             Verdict::SharesGroup(others) => format!(
-                "not assignable alone: shares an isolation group with {} (same unit and requester id)",
+                "not assignable alone: shares an isolation group with {} (the IOMMU cannot keep their DMA apart)",
                 others.join(", ")
             ),
         }
@@ -408,35 +409,34 @@ fn amdvi(
     facts.functions.iter().map(|f| units.translating_unit(f.segment, f.bdf.id())).collect()
 }
 
-/// Isolation groups: functions whose DMA reaches the same unit with the same requester
-/// id (devices behind a PCIe-to-PCI or conventional bridge that takes ownership, AMD-Vi
-/// alias entries) share a group; every other function is alone in its own.
-///
-/// This is the one place groups are computed; it does not know ACS yet (peer-to-peer
-/// traffic between functions of a multi-function device or below a switch without ACS
-/// stays invisible to the IOMMU). Issue 11's isolation groups replace this function.
+/// Every function's isolation group (an index), from the one grouping the kernel enforces
+/// ([`crate::acpi::groups::isolate`]): shared requester ids (bridges that take ownership,
+/// firmware aliases, DMA-alias quirks), ports without ACS and multi-function devices
+/// without ACS. A function with an ACS capability counts as isolating, as the boot enables
+/// every ACS control it offers (and, as in Linux, a control it lacks is hard-wired).
 pub fn isolation_groups(
     functions: &[Function],
     translations: &[Option<Translation>],
 ) -> Vec<usize> {
-    let mut groups = Vec::with_capacity(functions.len());
-    let mut next = 0;
-    for (i, f) in functions.iter().enumerate() {
-        let key = translations.get(i).copied().flatten().map(|t| (f.segment, t));
-        let shared = key.and_then(|k| {
-            (0..i).find(|&j| {
-                translations.get(j).copied().flatten().map(|t| (functions[j].segment, t)) == Some(k)
-            })
-        });
-        match shared {
-            Some(j) => groups.push(groups[j]),
-            None => {
-                groups.push(next);
-                next += 1;
-            }
-        }
-    }
-    groups
+    let facts: Vec<FunctionFacts> = functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FunctionFacts {
+            segment: f.segment,
+            bdf: f.bdf,
+            ids: (f.vendor, f.device),
+            bridge: f.as_bridge().map(|b| (b.secondary, b.subordinate, b.kind)),
+            pcie_type: f.pcie_type,
+            acs: f.acs.is_some(),
+            routed_id: translations.get(i).copied().flatten().map(|t| t.requester_id),
+        })
+        .collect();
+    let iso = isolate(&facts);
+    functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| iso.group_of(f.segment, f.bdf).map_or(usize::MAX - i, |g| g.id))
+        .collect()
 }
 
 fn uses_console(f: &Function, console: Option<ConsoleAt>) -> bool {
@@ -476,8 +476,10 @@ fn verdict(
     if !f.bars.iter().any(|b| b.memory && b.size > 0) {
         return Verdict::NoMemoryBar;
     }
+    // Bridges join a group (the IOMMU sees their ids) but are never assigned: the
+    // devices that must go together are the other endpoints of the group.
     let others: Vec<String> = (0..facts.functions.len())
-        .filter(|&j| j != i && groups[j] == groups[i])
+        .filter(|&j| j != i && groups[j] == groups[i] && !facts.functions[j].is_bridge())
         .map(|j| facts.functions[j].address())
         .collect();
     if !others.is_empty() {

@@ -270,3 +270,27 @@ fn garbage_tables_never_panic() {
         }
     }
 }
+
+#[test]
+fn groups_are_the_ones_the_kernel_enforces_multi_function_devices_without_acs_go_together() {
+    let table = include_all_dmar(&[]);
+    let two_functions = |acs: Option<u16>| {
+        let mut f0 = edu(bdf(0, 3, 0));
+        let mut f1 = edu(bdf(0, 3, 1));
+        (f0.acs, f1.acs) = (acs, acs);
+        vec![function(bdf(0, 0, 0), (0x8086, 0x29c0), (0x06, 0x00, 0x00)), f0, f1]
+    };
+    let facts =
+        MachineFacts { functions: two_functions(None), dmar: Some(&table), ..Default::default() };
+    let a = assess(&facts);
+    // Each has its own requester id, but nothing stops peer-to-peer DMA between them.
+    assert_eq!(a.devices[1].verdict, Verdict::SharesGroup(vec!["0000:00:03.1".into()]));
+    assert_eq!(a.devices[2].verdict, Verdict::SharesGroup(vec!["0000:00:03.0".into()]));
+    let facts = MachineFacts {
+        functions: two_functions(Some(0x1d)),
+        dmar: Some(&table),
+        ..Default::default()
+    };
+    let a = assess(&facts);
+    assert_eq!(verdicts(&a)[1..], ["assignable", "assignable"]);
+}
