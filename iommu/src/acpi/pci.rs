@@ -76,6 +76,21 @@ pub enum BridgeKind {
     ConventionalPci,
 }
 
+/// PCI Express capability device/port type of a PCIe-to-PCI(-X) bridge.
+pub const PCIE_TO_PCI_BRIDGE: u8 = 7;
+
+impl BridgeKind {
+    /// The kind of a bridge from its PCI Express device/port type (`None`: the bridge has
+    /// no PCI Express capability, so it is a conventional PCI-to-PCI bridge).
+    pub fn from_pcie_type(pcie_type: Option<u8>) -> Self {
+        match pcie_type {
+            Some(PCIE_TO_PCI_BRIDGE) => BridgeKind::PcieToPci,
+            Some(_) => BridgeKind::PciExpress,
+            None => BridgeKind::ConventionalPci,
+        }
+    }
+}
+
 /// One bridge found by PCI enumeration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciBridge {

@@ -26,8 +26,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-/// PCI Express capability device/port type of a PCIe-to-PCI(-X) bridge.
-pub const PCIE_TO_PCI_BRIDGE: u8 = 7;
+pub use crate::acpi::pci::PCIE_TO_PCI_BRIDGE;
 
 /// A base address register as enumeration sized it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,11 +115,7 @@ impl Function {
     /// The function as the requester-id resolution sees a bridge (None: not a bridge).
     pub fn as_bridge(&self) -> Option<PciBridge> {
         let (secondary, subordinate) = self.bridge?;
-        let kind = match self.pcie_type {
-            Some(PCIE_TO_PCI_BRIDGE) => BridgeKind::PcieToPci,
-            Some(_) => BridgeKind::PciExpress,
-            None => BridgeKind::ConventionalPci,
-        };
+        let kind = BridgeKind::from_pcie_type(self.pcie_type);
         Some(PciBridge { segment: self.segment, bdf: self.bdf, secondary, subordinate, kind })
     }
 

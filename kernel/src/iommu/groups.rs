@@ -76,12 +76,7 @@ pub fn compute(pci: &[PciFunction], routes: &[(Bdf, Route)]) -> Isolation {
         .map(|f| {
             let acs = enable_acs(f);
             let bridge = f.bridge.map(|(secondary, subordinate)| {
-                let kind = match f.pcie_type {
-                    Some(7) => BridgeKind::PcieToPci,
-                    Some(_) => BridgeKind::PciExpress,
-                    None => BridgeKind::ConventionalPci,
-                };
-                (secondary, subordinate, kind)
+                (secondary, subordinate, BridgeKind::from_pcie_type(f.pcie_type))
             });
             FunctionFacts {
                 segment: f.bdf.segment,

@@ -300,11 +300,7 @@ fn bridges(pci: &[PciFunction]) -> Vec<PciBridge> {
     pci.iter()
         .filter_map(|f| {
             let (secondary, subordinate) = f.bridge?;
-            let kind = match f.pcie_type {
-                Some(7) => BridgeKind::PcieToPci,
-                Some(_) => BridgeKind::PciExpress,
-                None => BridgeKind::ConventionalPci,
-            };
+            let kind = BridgeKind::from_pcie_type(f.pcie_type);
             Some(PciBridge {
                 segment: f.bdf.segment,
                 bdf: AcpiBdf::from_id(f.bdf.requester_id()),
