@@ -143,7 +143,9 @@ fn default_configuration_tells_the_assignment_story_on_vtd() {
 
 #[test]
 fn default_configuration_tells_the_assignment_story_on_amdvi() {
-    let out = boot(&demo_machine(Iommu::Amd { intremap: false }, &[]));
+    // intremap=on: assignment needs complete interrupt remapping, and only then does
+    // QEMU's IVRS name the IOAPIC (the kernel refuses assignment otherwise).
+    let out = boot(&demo_machine(Iommu::Amd { intremap: true }, &[]));
     assert_eq!(out.verdict, Verdict::Success, "{}", out.log);
     assert_story(&out, "alpha", "beta");
     assert_logged(&out, "fgsp true");
@@ -181,7 +183,9 @@ fn assignment_story_in_kernel_through_vtd_caching_mode() {
 
 #[test]
 fn assignment_story_in_kernel_through_amdvi() {
-    let out = boot(&assignment_story_machine(Iommu::Amd { intremap: false }));
+    // intremap=on: assignment needs complete interrupt remapping, and only then does
+    // QEMU's IVRS name the IOAPIC (the kernel refuses assignment otherwise).
+    let out = boot(&assignment_story_machine(Iommu::Amd { intremap: true }));
     assert_passed(&out);
     assert_story(&out, "a", "b");
 }
@@ -265,8 +269,10 @@ fn guest_dma_lands_in_its_own_memory_through_vtd() {
 
 #[test]
 fn guest_dma_lands_in_its_own_memory_through_amdvi() {
+    // intremap=on: assignment needs complete interrupt remapping, and only then does
+    // QEMU's IVRS name the IOAPIC (the kernel refuses assignment otherwise).
     let out = boot(&machine(
-        Iommu::Amd { intremap: false },
+        Iommu::Amd { intremap: true },
         "partition_guest_dma_4k,partition_guest_dma_2m",
     ));
     assert_passed(&out);
