@@ -206,8 +206,8 @@ pub enum Verdict {
     },
     /// No memory BAR: nothing to pass through to a guest.
     NoMemoryBar,
-    /// Its DMA is indistinguishable from these functions' (same unit and requester id):
-    /// they can only be isolated together.
+    /// The IOMMU cannot keep its DMA apart from these functions' (a shared requester id,
+    /// or no ACS between them): they go to one partition together or not at all.
     SharesGroup(Vec<String>),
 }
 
