@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use crate::completed::Completed;
 use crate::error::HwError;
 use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
-use crate::pgtable::{MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
+use crate::pgtable::{Detached, MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
 use crate::platform::PhysAddr;
 
 /// More page-selective blocks than this in one flush become one domain invalidation.
@@ -21,6 +21,9 @@ pub const DOMAIN_FLUSH_THRESHOLD: usize = 64;
 pub struct IotlbGather {
     ranges: Vec<(u64, u64)>,
     freed_tables: Vec<PhysAddr>,
+    /// One invalidation command per unmapped region (Linux's per-unmap range flush),
+    /// instead of merged aligned blocks.
+    per_region: bool,
 }
 
 impl IotlbGather {
@@ -29,9 +32,22 @@ impl IotlbGather {
         Self::default()
     }
 
+    /// An empty gather whose flush issues one command per region, each the smallest
+    /// aligned block covering it (or a domain-wide one past the unit's largest block):
+    /// how Linux drivers flush each `unmap_fast` region; only the benchmark's
+    /// `linux-2018` baseline uses it.
+    pub fn per_region() -> Self {
+        Self { per_region: true, ..Self::default() }
+    }
+
     /// True when nothing waits for a flush.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty() && self.freed_tables.is_empty()
+    }
+
+    /// Bytes of bookkeeping the gather holds (ranges and table pages to free).
+    pub fn bookkeeping_bytes(&self) -> u64 {
+        (16 * self.ranges.capacity() + 8 * self.freed_tables.capacity()) as u64
     }
 
     /// Records `[start, end)` as needing invalidation, merging with the last range when
@@ -41,7 +57,12 @@ impl IotlbGather {
             return;
         }
         if let Some(last) = self.ranges.last_mut() {
-            if start <= last.1 && end >= last.0 {
+            let meets = if self.per_region {
+                start < last.1 && end > last.0
+            } else {
+                start <= last.1 && end >= last.0
+            };
+            if meets {
                 *last = (last.0.min(start), last.1.max(end));
                 return;
             }
@@ -183,6 +204,22 @@ impl<F: PteFormat> Domain<F> {
         Ok(done)
     }
 
+    /// As [`Domain::unmap`], but whole subtrees are kept intact in `kept` (and leaves
+    /// cleared in place recorded there) so the host pages can be released from the
+    /// leaves once the invalidation completed (see `tracker::Held`).
+    pub fn unmap_keeping<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        gather: &mut IotlbGather,
+        kept: &mut Detached,
+    ) -> Result<Unmapped, MapError> {
+        let done = self.table.unmap_keeping(mem, iova, size, &mut gather.freed_tables, kept)?;
+        gather.add_range(done.iova, done.iova + done.size);
+        Ok(done)
+    }
+
     /// Where `iova` translates to now (the tables, not any IOTLB).
     pub fn iova_to_phys<M: TableMemory>(&self, mem: &M, iova: u64) -> Option<PhysAddr> {
         self.table.iova_to_phys(mem, iova)
@@ -223,9 +260,18 @@ impl<F: PteFormat> Domain<F> {
         if gather.is_empty() {
             return Ok((stats, Completed::after_sync(self.unit, self.id, Some(Vec::new()))));
         }
-        let blocks = gather.blocks(inv.max_block_order().max(12));
-        let domain_wide = blocks.len() > DOMAIN_FLUSH_THRESHOLD
-            || (!gather.freed_tables.is_empty() && blocks.is_empty());
+        let max_order = inv.max_block_order().max(12);
+        let blocks = if gather.per_region {
+            gather.ranges.iter().map(|&(s, e)| IovaBlock::covering(s, e - s)).collect()
+        } else {
+            gather.blocks(max_order)
+        };
+        let domain_wide = if gather.per_region {
+            blocks.iter().any(|b: &IovaBlock| b.order > max_order) || blocks.is_empty()
+        } else {
+            blocks.len() > DOMAIN_FLUSH_THRESHOLD
+                || (!gather.freed_tables.is_empty() && blocks.is_empty())
+        };
         if domain_wide {
             inv.invalidate_domain(self.id)?;
             stats.domain_wide = 1;

@@ -9,6 +9,8 @@ use crate::platform::PhysAddr;
 mod map;
 mod unmap;
 
+pub use unmap::{drain_subtree, Detached};
+
 /// What an unmap really removed: the smallest span covering every page it cleared.
 /// It can start before and end after the request when the request hit part of a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -11,7 +11,7 @@ mod tests;
 pub mod vtd;
 mod walk;
 
-pub use engine::{PageTable, Unmapped};
+pub use engine::{drain_subtree, Detached, PageTable, Unmapped};
 pub use walk::LeafRun;
 
 use crate::platform::{FrameAllocator, PhysAddr, PhysMemory};

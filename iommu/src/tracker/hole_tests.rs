@@ -108,7 +108,9 @@ fn map_rollback_clears_every_domain_and_quarantines_pages_a_failed_flush_left() 
 /// them (domain-wide) before any page comes back, and the IOTLB is clean at release.
 #[test]
 fn retry_after_a_per_call_teardown_invalidates_the_domains_the_pages_are_owed_by() {
-    for strategy in [UnmapStrategy::PageByPage, UnmapStrategy::SeedChunked] {
+    for strategy in
+        [UnmapStrategy::PageByPage, UnmapStrategy::SeedChunked, UnmapStrategy::Linux2018]
+    {
         let (a, b) = (
             RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 })),
             RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 })),

@@ -38,8 +38,12 @@ pub enum UnmapStrategy {
     /// Search contiguity with iova-to-phys per page, unmap the chunk, flush per chunk
     /// (the seed commit "vfio/type1: DMA unmap chunking").
     SeedChunked,
-    /// As `SeedChunked`, but fgsp domains skip the search (later Linux).
+    /// As `SeedChunked`, but fgsp domains skip the search (Linux 2015-2018).
     LinuxFgsp,
+    /// vfio type1 since 2018 (`unmap_unpin_fast`): the `LinuxFgsp` chunks, each unmapped
+    /// without waiting (one invalidation command per region), and one completion wait
+    /// per up to 512 regions (`VFIO_IOMMU_TLB_SYNC_MAX`) before their pages are released.
+    Linux2018,
     /// This project's: the tracker's records already name every host page, so the
     /// contiguity search (and with it the fgsp distinction) disappears: one range unmap
     /// per mapping, all invalidations gathered into one flush per operation, and the
@@ -57,8 +61,10 @@ pub struct TrackerCounters {
     pub invalidations: u64,
     /// Waits for invalidation completion.
     pub syncs: u64,
-    /// Page-table entries read while unmapping.
+    /// Page-table entries read while unmapping (and releasing from the leaves).
     pub walk_steps: u64,
+    /// Most bytes of bookkeeping (records, pending releases, gathers) held at once.
+    pub bookkeeping_peak: u64,
 }
 
 /// Why a tracker operation failed.
@@ -107,14 +113,33 @@ impl<T: IotlbInvalidator> InvalidatorSet for T {
     }
 }
 
-/// One DMA mapping: `size` bytes of IOVA backed by `extents` in order.
+/// One DMA mapping: `size` bytes of IOVA.
 #[derive(Debug, Clone)]
 struct Mapping {
     size: u64,
     prot: Prot,
-    /// Maximal physically contiguous pieces (adjacent extents merged).
+    /// The host pages behind it, in IOVA order (maximal contiguous pieces), only while no
+    /// domain is attached: otherwise the first domain's tables are the one record.
     extents: Vec<HostExtent>,
 }
+
+/// Bytes the tracker spends per mapping record besides its extents (the B-tree entry).
+const MAPPING_RECORD_BYTES: u64 = (core::mem::size_of::<(u64, Mapping)>() + 8) as u64;
+
+/// Yields `extents` with physically adjacent pieces merged.
+fn merged(extents: &[HostExtent]) -> impl Iterator<Item = HostExtent> + '_ {
+    let mut it = extents.iter().copied().peekable();
+    core::iter::from_fn(move || {
+        let mut run = it.next()?;
+        while let Some(next) = it.next_if(|e| run.paddr + run.len == e.paddr) {
+            run.len += next.len;
+        }
+        Some(run)
+    })
+}
+
+/// IOVA the replay of a table-held mapping copies at a time (bounds its run buffer).
+const REPLAY_WINDOW: u64 = 1 << 26;
 
 /// IOVA ranges the fgsp probe never uses by default: page 0 and the x86 interrupt window.
 pub const DEFAULT_RESERVED: [(u64, u64); 2] = [(0, 0x10000), (0xFEE0_0000, 0xFF00_0000)];
@@ -124,13 +149,17 @@ pub const DEFAULT_RESERVED: [(u64, u64); 2] = [(0, 0x10000), (0xFEE0_0000, 0xFF0
 pub struct DmaTracker<F: PteFormat> {
     mappings: BTreeMap<u64, Mapping>,
     domains: Vec<Domain<F>>,
+    /// Domains (unit, id) whose detach failed after their tables were cleared: they stay
+    /// attached (their deferred flush still owed) but no longer name every page, so they
+    /// are never the record of the pages.
+    detaching: Vec<(usize, crate::invalidate::DomainId)>,
     strategy: UnmapStrategy,
     counters: TrackerCounters,
     probe_pair: PhysAddr,
     reserved: Vec<(u64, u64)>,
     /// Pages whose invalidation failed, each with the domains it is owed by: released
     /// only by `retry_release`.
-    quarantine: Vec<Held>,
+    quarantine: Vec<Held<F>>,
     /// Domains no longer attached that may still cache pages of live mappings (a failed
     /// attach rollback): every later release also waits for them.
     stale: Vec<Owed>,
@@ -144,6 +173,7 @@ impl<F: PteFormat> DmaTracker<F> {
         Self {
             mappings: BTreeMap::new(),
             domains: Vec::new(),
+            detaching: Vec::new(),
             strategy,
             counters: TrackerCounters::default(),
             probe_pair,
@@ -178,6 +208,32 @@ impl<F: PteFormat> DmaTracker<F> {
         self.mappings.len()
     }
 
+    /// The attached domain whose tables name every mapped page (the record of the pages),
+    /// if any: the first one no failed detach cleared.
+    fn source(&self) -> Option<usize> {
+        self.domains.iter().position(|d| !self.detaching.contains(&(d.unit(), d.id())))
+    }
+
+    /// Bytes of bookkeeping held now: mapping records (with their extents while no
+    /// domain holds them), quarantined releases and stale-domain notes. The page tables
+    /// themselves are not counted.
+    pub fn bookkeeping_bytes(&self) -> u64 {
+        let records: u64 = self
+            .mappings
+            .values()
+            .map(|m| MAPPING_RECORD_BYTES + 16 * m.extents.capacity() as u64)
+            .sum();
+        let quarantine: u64 = self.quarantine.iter().map(Held::bookkeeping_bytes).sum();
+        records + quarantine + (self.stale.capacity() * core::mem::size_of::<Owed>()) as u64
+    }
+
+    /// Notes `transient` bytes held on top of [`bookkeeping_bytes`](Self::bookkeeping_bytes)
+    /// for the peak counter.
+    fn note_bookkeeping(&mut self, transient: u64) {
+        let now = self.bookkeeping_bytes() + transient;
+        self.counters.bookkeeping_peak = self.counters.bookkeeping_peak.max(now);
+    }
+
     /// Bytes of host memory held back because an invalidation failed.
     pub fn unreleased_bytes(&self) -> u64 {
         self.quarantine.iter().map(Held::bytes).sum()
@@ -195,7 +251,11 @@ impl<F: PteFormat> DmaTracker<F> {
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         for d in &mut self.domains {
-            d.flush(mem, &mut IotlbGather::new(), inv.unit(d.unit()))?;
+            let mut gather = IotlbGather::new();
+            if let Err(e) = d.flush(mem, &mut gather, inv.unit(d.unit())) {
+                d.defer(gather);
+                return Err(e.into());
+            }
         }
         let mut targets: Vec<(usize, crate::invalidate::DomainId)> = Vec::new();
         for o in self.quarantine.iter().flat_map(|h| h.owed()).chain(&self.stale) {
@@ -210,7 +270,7 @@ impl<F: PteFormat> DmaTracker<F> {
         // Domain-wide completions after their stamps: nothing stale remains.
         self.stale.clear();
         for held in core::mem::take(&mut self.quarantine) {
-            if let Err(h) = held.release(&proofs, release) {
+            if let Err(h) = held.release(&proofs, mem, release) {
                 self.quarantine.push(h);
             }
         }
@@ -231,17 +291,12 @@ impl<F: PteFormat> DmaTracker<F> {
         extents: &[HostExtent],
         prot: Prot,
     ) -> Result<(), TrackerError> {
-        let mut merged: Vec<HostExtent> = Vec::new();
         let mut size = 0u64;
         for e in extents {
             if e.len == 0 || (e.paddr | e.len) & (PAGE_SIZE - 1) != 0 {
                 return Err(TrackerError::BadRange);
             }
             size = size.checked_add(e.len).ok_or(TrackerError::BadRange)?;
-            match merged.last_mut() {
-                Some(last) if last.paddr + last.len == e.paddr => last.len += e.len,
-                _ => merged.push(*e),
-            }
         }
         let end = iova.checked_add(size).ok_or(TrackerError::BadRange)?;
         if size == 0 || iova & (PAGE_SIZE - 1) != 0 {
@@ -252,26 +307,32 @@ impl<F: PteFormat> DmaTracker<F> {
                 return Err(TrackerError::Overlap);
             }
         }
-        let mapping = Mapping { size, prot, extents: merged };
+        // With a domain attached its tables are the record: no copy of the extents.
+        let record = if self.source().is_none() { merged(extents).collect() } else { Vec::new() };
         for i in 0..self.domains.len() {
-            if let Err(e) = map_into(&mut self.domains[i], mem, inv, iova, &mapping) {
-                return Err(self.roll_back_map(mem, inv, i, iova, mapping, e));
+            if let Err(e) =
+                map_into(&mut self.domains[i], mem, inv, iova, size, prot, merged(extents))
+            {
+                return Err(self.roll_back_map(mem, inv, i, iova, size, extents, e));
             }
         }
-        self.mappings.insert(iova, mapping);
+        self.mappings.insert(iova, Mapping { size, prot, extents: record });
+        self.note_bookkeeping(0);
         Ok(())
     }
 
     /// Undoes a `map_dma` that failed on domain `failed_at`: clears the range from every
     /// domain it reached (all of them, even when a flush fails on the way), and gives the
     /// caller's pages back only if every flush completed; otherwise they are quarantined.
+    #[allow(clippy::too_many_arguments)]
     fn roll_back_map<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
         inv: &mut I,
         failed_at: usize,
         iova: u64,
-        mapping: Mapping,
+        size: u64,
+        extents: &[HostExtent],
         cause: TrackerError,
     ) -> TrackerError {
         let mut held = Held::default();
@@ -281,10 +342,10 @@ impl<F: PteFormat> DmaTracker<F> {
             let mut gather = IotlbGather::new();
             // Cannot fail where map accepted the range; where map refused it nothing is
             // mapped (and the engine's own rollback span is flushed below).
-            let _ = d.unmap(mem, iova, mapping.size, &mut gather);
+            let _ = d.unmap(mem, iova, size, &mut gather);
             // The whole range, mapped or not (the failed domain mapped only part of it):
             // the caller's pages come back only under an invalidation of all of it.
-            gather.add_range(iova, iova + mapping.size);
+            gather.add_range(iova, iova + size);
             held.owe_from_now(d.unit(), d.id());
             match d.flush_proved(mem, &mut gather, inv.unit(d.unit())) {
                 Ok((_, p)) => proofs.push(p),
@@ -295,10 +356,10 @@ impl<F: PteFormat> DmaTracker<F> {
                 }
             }
         }
-        held.push_pages(iova, iova + mapping.size, mapping.extents);
+        held.push_pages(iova, iova + size, merged(extents).collect());
         // Released here means: left with the caller, who still owns them.
-        match (held.release(&proofs, &mut |_| {}), failed) {
-            (Ok(()), _) => cause,
+        match (held.release(&proofs, mem, &mut |_| {}), failed) {
+            (Ok(_), _) => cause,
             (Err(h), hw) => {
                 self.quarantine.push(h);
                 hw.map_or(TrackerError::Uncovered, TrackerError::Hw)
@@ -320,7 +381,15 @@ impl<F: PteFormat> DmaTracker<F> {
         }
         let mut done = Vec::new();
         for (&iova, m) in &self.mappings {
-            if let Err(e) = map_into(&mut domain, mem, inv, iova, m) {
+            let replayed = match self.source().map(|i| &self.domains[i]) {
+                Some(source) if m.extents.is_empty() => {
+                    replay_from(source, &mut domain, mem, inv, iova, m.size, m.prot)
+                }
+                _ => {
+                    map_into(&mut domain, mem, inv, iova, m.size, m.prot, m.extents.iter().copied())
+                }
+            };
+            if let Err(e) = replayed {
                 let mut gather = IotlbGather::new();
                 for (iova, size) in done {
                     let _ = domain.unmap(mem, iova, size, &mut gather);
@@ -342,6 +411,10 @@ impl<F: PteFormat> DmaTracker<F> {
             done.push((iova, m.size));
         }
         self.domains.push(domain);
+        // The tables hold every page now: the records' copies go.
+        for m in self.mappings.values_mut() {
+            m.extents = Vec::new();
+        }
         Ok(self.domains.len() - 1)
     }
 
@@ -429,6 +502,25 @@ impl<F: PteFormat> DmaTracker<F> {
         if index >= self.domains.len() {
             return Err(TrackerError::NoSuchDomain);
         }
+        let key = (self.domains[index].unit(), self.domains[index].id());
+        let others_complete = self
+            .domains
+            .iter()
+            .enumerate()
+            .any(|(i, d)| i != index && !self.detaching.contains(&(d.unit(), d.id())));
+        if !others_complete {
+            // The last table naming every page is cleared: the records take them back.
+            let d = &self.domains[index];
+            for (&iova, m) in self.mappings.iter_mut() {
+                if m.extents.is_empty() {
+                    let mut runs = Vec::new();
+                    d.table().for_each_run(mem, iova, m.size, |r| {
+                        runs.push(HostExtent { paddr: r.paddr, len: r.size })
+                    });
+                    m.extents = runs;
+                }
+            }
+        }
         // The domain leaves the list only once its flush completed: on any error it stays
         // attached (its failed gather deferred to the next flush), so nothing is lost.
         let domain = &mut self.domains[index];
@@ -448,32 +540,66 @@ impl<F: PteFormat> DmaTracker<F> {
             Ok(stats) => {
                 self.counters.invalidations += stats.total();
                 self.counters.syncs += 1;
+                self.detaching.retain(|&k| k != key);
                 Ok(self.domains.remove(index))
             }
             Err(e) => {
                 domain.defer(gather);
+                if !self.detaching.contains(&key) {
+                    self.detaching.push(key);
+                }
                 Err(e)
             }
         }
     }
 }
 
-/// Maps `m`'s extents at `iova` into `domain` and tells the domain's unit (caching-mode
-/// units may hold the not-present entries). On failure the caller unmaps the whole range
-/// (through a gather and a flush), so nothing is left behind.
+/// Maps `extents` (in order) at `iova` into `domain` and tells the domain's unit
+/// (caching-mode units may hold the not-present entries). On failure the caller unmaps
+/// the whole range (through a gather and a flush), so nothing is left behind.
 fn map_into<F: PteFormat, M: TableMemory, I: InvalidatorSet + ?Sized>(
     domain: &mut Domain<F>,
     mem: &mut M,
     inv: &mut I,
     iova: u64,
-    m: &Mapping,
+    size: u64,
+    prot: Prot,
+    extents: impl Iterator<Item = HostExtent>,
 ) -> Result<(), TrackerError> {
     let mut va = iova;
-    for e in &m.extents {
-        domain.map(mem, va, e.paddr, e.len, m.prot)?;
+    for e in extents {
+        domain.map(mem, va, e.paddr, e.len, prot)?;
         va += e.len;
     }
-    let block = crate::invalidate::IovaBlock::covering(iova, m.size);
+    let block = crate::invalidate::IovaBlock::covering(iova, size);
+    inv.unit(domain.unit()).after_map(domain.id(), block)?;
+    Ok(())
+}
+
+/// Maps `[iova, iova + size)` into `domain` as `source`'s tables map it, a window at a
+/// time (so the copy of the runs stays small), then tells the unit.
+fn replay_from<F: PteFormat, M: TableMemory, I: InvalidatorSet + ?Sized>(
+    source: &Domain<F>,
+    domain: &mut Domain<F>,
+    mem: &mut M,
+    inv: &mut I,
+    iova: u64,
+    size: u64,
+    prot: Prot,
+) -> Result<(), TrackerError> {
+    let end = iova + size;
+    let mut va = iova;
+    let mut runs = Vec::new();
+    while va < end {
+        let len = (end - va).min(REPLAY_WINDOW - (va & (REPLAY_WINDOW - 1)));
+        runs.clear();
+        source.table().for_each_run(mem, va, len, |r| runs.push(r));
+        for r in &runs {
+            domain.map(mem, r.iova, r.paddr, r.size, prot)?;
+        }
+        va += len;
+    }
+    let block = crate::invalidate::IovaBlock::covering(iova, size);
     inv.unit(domain.unit()).after_map(domain.id(), block)?;
     Ok(())
 }

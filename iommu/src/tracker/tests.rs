@@ -80,6 +80,7 @@ fn strategy() -> impl Strategy<Value = UnmapStrategy> {
         Just(UnmapStrategy::PageByPage),
         Just(UnmapStrategy::SeedChunked),
         Just(UnmapStrategy::LinuxFgsp),
+        Just(UnmapStrategy::Linux2018),
         Just(UnmapStrategy::Gathered)
     ]
 }
@@ -464,4 +465,28 @@ fn fgsp_probe_stays_inside_the_units_address_width() {
     let wide = VtdFormat::new(4, 0).unwrap().with_address_width(17);
     let d = Domain::new(&mut mem, 2, 0, wide).unwrap();
     t.attach(&mut mem, &mut inv, d).unwrap();
+}
+
+#[test]
+fn linux_2018_issues_a_command_per_region_and_waits_once_per_512() {
+    let model = RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 }));
+    let mut inv = SharedModel(&model);
+    let mut mem = HostMemory::new();
+    let mut t = DmaTracker::new(UnmapStrategy::Linux2018, 0x7F_0000_0000);
+    let d = Domain::new(&mut mem, 1, 0, VtdFormat::new(3, 0).unwrap()).unwrap();
+    t.attach(&mut mem, &mut inv, d).unwrap();
+    // 1100 pages, none physically adjacent: 1100 regions.
+    let ext: Vec<HostExtent> =
+        (0..1100).map(|i| HostExtent { paddr: HOST_BASE + i * 0x2000, len: 0x1000 }).collect();
+    t.map_dma(&mut mem, &mut inv, 0x4000_0000, &ext, Prot::READ).unwrap();
+    t.reset_counters();
+    let mut bytes = 0;
+    let ds = t.teardown(&mut mem, &mut inv, &mut |e| bytes += e.len).unwrap();
+    assert_eq!(bytes, 1100 * 0x1000);
+    assert_eq!(t.counters().invalidations, 1100);
+    assert_eq!(t.counters().syncs, 3, "1100 regions in waits of up to 512");
+    for d in ds {
+        d.destroy(&mut mem);
+    }
+    assert_eq!(mem.live_frames(), 0);
 }

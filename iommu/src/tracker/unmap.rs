@@ -2,7 +2,10 @@
 //!
 //! Every path ends in [`Held::release`]: pages are handed out only when proofs of
 //! completed invalidations cover them in every domain that mapped them; whatever is not
-//! covered (a flush failed) is quarantined for [`DmaTracker::retry_release`].
+//! covered (a flush failed) is quarantined for [`DmaTracker::retry_release`]. While a
+//! domain is attached the tracker keeps no record of the host pages: the first domain's
+//! unmap detaches its subtrees intact and the pages are read from those leaves after the
+//! invalidation (`Domain::unmap_keeping`).
 
 use alloc::vec::Vec;
 
@@ -14,11 +17,10 @@ use crate::completed::Completed;
 use crate::domain::{Domain, IotlbGather};
 use crate::error::HwError;
 use crate::invalidate::IotlbInvalidator;
-use crate::pgtable::{PteFormat, TableMemory};
+use crate::pgtable::{Detached, PteFormat, TableMemory};
 use crate::platform::PAGE_SIZE;
 
-/// Walks a mapping's host extents in IOVA order, handing out the pieces behind
-/// consecutive IOVA spans (so per-page release stays linear).
+/// Walks a recorded mapping's host extents in IOVA order (mappings no table holds).
 struct ExtentCursor {
     extents: Vec<HostExtent>,
     idx: usize,
@@ -70,6 +72,31 @@ fn flush_counted<F: PteFormat, M: TableMemory>(
     }
 }
 
+/// Unmaps `[iova, iova + size)` from `d`; when `keep` (no record holds these pages), the
+/// pages stay readable in `kept` for release after the flush.
+#[allow(clippy::too_many_arguments)]
+fn unmap_one<F: PteFormat, M: TableMemory>(
+    d: &mut Domain<F>,
+    mem: &mut M,
+    iova: u64,
+    size: u64,
+    keep: bool,
+    gather: &mut IotlbGather,
+    kept: &mut Detached,
+) -> Option<crate::pgtable::Unmapped> {
+    // Cannot fail on a range accepted at map time; if it did, its pages would simply
+    // not be covered by the flush and stay quarantined.
+    let done = if keep {
+        d.unmap_keeping(mem, iova, size, gather, kept)
+    } else {
+        d.unmap(mem, iova, size, gather)
+    };
+    // All of the range is invalidated, even where nothing was mapped (a failed detach
+    // already cleared this domain): the held pages' IOVA is then covered in every domain.
+    gather.add_range(iova, iova + size);
+    done.ok()
+}
+
 impl<F: PteFormat> DmaTracker<F> {
     /// Unmaps every mapping inside `[iova, iova + size)` from every domain and releases
     /// their host pages through `release` once the covering invalidation completed.
@@ -116,8 +143,13 @@ impl<F: PteFormat> DmaTracker<F> {
         // Work earlier failed flushes deferred (and their table pages) is completed before
         // the domains leave: a caller's `destroy` then frees only what is still linked.
         for d in &mut self.domains {
-            d.flush(mem, &mut IotlbGather::new(), inv.unit(d.unit()))?;
+            let mut gather = IotlbGather::new();
+            if let Err(e) = d.flush(mem, &mut gather, inv.unit(d.unit())) {
+                d.defer(gather);
+                return Err(e.into());
+            }
         }
+        self.detaching.clear();
         Ok(core::mem::take(&mut self.domains))
     }
 
@@ -130,11 +162,22 @@ impl<F: PteFormat> DmaTracker<F> {
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let steps_before: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
+        // The source domain (whose tables name the pages) goes first for the duration;
+        // without one every mapping has its record.
+        let source = self.source();
+        let has_source = source.is_some();
+        let source = source.unwrap_or(0);
+        if !self.domains.is_empty() {
+            self.domains.swap(0, source);
+        }
         let result = if self.domains.is_empty() || self.strategy == UnmapStrategy::Gathered {
-            self.unmap_gathered(mem, inv, taken, release)
+            self.unmap_gathered(mem, inv, taken, has_source, release)
         } else {
-            self.unmap_per_call(mem, inv, taken, release)
+            self.unmap_per_call(mem, inv, taken, has_source, release)
         };
+        if !self.domains.is_empty() {
+            self.domains.swap(0, source);
+        }
         let steps_after: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
         self.counters.walk_steps += steps_after - steps_before;
         result
@@ -142,15 +185,19 @@ impl<F: PteFormat> DmaTracker<F> {
 
     /// Releases `held` if `proofs` cover it, else quarantines it; `failed` is the first
     /// flush error of the operation, reported in preference to "not covered".
-    fn settle(
+    fn settle<M: TableMemory>(
         &mut self,
-        held: Held,
+        held: Held<F>,
         proofs: &[Completed],
+        mem: &mut M,
         failed: Option<HwError>,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
-        let uncovered = match held.release(proofs, release) {
-            Ok(()) => false,
+        let uncovered = match held.release(proofs, mem, release) {
+            Ok(reads) => {
+                self.counters.walk_steps += reads;
+                false
+            }
             Err(held) => {
                 self.quarantine.push(held);
                 true
@@ -164,12 +211,14 @@ impl<F: PteFormat> DmaTracker<F> {
     }
 
     /// The default: one range unmap per mapping and domain, one flush per domain, and
-    /// every page released once all of them completed.
+    /// every page released once all of them completed, read from the first domain's
+    /// detached leaves (no contiguity search, no second record).
     fn unmap_gathered<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
         inv: &mut I,
         taken: Vec<(u64, Mapping)>,
+        has_source: bool,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let mut held = Held::default();
@@ -177,21 +226,24 @@ impl<F: PteFormat> DmaTracker<F> {
             held.owe(o);
         }
         let mut gathers = Vec::with_capacity(self.domains.len());
-        for d in &mut self.domains {
+        for (i, d) in self.domains.iter_mut().enumerate() {
             let mut gather = IotlbGather::new();
-            // The records already name every host page, so no contiguity search is needed
-            // (fgsp or not). An unmap cannot fail on a range accepted at map time; if it
-            // did, its pages would simply not be covered and stay quarantined.
+            let mut kept = Detached::default();
             for &(iova, ref m) in &taken {
-                let _ = d.unmap(mem, iova, m.size, &mut gather);
+                let keep = i == 0 && has_source && m.extents.is_empty();
+                unmap_one(d, mem, iova, m.size, keep, &mut gather, &mut kept);
                 self.counters.unmap_calls += 1;
             }
             held.owe_from_now(d.unit(), d.id());
+            held.push_detached(d.table().format(), kept);
             gathers.push(gather);
         }
         for (iova, m) in taken {
             held.push_pages(iova, iova + m.size, m.extents);
         }
+        let transient = held.bookkeeping_bytes()
+            + gathers.iter().map(IotlbGather::bookkeeping_bytes).sum::<u64>();
+        self.note_bookkeeping(transient);
         let mut proofs = Vec::with_capacity(gathers.len());
         let mut failed = None;
         for (d, gather) in self.domains.iter_mut().zip(gathers) {
@@ -200,7 +252,7 @@ impl<F: PteFormat> DmaTracker<F> {
                 Err(e) => failed = failed.or(Some(e)),
             }
         }
-        self.settle(held, &proofs, failed, release)
+        self.settle(held, &proofs, mem, failed, release)
     }
 
     /// The per-call baselines: domains after the first are unmapped a mapping per call
@@ -211,6 +263,7 @@ impl<F: PteFormat> DmaTracker<F> {
         mem: &mut M,
         inv: &mut I,
         taken: Vec<(u64, Mapping)>,
+        has_source: bool,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let strategy = self.strategy;
@@ -224,10 +277,10 @@ impl<F: PteFormat> DmaTracker<F> {
         for d in rest.iter_mut() {
             let mut gather = IotlbGather::new();
             for &(iova, ref m) in &taken {
-                let _ = d.unmap(mem, iova, m.size, &mut gather);
+                unmap_one(d, mem, iova, m.size, false, &mut gather, &mut Detached::default());
                 counters.unmap_calls += 1;
             }
-            let mut one = Held::default();
+            let mut one = Held::<F>::default();
             one.owe_from_now(d.unit(), d.id());
             owed.extend_from_slice(one.owed());
             match flush_counted(d, mem, gather, inv.unit(d.unit()), counters) {
@@ -235,45 +288,86 @@ impl<F: PteFormat> DmaTracker<F> {
                 Err(e) => failed = failed.or(Some(e)),
             }
         }
+        let format = first.table().format().clone();
         let mut left: Vec<(u64, u64, ExtentCursor)> = Vec::new();
         let mut chunks = taken.into_iter();
         let mut released = Ok(());
+        // Regions per completion wait: one for the per-call strategies, up to 512 for
+        // vfio's unmap_unpin_fast (VFIO_IOMMU_TLB_SYNC_MAX).
+        let (limit, per_region) = match strategy {
+            UnmapStrategy::Linux2018 => (512, true),
+            _ => (1, false),
+        };
+        let new_gather = || if per_region { IotlbGather::per_region() } else { IotlbGather::new() };
+        let mut batch = Batch {
+            gather: new_gather(),
+            held: Held::default(),
+            kept: Detached::default(),
+            regions: 0,
+        };
         'mappings: while failed.is_none() {
             let Some((iova, m)) = chunks.next() else { break };
             let end = iova + m.size;
+            let keep = has_source && m.extents.is_empty();
             let mut cursor = ExtentCursor::new(m.extents);
             let mut va = iova;
             while va < end {
                 let len = chunk_len(first, mem, strategy, va, end);
-                let mut gather = IotlbGather::new();
-                let next = match first.unmap(mem, va, len, &mut gather) {
-                    Ok(done) if done.size > 0 => (done.iova + done.size).min(end),
+                let next = match unmap_one(
+                    first,
+                    mem,
+                    va,
+                    len,
+                    keep,
+                    &mut batch.gather,
+                    &mut batch.kept,
+                ) {
+                    Some(done) if done.size > 0 => (done.iova + done.size).min(end),
                     _ => va + len,
                 };
                 counters.unmap_calls += 1;
-                let mut held = Held::default();
+                batch.held.push_pages(va, next, cursor.take(next - va));
+                batch.regions += 1;
+                va = next.max(va + PAGE_SIZE);
+                let last = va >= end && chunks.len() == 0;
+                if batch.regions < limit && !last {
+                    continue;
+                }
+                let full = core::mem::replace(
+                    &mut batch,
+                    Batch {
+                        gather: new_gather(),
+                        held: Held::default(),
+                        kept: Detached::default(),
+                        regions: 0,
+                    },
+                );
+                let mut held = full.held;
                 for &o in &owed {
                     held.owe(o);
                 }
+                // After every region of the batch was cleared.
                 held.owe_from_now(first.unit(), first.id());
-                held.push_pages(va, next, cursor.take(next - va));
-                match flush_counted(first, mem, gather, inv.unit(first.unit()), counters) {
+                held.push_detached(&format, full.kept);
+                match flush_counted(first, mem, full.gather, inv.unit(first.unit()), counters) {
                     Ok(p) => {
                         proofs.push(p);
-                        if let Err(h) = held.release(&proofs, release) {
-                            self.quarantine.push(h);
-                            released = Err(TrackerError::Uncovered);
+                        match held.release(&proofs, mem, release) {
+                            Ok(reads) => counters.walk_steps += reads,
+                            Err(h) => {
+                                self.quarantine.push(h);
+                                released = Err(TrackerError::Uncovered);
+                            }
                         }
                         proofs.pop();
                     }
                     Err(e) => {
                         self.quarantine.push(held);
                         failed = Some(e);
-                        left.push((next.max(va + PAGE_SIZE).min(end), end, cursor));
+                        left.push((va.min(end), end, cursor));
                         break 'mappings;
                     }
                 }
-                va = next.max(va + PAGE_SIZE);
             }
         }
         // After a failure: clear what the first domain still maps (deferred with the
@@ -289,19 +383,30 @@ impl<F: PteFormat> DmaTracker<F> {
         }
         let mut gather = IotlbGather::new();
         let mut held = Held::default();
+        let mut kept = Detached::default();
         for (start, end, mut cursor) in left {
             if start < end {
-                let _ = first.unmap(mem, start, end - start, &mut gather);
+                let keep = has_source && cursor.extents.is_empty();
+                unmap_one(first, mem, start, end - start, keep, &mut gather, &mut kept);
                 held.push_pages(start, end, cursor.take(end - start));
             }
         }
+        held.push_detached(&format, kept);
         first.defer(gather);
         for o in owed {
             held.owe(o);
         }
         held.owe_from_now(first.unit(), first.id());
-        self.settle(held, &[], failed, release)
+        self.settle(held, &[], mem, failed, release)
     }
+}
+
+/// Regions unmapped from the first domain and not yet flushed.
+struct Batch<F: PteFormat> {
+    gather: IotlbGather,
+    held: Held<F>,
+    kept: Detached,
+    regions: u32,
 }
 
 /// How much the per-call strategies unmap at `va`: one page, or the physically
@@ -319,7 +424,7 @@ fn chunk_len<F: PteFormat, M: TableMemory>(
     };
     let search = match strategy {
         UnmapStrategy::PageByPage => false,
-        UnmapStrategy::LinuxFgsp => !domain.fgsp(),
+        UnmapStrategy::LinuxFgsp | UnmapStrategy::Linux2018 => !domain.fgsp(),
         _ => true,
     };
     let mut len = PAGE_SIZE;

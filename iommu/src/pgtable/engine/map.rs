@@ -56,6 +56,7 @@ impl<F: PteFormat> PageTable<F> {
                     &mut ignored,
                     &mut unlinked,
                     true,
+                    None,
                 );
             }
             // A device may have walked (and cached) what was briefly linked.
