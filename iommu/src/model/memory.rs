@@ -28,6 +28,10 @@ pub struct HostMemory {
     /// When `Some(n)`, the allocation after `n` more succeed fails once (injected
     /// out-of-memory for rollback tests).
     pub fail_alloc_in: Option<u32>,
+    /// Words read (the benchmark's PTE reads).
+    pub reads: Cell<u64>,
+    /// Words written (the benchmark's PTE writes).
+    pub writes: u64,
 }
 
 impl HostMemory {
@@ -110,6 +114,7 @@ impl FrameAllocator for HostMemory {
 
 impl PhysMemory for HostMemory {
     fn read_u64(&self, addr: PhysAddr) -> u64 {
+        self.reads.set(self.reads.get() + 1);
         match self.word(addr) {
             Some(i) => self.words[i],
             None => {
@@ -120,6 +125,7 @@ impl PhysMemory for HostMemory {
     }
 
     fn write_u64(&mut self, addr: PhysAddr, value: u64) {
+        self.writes += 1;
         match self.word(addr) {
             Some(i) => {
                 self.words[i] = value;
