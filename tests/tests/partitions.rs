@@ -8,7 +8,7 @@ use tests::*;
 const PARTITION_TESTS: &str = "partition_guest_4k,partition_guest_2m,partition_vmmcall,\
 partition_hlt_exit,partition_shutdown_exit,partition_runaway_budget,partition_destroy_scrubs,\
 partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config,\
-partition_unassigned_blocked";
+partition_unassigned_blocked,partition_destroy_defers_scrub";
 
 fn intel() -> Iommu {
     Iommu::Intel { aw_bits: None, caching_mode: false }
@@ -39,6 +39,9 @@ fn partition_tests_pass_without_an_iommu() {
     assert_passed(&out);
     assert_logged(&out, "svm: enabled (nested paging");
     assert_logged(&out, "sits behind no IOMMU");
+    // Destroyed partitions' frames went back dirty and were zeroed on reuse.
+    assert_logged(&out, "4k: 2048 dirty frames handed out again, each zeroed first");
+    assert_logged(&out, "2m: 2048 dirty frames handed out again, each zeroed first");
 }
 
 #[test]

@@ -3,9 +3,12 @@
 //! down by the DMA tracker with each unmap strategy, invalidations executed by the unit),
 //! reads its `bench_teardown:` lines and prints them side by side with ratios; and the
 //! same for partition teardown (`bench_partition_teardown`: a 1 GiB partition's memory,
-//! 4K- and 2M-backed, unmapped through its tracker with each strategy).
+//! 4K- and 2M-backed, unmapped through its tracker with each strategy), and partition
+//! destroy latency against time-to-memory-reusable (`bench_partition_destroy`).
 
 use std::time::Duration;
+
+use crate::bench_destroy::{self, DestroyRow};
 use xtask::qemu::{self, Iommu, Machine, Verdict};
 
 /// One strategy's costs as the kernel printed them (scaled to `bytes` when measured on
@@ -122,13 +125,12 @@ fn print_partition_table(rows: &[PartitionRow]) {
 }
 
 /// Boots one machine with `iommu` and returns its domain and partition rows.
-fn run_unit(
-    kernel: &std::path::Path,
-    iommu: Iommu,
-) -> Result<(Vec<Row>, Vec<PartitionRow>), String> {
+type UnitRows = (Vec<Row>, Vec<PartitionRow>, Vec<DestroyRow>);
+
+fn run_unit(kernel: &std::path::Path, iommu: Iommu) -> Result<UnitRows, String> {
     let mut m = Machine::new(kernel, iommu);
     m.memory_mib = 3072;
-    m.cmdline = "test=bench_teardown,bench_partition_teardown".into();
+    m.cmdline = "test=bench_teardown,bench_partition_teardown,bench_partition_destroy".into();
     m.timeout = Duration::from_secs(600);
     let out = qemu::run(&m, false)?;
     if out.verdict != Verdict::Success {
@@ -142,7 +144,9 @@ fn run_unit(
     let parts: Vec<PartitionRow> =
         out.log.lines().filter_map(|l| PartitionRow::parse(&unit, l)).collect();
     eprintln!("{:?}: {} + {} cases in {:.1?}", m.iommu, rows.len(), parts.len(), out.elapsed);
-    Ok((rows, parts))
+    let destroys: Vec<DestroyRow> =
+        out.log.lines().filter_map(|l| DestroyRow::parse(&unit, l)).collect();
+    Ok((rows, parts, destroys))
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -204,7 +208,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn print_json(rows: &[Row], parts: &[PartitionRow]) {
+fn print_json(rows: &[Row], parts: &[PartitionRow], destroys: &[DestroyRow]) {
     let mut items: Vec<String> = rows
         .iter()
         .map(|r| {
@@ -230,6 +234,7 @@ fn print_json(rows: &[Row], parts: &[PartitionRow]) {
             r.unit, r.backing, r.strategy, r.bytes, r.unmap_calls, r.invalidations, r.cycles
         )
     }));
+    items.extend(destroys.iter().map(DestroyRow::json));
     println!("[\n  {}\n]", items.join(",\n  "));
 }
 
@@ -262,17 +267,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ];
     }
     let kernel = xtask::build::kernel(release)?;
-    let (mut rows, mut parts) = (Vec::new(), Vec::new());
+    let (mut rows, mut parts, mut destroys) = (Vec::new(), Vec::new(), Vec::new());
     for u in units {
-        let (r, p) = run_unit(&kernel, u)?;
+        let (r, p, d) = run_unit(&kernel, u)?;
         rows.extend(r);
         parts.extend(p);
+        destroys.extend(d);
     }
     if json {
-        print_json(&rows, &parts);
+        print_json(&rows, &parts, &destroys);
     } else {
         print_table(&rows);
         print_partition_table(&parts);
+        bench_destroy::print(&destroys);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build, run, test and bring-up commands.
 
 mod bench;
+mod bench_destroy;
 mod bench_qemu;
 mod inspect;
 mod test;
@@ -21,7 +22,7 @@ commands:
                                 for a USB stick on a real machine
   test                          run every test: host tests, then the QEMU suites
   lint                          rustfmt check and clippy for the host crates and the kernel
-  bench [--json] [--gib N] [--sync-ns N]
+  bench [--json] [--gib N] [--sync-ns N] [--cmd-ns N] [--plot FILE.svg]
                                 teardown benchmarks on the host (page-table engine)
   bench --qemu [--iommu intel|amd] [--json] [--debug]
                                 teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs

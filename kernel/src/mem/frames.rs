@@ -1,8 +1,15 @@
-//! The physical frame allocator: one bit per 4 KiB frame of RAM (1 = free).
+//! The physical frame allocator: one bit per 4 KiB frame of RAM (1 = free), and one more
+//! (1 = dirty) for frames given back without being zeroed.
 //!
 //! Built from the boot memory map, minus the first MiB (firmware, BIOS data), the kernel
-//! image, boot modules and the bitmap itself. Single and contiguous, aligned allocations
-//! (for 2 MiB-backed partitions and large DMA buffers).
+//! image, boot modules and the bitmaps themselves. Single and contiguous, aligned
+//! allocations (for 2 MiB-backed partitions and large DMA buffers).
+//!
+//! Dirty frames: a destroyed partition's memory comes back through [`free_dirty`], still
+//! holding the guest's data, so the destroy does not wait for the scrub. Every allocation
+//! path zeroes the dirty frames it hands out before returning them (a later owner never
+//! sees old data), and [`scrub_dirty`] zeroes them in the background (idle time) so
+//! allocation rarely has to.
 
 use boot::{BootInfo, MemoryKind};
 use spin::Mutex;
@@ -15,6 +22,9 @@ const MAX_PHYS: u64 = 1 << 52;
 
 struct FrameBitmap {
     bits: &'static mut [u64],
+    /// 1 = free and not yet zeroed.
+    dirty: &'static mut [u64],
+    dirty_count: u64,
     frames: u64,
     free: u64,
     hint: u64,
@@ -38,6 +48,38 @@ impl FrameBitmap {
         } else {
             *w &= !(1 << (f % 64));
             self.free -= 1;
+        }
+    }
+
+    fn is_dirty(&self, f: u64) -> bool {
+        f < self.frames && self.dirty[(f / 64) as usize] & (1 << (f % 64)) != 0
+    }
+
+    fn set_dirty(&mut self, f: u64, dirty: bool) {
+        if f >= self.frames || self.is_dirty(f) == dirty {
+            return;
+        }
+        let w = &mut self.dirty[(f / 64) as usize];
+        if dirty {
+            *w |= 1 << (f % 64);
+            self.dirty_count += 1;
+        } else {
+            *w &= !(1 << (f % 64));
+            self.dirty_count -= 1;
+        }
+    }
+
+    /// Takes the dirty marks off `[f, f + count)` (just allocated) and says which runs
+    /// the caller must zero before use.
+    fn take_dirty(&mut self, f: u64, count: u64, out: &mut DirtyRuns) {
+        if self.dirty_count == 0 {
+            return;
+        }
+        for g in f..f + count {
+            if self.is_dirty(g) {
+                self.set_dirty(g, false);
+                out.push(g);
+            }
         }
     }
 
@@ -77,7 +119,7 @@ impl FrameBitmap {
                         self.set(g, false);
                     }
                     self.hint = f + count;
-                    return Some(f * FRAME);
+                    return Some(f);
                 }
                 Some(busy) => f = (busy + 1).next_multiple_of(align),
             }
@@ -103,7 +145,9 @@ pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), &'static str
     let usable = || info.memory_map().iter().filter(|r| r.kind == MemoryKind::Usable).filter(sane);
     let top = usable().map(|r| r.end()).max().ok_or("no usable memory")?;
     let frames = top / FRAME;
-    let bytes = frames.div_ceil(64) * 8;
+    let words = frames.div_ceil(64);
+    // The free bitmap, then the dirty bitmap.
+    let bytes = 2 * words * 8;
     // Place the bitmap in the first usable range above 1 MiB that has room and overlaps
     // nothing reserved, below 4 GiB: this runs before `paging::init`, when only the boot
     // tables' identity map of [0, 4 GiB) exists. Memory-map values are firmware input:
@@ -129,9 +173,10 @@ pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), &'static str
     // SAFETY: [at, at + bytes) is usable RAM below 4 GiB (identity-mapped by the boot
     // tables), used by nothing else (not the kernel image, not a module), and from here
     // on owned by the allocator alone.
-    let bits = unsafe { core::slice::from_raw_parts_mut(at as *mut u64, (bytes / 8) as usize) };
-    bits.fill(0);
-    let mut map = FrameBitmap { bits, frames, free: 0, hint: 0 };
+    let both = unsafe { core::slice::from_raw_parts_mut(at as *mut u64, (bytes / 8) as usize) };
+    both.fill(0);
+    let (bits, dirty) = both.split_at_mut(words as usize);
+    let mut map = FrameBitmap { bits, dirty, dirty_count: 0, frames, free: 0, hint: 0 };
     for r in usable() {
         map.set_range(r.start, r.end(), true);
     }
@@ -148,9 +193,51 @@ fn with<R>(f: impl FnOnce(&mut FrameBitmap) -> R) -> Option<R> {
     FRAMES.lock().as_mut().map(f)
 }
 
-/// One frame, not zeroed.
+/// Frame numbers that were dirty when allocated, kept as runs (allocations are runs).
+#[derive(Default)]
+struct DirtyRuns {
+    runs: [(u64, u64); 8],
+    len: usize,
+    overflow: bool,
+}
+
+impl DirtyRuns {
+    fn push(&mut self, f: u64) {
+        if self.len > 0 && self.runs[self.len - 1].1 == f {
+            self.runs[self.len - 1].1 = f + 1;
+        } else if self.len < self.runs.len() {
+            self.runs[self.len] = (f, f + 1);
+            self.len += 1;
+        } else {
+            self.overflow = true;
+        }
+    }
+}
+
+/// Allocates `count` frames aligned to `align` frames and zeroes those that were dirty
+/// (all of the run if there were too many pieces to list), outside the lock.
+fn alloc_clean(count: u64, align: u64) -> Option<u64> {
+    let mut dirty = DirtyRuns::default();
+    let f = with(|m| {
+        let f = m.alloc_run(count, align)?;
+        m.take_dirty(f, count, &mut dirty);
+        Some(f)
+    })
+    .flatten()?;
+    if dirty.overflow {
+        zero(f * FRAME, count * FRAME);
+    } else {
+        for &(s, e) in &dirty.runs[..dirty.len] {
+            zero(s * FRAME, (e - s) * FRAME);
+        }
+    }
+    Some(f * FRAME)
+}
+
+/// One frame. Never holds a previous owner's data (dirty frames are zeroed first); not
+/// otherwise zeroed.
 pub fn alloc() -> Option<u64> {
-    with(|m| m.alloc_run(1, 1)).flatten()
+    alloc_clean(1, 1)
 }
 
 /// One zero-filled frame.
@@ -160,9 +247,10 @@ pub fn alloc_zeroed() -> Option<u64> {
     Some(f)
 }
 
-/// `count` contiguous frames starting at a multiple of `align` bytes, not zeroed.
+/// `count` contiguous frames starting at a multiple of `align` bytes. Never holding a
+/// previous owner's data; not otherwise zeroed.
 pub fn alloc_contiguous(count: u64, align: u64) -> Option<u64> {
-    with(|m| m.alloc_run(count, (align / FRAME).max(1))).flatten()
+    alloc_clean(count, (align / FRAME).max(1))
 }
 
 /// Gives one frame back.
@@ -173,6 +261,76 @@ pub fn free(frame: u64) {
 /// Gives `count` contiguous frames back.
 pub fn free_contiguous(start: u64, count: u64) {
     with(|m| m.set_range(start, start + count * FRAME, true));
+}
+
+/// Gives `count` contiguous frames back without zeroing them: they are marked dirty, and
+/// zeroed by [`scrub_dirty`] or by the allocation that hands them out next, whichever
+/// comes first.
+pub fn free_dirty(start: u64, count: u64) {
+    with(|m| {
+        let f = start / FRAME;
+        for g in f..f + count {
+            if g < m.frames && !m.is_free(g) {
+                m.set_dirty(g, true);
+                m.set(g, true);
+            }
+        }
+    });
+}
+
+/// Free frames still holding a previous owner's data.
+pub fn dirty_frames() -> u64 {
+    with(|m| m.dirty_count).unwrap_or(0)
+}
+
+/// True if `frame` is free and not yet zeroed (for tests).
+pub fn is_dirty(frame: u64) -> bool {
+    with(|m| m.is_dirty(frame / FRAME)).unwrap_or(false)
+}
+
+/// Zeroes up to `max` dirty frames (the background scrub: idle time, or another CPU);
+/// each run is taken out of the free pool while it is zeroed, so no allocation can see it
+/// half done. Returns the frames zeroed.
+pub fn scrub_dirty(max: u64) -> u64 {
+    let mut done = 0;
+    let mut from = 0;
+    while done < max {
+        // Claim one run of dirty free frames (at most 512: 2 MiB at a time).
+        let run = with(|m| {
+            if m.dirty_count == 0 {
+                return None;
+            }
+            let mut f = from;
+            while f < m.frames && !m.is_dirty(f) {
+                if m.dirty[(f / 64) as usize] == 0 {
+                    f = (f / 64 + 1) * 64;
+                } else {
+                    f += 1;
+                }
+            }
+            if f >= m.frames {
+                return None;
+            }
+            let mut e = f;
+            while e < m.frames && e - f < 512.min(max - done) && m.is_dirty(e) {
+                m.set_dirty(e, false);
+                m.set(e, false);
+                e += 1;
+            }
+            Some((f, e))
+        })
+        .flatten();
+        let Some((f, e)) = run else { break };
+        zero(f * FRAME, (e - f) * FRAME);
+        with(|m| {
+            for g in f..e {
+                m.set(g, true);
+            }
+        });
+        done += e - f;
+        from = e;
+    }
+    done
 }
 
 /// Frames currently free.

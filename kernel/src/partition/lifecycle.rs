@@ -149,10 +149,11 @@ impl Partition {
     /// The teardown hook that runs after the vCPU is gone and before guest memory is
     /// returned: for assigned devices, bus mastering off, in-flight DMA drained or timed
     /// out, each device blocked, the DMA mappings torn down; every extent of guest memory
-    /// is scrubbed (and, unless `keep`, returned) by the tracker's release callback,
-    /// which runs only after the invalidation covering it completed. Without devices it
-    /// only scrubs. On `Err` guest memory must never be reused (a device might still
-    /// write it).
+    /// is handed back by the tracker's release callback, which runs only after the
+    /// invalidation covering it completed: returned dirty (the allocator zeroes it before
+    /// any reuse, so the destroy does not wait for the scrub), or, when `keep`, scrubbed
+    /// now for re-creation. On `Err` guest memory must never be reused (a device might
+    /// still write it).
     fn before_memory_release(
         &mut self,
         mem: &mut GuestMemory,
@@ -162,9 +163,10 @@ impl Partition {
     ) -> Result<Option<DmaTeardown>, String> {
         let Some(dma) = self.dma.take() else {
             let c0 = super::cycles();
-            mem.scrub();
-            if !keep {
-                mem.release();
+            if keep {
+                mem.scrub();
+            } else {
+                mem.release_dirty();
             }
             *scrub_cycles = super::cycles() - c0;
             return Ok(None);
@@ -175,9 +177,10 @@ impl Partition {
         let mut released = 0u64;
         let result = dma.teardown(iommu, &mut |e: HostExtent| {
             let c0 = super::cycles();
-            frames::zero(e.paddr, e.len);
-            if !keep {
-                frames::free_contiguous(e.paddr, e.len / 4096);
+            if keep {
+                frames::zero(e.paddr, e.len);
+            } else {
+                frames::free_dirty(e.paddr, e.len / 4096);
             }
             released += e.len;
             *scrub_cycles += super::cycles() - c0;
@@ -266,7 +269,8 @@ pub struct TeardownReport {
     pub dma: Option<DmaTeardown>,
     /// TSC cycles for the whole teardown (quiesce, block, unmap, flush, scrub, return).
     pub cycles: u64,
-    /// The part of `cycles` spent scrubbing and returning memory.
+    /// The part of `cycles` spent returning memory (and scrubbing it, when kept for
+    /// re-creation; otherwise it goes back dirty and is zeroed off this path).
     pub scrub_cycles: u64,
 }
 

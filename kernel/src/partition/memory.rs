@@ -1,6 +1,8 @@
 //! Guest memory: host frames carved from the frame allocator, either 4 KiB frames one by
 //! one or 2 MiB-aligned runs of 512, and the guest-physical -> host-physical lookup.
-//! Scrubbing (zeroing) before the frames go back is part of giving them back.
+//! Frames go back either scrubbed (zeroed now, for memory kept for re-creation) or dirty
+//! (`release_dirty`: the frame allocator zeroes them before anyone else gets them, so a
+//! destroy does not wait for the scrub).
 
 use crate::mem::frames;
 use alloc::vec::Vec;
@@ -139,6 +141,15 @@ impl GuestMemory {
         }
     }
 
+    /// Gives every frame back to the allocator unscrubbed, marked dirty: zeroed in the
+    /// background or by the allocation that hands it out next, never seen by a new owner.
+    pub fn release_dirty(&mut self) {
+        let page = self.backing.page_size();
+        for c in self.chunks.drain(..) {
+            frames::free_dirty(c, page / FRAME);
+        }
+    }
+
     /// Gives every frame back to the allocator (callers scrub first).
     pub fn release(&mut self) {
         let page = self.backing.page_size();
@@ -151,10 +162,9 @@ impl GuestMemory {
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // Memory dropped without going through a partition's teardown still must not
-        // leak its contents: scrub, then free.
+        // leak its contents: back as dirty frames, zeroed before any reuse.
         if !self.chunks.is_empty() {
-            self.scrub();
-            self.release();
+            self.release_dirty();
         }
     }
 }

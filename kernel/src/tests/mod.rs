@@ -7,6 +7,7 @@ pub mod iommu;
 mod partition_assign_tests;
 mod partition_dma_tests;
 mod partition_tests;
+mod scrub_tests;
 
 use crate::testing::KernelTest;
 
@@ -41,6 +42,8 @@ pub static ALL: &[KernelTest] = &[
         run: partition_assign_tests::unassigned_blocked,
     },
     KernelTest { name: "bench_partition_teardown", run: partition_assign_tests::bench },
+    KernelTest { name: "partition_destroy_defers_scrub", run: scrub_tests::destroy_defers_scrub },
+    KernelTest { name: "bench_partition_destroy", run: scrub_tests::bench },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },

@@ -91,6 +91,7 @@ fn strategy_name(s: UnmapStrategy) -> &'static str {
         UnmapStrategy::PageByPage => "page-by-page",
         UnmapStrategy::SeedChunked => "seed-chunked",
         UnmapStrategy::LinuxFgsp => "linux-fgsp",
+        UnmapStrategy::Linux2018 => "linux-2018",
         UnmapStrategy::Gathered => "default",
     }
 }
