@@ -190,6 +190,19 @@ impl<F: PteFormat> Domain<F> {
         self.table.map(mem, iova, paddr, size, prot)
     }
 
+    /// Maps `[iova, iova + size)` onto the physical `pieces` in order, in one walk (see
+    /// `PageTable::map_pieces`).
+    pub fn map_pieces<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        pieces: &mut dyn Iterator<Item = (PhysAddr, u64)>,
+        prot: Prot,
+    ) -> Result<(), MapError> {
+        self.table.map_pieces(mem, iova, size, pieces, prot)
+    }
+
     /// Unmaps the pages intersecting `[iova, iova + size)` and gathers their invalidation.
     /// Nothing is freed until [`Domain::flush`].
     pub fn unmap<M: TableMemory>(
