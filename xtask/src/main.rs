@@ -23,6 +23,7 @@ commands:
   test                          run every test: host tests, then the QEMU suites
   lint                          rustfmt check and clippy for the host crates and the kernel
   bench [--json] [--gib N] [--sync-ns N] [--cmd-ns N] [--plot FILE.svg]
+        [--format vtd|amdv1] [--backing 4k-contig|4k-frag|2m|mixed]
                                 teardown benchmarks on the host (page-table engine)
   bench --qemu [--iommu intel|amd] [--json] [--debug]
                                 teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs

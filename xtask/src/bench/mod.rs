@@ -64,10 +64,20 @@ struct Options {
     gib: u64,
     model: CostModel,
     plot: Option<String>,
+    /// Only this format / backing (`--format`, `--backing`): a 1 TiB run of one case.
+    format: Option<Format>,
+    backing: Option<Backing>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { json: false, gib: 64, model: CostModel::DEFAULT, plot: None };
+    let mut o = Options {
+        json: false,
+        gib: 64,
+        model: CostModel::DEFAULT,
+        plot: None,
+        format: None,
+        backing: None,
+    };
     let mut it = args.iter();
     let number = |v: Option<&String>, what: &str| {
         v.and_then(|v| v.parse::<u64>().ok()).ok_or(format!("{what} needs a number"))
@@ -84,6 +94,18 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--sync-ns" => o.model.sync_ns = number(it.next(), "--sync-ns")?,
             "--cmd-ns" => o.model.cmd_ns = number(it.next(), "--cmd-ns")?,
             "--plot" => o.plot = Some(it.next().ok_or("--plot needs a file name")?.clone()),
+            "--format" => {
+                let v = it.next().ok_or("--format needs vtd or amdv1")?;
+                let f = Format::ALL.into_iter().find(|f| f.name() == v);
+                o.format = Some(f.ok_or(format!("--format: `{v}` is not vtd or amdv1"))?);
+            }
+            "--backing" => {
+                let v = it.next().ok_or("--backing needs a backing name")?;
+                let b = Backing::ALL.into_iter().find(|b| b.name() == v);
+                o.backing = Some(
+                    b.ok_or(format!("--backing: `{v}` is not 4k-contig, 4k-frag, 2m or mixed"))?,
+                );
+            }
             other => return Err(format!("bench: unknown option `{other}`")),
         }
     }
@@ -122,8 +144,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let mut measured = Vec::new();
     for &gib in &sizes {
-        for format in Format::ALL {
-            for backing in Backing::ALL {
+        for format in Format::ALL.into_iter().filter(|f| o.format.is_none_or(|x| x == *f)) {
+            for backing in Backing::ALL.into_iter().filter(|b| o.backing.is_none_or(|x| x == *b)) {
                 for strategy in STRATEGIES {
                     measured.push(cases::run(format, backing, strategy, gib)?);
                     if !o.json {
