@@ -264,7 +264,9 @@ fn targets(rows: &[&Row], gib: u64) -> String {
             );
         }
     }
-    for modelled in [true, false] {
+    let has_amd =
+        Backing::ALL.iter().any(|&b| find(rows, Format::AmdV1, b, "default", true).is_some());
+    for modelled in [true, false].into_iter().filter(|_| has_amd) {
         let tag = if modelled { "with the cost model" } else { "CPU only" };
         let mut slower = Vec::new();
         for b in Backing::ALL {
@@ -301,6 +303,9 @@ fn targets(rows: &[&Row], gib: u64) -> String {
                 )
             })
             .collect();
+        if parts.is_empty() {
+            continue;
+        }
         line!(
             "  {} default bookkeeping, peak bytes per 4 KiB beyond the page tables (<= 1): {}",
             f.name(),
@@ -308,6 +313,11 @@ fn targets(rows: &[&Row], gib: u64) -> String {
         );
     }
     for f in Format::ALL {
+        if find(rows, f, Backing::Contig4k, "default", true).is_none()
+            && find(rows, f, Backing::Frag4k, "default", true).is_none()
+        {
+            continue;
+        }
         let ns = |b| {
             find(rows, f, b, "default", true)
                 .map_or(f64::NAN, |r| r.m.map_nanos as f64 / r.pages() as f64)
