@@ -121,6 +121,16 @@ impl FlushStats {
 pub const RESERVED_IOVA: [(u64, u64); 2] =
     [(0xFEE0_0000, 0xFF00_0000), (0xFD_0000_0000, 0x100_0000_0000)];
 
+/// Refuses a range that overlaps a [`RESERVED_IOVA`] window: every way of mapping into a
+/// domain goes through this one check.
+fn refuse_reserved(iova: u64, size: u64) -> Result<(), MapError> {
+    let end = iova.checked_add(size).ok_or(MapError::BadRange)?;
+    match RESERVED_IOVA.iter().find(|(s, e)| iova < *e && *s < end) {
+        Some(&(window, _)) => Err(MapError::Reserved { window }),
+        None => Ok(()),
+    }
+}
+
 /// One IOMMU address space on one remapping unit.
 #[derive(Debug)]
 pub struct Domain<F: PteFormat> {
@@ -197,11 +207,22 @@ impl<F: PteFormat> Domain<F> {
         size: u64,
         prot: Prot,
     ) -> Result<(), MapError> {
-        let end = iova.checked_add(size).ok_or(MapError::BadRange)?;
-        if let Some(&(window, _)) = RESERVED_IOVA.iter().find(|(s, e)| iova < *e && *s < end) {
-            return Err(MapError::Reserved { window });
-        }
+        refuse_reserved(iova, size)?;
         self.table.map(mem, iova, paddr, size, prot)
+    }
+
+    /// Maps `[iova, iova + size)` onto the physical `pieces` in order, in one walk (see
+    /// `PageTable::map_pieces`).
+    pub fn map_pieces<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        pieces: &mut dyn Iterator<Item = (PhysAddr, u64)>,
+        prot: Prot,
+    ) -> Result<(), MapError> {
+        refuse_reserved(iova, size)?;
+        self.table.map_pieces(mem, iova, size, pieces, prot)
     }
 
     /// Unmaps the pages intersecting `[iova, iova + size)` and gathers their invalidation.
@@ -331,6 +352,10 @@ mod tests {
         ] {
             let got = d.map(&mut mem, iova, 0x1000_0000, size, Prot::READ);
             assert_eq!(got, Err(MapError::Reserved { window }), "{iova:#x}+{size:#x}");
+            // The tracker's one-walk path is refused the same way.
+            let mut pieces = [(0x1000_0000, size)].into_iter();
+            let got = d.map_pieces(&mut mem, iova, size, &mut pieces, Prot::READ);
+            assert_eq!(got, Err(MapError::Reserved { window }), "pieces {iova:#x}+{size:#x}");
         }
         // Right below and right above the window are ordinary IOVAs.
         d.map(&mut mem, 0xFEDF_F000, 0x1000_0000, 0x1000, Prot::READ).unwrap();

@@ -55,6 +55,7 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "bench",
         "bench [--json] [--gib N] [--sync-ns N] [--cmd-ns N] [--plot FILE.svg]
+      [--format vtd|amdv1] [--backing 4k-contig|4k-frag|2m|mixed]
     teardown benchmarks on the host (page-table engine)
 bench --qemu [--iommu intel|amd] [--json] [--debug]
     teardown of 1 GiB in QEMU per unmap strategy (both IOMMUs unless one is named)",

@@ -189,3 +189,34 @@ fn failed_map_unlinks_tables_it_made_without_mapping_into_them() {
     t.unmap(&mut mem, 0x4000_0000, 0x1000, &mut all).unwrap();
     assert_eq!(all.len(), 3, "only the original path's tables were still linked");
 }
+
+#[test]
+fn map_pieces_keeps_its_place_and_refuses_bad_pieces_leaving_nothing() {
+    let (mut t, mut mem, m) = vtd(4);
+    // 1000 single pages, none adjacent, across a leaf-table boundary, one walk.
+    let pieces: Vec<(u64, u64)> = (0..1000).map(|i| (0x4000_0000 + i * 0x2000, 0x1000)).collect();
+    let iova = 0x20_0000 - 0x1000 * 10;
+    t.map_pieces(&mut mem, iova, 1000 * 0x1000, &mut pieces.iter().copied(), Prot::READ).unwrap();
+    for (i, &(pa, _)) in pieces.iter().enumerate() {
+        let va = iova + i as u64 * 0x1000;
+        assert_eq!(m.walk(&mem, t.root(), 4, va).map(|w| w.0), Ok(pa), "{va:#x}");
+    }
+    let frames = mem.live_frames();
+    // A misaligned piece half way, pieces short of the size, pieces beyond it: refused,
+    // and nothing of the attempt stays mapped.
+    let base = 0x1_0000_0000;
+    let bad = [(0x5000_0000, 0x1000), (0x5000_0800, 0x1000)];
+    let short = [(0x5000_0000, 0x1000)];
+    let long = [(0x5000_0000, 0x3000)];
+    for case in [&bad[..], &short[..], &long[..]] {
+        let r = t.map_pieces(&mut mem, base, 0x2000, &mut case.iter().copied(), Prot::READ);
+        assert_eq!(r, Err(MapError::BadRange), "{case:?}");
+        assert_eq!(t.iova_to_phys(&mem, base), None, "{case:?}");
+        let mut freed = Vec::new();
+        let _ = t.take_rolled_back(&mut freed);
+        for f in freed {
+            mem.free_frame(f);
+        }
+        assert_eq!(mem.live_frames(), frames, "{case:?}: tables of the attempt freed");
+    }
+}

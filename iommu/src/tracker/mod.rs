@@ -568,11 +568,7 @@ fn map_into<F: PteFormat, M: TableMemory, I: InvalidatorSet + ?Sized>(
     prot: Prot,
     extents: impl Iterator<Item = HostExtent>,
 ) -> Result<(), TrackerError> {
-    let mut va = iova;
-    for e in extents {
-        domain.map(mem, va, e.paddr, e.len, prot)?;
-        va += e.len;
-    }
+    domain.map_pieces(mem, iova, size, &mut extents.map(|e| (e.paddr, e.len)), prot)?;
     let block = crate::invalidate::IovaBlock::covering(iova, size);
     inv.unit(domain.unit()).after_map(domain.id(), block)?;
     Ok(())

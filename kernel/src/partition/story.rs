@@ -152,7 +152,7 @@ fn run_and_check(
 pub fn log_destroy(name: &str, backing: &str, r: &super::TeardownReport, while_running: &str) {
     let dma = r.dma.unwrap_or_default();
     log::info!(
-        "partition {name}: destroyed{while_running}: {} MiB {backing}-backed, {} invalidations issued, {} unmap calls, {} cycles ({} scrubbing and returning memory), fgsp {}, drain timeouts {}",
+        "partition {name}: destroyed{while_running}: {} MiB {backing}-backed, {} invalidations issued, {} unmap calls, {} cycles ({} returning memory, scrubbing it when kept), fgsp {}, drain timeouts {}",
         r.bytes >> 20,
         dma.invalidations,
         dma.tracker.unmap_calls,

@@ -64,10 +64,20 @@ struct Options {
     gib: u64,
     model: CostModel,
     plot: Option<String>,
+    /// Only this format / backing (`--format`, `--backing`): a 1 TiB run of one case.
+    format: Option<Format>,
+    backing: Option<Backing>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { json: false, gib: 64, model: CostModel::DEFAULT, plot: None };
+    let mut o = Options {
+        json: false,
+        gib: 64,
+        model: CostModel::DEFAULT,
+        plot: None,
+        format: None,
+        backing: None,
+    };
     let mut it = args.iter();
     let number = |v: Option<&String>, what: &str| {
         v.and_then(|v| v.parse::<u64>().ok())
@@ -90,6 +100,22 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 o.plot = Some(
                     it.next().ok_or(xtask::usage_error("--plot needs a file name".into()))?.clone(),
                 )
+            }
+            "--format" => {
+                let v =
+                    it.next().ok_or(xtask::usage_error("--format needs vtd or amdv1".into()))?;
+                let f = Format::ALL.into_iter().find(|f| f.name() == v);
+                o.format = Some(
+                    f.ok_or(xtask::usage_error(format!("--format: `{v}` is not vtd or amdv1")))?,
+                );
+            }
+            "--backing" => {
+                let v =
+                    it.next().ok_or(xtask::usage_error("--backing needs a backing name".into()))?;
+                let b = Backing::ALL.into_iter().find(|b| b.name() == v);
+                o.backing = Some(b.ok_or(xtask::usage_error(format!(
+                    "--backing: `{v}` is not 4k-contig, 4k-frag, 2m or mixed"
+                )))?);
             }
             other => return Err(xtask::usage_error(format!("bench: unknown option `{other}`"))),
         }
@@ -129,8 +155,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let mut measured = Vec::new();
     for &gib in &sizes {
-        for format in Format::ALL {
-            for backing in Backing::ALL {
+        for format in Format::ALL.into_iter().filter(|f| o.format.is_none_or(|x| x == *f)) {
+            for backing in Backing::ALL.into_iter().filter(|b| o.backing.is_none_or(|x| x == *b)) {
                 for strategy in STRATEGIES {
                     measured.push(cases::run(format, backing, strategy, gib)?);
                     if !o.json {
@@ -249,7 +275,9 @@ fn targets(rows: &[&Row], gib: u64) -> String {
             );
         }
     }
-    for modelled in [true, false] {
+    let has_amd =
+        Backing::ALL.iter().any(|&b| find(rows, Format::AmdV1, b, "default", true).is_some());
+    for modelled in [true, false].into_iter().filter(|_| has_amd) {
         let tag = if modelled { "with the cost model" } else { "CPU only" };
         let mut slower = Vec::new();
         for b in Backing::ALL {
@@ -286,6 +314,9 @@ fn targets(rows: &[&Row], gib: u64) -> String {
                 )
             })
             .collect();
+        if parts.is_empty() {
+            continue;
+        }
         line!(
             "  {} default bookkeeping, peak bytes per 4 KiB beyond the page tables (<= 1): {}",
             f.name(),
@@ -293,6 +324,11 @@ fn targets(rows: &[&Row], gib: u64) -> String {
         );
     }
     for f in Format::ALL {
+        if find(rows, f, Backing::Contig4k, "default", true).is_none()
+            && find(rows, f, Backing::Frag4k, "default", true).is_none()
+        {
+            continue;
+        }
         let ns = |b| {
             find(rows, f, b, "default", true)
                 .map_or(f64::NAN, |r| r.m.map_nanos as f64 / r.pages() as f64)

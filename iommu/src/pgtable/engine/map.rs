@@ -3,8 +3,13 @@
 
 use super::{alloc_table, Dirty, PageTable, Unmapped};
 use crate::pgtable::{
-    level_index, level_shift, MapError, Prot, Pte, PteFormat, TableMemory, PADDR_MASK,
+    level_index, level_shift, MapError, Prot, Pte, PteFormat, TableMemory, ENTRIES, PADDR_MASK,
 };
+
+/// Page sizes strictly between a level's entry size (`2^shift`) and the next level's.
+fn level_sizes_between(shift: u32) -> u64 {
+    crate::pgtable::size_range(shift + 1, shift + 8)
+}
 use crate::platform::PhysAddr;
 
 impl<F: PteFormat> PageTable<F> {
@@ -29,7 +34,7 @@ impl<F: PteFormat> PageTable<F> {
         size: u64,
         prot: Prot,
     ) -> Result<(), MapError> {
-        let end = self.check_range(iova, size)?;
+        self.check_range(iova, size)?;
         if prot.is_empty() {
             return Err(MapError::NoAccess);
         }
@@ -37,11 +42,38 @@ impl<F: PteFormat> PageTable<F> {
         if paddr & 0xFFF != 0 || last & !PADDR_MASK & !0xFFF != 0 {
             return Err(MapError::BadRange);
         }
+        self.map_pieces(mem, iova, size, &mut core::iter::once((paddr, size)), prot)
+    }
+
+    /// Maps `[iova, iova + size)` to the physical `pieces` (address, length) in order, as
+    /// [`map`](Self::map) would map each, but in one walk: the position in the tables is
+    /// kept from one piece to the next, so consecutive small pieces cost one entry each.
+    /// The pieces must cover `size` exactly. On failure nothing stays mapped.
+    pub fn map_pieces<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        pieces: &mut dyn Iterator<Item = (PhysAddr, u64)>,
+        prot: Prot,
+    ) -> Result<(), MapError> {
+        let end = self.check_range(iova, size)?;
+        if prot.is_empty() {
+            return Err(MapError::NoAccess);
+        }
         let mut va = iova;
-        let mut pa = paddr;
+        let mut src = Source { pa: 0, left: 0, rest: pieces, bad: false };
+        src.advance(0);
         let mut unlinked = core::mem::take(&mut self.unlinked);
         let result =
-            self.map_in(mem, self.root, self.levels(), &mut va, end, &mut pa, prot, &mut unlinked);
+            self.map_in(mem, self.root, self.levels(), &mut va, end, &mut src, prot, &mut unlinked);
+        let result = result.and_then(|()| {
+            if src.left != 0 || src.rest.next().is_some() {
+                Err(MapError::BadRange)
+            } else {
+                Ok(())
+            }
+        });
         if result.is_err() {
             if va > iova {
                 // Free emptied tables too: left linked, an empty table would make a later
@@ -97,7 +129,7 @@ impl<F: PteFormat> PageTable<F> {
         level: u32,
         va: &mut u64,
         end: u64,
-        pa: &mut u64,
+        src: &mut Source<'_>,
         prot: Prot,
         unlinked: &mut alloc::vec::Vec<PhysAddr>,
     ) -> Result<(), MapError> {
@@ -105,22 +137,45 @@ impl<F: PteFormat> PageTable<F> {
         let mut dirty = Dirty::new(table);
         let result = (|| {
             while *va < end {
+                if src.bad || src.left == 0 {
+                    return Err(MapError::BadRange);
+                }
                 let idx = level_index(*va, level);
-                let order = self.best_order(*va, *pa, end - *va);
-                if order >= shift {
+                let pa = src.pa;
+                let order = self.best_order(*va, pa, (end - *va).min(src.left));
+                if order == shift && self.page_sizes & level_sizes_between(shift) == 0 {
+                    // No page size between this level's and the next: every page left in
+                    // this table is one entry of this size. Check and write them in one
+                    // pass, the entry computed once (its address field steps by the size).
+                    let n = (((end - *va).min(src.left) >> shift) as usize).min(ENTRIES - idx);
+                    for i in idx..idx + n {
+                        if self.read(mem, table, i) != 0 {
+                            return Err(MapError::AlreadyMapped {
+                                iova: *va + (((i - idx) as u64) << shift),
+                            });
+                        }
+                    }
+                    let first = self.format.leaf_entry(pa, level, order, prot);
+                    for i in 0..n {
+                        mem.write_u64(table + 8 * (idx + i) as u64, first + ((i as u64) << shift));
+                    }
+                    dirty.mark(idx, n);
+                    *va += (n as u64) << shift;
+                    src.advance((n as u64) << shift);
+                } else if order >= shift {
                     let count = 1usize << (order - shift);
                     for i in idx..idx + count {
                         if self.read(mem, table, i) != 0 {
                             return Err(MapError::AlreadyMapped { iova: *va });
                         }
                     }
-                    let pte = self.format.leaf_entry(*pa, level, order, prot);
+                    let pte = self.format.leaf_entry(pa, level, order, prot);
                     for i in idx..idx + count {
                         mem.write_u64(table + 8 * i as u64, pte);
                     }
                     dirty.mark(idx, count);
                     *va += 1 << order;
-                    *pa += 1 << order;
+                    src.advance(1 << order);
                 } else {
                     let raw = self.read(mem, table, idx);
                     let (child, created) = match self.format.decode(raw, level) {
@@ -139,7 +194,7 @@ impl<F: PteFormat> PageTable<F> {
                     let entry_end = (*va | ((1u64 << shift) - 1)) + 1;
                     let before = *va;
                     let sub_end = end.min(entry_end);
-                    let sub = self.map_in(mem, child, level - 1, va, sub_end, pa, prot, unlinked);
+                    let sub = self.map_in(mem, child, level - 1, va, sub_end, src, prot, unlinked);
                     if sub.is_err() && created && *va == before {
                         // Nothing landed in the new table (its own new children were
                         // unlinked the same way): unlink it so no empty table stays.
@@ -153,5 +208,33 @@ impl<F: PteFormat> PageTable<F> {
         })();
         dirty.flush(mem);
         result
+    }
+}
+
+/// Where the next bytes of a map come from: the current piece and the ones after it.
+struct Source<'a> {
+    pa: PhysAddr,
+    left: u64,
+    rest: &'a mut dyn Iterator<Item = (PhysAddr, u64)>,
+    /// A piece was misaligned, empty or beyond what the formats can encode.
+    bad: bool,
+}
+
+impl Source<'_> {
+    /// Consumes `n` bytes of the current piece, moving to the next when it is used up.
+    fn advance(&mut self, n: u64) {
+        self.pa += n;
+        self.left -= n;
+        if self.left == 0 {
+            if let Some((pa, len)) = self.rest.next() {
+                let last = pa.checked_add(len.wrapping_sub(1));
+                let encodable = last.is_some_and(|l| l & !PADDR_MASK & !0xFFF == 0);
+                if len == 0 || (pa | len) & 0xFFF != 0 || !encodable {
+                    self.bad = true;
+                }
+                self.pa = pa;
+                self.left = len;
+            }
+        }
     }
 }
