@@ -3,9 +3,11 @@
 
 mod iommu;
 mod memory;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod walk_cache;
 
 pub use iommu::{Fault, Invalidation, ModelIommu, ModelKind};
 pub use memory::{HostMemory, ARENA_BASE};
+pub use shared::SharedModel;

@@ -6,38 +6,19 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use super::*;
-use crate::invalidate::{DomainId, IovaBlock};
-use crate::model::{HostMemory, ModelIommu, ModelKind};
+use crate::model::{HostMemory, ModelIommu, ModelKind, SharedModel};
 use crate::pgtable::vtd::VtdFormat;
 
 const HOST_BASE: u64 = 0x80_0000_0000;
 
-/// One model unit, shared with the release callback (which looks at its IOTLB).
-struct Borrowed<'a>(&'a RefCell<ModelIommu>);
-
-impl IotlbInvalidator for Borrowed<'_> {
-    fn max_block_order(&self) -> u32 {
-        self.0.borrow().max_order
-    }
-    fn invalidate_block(&mut self, d: DomainId, b: IovaBlock) -> Result<(), HwError> {
-        self.0.borrow_mut().invalidate_block(d, b)
-    }
-    fn invalidate_domain(&mut self, d: DomainId) -> Result<(), HwError> {
-        self.0.borrow_mut().invalidate_domain(d)
-    }
-    fn sync(&mut self) -> Result<(), HwError> {
-        self.0.borrow_mut().sync()
-    }
-}
-
 /// Unit 0 and unit 1 of a machine.
 struct UnitSet<'a> {
-    slot: [Borrowed<'a>; 2],
+    slot: [SharedModel<'a>; 2],
 }
 
 impl<'a> UnitSet<'a> {
     fn new(a: &'a RefCell<ModelIommu>, b: &'a RefCell<ModelIommu>) -> Self {
-        Self { slot: [Borrowed(a), Borrowed(b)] }
+        Self { slot: [SharedModel::new(a), SharedModel::new(b)] }
     }
 }
 
@@ -50,7 +31,7 @@ impl InvalidatorSet for UnitSet<'_> {
 /// Fills both units' IOTLBs with every page of `[iova, iova + len)` in every domain.
 fn touch(t: &DmaTracker<VtdFormat>, mem: &HostMemory, units: &UnitSet, iova: u64, len: u64) {
     for d in t.domains() {
-        let unit = units.slot[d.unit().min(1)].0;
+        let unit = units.slot[d.unit().min(1)].model;
         unit.borrow_mut().set_context(d.id(), d.root(), d.levels());
         for va in (iova..iova + len).step_by(PAGE_SIZE as usize) {
             assert!(unit.borrow_mut().translate(mem, d.id(), va, Prot::READ).is_ok());
@@ -177,7 +158,8 @@ fn fgsp_probe_checks_its_pair_and_defers_a_failed_flush() {
     assert!(matches!(err, TrackerError::Hw(_)));
     assert!(mem.live_frames() > live, "probe tables kept until an invalidation");
     model.borrow_mut().fail_sync = false;
-    d.flush(&mut mem, &mut crate::domain::IotlbGather::new(), &mut Borrowed(&model)).unwrap();
+    d.flush(&mut mem, &mut crate::domain::IotlbGather::new(), &mut SharedModel::new(&model))
+        .unwrap();
     assert_eq!(mem.live_frames(), live, "freed after the deferred invalidation completed");
     d.destroy(&mut mem);
 }

@@ -11,41 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::invalidate::{DomainId, IovaBlock};
-use crate::model::{HostMemory, ModelIommu, ModelKind};
+use crate::invalidate::DomainId;
+use crate::model::{HostMemory, ModelIommu, ModelKind, SharedModel};
 use crate::pgtable::amdv1::AmdV1Format;
 use crate::pgtable::vtd::VtdFormat;
 
-/// One model unit, shared with the checks, whose `sync` can be told to fail once.
-struct Unit<'a> {
-    model: &'a RefCell<ModelIommu>,
-    fail_in: &'a Cell<Option<u32>>,
-}
-
-impl IotlbInvalidator for Unit<'_> {
-    fn max_block_order(&self) -> u32 {
-        self.model.borrow().max_order
-    }
-    fn invalidate_block(&mut self, d: DomainId, b: IovaBlock) -> Result<(), HwError> {
-        self.model.borrow_mut().invalidate_block(d, b)
-    }
-    fn invalidate_domain(&mut self, d: DomainId) -> Result<(), HwError> {
-        self.model.borrow_mut().invalidate_domain(d)
-    }
-    fn sync(&mut self) -> Result<(), HwError> {
-        match self.fail_in.get() {
-            Some(0) => {
-                self.fail_in.set(None);
-                return Err(HwError::Timeout { what: "injected" });
-            }
-            Some(n) => self.fail_in.set(Some(n - 1)),
-            None => {}
-        }
-        self.model.borrow_mut().sync()
-    }
-}
-
-struct Units<'a>(Vec<Unit<'a>>);
+/// The model units, each shared with the checks, whose `sync` can be told to fail once.
+struct Units<'a>(Vec<SharedModel<'a>>);
 
 impl InvalidatorSet for Units<'_> {
     fn unit(&mut self, unit: usize) -> &mut dyn IotlbInvalidator {
@@ -180,8 +152,13 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
     let models: Vec<RefCell<ModelIommu>> =
         (0..UNITS).map(|u| RefCell::new(machine.unit_model(u))).collect();
     let fails: Vec<Cell<Option<u32>>> = (0..UNITS).map(|_| Cell::new(None)).collect();
-    let mut inv =
-        Units(models.iter().zip(&fails).map(|(model, fail_in)| Unit { model, fail_in }).collect());
+    let mut inv = Units(
+        models
+            .iter()
+            .zip(&fails)
+            .map(|(model, fail_in)| SharedModel { model, fail_sync_in: Some(fail_in) })
+            .collect(),
+    );
     let mut mem = HostMemory::strict();
     let mut tracker = DmaTracker::<X::F>::new(strategy, 0x7F_0000_0000);
     // What the tracker should hold: IOVA -> (size, extents); IOVA page -> host page.

@@ -8,27 +8,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::invalidate::{DomainId, IovaBlock};
-use crate::model::{HostMemory, ModelIommu, ModelKind};
+use crate::model::{HostMemory, ModelIommu, ModelKind, SharedModel};
 use crate::pgtable::amdv1::AmdV1Format;
 use crate::pgtable::vtd::VtdFormat;
-
-/// Lets the release callback look at the model while the tracker holds the invalidator.
-struct SharedModel<'a>(&'a RefCell<ModelIommu>);
-
-impl IotlbInvalidator for SharedModel<'_> {
-    fn max_block_order(&self) -> u32 {
-        self.0.borrow().max_order
-    }
-    fn invalidate_block(&mut self, d: DomainId, b: IovaBlock) -> Result<(), HwError> {
-        self.0.borrow_mut().invalidate_block(d, b)
-    }
-    fn invalidate_domain(&mut self, d: DomainId) -> Result<(), HwError> {
-        self.0.borrow_mut().invalidate_domain(d)
-    }
-    fn sync(&mut self) -> Result<(), HwError> {
-        self.0.borrow_mut().sync()
-    }
-}
 
 const SLOT: u64 = 1 << 24; // 16 MiB of IOVA per slot
 const SLOTS: u64 = 6;
@@ -135,7 +117,7 @@ fn run<F: PteFormat>(
     if matches!(kind, ModelKind::Vtd { .. }) {
         model.borrow_mut().max_order = 12 + 9;
     }
-    let mut inv = SharedModel(&model);
+    let mut inv = SharedModel::new(&model);
     let mut mem = HostMemory::strict();
     let mut tracker = DmaTracker::<F>::new(strategy, 0x7F_0000_0000);
     // IOVA -> (paddr, prot) for every mapped page: the plain map.
@@ -316,7 +298,7 @@ proptest! {
 #[test]
 fn fgsp_probe_true_for_amd_false_for_vtd_and_avoids_iova_zero() {
     let model = RefCell::new(ModelIommu::new(ModelKind::AmdV1));
-    let mut inv = SharedModel(&model);
+    let mut inv = SharedModel::new(&model);
     let mut mem = HostMemory::new();
     let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
     let ext = [HostExtent { paddr: HOST_BASE, len: 0x10_0000 }];
@@ -338,7 +320,7 @@ fn fgsp_probe_true_for_amd_false_for_vtd_and_avoids_iova_zero() {
 #[test]
 fn gathered_teardown_issues_few_invalidations() {
     let model = RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 }));
-    let mut inv = SharedModel(&model);
+    let mut inv = SharedModel::new(&model);
     let mut mem = HostMemory::new();
     for (strategy, max_inv) in [(UnmapStrategy::Gathered, 1), (UnmapStrategy::PageByPage, 512)] {
         let mut t = DmaTracker::new(strategy, 0x7F_0000_0000);
@@ -452,7 +434,7 @@ fn pages_of_a_failed_flush_wait_for_a_domain_wide_invalidation() {
 #[test]
 fn fgsp_probe_stays_inside_the_units_address_width() {
     let model = RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 }));
-    let mut inv = SharedModel(&model);
+    let mut inv = SharedModel::new(&model);
     let mut mem = HostMemory::new();
     let mut t = DmaTracker::new(UnmapStrategy::Gathered, 0x7F_0000_0000);
     // A 64 KiB aperture is all reserved (page 0 region): no hole may be found beyond it,
@@ -470,7 +452,7 @@ fn fgsp_probe_stays_inside_the_units_address_width() {
 #[test]
 fn linux_2018_issues_a_command_per_region_and_waits_once_per_512() {
     let model = RefCell::new(ModelIommu::new(ModelKind::Vtd { sllps: 0 }));
-    let mut inv = SharedModel(&model);
+    let mut inv = SharedModel::new(&model);
     let mut mem = HostMemory::new();
     let mut t = DmaTracker::new(UnmapStrategy::Linux2018, 0x7F_0000_0000);
     let d = Domain::new(&mut mem, 1, 0, VtdFormat::new(3, 0).unwrap()).unwrap();
