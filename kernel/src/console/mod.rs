@@ -121,8 +121,11 @@ pub fn active() -> Option<ConsoleUart> {
 }
 
 /// Chooses COM1 when nothing was chosen yet (a failure before the console choice).
+/// Never blocks: on the panic and exit paths the lock may be held by the code that
+/// failed, and then nothing is chosen here.
 pub fn fall_back() {
-    if !chosen() {
+    let unchosen = SINK.try_lock().is_some_and(|s| !s.chosen);
+    if unchosen {
         select(ConsoleUart::COM1);
     }
 }
@@ -192,10 +195,7 @@ macro_rules! println {
 pub fn emergency_print(args: fmt::Arguments<'_>) {
     if ACTIVE_KIND.load(Ordering::SeqCst) == 0 {
         // Not chosen yet: take the lock if it is free, so the early output comes first.
-        let unchosen = SINK.try_lock().is_some_and(|s| !s.chosen);
-        if unchosen {
-            fall_back();
-        }
+        fall_back();
     }
     let mut u = Uart::new(active().unwrap_or(ConsoleUart::COM1));
     let _ = Writer(&mut u).write_fmt(args);
