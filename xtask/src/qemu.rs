@@ -40,7 +40,9 @@ impl Iommu {
     pub fn parse(s: &str) -> Result<Iommu, String> {
         match s {
             "intel" => Ok(Iommu::Intel { aw_bits: None, caching_mode: false }),
-            "amd" => Ok(Iommu::Amd { intremap: false }),
+            // intremap=on: partitions need complete interrupt remapping, and only then
+            // does QEMU's IVRS name the IOAPIC.
+            "amd" => Ok(Iommu::Amd { intremap: true }),
             "none" => Ok(Iommu::None),
             other => Err(format!("unknown IOMMU `{other}`: expected intel, amd or none")),
         }
