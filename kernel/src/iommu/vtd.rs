@@ -153,23 +153,23 @@ pub(super) fn log_hand_off(base: u64, unit: &KernelVtd) {
 fn log_interrupt_remapping(base: u64, unit: &KernelVtd) {
     let handoff = unit.ir_handoff();
     if handoff.was_enabled {
-        log::warn!("DMAR: unit at {base:#x}: firmware left interrupt remapping on; taken down and reprogrammed");
+        log::warn!("DMAR-IR: unit at {base:#x}: firmware left interrupt remapping on; taken down and reprogrammed");
     }
     if handoff.compatibility_format_was_allowed {
         log::warn!(
-            "[Firmware Bug] DMAR: unit at {base:#x}: firmware left compatibility-format \
+            "[Firmware Bug] DMAR-IR: unit at {base:#x}: firmware left compatibility-format \
              interrupts allowed (GCMD.CFI): any device could raise any vector; cleared"
         );
     }
     match unit.interrupt_remapping() {
         IrState::Enabled { x2apic } => log::info!(
-            "DMAR: unit at {base:#x}: interrupt remapping enabled ({} entries, {} destinations, \
+            "DMAR-IR: unit at {base:#x}: interrupt remapping enabled ({} entries, {} destinations, \
              compatibility format blocked, source ids verified)",
             iommu::vtd::irq_remap::IRT_ENTRIES,
             if x2apic { "x2APIC" } else { "xAPIC" }
         ),
         IrState::Unavailable(why) => {
-            log::warn!("DMAR: unit at {base:#x}: interrupt remapping off: {why}")
+            log::warn!("DMAR-IR: unit at {base:#x}: interrupt remapping off: {why}")
         }
     }
 }
