@@ -11,6 +11,8 @@
 //!   device 00:04.0       # a PCI function, [SSSS:]BB:DD.F in hex; repeatable
 //!   unreset-devices refuse  # `refuse` (default) or `allow`: take devices that could
 //!                        # not be reset after another partition owned them
+//!   platform pc          # `none` (default) or `pc`: the emulated PIC, PIT and local
+//!                        # APIC an operating system needs
 //! ```
 //!
 //! Parsing is syntax and self-consistency only (no allocation: fixed-size arrays that
@@ -71,6 +73,16 @@ pub enum GuestImage<'a> {
     Module(&'a str),
 }
 
+/// The emulated platform devices a partition gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestPlatformKind {
+    /// None: every port and MMIO access outside RAM and assigned BARs stops the guest.
+    #[default]
+    None,
+    /// A PC's interrupt controllers and timers: 8259 pair, 8254, local APIC (xAPIC).
+    Pc,
+}
+
 /// A PCI function address as written in the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct DeviceAddr {
@@ -110,6 +122,8 @@ pub struct PartitionSpec<'a> {
     /// `unreset-devices allow`: it may be given a device that another partition owned
     /// and that offers no reset (the device may still hold that partition's data).
     pub accept_unreset: bool,
+    /// `platform pc`: the guest gets emulated interrupt controllers and timers.
+    pub platform: GuestPlatformKind,
 }
 
 impl<'a> PartitionSpec<'a> {
@@ -126,6 +140,7 @@ impl<'a> PartitionSpec<'a> {
             device_count: 0,
             line: 0,
             accept_unreset: false,
+            platform: GuestPlatformKind::None,
         }
     }
 
@@ -167,6 +182,7 @@ struct Seen {
     cpus: bool,
     image: bool,
     unreset: bool,
+    platform: bool,
 }
 
 /// Parses and checks `text`; the result borrows names from it.
@@ -265,6 +281,14 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
                     _ => return Err(err(ConfigErrorKind::BadUnreset(value))),
                 };
             }
+            "platform" => {
+                once(&mut seen.platform)?;
+                spec.platform = match value {
+                    "none" => GuestPlatformKind::None,
+                    "pc" => GuestPlatformKind::Pc,
+                    _ => return Err(err(ConfigErrorKind::BadPlatform(value))),
+                };
+            }
             "device" => {
                 if spec.device_count == MAX_DEVICES {
                     return Err(err(ConfigErrorKind::TooManyDevices(spec.name)));
@@ -285,7 +309,7 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
 }
 
 fn known_key(key: &str) -> Option<&'static str> {
-    ["partition", "memory", "backing", "cpus", "image", "device", "unreset-devices"]
+    ["partition", "memory", "backing", "cpus", "image", "device", "unreset-devices", "platform"]
         .into_iter()
         .find(|k| *k == key)
 }

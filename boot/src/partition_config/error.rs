@@ -49,6 +49,8 @@ pub enum ConfigErrorKind<'a> {
     BadImage(&'a str),
     /// `unreset-devices` other than `refuse` or `allow`.
     BadUnreset(&'a str),
+    /// `platform` is neither `none` nor `pc`.
+    BadPlatform(&'a str),
     /// A device address that does not parse.
     BadDevice(&'a str),
     /// More than [`MAX_DEVICES`] in one partition.
@@ -111,6 +113,7 @@ impl fmt::Display for ConfigError<'_> {
             ),
             K::BadImage(i) => write!(f, "image `{i}` is neither `builtin` nor `module:NAME`"),
             K::BadUnreset(v) => write!(f, "unreset-devices `{v}` is neither `refuse` nor `allow`"),
+            K::BadPlatform(v) => write!(f, "platform `{v}` is neither `none` nor `pc`"),
             K::BadDevice(d) => write!(f, "device `{d}` is not a PCI address [SSSS:]BB:DD.F"),
             K::TooManyDevices(n) => {
                 write!(f, "partition `{n}` names more than {MAX_DEVICES} devices")

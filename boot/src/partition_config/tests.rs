@@ -199,3 +199,20 @@ fn refuses_a_device_twice_in_one_partition() {
     let e = refused("partition a\n memory 4M\n device 00:04.0\n device 00:04.0\n");
     assert!(e.to_string().contains("listed twice for partition `a`"), "{e}");
 }
+
+#[test]
+fn platform_is_none_by_default_pc_on_request_and_parsed_once() {
+    let cfg = parse("partition a\n memory 4M\npartition b\n memory 4M\n platform pc\npartition c\n memory 4M\n platform none\n")
+        .expect("parses");
+    let p: Vec<_> = cfg.partitions().map(|p| p.platform).collect();
+    assert_eq!(p, [GuestPlatformKind::None, GuestPlatformKind::Pc, GuestPlatformKind::None]);
+    assert_eq!(
+        refused("partition a\n memory 4M\n platform isa\n").kind,
+        ConfigErrorKind::BadPlatform("isa")
+    );
+    assert_eq!(
+        refused("partition a\n platform pc\n platform pc\n").kind,
+        ConfigErrorKind::Repeated("platform")
+    );
+    assert_eq!(refused("platform pc\n").kind, ConfigErrorKind::OutsidePartition("platform"));
+}

@@ -49,8 +49,10 @@ pub fn write_boot_info(mem: &mut GuestMemory, info: &guest::BootInfo) -> bool {
         info.dma_foreign,
         info.dma_hypervisor,
         info.device_id,
+        info.tsc_hz,
+        info.platform,
     ];
-    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 10 * 8);
+    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 12 * 8);
     words
         .iter()
         .enumerate()

@@ -2,8 +2,10 @@
 //! budget), stop, and the ordered teardown that ends in scrubbed memory.
 
 use super::dma::DmaTeardown;
+use super::interrupts::DeviceInterrupt;
 use super::memory::GuestMemory;
-use super::vcpu::{EntryState, Reg, VmExit};
+use super::platform::{self, GuestPlatform, PortDevice};
+use super::vcpu::{EntryState, Reg, VcpuBackend, VmExit};
 use super::{image, Budget, Partition, PartitionError, RunReport, State, Stop};
 use crate::iommu::IommuSystem;
 use crate::mem::frames;
@@ -15,6 +17,69 @@ use iommu::tracker::HostExtent;
 fn is_config_port(port: u16) -> bool {
     port == super::interrupts::CONFIG_ADDRESS
         || (super::interrupts::CONFIG_DATA..super::interrupts::CONFIG_DATA + 4).contains(&port)
+}
+
+/// An emulated IN's result in RAX: `size` bytes of `value`, the rest of RAX kept for 8-
+/// and 16-bit accesses (a 32-bit one zero-extends).
+fn set_in_result(vcpu: &mut dyn VcpuBackend, size: u8, value: u32) {
+    let old = vcpu.reg(Reg::Rax);
+    let keep = match size {
+        1 => old & !0xFF,
+        2 => old & !0xFFFF,
+        _ => 0,
+    };
+    vcpu.set_rax(keep | (u64::from(value) & platform::decode::mask(size.clamp(1, 4))));
+}
+
+/// Before an entry: device MSIs into the local APIC, then the platform's choice as the
+/// virtual interrupt to offer (or none: a stale request is withdrawn).
+fn platform_offer(
+    p: &mut GuestPlatform,
+    device: Option<&mut DeviceInterrupt>,
+    vcpu: &mut dyn VcpuBackend,
+) {
+    if let Some(d) = device {
+        while let Some(v) = d.next_injection() {
+            p.deliver_msi(v);
+        }
+    }
+    match p.offer() {
+        Some(vector) => vcpu.inject_interrupt(vector),
+        None => vcpu.cancel_interrupt(),
+    }
+}
+
+/// HLT with interrupts enabled: sleeps (host HLT, woken by the host's timer tick or a
+/// device interrupt) until the platform has an interrupt to deliver (true) or the run's
+/// tick budget has passed since `start` (false).
+fn wait_for_interrupt(
+    p: &mut GuestPlatform,
+    mut device: Option<&mut DeviceInterrupt>,
+    start: u64,
+    budget: Budget,
+) -> bool {
+    loop {
+        if let Some(d) = device.as_deref_mut() {
+            while let Some(v) = d.next_injection() {
+                p.deliver_msi(v);
+            }
+        }
+        if p.interrupt_ready() {
+            return true;
+        }
+        if crate::apic::ticks().wrapping_sub(start) > budget.ticks {
+            return false;
+        }
+        // Halt until the host's next interrupt (its timer ticks every ~1.6 ms), unless
+        // the platform's next deadline is nearer than a tenth of a millisecond: then spin
+        // for it.
+        let now = p.clock().now();
+        let near = p.clock().hz() / 10_000;
+        match p.next_deadline() {
+            Some(d) if d.saturating_sub(now) < near => core::hint::spin_loop(),
+            _ => x86_64::instructions::interrupts::enable_and_hlt(),
+        }
+    }
 }
 
 /// Reports and messages kept per run: a guest cannot grow host memory without bound.
@@ -62,7 +127,11 @@ impl Partition {
         };
         loop {
             let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
-            if let Some(d) = self.interrupt.as_mut() {
+            if let Some(p) = self.platform.as_mut() {
+                // With the platform, device MSIs go to the local APIC, which decides
+                // (with the PIC) what the guest is offered before every entry.
+                platform_offer(p, self.interrupt.as_mut(), vcpu.as_mut());
+            } else if let Some(d) = self.interrupt.as_mut() {
                 if !vcpu.interrupt_waiting() {
                     if let Some(vector) = d.next_injection() {
                         vcpu.inject_interrupt(vector);
@@ -70,6 +139,11 @@ impl Partition {
                 }
             }
             let exit = vcpu.run();
+            if let Some(p) = self.platform.as_mut() {
+                if !vcpu.interrupt_waiting() {
+                    p.taken();
+                }
+            }
             report.exits += 1;
             let stop = match exit {
                 VmExit::HostInterrupt => None,
@@ -103,27 +177,61 @@ impl Partition {
                         }
                     } else {
                         let read = d.map_or(u32::MAX, |d| d.io_read(port, size));
-                        let old = vcpu.reg(Reg::Rax);
-                        let keep = match size {
-                            1 => old & !0xFF,
-                            2 => old & !0xFFFF,
-                            _ => 0,
-                        };
-                        let mask = match size {
-                            1 => 0xFF,
-                            2 => 0xFFFF,
-                            _ => u32::MAX,
-                        };
-                        vcpu.set_rax(keep | u64::from(read & mask));
+                        set_in_result(vcpu.as_mut(), size, read);
+                    }
+                    None
+                }
+                VmExit::Io { port, size, write, string: false, next_rip }
+                    if self.platform.as_ref().is_some_and(|p| p.claims(port)) =>
+                {
+                    let value = vcpu.reg(Reg::Rax) as u32;
+                    vcpu.set_rip(next_rip);
+                    if let Some(p) = self.platform.as_mut() {
+                        if write {
+                            p.write(port, size, value);
+                        } else {
+                            let read = p.read(port, size);
+                            set_in_result(vcpu.as_mut(), size, read);
+                        }
                     }
                     None
                 }
                 VmExit::Io { port, .. } => {
                     Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) })
                 }
+                VmExit::Halt if self.platform.is_some() && vcpu.control().interrupts_enabled() => {
+                    // HLT with IF = 1 waits for the next virtual interrupt (the host
+                    // sleeps between its own timer interrupts), bounded by the budget;
+                    // RIP moves past the HLT only once one is deliverable, so a run that
+                    // ends waiting resumes in the HLT.
+                    if let Some(p) = self.platform.as_mut() {
+                        let woke = wait_for_interrupt(p, self.interrupt.as_mut(), start, budget);
+                        if woke {
+                            let rip = vcpu.reg(Reg::Rip);
+                            vcpu.set_rip(rip.wrapping_add(1));
+                        }
+                    }
+                    None
+                }
                 VmExit::Halt => Some(Stop::Halted),
                 VmExit::Shutdown => Some(Stop::Shutdown),
                 VmExit::Exception { vector, rip, .. } => Some(Stop::Exception { vector, rip }),
+                VmExit::NestedPageFault { gpa, error_code, rip }
+                    if self.platform.as_ref().is_some_and(|p| p.claims_mmio(gpa)) =>
+                {
+                    let mem = self.memory.as_ref().ok_or(PartitionError::Stopped)?;
+                    let p = self.platform.as_mut().ok_or(PartitionError::Stopped)?;
+                    match p.emulate_mmio(vcpu.as_mut(), mem, gpa, error_code) {
+                        Ok(()) => None,
+                        Err(error) => {
+                            log::warn!(
+                                "partition {}: stopped: its access to {gpa:#x} (local APIC) at {rip:#x} was refused: {error}",
+                                self.name
+                            );
+                            Some(Stop::MmioRefused { gpa, rip, error })
+                        }
+                    }
+                }
                 VmExit::NestedPageFault { gpa, rip, .. } => {
                     Some(Stop::NestedPageFault { gpa, rip })
                 }

@@ -14,6 +14,7 @@ mod lifecycle;
 pub use lifecycle::TeardownReport;
 pub mod memory;
 pub mod npt;
+pub mod platform;
 pub mod reset;
 pub mod story;
 pub mod svm;
@@ -54,6 +55,8 @@ pub enum PartitionError {
     Iommu(String),
     /// The device could not be reset after another partition owned it.
     DeviceNotReset(String),
+    /// The guest platform (`platform pc`) could not be set up.
+    Platform(platform::PlatformError),
 }
 
 impl fmt::Display for PartitionError {
@@ -72,6 +75,7 @@ impl fmt::Display for PartitionError {
             PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
             PartitionError::Iommu(e) => write!(f, "IOMMU: {e}"),
             PartitionError::DeviceNotReset(e) => f.write_str(e),
+            PartitionError::Platform(e) => write!(f, "guest platform: {e}"),
         }
     }
 }
@@ -146,6 +150,15 @@ pub enum Stop {
     MachineCheck {
         /// The guest's RIP.
         rip: u64,
+    },
+    /// An access to the emulated local APIC's page that the MMIO decoder refused.
+    MmioRefused {
+        /// The guest-physical address accessed.
+        gpa: u64,
+        /// Where.
+        rip: u64,
+        /// Why.
+        error: platform::decode::DecodeError,
     },
     /// An exit the run loop does not know.
     UnknownExit(u64),
@@ -235,6 +248,9 @@ pub struct Partition {
     /// The first assigned device's interrupt: the guest's view of its configuration
     /// space and the host routing (see [`interrupts`]).
     pub interrupt: Option<interrupts::DeviceInterrupt>,
+    /// The emulated PC platform (`platform pc`): PIC, PIT, local APIC; `None` for a
+    /// partition without one (every other port and MMIO access stops it).
+    pub platform: Option<platform::GuestPlatform>,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -256,7 +272,21 @@ impl Partition {
     pub fn create(spec: &PartitionSpec<'_>, image: &[u8]) -> Result<Partition, PartitionError> {
         let mem = GuestMemory::allocate(spec.memory, spec.backing)
             .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
-        Self::create_in(spec.name, mem, image)
+        let mut p = Self::create_in(spec.name, mem, image)?;
+        if spec.platform == boot::partition_config::GuestPlatformKind::Pc {
+            p.enable_platform()?;
+        }
+        Ok(p)
+    }
+
+    /// Gives the partition the emulated PC platform ([`platform::GuestPlatform`]) in its
+    /// power-on state, timed by the host TSC. Before its first run only.
+    pub fn enable_platform(&mut self) -> Result<(), PartitionError> {
+        if self.state != State::Ready {
+            return Err(PartitionError::Stopped);
+        }
+        self.platform = Some(platform::GuestPlatform::on_host().map_err(PartitionError::Platform)?);
+        Ok(())
     }
 
     /// Creates a partition in memory handed back by [`Partition::destroy_keeping_memory`]
@@ -294,6 +324,7 @@ impl Partition {
             accept_unreset: false,
             builtin_image: core::ptr::eq(image, BUILTIN_GUEST),
             interrupt: None,
+            platform: None,
         })
     }
 
@@ -455,6 +486,8 @@ impl Partition {
             dma_foreign: if self.builtin_image { self.isolation.foreign } else { 0 },
             dma_hypervisor: if self.builtin_image { self.isolation.hypervisor } else { 0 },
             device_id: dev.map_or(0, |d| d.pci_id),
+            tsc_hz: crate::console::tsc_hz(),
+            platform: self.platform.is_some() as u64,
         }
     }
 

@@ -5,7 +5,7 @@
 //! skipped VMMCALL/HLT instructions are advanced by their length.
 
 use super::svm_exit::{self, Decoded};
-use super::vcpu::{EntryState, Reg, VcpuBackend, VmExit};
+use super::vcpu::{EntryState, GuestControl, Reg, VcpuBackend, VmExit};
 use super::world::GuestWorld;
 use super::{intercept, world};
 use crate::mem::frames;
@@ -28,6 +28,7 @@ mod ctl {
     pub const ASID: usize = 0x058;
     pub const TLB_CONTROL: usize = 0x05C;
     pub const VINTR: usize = 0x060;
+    pub const INTERRUPT_SHADOW: usize = 0x068;
     pub const EXIT_CODE: usize = 0x070;
     pub const EXIT_INFO1: usize = 0x078;
     pub const EXIT_INFO2: usize = 0x080;
@@ -600,6 +601,9 @@ impl VcpuBackend for SvmVcpu {
 
     fn set_rip(&mut self, rip: u64) {
         self.w64(save::RIP, rip);
+        // Moving past an instruction ends the STI/MOV SS interrupt shadow it was in.
+        let shadow = self.r64(ctl::INTERRUPT_SHADOW);
+        self.w64(ctl::INTERRUPT_SHADOW, shadow & !1);
     }
 
     fn set_rax(&mut self, value: u64) {
@@ -617,6 +621,72 @@ impl VcpuBackend for SvmVcpu {
 
     fn interrupt_waiting(&self) -> bool {
         V_IRQ.is_set(self.r64(ctl::VINTR))
+    }
+
+    fn cancel_interrupt(&mut self) {
+        let v = self.r64(ctl::VINTR);
+        self.w64(ctl::VINTR, V_IRQ.with(v, false));
+    }
+
+    fn gpr(&self, index: u8) -> u64 {
+        let g = &self.gprs;
+        match index {
+            0 => self.r64(save::RAX),
+            1 => g.rcx,
+            2 => g.rdx,
+            3 => g.rbx,
+            4 => self.r64(save::RSP),
+            5 => g.rbp,
+            6 => g.rsi,
+            7 => g.rdi,
+            8 => g.r8,
+            9 => g.r9,
+            10 => g.r10,
+            11 => g.r11,
+            12 => g.r12,
+            13 => g.r13,
+            14 => g.r14,
+            15 => g.r15,
+            _ => 0,
+        }
+    }
+
+    fn set_gpr(&mut self, index: u8, value: u64) {
+        let g = &mut self.gprs;
+        let slot = match index {
+            0 => return self.w64(save::RAX, value),
+            4 => return self.w64(save::RSP, value),
+            1 => &mut g.rcx,
+            2 => &mut g.rdx,
+            3 => &mut g.rbx,
+            5 => &mut g.rbp,
+            6 => &mut g.rsi,
+            7 => &mut g.rdi,
+            8 => &mut g.r8,
+            9 => &mut g.r9,
+            10 => &mut g.r10,
+            11 => &mut g.r11,
+            12 => &mut g.r12,
+            13 => &mut g.r13,
+            14 => &mut g.r14,
+            15 => &mut g.r15,
+            _ => return,
+        };
+        *slot = value;
+    }
+
+    fn control(&self) -> GuestControl {
+        // CS attributes (12-bit VMCB form): L is bit 9.
+        let cs_attrib = self.r64(save::CS) >> 16 & 0xFFFF;
+        let efer = self.r64(save::EFER);
+        GuestControl {
+            cr0: self.r64(save::CR0),
+            cr3: self.r64(save::CR3),
+            cr4: self.r64(save::CR4),
+            efer,
+            rflags: self.r64(save::RFLAGS),
+            code64: efer & 1 << 10 != 0 && cs_attrib & 1 << 9 != 0,
+        }
     }
 }
 

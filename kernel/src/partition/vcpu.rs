@@ -29,6 +29,31 @@ pub enum Reg {
     Rip,
 }
 
+/// The guest's mode and paging state, for emulating an instruction it executed (the
+/// guest platform's MMIO decoder walks its page tables) and for HLT (RFLAGS.IF).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestControl {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// Executing 64-bit code (EFER.LMA and CS.L).
+    pub code64: bool,
+}
+
+impl GuestControl {
+    /// RFLAGS.IF: the guest accepts maskable interrupts.
+    pub fn interrupts_enabled(&self) -> bool {
+        self.rflags & (1 << 9) != 0
+    }
+}
+
 /// Why the guest stopped running, in vendor-neutral terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmExit {
@@ -131,4 +156,14 @@ pub trait VcpuBackend {
     fn inject_interrupt(&mut self, vector: u8);
     /// Whether a requested virtual interrupt has not been taken yet.
     fn interrupt_waiting(&self) -> bool;
+    /// Withdraws a requested virtual interrupt that was not taken (the guest platform
+    /// re-decides before every entry).
+    fn cancel_interrupt(&mut self);
+    /// General-purpose register `index` in x86 encoding (0 RAX, 1 RCX, 2 RDX, 3 RBX,
+    /// 4 RSP, 5 RBP, 6 RSI, 7 RDI, 8-15 R8-R15; others read 0).
+    fn gpr(&self, index: u8) -> u64;
+    /// Sets general-purpose register `index` (x86 encoding; others are ignored).
+    fn set_gpr(&mut self, index: u8, value: u64);
+    /// The guest's control registers, EFER, RFLAGS and code size.
+    fn control(&self) -> GuestControl;
 }
