@@ -136,6 +136,9 @@ pub mod scenario {
     pub const PLATFORM_MASKED: u64 = 7;
     /// An access to the APIC page the MMIO decoder cannot emulate (`inc dword [TPR]`).
     pub const PLATFORM_UNDECODABLE: u64 = 8;
+    /// [`PLATFORM_TIMERS`] spinning instead of halting: the guest never exits by itself,
+    /// so only the host's timer gives the platform a chance to deliver.
+    pub const PLATFORM_SPIN: u64 = 9;
 }
 
 /// Vector base the guest gives the master PIC (IRQ 0 = 0x20); the slave gets 0x28.

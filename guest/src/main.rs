@@ -92,7 +92,8 @@ mod bare {
             scenario::TRIPLE_FAULT => triple_fault(),
             scenario::PLATFORM_TIMERS
             | scenario::PLATFORM_MASKED
-            | scenario::PLATFORM_UNDECODABLE => {
+            | scenario::PLATFORM_UNDECODABLE
+            | scenario::PLATFORM_SPIN => {
                 let status = platform::run(ch, &info);
                 hypercall(ch, op::DONE, status, 0);
                 halt()

@@ -88,6 +88,12 @@ pub fn run(ch: Channel, bar: u64) -> u64 {
     config_write(cap, config_read(cap) | 1 << 16);
     report(ch, check::IRQ_VECTOR, u64::from(IRQ_VECTOR));
     super::idt::load(&[(IRQ_VECTOR, handler)]);
+    if APIC_EOI.load(Ordering::Relaxed) != 0 {
+        // With the platform, an MSI reaches a software-enabled local APIC only: enable it
+        // (SVR bit 8, spurious vector 0xFF) with a `mov` to its trapped page.
+        // SAFETY: the APIC page is in the identity map; the hypervisor emulates the access.
+        unsafe { core::ptr::write_volatile((guest::LAPIC_BASE + 0xF0) as *mut u32, 0x1FF) };
+    }
     // SAFETY: the IDT has a gate for the only vector the hypervisor injects.
     unsafe { asm!("sti", options(nomem, nostack)) };
     for _ in 0..IRQ_DMAS {

@@ -104,6 +104,7 @@ fn init_pic(master_mask: u8) {
 /// Runs the scenario; returns the status for DONE (0 when it saw what it should).
 pub fn run(ch: Channel, info: &BootInfo) -> u64 {
     let masked = info.scenario == scenario::PLATFORM_MASKED;
+    let spin = masked || info.scenario == scenario::PLATFORM_SPIN;
     super::idt::load(&[
         (PIC_VECTOR_BASE, pit_handler),
         (PIC_VECTOR_BASE + 7, spurious_handler),
@@ -149,8 +150,9 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
     // SAFETY: every vector the platform can raise has a gate.
     unsafe { asm!("sti", options(nomem, nostack)) };
     while rdtsc().wrapping_sub(start) < span {
-        if masked {
-            // Nothing may wake a halt here: spin, interruptible.
+        if spin {
+            // Interruptible, but never exiting by itself (and nothing may wake a halt in
+            // the masked control).
             core::hint::spin_loop();
         } else {
             // SAFETY: HLT with interrupts on waits for the next one.

@@ -232,11 +232,12 @@ pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
         let m = p.memory().map_or(0, |m| m.size());
         let (small, large) = p.nested_tables().map_or((0, 0), |t| t.leaves);
         log::info!(
-            "partition {}: created, {} MiB {}-backed, nested leaves {small} x 4K + {large} x 2M, {} vCPU",
+            "partition {}: created, {} MiB {}-backed, nested leaves {small} x 4K + {large} x 2M, {} vCPU{}",
             p.name,
             m >> 20,
             p.memory().map_or(boot::partition_config::Backing::Pages4K, |m| m.backing()),
             p.backend_name(),
+            if p.platform.is_some() { ", PC platform (PIC, PIT, local APIC)" } else { "" },
         );
     }
     let failures = super::story::tell(platform, partitions)?;

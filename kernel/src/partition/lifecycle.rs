@@ -2,10 +2,10 @@
 //! budget), stop, and the ordered teardown that ends in scrubbed memory.
 
 use super::dma::DmaTeardown;
-use super::interrupts::DeviceInterrupt;
 use super::memory::GuestMemory;
-use super::platform::{self, GuestPlatform, PortDevice};
-use super::vcpu::{EntryState, Reg, VcpuBackend, VmExit};
+use super::platform::delivery::{platform_offer, set_in_result, wait_for_interrupt};
+use super::platform::{GuestPlatform, PortDevice};
+use super::vcpu::{EntryState, Reg, VmExit};
 use super::{image, Budget, Partition, PartitionError, RunReport, State, Stop};
 use crate::iommu::IommuSystem;
 use crate::mem::frames;
@@ -17,69 +17,6 @@ use iommu::tracker::HostExtent;
 fn is_config_port(port: u16) -> bool {
     port == super::interrupts::CONFIG_ADDRESS
         || (super::interrupts::CONFIG_DATA..super::interrupts::CONFIG_DATA + 4).contains(&port)
-}
-
-/// An emulated IN's result in RAX: `size` bytes of `value`, the rest of RAX kept for 8-
-/// and 16-bit accesses (a 32-bit one zero-extends).
-fn set_in_result(vcpu: &mut dyn VcpuBackend, size: u8, value: u32) {
-    let old = vcpu.reg(Reg::Rax);
-    let keep = match size {
-        1 => old & !0xFF,
-        2 => old & !0xFFFF,
-        _ => 0,
-    };
-    vcpu.set_rax(keep | (u64::from(value) & platform::decode::mask(size.clamp(1, 4))));
-}
-
-/// Before an entry: device MSIs into the local APIC, then the platform's choice as the
-/// virtual interrupt to offer (or none: a stale request is withdrawn).
-fn platform_offer(
-    p: &mut GuestPlatform,
-    device: Option<&mut DeviceInterrupt>,
-    vcpu: &mut dyn VcpuBackend,
-) {
-    if let Some(d) = device {
-        while let Some(v) = d.next_injection() {
-            p.deliver_msi(v);
-        }
-    }
-    match p.offer() {
-        Some(vector) => vcpu.inject_interrupt(vector),
-        None => vcpu.cancel_interrupt(),
-    }
-}
-
-/// HLT with interrupts enabled: sleeps (host HLT, woken by the host's timer tick or a
-/// device interrupt) until the platform has an interrupt to deliver (true) or the run's
-/// tick budget has passed since `start` (false).
-fn wait_for_interrupt(
-    p: &mut GuestPlatform,
-    mut device: Option<&mut DeviceInterrupt>,
-    start: u64,
-    budget: Budget,
-) -> bool {
-    loop {
-        if let Some(d) = device.as_deref_mut() {
-            while let Some(v) = d.next_injection() {
-                p.deliver_msi(v);
-            }
-        }
-        if p.interrupt_ready() {
-            return true;
-        }
-        if crate::apic::ticks().wrapping_sub(start) > budget.ticks {
-            return false;
-        }
-        // Halt until the host's next interrupt (its timer ticks every ~1.6 ms), unless
-        // the platform's next deadline is nearer than a tenth of a millisecond: then spin
-        // for it.
-        let now = p.clock().now();
-        let near = p.clock().hz() / 10_000;
-        match p.next_deadline() {
-            Some(d) if d.saturating_sub(now) < near => core::hint::spin_loop(),
-            _ => x86_64::instructions::interrupts::enable_and_hlt(),
-        }
-    }
 }
 
 /// Reports and messages kept per run: a guest cannot grow host memory without bound.
@@ -309,11 +246,15 @@ impl Partition {
     }
 
     /// Starts the guest program again from its entry point with `scenario` (its image
-    /// and memory as the last run left them; its devices stay attached). Refused once
-    /// teardown has begun.
+    /// and memory as the last run left them; its devices stay attached; its platform, if
+    /// any, back in its power-on state). Refused once teardown has begun.
     pub fn restart(&mut self, scenario: u64) -> Result<(), PartitionError> {
         if self.vcpu.is_none() || self.memory.is_none() {
             return Err(PartitionError::Stopped);
+        }
+        if self.platform.is_some() {
+            // The platform restarts in its power-on state, as after a reset.
+            self.platform = Some(GuestPlatform::on_host().map_err(PartitionError::Platform)?);
         }
         self.scenario = scenario;
         self.reports.clear();
@@ -401,6 +342,18 @@ impl Partition {
         let c0 = super::cycles();
         self.stop();
         self.vcpu = None;
+        if let Some(p) = self.platform.take() {
+            log::info!(
+                "partition {}: guest platform: {} PIC and {} local APIC vectors taken, {} APIC EOIs, {} PIT edges, {} MMIO and {} port accesses",
+                self.name,
+                p.stats.pic_taken,
+                p.stats.lapic_taken,
+                p.lapic.counts.eoi,
+                p.stats.pit_edges,
+                p.stats.mmio,
+                p.stats.ports
+            );
+        }
         let Some(mut mem) = self.memory.take() else {
             return Ok((None, TeardownReport::default()));
         };

@@ -309,6 +309,7 @@ fn tell_inner(
         first.stop
     );
     let (name, devices) = (a.name.clone(), a.devices.clone());
+    let with_platform = a.platform.is_some();
     let backing = a.memory().map(|m| m.backing());
     let backing = backing.map_or(String::new(), |b| format!("{b}"));
     let (mut mem, report) = a
@@ -337,6 +338,9 @@ fn tell_inner(
     let t0 = cycles();
     let mut again = Partition::create_in(&name, mem, super::BUILTIN_GUEST)
         .map_err(|e| format!("re-create {name}: {e}"))?;
+    if with_platform {
+        again.enable_platform().map_err(|e| format!("re-create {name}: {e}"))?;
+    }
     for d in &devices {
         let f = platform.pci.iter().find(|f| f.bdf == *d).ok_or("device vanished")?;
         let route = platform.iommu.route(*d).ok_or("no route")?;

@@ -11,6 +11,7 @@
 //! loop asks: which vector to inject next, and the TSC deadline of the next timer event.
 
 pub mod decode;
+pub mod delivery;
 pub mod lapic;
 pub mod pic;
 pub mod pit;

@@ -59,9 +59,20 @@ fn plausible(name: &str, got: u64, cycles: u64, tsc_hz: u64, period_hz: u64) -> 
 /// guest's own elapsed TSC, the APIC's current count falls, every interrupt the host
 /// handed over was handled (and EOI'd, or the next could not have come).
 pub fn timers(_: &mut TestContext<'_>) -> TestResult {
+    timers_in(scenario::PLATFORM_TIMERS)
+}
+
+/// As [`timers`] with a guest that spins with interrupts on instead of halting: it
+/// never exits by itself, and the host's timer interrupt (which ends every guest slice)
+/// is what lets the platform deliver.
+pub fn spinning(_: &mut TestContext<'_>) -> TestResult {
+    timers_in(scenario::PLATFORM_SPIN)
+}
+
+fn timers_in(scenario: u64) -> TestResult {
     let tsc_hz = crate::console::tsc_hz();
     ensure!(tsc_hz != 0, "the TSC rate is unknown (no PIT on the host)");
-    let mut p = partition("timers", true, scenario::PLATFORM_TIMERS)?;
+    let mut p = partition("timers", true, scenario)?;
     let stop = run(&mut p)?;
     ensure!(stop == Stop::Done(0), "guest ended with {stop:?}, reports {:?}", p.reports);
     ensure!(
