@@ -40,6 +40,10 @@ pub enum DecodeError {
     },
     /// The guest fetched an instruction from the MMIO page itself.
     Execute,
+    /// The fault says write and the instruction reads, or the reverse (the access was
+    /// not the instruction's: an event delivery pushing onto the page, or code changed
+    /// under the fault).
+    DirectionMismatch,
 }
 
 impl fmt::Display for DecodeError {
@@ -59,6 +63,9 @@ impl fmt::Display for DecodeError {
                 write!(f, "the instruction at {gva:#x} is not mapped by the guest's page tables")
             }
             DecodeError::Execute => f.write_str("instruction fetch from an MMIO page"),
+            DecodeError::DirectionMismatch => {
+                f.write_str("the faulting access does not match the instruction's direction")
+            }
         }
     }
 }

