@@ -113,7 +113,8 @@ const INTERCEPT_RDPMC: u32 = 1 << 15;
 const INTERCEPT_CPUID: u32 = 1 << 18;
 /// INVD: never executed (it would drop the host's dirty cache lines); emulated as WBINVD.
 const INTERCEPT_INVD: u32 = 1 << 22;
-/// HLT: the guest is done with the CPU; the run ends.
+/// HLT: the guest is done with the CPU (the run ends), or, with the guest platform and
+/// interrupts on, waits for its next virtual interrupt.
 const INTERCEPT_HLT: u32 = 1 << 24;
 /// INVLPGA: an SVM instruction reaching other ASIDs' TLB entries; refused.
 const INTERCEPT_INVLPGA: u32 = 1 << 26;
