@@ -32,6 +32,7 @@ mod ctl {
     pub const EXIT_CODE: usize = 0x070;
     pub const EXIT_INFO1: usize = 0x078;
     pub const EXIT_INFO2: usize = 0x080;
+    pub const EXIT_INT_INFO: usize = 0x088;
     pub const NP_ENABLE: usize = 0x090;
     pub const N_CR3: usize = 0x0B0;
 }
@@ -687,6 +688,7 @@ impl VcpuBackend for SvmVcpu {
             efer,
             rflags: self.r64(save::RFLAGS),
             code64: efer & 1 << 10 != 0 && cs_attrib & 1 << 9 != 0,
+            delivering_event: self.r64(ctl::EXIT_INT_INFO) & 1 << 31 != 0,
         }
     }
 }

@@ -45,6 +45,10 @@ pub struct GuestControl {
     pub rflags: u64,
     /// Executing 64-bit code (EFER.LMA and CS.L).
     pub code64: bool,
+    /// The exit interrupted the delivery of an event (SVM EXITINTINFO, VMX IDT-vectoring
+    /// information): a memory access then belongs to that delivery, not to an
+    /// instruction.
+    pub delivering_event: bool,
 }
 
 impl GuestControl {

@@ -44,6 +44,9 @@ pub enum DecodeError {
     /// not the instruction's: an event delivery pushing onto the page, or code changed
     /// under the fault).
     DirectionMismatch,
+    /// The access was made while delivering an interrupt or exception (its stack or
+    /// gate on the MMIO page), not by an instruction.
+    EventDelivery,
 }
 
 impl fmt::Display for DecodeError {
@@ -63,6 +66,9 @@ impl fmt::Display for DecodeError {
                 write!(f, "the instruction at {gva:#x} is not mapped by the guest's page tables")
             }
             DecodeError::Execute => f.write_str("instruction fetch from an MMIO page"),
+            DecodeError::EventDelivery => {
+                f.write_str("the access belongs to an interrupt or exception delivery")
+            }
             DecodeError::DirectionMismatch => {
                 f.write_str("the faulting access does not match the instruction's direction")
             }

@@ -278,6 +278,9 @@ impl GuestPlatform {
         error_code: u64,
     ) -> Result<(), DecodeError> {
         let ctl = vcpu.control();
+        if ctl.delivering_event {
+            return Err(DecodeError::EventDelivery);
+        }
         if !ctl.code64 {
             return Err(DecodeError::NotLongMode);
         }
