@@ -45,6 +45,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "platform_lapic", run: platform::devices::lapic },
     KernelTest { name: "platform_devices", run: platform::devices::platform_and_hostile_input },
     KernelTest { name: "platform_decoder", run: platform::decoder::decoder },
+    KernelTest { name: "platform_walk", run: platform::walk::walk },
     KernelTest { name: "platform_guest_timers", run: platform::guests::timers },
     KernelTest { name: "platform_guest_spinning", run: platform::guests::spinning },
     KernelTest { name: "platform_guest_masked", run: platform::guests::masked },

@@ -4,3 +4,4 @@
 pub mod decoder;
 pub mod devices;
 pub mod guests;
+pub mod walk;
