@@ -139,6 +139,8 @@ pub mod scenario {
     /// [`PLATFORM_TIMERS`] spinning instead of halting: the guest never exits by itself,
     /// so only the host's timer gives the platform a chance to deliver.
     pub const PLATFORM_SPIN: u64 = 9;
+    /// Interrupts on, no timer programmed, HLT forever: only the run's budget ends it.
+    pub const PLATFORM_IDLE: u64 = 10;
 }
 
 /// Vector base the guest gives the master PIC (IRQ 0 = 0x20); the slave gets 0x28.

@@ -93,7 +93,8 @@ mod bare {
             scenario::PLATFORM_TIMERS
             | scenario::PLATFORM_MASKED
             | scenario::PLATFORM_UNDECODABLE
-            | scenario::PLATFORM_SPIN => {
+            | scenario::PLATFORM_SPIN
+            | scenario::PLATFORM_IDLE => {
                 let status = platform::run(ch, &info);
                 hypercall(ch, op::DONE, status, 0);
                 halt()

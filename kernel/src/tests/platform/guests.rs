@@ -120,8 +120,9 @@ fn timers_in(scenario: u64) -> TestResult {
 }
 
 /// Control: IRQ 0 masked in the PIC and the APIC timer masked in its LVT, the guest
-/// spinning with interrupts on for as long: nothing arrives. Then a HLT with interrupts
-/// off still ends the run for good.
+/// spinning with interrupts on for as long: nothing arrives. A HLT with interrupts on and
+/// nothing armed is ended by the budget (resumable); one with interrupts off ends the
+/// run for good.
 pub fn masked(_: &mut TestContext<'_>) -> TestResult {
     let mut p = partition("masked", true, scenario::PLATFORM_MASKED)?;
     let stop = run(&mut p)?;
@@ -147,6 +148,33 @@ pub fn masked(_: &mut TestContext<'_>) -> TestResult {
         plat.lapic.counts.timer
     );
     p.destroy();
+    // HLT with interrupts on and nothing armed waits until the budget ends the run, the
+    // host asleep meanwhile (a handful of exits, not one per poll); the partition stays
+    // paused and resumes in the HLT.
+    let mut idle = partition("idle", true, scenario::PLATFORM_IDLE)?;
+    for round in 0..2 {
+        let r = idle.run(Budget { ticks: 60, exits: 1_000_000 }).map_err(|e| format!("{e}"))?;
+        log::info!(
+            "platform: idle guest, run {round}: {:?} after {} exits, {} ticks",
+            r.stop,
+            r.exits,
+            r.ticks
+        );
+        ensure!(
+            r.stop == Stop::BudgetExhausted && r.ticks > 60,
+            "idle guest: {:?} after {} ticks",
+            r.stop,
+            r.ticks
+        );
+        ensure!(
+            r.exits < 40,
+            "idle guest took {} exits in {} ticks: the wait polls",
+            r.exits,
+            r.ticks
+        );
+        ensure!(idle.state() == crate::partition::State::Paused, "idle guest not resumable");
+    }
+    idle.destroy();
     let mut h = partition("halted", true, scenario::HALT)?;
     let stop = run(&mut h)?;
     ensure!(stop == Stop::Halted, "HLT with IF = 0 on the platform ended with {stop:?}");
