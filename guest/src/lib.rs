@@ -141,6 +141,9 @@ pub mod scenario {
     pub const PLATFORM_SPIN: u64 = 9;
     /// Interrupts on, no timer programmed, HLT forever: only the run's budget ends it.
     pub const PLATFORM_IDLE: u64 = 10;
+    /// Interrupts off, [`super::PLATFORM_HOSTILE_ACCESSES`] random accesses to every
+    /// platform port and local APIC register (8-, 16- and 32-bit), then DONE.
+    pub const PLATFORM_HOSTILE: u64 = 11;
 }
 
 /// Vector base the guest gives the master PIC (IRQ 0 = 0x20); the slave gets 0x28.
@@ -151,6 +154,8 @@ pub const LAPIC_TIMER_VECTOR: u8 = 0x40;
 pub const PIT_COUNT: u16 = 11932;
 /// APIC timer initial count at divide-by-16: 5 ms at the 1 GHz timer clock.
 pub const LAPIC_COUNT: u32 = 312_500;
+/// Accesses [`scenario::PLATFORM_HOSTILE`] makes.
+pub const PLATFORM_HOSTILE_ACCESSES: u64 = 3000;
 /// How long the platform scenarios wait with interrupts enabled.
 pub const PLATFORM_WAIT_MS: u64 = 200;
 

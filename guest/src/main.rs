@@ -94,7 +94,8 @@ mod bare {
             | scenario::PLATFORM_MASKED
             | scenario::PLATFORM_UNDECODABLE
             | scenario::PLATFORM_SPIN
-            | scenario::PLATFORM_IDLE => {
+            | scenario::PLATFORM_IDLE
+            | scenario::PLATFORM_HOSTILE => {
                 let status = platform::run(ch, &info);
                 hypercall(ch, op::DONE, status, 0);
                 halt()

@@ -12,7 +12,7 @@ use tests::*;
 
 const PLATFORM_TESTS: &str = "platform_pic,platform_pit,platform_lapic,platform_devices,\
 platform_decoder,platform_walk,platform_guest_timers,platform_guest_spinning,platform_guest_masked,\
-platform_guest_absent,platform_guest_undecodable";
+platform_guest_hostile,platform_guest_absent,platform_guest_undecodable";
 
 #[test]
 fn platform_devices_and_guest_timers() {

@@ -118,6 +118,10 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
             unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
         }
     }
+    if info.scenario == scenario::PLATFORM_HOSTILE {
+        hostile();
+        return 0;
+    }
     init_pic(if masked { 0xFF } else { 0xFE });
     let imr = u64::from(inb(0x21)) | u64::from(inb(0xA1)) << 8;
     report(ch, check::PIC_IMR, imr);
@@ -181,4 +185,41 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
     let falling = second < first;
     let arrived = pit != 0 && lapic != 0;
     (!falling || arrived == masked || spurious != 0) as u64
+}
+
+/// Random traffic, interrupts off: every platform port (IN and OUT of random bytes) and
+/// every local APIC register (random 8-, 16- and 32-bit reads and writes).
+fn hostile() {
+    const PORTS: [u16; 11] = [0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1, 0x40, 0x41, 0x42, 0x43, 0x61];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..guest::PLATFORM_HOSTILE_ACCESSES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = PORTS[(x % PORTS.len() as u64) as usize];
+        if x & 1 << 8 != 0 {
+            outb(port, (x >> 16) as u8);
+        } else {
+            let _ = inb(port);
+        }
+        let addr = LAPIC_BASE + ((x >> 24) & 0xFFF);
+        // SAFETY: addresses in the APIC page (identity-mapped, trapped and emulated);
+        // each access is an ordinary mov of its size, naturally aligned.
+        unsafe {
+            match (x >> 40) & 7 {
+                0 => core::ptr::write_volatile((addr & !3) as *mut u32, (x >> 8) as u32),
+                1 => core::ptr::write_volatile((addr & !1) as *mut u16, (x >> 8) as u16),
+                2 => core::ptr::write_volatile(addr as *mut u8, (x >> 8) as u8),
+                3 => {
+                    let _ = core::ptr::read_volatile((addr & !1) as *const u16);
+                }
+                4 => {
+                    let _ = core::ptr::read_volatile(addr as *const u8);
+                }
+                _ => {
+                    let _ = core::ptr::read_volatile((addr & !3) as *const u32);
+                }
+            }
+        }
+    }
 }

@@ -49,6 +49,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "platform_guest_timers", run: platform::guests::timers },
     KernelTest { name: "platform_guest_spinning", run: platform::guests::spinning },
     KernelTest { name: "platform_guest_masked", run: platform::guests::masked },
+    KernelTest { name: "platform_guest_hostile", run: platform::guests::hostile },
     KernelTest { name: "platform_guest_absent", run: platform::guests::absent },
     KernelTest { name: "platform_guest_undecodable", run: platform::guests::undecodable },
     KernelTest { name: "partition_guest_dma_4k", run: partition_dma_tests::guest_dma_4k },

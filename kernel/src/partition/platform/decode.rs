@@ -129,6 +129,16 @@ pub enum Operation {
     StoreImm(u64),
     /// Memory <-> register (the register gets the old value).
     Exchange(RegOperand),
+    /// Memory -> a wider register, zero-extended (`movzx`) or sign-extended (`movsx`)
+    /// to `dest` bytes.
+    LoadExtend {
+        /// The register.
+        reg: RegOperand,
+        /// Its operand size (2, 4, 8).
+        dest: u8,
+        /// `movsx` rather than `movzx`.
+        signed: bool,
+    },
 }
 
 /// A decoded MMIO access.
@@ -223,27 +233,7 @@ pub fn decode(bytes: &[u8]) -> Result<Instruction, DecodeError> {
             }
         }
         0x86..=0x8B | 0xC6 | 0xC7 => {
-            let modrm = s.next()?;
-            let md = modrm >> 6;
-            let reg = (modrm >> 3) & 7 | (rex & 4) << 1;
-            if md == 3 {
-                return Err(DecodeError::RegisterOperand);
-            }
-            let rm = modrm & 7;
-            let mut disp = match md {
-                1 => 1,
-                2 => 4,
-                _ => 0,
-            };
-            if rm == 4 {
-                let sib = s.next()?;
-                if md == 0 && sib & 7 == 5 {
-                    disp = 4;
-                }
-            } else if md == 0 && rm == 5 {
-                disp = 4; // RIP-relative
-            }
-            s.skip(disp)?;
+            let reg = modrm_reg(&mut s, rex)?;
             match b {
                 0x86 | 0x87 => Operation::Exchange(reg_of(reg)),
                 0x88 | 0x89 => Operation::Store(reg_of(reg)),
@@ -260,9 +250,45 @@ pub fn decode(bytes: &[u8]) -> Result<Instruction, DecodeError> {
         }
         0x0F => {
             let second = s.next()?;
-            return Err(DecodeError::Unsupported { opcode: 0x0F00 | u16::from(second) });
+            if !matches!(second, 0xB6 | 0xB7 | 0xBE | 0xBF) {
+                return Err(DecodeError::Unsupported { opcode: 0x0F00 | u16::from(second) });
+            }
+            let reg = modrm_reg(&mut s, rex)?;
+            let op = Operation::LoadExtend {
+                reg: RegOperand { index: reg, high_byte: false },
+                dest: full,
+                signed: second >= 0xBE,
+            };
+            let size = if second & 1 == 0 { 1 } else { 2 };
+            return Ok(Instruction { len: s.at as u8, size, op });
         }
         _ => return Err(DecodeError::Unsupported { opcode: b.into() }),
     };
     Ok(Instruction { len: s.at as u8, size, op })
+}
+
+/// Reads a ModRM byte naming memory (with its SIB and displacement); returns its reg
+/// field extended by REX.R.
+fn modrm_reg(s: &mut Bytes<'_>, rex: u8) -> Result<u8, DecodeError> {
+    let modrm = s.next()?;
+    let md = modrm >> 6;
+    if md == 3 {
+        return Err(DecodeError::RegisterOperand);
+    }
+    let rm = modrm & 7;
+    let mut disp = match md {
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    if rm == 4 {
+        let sib = s.next()?;
+        if md == 0 && sib & 7 == 5 {
+            disp = 4;
+        }
+    } else if md == 0 && rm == 5 {
+        disp = 4; // RIP-relative
+    }
+    s.skip(disp)?;
+    Ok((modrm >> 3) & 7 | (rex & 4) << 1)
 }

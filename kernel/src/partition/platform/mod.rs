@@ -293,7 +293,7 @@ impl GuestPlatform {
         let n = walk::fetch(mem, &ctl, rip, &mut bytes)?;
         let insn = decode::decode(&bytes[..n])?;
         // Nested page fault error code bit 1: the access was a write.
-        let writes = !matches!(insn.op, Operation::Load(_));
+        let writes = !matches!(insn.op, Operation::Load(_) | Operation::LoadExtend { .. });
         if writes != (error_code & 1 << 1 != 0) {
             return Err(DecodeError::DirectionMismatch);
         }
@@ -309,6 +309,16 @@ impl GuestPlatform {
                 self.mmio_write(gpa, size, v);
             }
             Operation::StoreImm(v) => self.mmio_write(gpa, size, v & decode::mask(size)),
+            Operation::LoadExtend { reg, dest, signed } => {
+                let v = self.mmio_read(gpa, size);
+                let v = match (signed, size) {
+                    (true, 1) => v as u8 as i8 as i64 as u64,
+                    (true, _) => v as u16 as i16 as i64 as u64,
+                    (false, _) => v,
+                };
+                let old = vcpu.gpr(reg.index);
+                vcpu.set_gpr(reg.index, reg.merge(old, v & decode::mask(dest), dest));
+            }
             Operation::Exchange(r) => {
                 let old = self.mmio_read(gpa, size);
                 let reg = vcpu.gpr(r.index);

@@ -40,6 +40,12 @@ pub fn decoder(_: &mut TestContext<'_>) -> TestResult {
         (&[0xA1, 0xB0, 0, 0xE0, 0xFE, 0, 0, 0, 0], 9, 4, Load(gpr(0))),
         // gs: lock xchg [rax], ecx
         (&[0x65, 0xF0, 0x87, 0x08], 4, 4, Exchange(gpr(1))),
+        // movzx eax, word [rcx+0x12] (0F B7: what compilers emit for a u16 read)
+        (&[0x0F, 0xB7, 0x41, 0x12], 4, 2, LoadExtend { reg: gpr(0), dest: 4, signed: false }),
+        // movzx r10, byte [rax] (REX.WR 0F B6)
+        (&[0x4C, 0x0F, 0xB6, 0x10], 4, 1, LoadExtend { reg: gpr(10), dest: 8, signed: false }),
+        // movsx ecx, byte [rdx] (0F BE)
+        (&[0x0F, 0xBE, 0x0A], 3, 1, LoadExtend { reg: gpr(1), dest: 4, signed: true }),
     ];
     for (bytes, len, size, op) in ok {
         let want = Instruction { len: *len, size: *size, op: *op };
@@ -57,7 +63,8 @@ pub fn decoder(_: &mut TestContext<'_>) -> TestResult {
         (&[0x89, 0xC8], DecodeError::RegisterOperand),
         (&[0xFF, 0x00], DecodeError::Unsupported { opcode: 0xFF }),
         (&[0x83, 0x08, 0x01], DecodeError::Unsupported { opcode: 0x83 }),
-        (&[0x0F, 0xB6, 0x00], DecodeError::Unsupported { opcode: 0x0FB6 }),
+        (&[0x0F, 0xAF, 0x00], DecodeError::Unsupported { opcode: 0x0FAF }),
+        (&[0x0F, 0xB6, 0xC0], DecodeError::RegisterOperand),
         (&[0xC7, 0x08, 0, 0, 0, 0], DecodeError::Unsupported { opcode: 0xC7 }),
         (&[0x66; 16], DecodeError::TooLong),
     ];

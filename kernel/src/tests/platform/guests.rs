@@ -208,3 +208,17 @@ pub fn undecodable(_: &mut TestContext<'_>) -> TestResult {
     p.destroy();
     Ok(())
 }
+
+/// Hostile traffic through the real exit path: random port and APIC register accesses of
+/// every size from the guest; the host serves each (decoded, emulated) and the guest
+/// finishes.
+pub fn hostile(_: &mut TestContext<'_>) -> TestResult {
+    let mut p = partition("noisy", true, scenario::PLATFORM_HOSTILE)?;
+    let stop = run(&mut p)?;
+    ensure!(stop == Stop::Done(0), "the noisy guest ended with {stop:?}");
+    let stats = p.platform.as_ref().ok_or("no platform")?.stats;
+    let n = guest::PLATFORM_HOSTILE_ACCESSES;
+    ensure!(stats.mmio == n && stats.ports == n, "{stats:?} for {n} accesses of each kind");
+    p.destroy();
+    Ok(())
+}
