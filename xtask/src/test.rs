@@ -96,6 +96,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut tools = vec![&xtask::tools::QEMU, &xtask::tools::OVMF];
     tools.extend(xtask::tools::GRUB.iter());
     xtask::tools::ensure(&tools)?;
+    // fmt and clippy first: CI runs this command, so it enforces them.
+    lint()?;
     xtask::build::kernel(false)?;
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace", "--exclude", "tests"], &mut totals)?;
