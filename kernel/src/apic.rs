@@ -144,6 +144,5 @@ pub fn wait_until(max_ticks: u64, mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn rdtsc() -> u64 {
-    // SAFETY: RDTSC exists on every x86-64 processor and only reads the counter.
-    unsafe { core::arch::x86_64::_rdtsc() }
+    crate::arch::tsc()
 }

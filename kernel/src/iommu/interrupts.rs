@@ -2,6 +2,7 @@
 //! tables: VT-d an IRTE (source id verified) named by a remappable-format message, AMD-Vi
 //! a table of the device's own whose entry 0 names the vector (the device's DTE points at
 //! it). Every other message of the device is still refused.
+#![deny(unsafe_code)]
 
 use super::{IommuSystem, Route, Units};
 use crate::mem::KernelMemory;

@@ -9,6 +9,7 @@
 //! blocked on its unit, the mappings torn down by the tracker; the tracker hands each
 //! host extent to the caller's release callback only after the invalidation covering it
 //! completed, so guest memory cannot be scrubbed or returned before the flush.
+#![deny(unsafe_code)]
 
 use crate::iommu::{DomainIds, IommuSystem, Route, Units};
 use crate::mem::{frames, KernelMemory};

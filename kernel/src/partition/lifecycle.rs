@@ -1,5 +1,6 @@
 //! The partition lifecycle after creation: run (the exit loop and hypercalls, bounded by a
 //! budget), stop, and the ordered teardown that ends in scrubbed memory.
+#![deny(unsafe_code)]
 
 use super::dma::DmaTeardown;
 use super::memory::GuestMemory;

@@ -466,8 +466,7 @@ impl Partition {
 
 /// The time-stamp counter, for cost reports.
 pub fn cycles() -> u64 {
-    // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear in ring 0 anyway).
-    unsafe { core::arch::x86_64::_rdtsc() }
+    crate::arch::tsc()
 }
 
 /// The guest program built into the hypervisor (`GUEST_ELF` at build time; empty when

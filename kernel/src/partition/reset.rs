@@ -14,6 +14,7 @@
 //! QEMU's edu offers none of them (a conventional PCI function with only an MSI
 //! capability and no reset handler, so even a bus reset would keep its DMA buffer):
 //! see `docs/partitions.md`.
+#![deny(unsafe_code)]
 
 use crate::pci::{Bdf, ConfigSpace, PciFunction};
 use alloc::string::String;

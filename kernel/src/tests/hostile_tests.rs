@@ -3,6 +3,7 @@
 //! world switch off and sees the leak), each intercepted instruction ends or is emulated
 //! as `partition::intercept` documents while the host stays up with its state unchanged,
 //! and guest log text is data.
+#![deny(unsafe_code)]
 
 use crate::ensure;
 use crate::partition::world::{self, HostSnapshot, MXCSR_INIT, XCR0_INIT};
