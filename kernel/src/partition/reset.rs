@@ -166,9 +166,31 @@ pub fn released(f: &PciFunction, owner: &str) -> ResetMethod {
     }
 }
 
+/// A device refused to a partition: it could not be reset after another one owned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReset {
+    /// The device.
+    pub device: Bdf,
+    /// The partition that owned it last.
+    pub owner: String,
+    /// The partition that asked for it.
+    pub to: String,
+}
+
+impl fmt::Display for NotReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} could not be reset after partition {} owned it and may still hold its data; \
+             refused (`unreset-devices allow` in {}'s configuration would accept it)",
+            self.device, self.owner, self.to
+        )
+    }
+}
+
 /// Whether partition `to` may be given `bdf`: always, unless the device could not be
 /// reset after another partition owned it and `to` does not accept that.
-pub fn may_assign(bdf: Bdf, to: &str, accept_unreset: bool) -> Result<(), String> {
+pub fn may_assign(bdf: Bdf, to: &str, accept_unreset: bool) -> Result<(), NotReset> {
     let unreset = UNRESET.lock();
     let Some((_, owner)) = unreset.iter().find(|(b, _)| *b == bdf) else {
         return Ok(());
@@ -182,8 +204,5 @@ pub fn may_assign(bdf: Bdf, to: &str, accept_unreset: bool) -> Result<(), String
         );
         return Ok(());
     }
-    Err(alloc::format!(
-        "{bdf} could not be reset after partition {owner} owned it and may still hold its data; \
-         refused (`unreset-devices allow` in {to}'s configuration would accept it)"
-    ))
+    Err(NotReset { device: bdf, owner: owner.clone(), to: to.into() })
 }
