@@ -30,7 +30,7 @@ pub fn eoi() {
 }
 
 /// Enables the local APIC at its architectural address and starts a periodic timer.
-pub fn init() -> Result<(), &'static str> {
+pub fn init() -> Result<(), crate::mmio::MmioError> {
     mask_legacy_pic();
     let base = x86_64::registers::model_specific::Msr::new(0x1B);
     // SAFETY: IA32_APIC_BASE exists on every x86-64 processor; reading it has no effect.
