@@ -5,7 +5,8 @@
 //!
 //! A path is a backticked span or a Markdown link target made of path characters with at
 //! least one `/`, not absolute (`/sys/...`), not in the home folder (`~/...`), not a URL,
-//! with no placeholder (`...`, `*`, `{`, upper-case words such as `SUITE`), and not one of
+//! with no placeholder (`...`, `*`, `{`, words in capitals such as `SUITE` or `RELEASE`),
+//! and not one of
 //! [`NOT_OURS`] (build output, QEMU's and Linux's source files). One that
 //! starts with a top-level folder of the repository (`kernel/src/mem/frames.rs`, `docs/`)
 //! must exist there; any other (`pgtable/vtd.rs`, `partition/svm.rs`, named relative to a
@@ -47,9 +48,11 @@ pub fn named_paths(markdown: &str) -> Vec<&str> {
 /// Whether `s` names a repository path (see the module documentation).
 fn looks_like_path(s: &str) -> bool {
     let path_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+    // A word in capitals stands for a value (`SUITE`, `vmlinuz-RELEASE`); `README.md` is
+    // no placeholder (words are split at `/`, `-` and `_`, not at the extension's dot).
     let placeholder = s.contains("..")
-        || s.split('/')
-            .any(|part| part.len() > 1 && part.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        || s.split(['/', '-', '_'])
+            .any(|word| word.len() > 1 && word.chars().all(|c| c.is_ascii_uppercase()));
     !s.is_empty()
         && !NOT_OURS.iter().any(|p| s.starts_with(p))
         && path_chars
@@ -144,12 +147,19 @@ mod tests {
         let doc = "See `kernel/src/mem/frames.rs`, `docs/`, `pgtable/vtd.rs` and \
                    [the glossary](docs/glossary.md#terms); also `kernel/src/no_such_file.rs`, \
                    `shared/notes`, `tests/tests/gone.rs` and [gone](docs/gone.md). \
-                   Not paths: `/sys/bus/pci`, `~/.cache/x`, `a b/c`, `target/test-logs/SUITE/TEST.log`, \
+                   `iommu/fuzz/README.md`, `boot/fuzz/NOTES.md`. Not paths: `/sys/bus/pci`, \
+                   `~/.cache/x`, `a b/c`, `target/test-logs/SUITE/TEST.log`, `boot/vmlinuz-RELEASE`, \
                    `0xFEE0_0000`, `https://example.org/x`.";
         let missing = missing_paths(&root(), doc);
         assert_eq!(
             missing,
-            ["kernel/src/no_such_file.rs", "shared/notes", "tests/tests/gone.rs", "docs/gone.md"]
+            [
+                "kernel/src/no_such_file.rs",
+                "shared/notes",
+                "tests/tests/gone.rs",
+                "boot/fuzz/NOTES.md",
+                "docs/gone.md"
+            ]
         );
     }
 
