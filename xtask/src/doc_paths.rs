@@ -6,8 +6,7 @@
 //! A path is a backticked span or a Markdown link target made of path characters with at
 //! least one `/`, not absolute (`/sys/...`), not in the home folder (`~/...`), not a URL,
 //! with no placeholder (`...`, `*`, `{`, words in capitals such as `SUITE` or `RELEASE`),
-//! and not one of
-//! [`NOT_OURS`] (build output, QEMU's and Linux's source files). One that
+//! and not one of [`NOT_OURS`] (build output, QEMU's and Linux's source files). One that
 //! starts with a top-level folder of the repository (`kernel/src/mem/frames.rs`, `docs/`)
 //! must exist there; any other (`pgtable/vtd.rs`, `partition/svm.rs`, named relative to a
 //! crate's source folder) must be the tail of some file or folder of the repository.
