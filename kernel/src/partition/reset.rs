@@ -45,6 +45,27 @@ impl fmt::Display for ResetMethod {
     }
 }
 
+/// Why a reset was not done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetError {
+    /// The device offers no reset method.
+    NoMethod,
+    /// The capability the method needs was there when chosen and is gone now.
+    CapabilityVanished(&'static str),
+    /// The device reads as absent after the reset.
+    DidNotComeBack,
+}
+
+impl fmt::Display for ResetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResetError::NoMethod => f.write_str("it offers no FLR, no AF FLR and no PM soft reset"),
+            ResetError::CapabilityVanished(cap) => write!(f, "the {cap} capability vanished"),
+            ResetError::DidNotComeBack => f.write_str("the device did not come back from reset"),
+        }
+    }
+}
+
 const CAP_PM: u8 = 0x01;
 const CAP_PCIE: u8 = 0x10;
 const CAP_AF: u8 = 0x13;
@@ -100,24 +121,24 @@ fn wait_ms(ms: u64) {
 
 /// Resets `f` with `m` (100 ms after an FLR, 10 ms per power-state change, as PCIe asks)
 /// and puts its BARs and command register back.
-fn perform(f: &PciFunction, m: ResetMethod) -> Result<(), String> {
+fn perform(f: &PciFunction, m: ResetMethod) -> Result<(), ResetError> {
     let c = f.config();
     let header: Vec<u32> = (0..16).map(|i| c.read32(i * 4)).collect();
     match m {
         ResetMethod::Flr => {
-            let p = find_cap(&c, CAP_PCIE).ok_or("the PCIe capability vanished")?;
+            let p = find_cap(&c, CAP_PCIE).ok_or(ResetError::CapabilityVanished("PCIe"))?;
             let ctl = read16(&c, p + 8);
             c.write16(p + 8, ctl | 1 << 15);
             wait_ms(100);
         }
         ResetMethod::AfFlr => {
-            let p = find_cap(&c, CAP_AF).ok_or("the AF capability vanished")?;
+            let p = find_cap(&c, CAP_AF).ok_or(ResetError::CapabilityVanished("AF"))?;
             let ctl = c.read32(p + 4);
             c.write32(p + 4, ctl & !0xFF | 1);
             wait_ms(100);
         }
         ResetMethod::PowerState => {
-            let p = find_cap(&c, CAP_PM).ok_or("the PM capability vanished")?;
+            let p = find_cap(&c, CAP_PM).ok_or(ResetError::CapabilityVanished("PM"))?;
             let csr = read16(&c, p + 4);
             c.write16(p + 4, csr | 3);
             wait_ms(10);
@@ -125,11 +146,11 @@ fn perform(f: &PciFunction, m: ResetMethod) -> Result<(), String> {
             wait_ms(10);
         }
         ResetMethod::None => {
-            return Err("it offers no FLR, no AF FLR and no PM soft reset".into());
+            return Err(ResetError::NoMethod);
         }
     }
     if c.read32(0) == u32::MAX {
-        return Err("the device did not come back from reset".into());
+        return Err(ResetError::DidNotComeBack);
     }
     // BARs (0x10-0x24) and the command register, as before (bus mastering stays off).
     for i in 4..10 {
@@ -148,16 +169,17 @@ pub fn released(f: &PciFunction, owner: &str) -> ResetMethod {
     let m = method(f);
     let mut unreset = UNRESET.lock();
     unreset.retain(|(b, _)| *b != f.bdf);
-    match perform(f, m)
-        .map_err(|e| if m == ResetMethod::None { e } else { alloc::format!("{m}: {e}") })
-    {
+    match perform(f, m) {
         Ok(()) => {
             log::info!("partition {owner}: {} reset by {m} before it changes owner", f.bdf);
             m
         }
         Err(e) => {
+            // A method that failed is named; "no method" says it all.
+            let how =
+                if e == ResetError::NoMethod { String::new() } else { alloc::format!("{m}: ") };
             log::warn!(
-                "partition {owner}: {} not reset ({e}): it may hold {owner}'s data, so it goes only to {owner} again or to a partition with `unreset-devices allow`",
+                "partition {owner}: {} not reset ({how}{e}): it may hold {owner}'s data, so it goes only to {owner} again or to a partition with `unreset-devices allow`",
                 f.bdf
             );
             unreset.push((f.bdf, owner.into()));
