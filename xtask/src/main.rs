@@ -38,8 +38,9 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "test",
         "test
-    run every test: host tests, a short fuzz run, then the QEMU suites once per QEMU
-    version (7.2 and 10.0; only $QEMU when set; serial logs kept under target/test-logs/)",
+    run every test: `lint` first, host tests, a short fuzz run, then the QEMU suites once
+    per QEMU version (7.2 and 10.0; only $QEMU when set; serial logs kept under
+    target/test-logs/)",
     ),
     (
         "install-qemu",

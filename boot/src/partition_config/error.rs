@@ -77,9 +77,14 @@ pub struct ConfigError<'a> {
 
 impl fmt::Display for ConfigError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "partition configuration line {}: {}", self.line, self.kind)
+    }
+}
+
+impl fmt::Display for ConfigErrorKind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ConfigErrorKind as K;
-        write!(f, "partition configuration line {}: ", self.line)?;
-        match self.kind {
+        match *self {
             K::Empty => f.write_str("no partition defined (expected `partition NAME`)"),
             K::UnknownKey(k) => write!(
                 f,

@@ -1,5 +1,6 @@
 //! Loading a guest: its ELF image's PT_LOAD segments, the identity page tables it starts
 //! with (0-4 GiB, 2 MiB pages, in guest memory at [`guest::PAGE_TABLES`]) and its boot page.
+#![deny(unsafe_code)]
 
 use super::memory::GuestMemory;
 

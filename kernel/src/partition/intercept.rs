@@ -16,6 +16,7 @@
 //! | RDTSC, RDTSCP | not intercepted, TSC offset 0 | one CPU, never migrated: the guest reads the host's TSC, which tells it elapsed time and nothing it could not measure by counting |
 //! | LTR, LLDT, LGDT, LIDT, SGDT, ... | not intercepted | after the world switch (`world.rs`) these reach only the guest's own state |
 //! | every MSR, every I/O port but the hypercall port | the partition stops | see `docs/partitions.md` |
+#![deny(unsafe_code)]
 
 use core::arch::x86_64::__cpuid_count;
 

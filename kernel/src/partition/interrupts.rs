@@ -12,6 +12,7 @@
 //! (SVM V_IRQ: taken when the guest's RFLAGS.IF allows, no guest EOI needed). A storm
 //! costs the host one counter increment per interrupt and the guest at most one
 //! injection per entry.
+#![deny(unsafe_code)]
 
 use crate::iommu::interrupts::RoutedInterrupt;
 use crate::msi::Msi;

@@ -1,5 +1,6 @@
 //! The partition lifecycle after creation: run (the exit loop and hypercalls, bounded by a
 //! budget), stop, and the ordered teardown that ends in scrubbed memory.
+#![deny(unsafe_code)]
 
 use super::dma::DmaTeardown;
 use super::memory::GuestMemory;
@@ -9,7 +10,6 @@ use super::vcpu::{EntryState, Reg, VmExit};
 use super::{image, Budget, Partition, PartitionError, RunReport, State, Stop};
 use crate::iommu::IommuSystem;
 use crate::mem::frames;
-use alloc::format;
 use alloc::string::String;
 use iommu::tracker::HostExtent;
 
@@ -277,7 +277,7 @@ impl Partition {
         iommu: Option<&mut IommuSystem>,
         keep: bool,
         scrub_cycles: &mut u64,
-    ) -> Result<Option<DmaTeardown>, String> {
+    ) -> Result<Option<DmaTeardown>, PartitionError> {
         let Some(dma) = self.dma.take() else {
             let c0 = super::cycles();
             if keep {
@@ -288,11 +288,10 @@ impl Partition {
             *scrub_cycles = super::cycles() - c0;
             return Ok(None);
         };
-        let iommu =
-            iommu.ok_or("assigned devices, but the IOMMU was not given to detach them from")?;
+        let iommu = iommu.ok_or(PartitionError::IommuNotGiven)?;
         if let Some(mut d) = self.interrupt.take() {
             if let Some(routed) = d.release() {
-                iommu.unroute_interrupt(routed)?;
+                iommu.unroute_interrupt(routed).map_err(PartitionError::Interrupts)?;
             }
             log::info!(
                 "partition {}: device interrupts: {} taken at the host vector, {} injected, {} dropped",
@@ -326,7 +325,7 @@ impl Partition {
         }
         let report = result?;
         if released != size {
-            return Err(format!("the tracker released {released:#x} of {size:#x} bytes"));
+            return Err(PartitionError::ReleaseMismatch { released, size });
         }
         Ok(Some(report))
     }
@@ -338,7 +337,7 @@ impl Partition {
         &mut self,
         iommu: Option<&mut IommuSystem>,
         keep: bool,
-    ) -> Result<(Option<GuestMemory>, TeardownReport), String> {
+    ) -> Result<(Option<GuestMemory>, TeardownReport), PartitionError> {
         let c0 = super::cycles();
         self.stop();
         self.vcpu = None;
@@ -387,7 +386,7 @@ impl Partition {
 
     /// Destroys the partition, detaching its devices from `iommu` first (see
     /// [`Partition::before_memory_release`]); every frame goes back to the allocator.
-    pub fn destroy_in(mut self, iommu: &mut IommuSystem) -> Result<TeardownReport, String> {
+    pub fn destroy_in(mut self, iommu: &mut IommuSystem) -> Result<TeardownReport, PartitionError> {
         self.teardown(Some(iommu), false).map(|(_, r)| r)
     }
 
@@ -401,9 +400,9 @@ impl Partition {
     pub fn destroy_keeping_memory_in(
         mut self,
         iommu: &mut IommuSystem,
-    ) -> Result<(GuestMemory, TeardownReport), String> {
+    ) -> Result<(GuestMemory, TeardownReport), PartitionError> {
         let (mem, report) = self.teardown(Some(iommu), true)?;
-        Ok((mem.ok_or("the partition had no memory")?, report))
+        Ok((mem.ok_or(PartitionError::Stopped)?, report))
     }
 }
 

@@ -51,10 +51,23 @@ pub enum PartitionError {
     Stopped,
     /// The device to assign has no memory BAR0.
     NoBar,
-    /// IOMMU attach failed (words from the IOMMU layer).
-    Iommu(String),
+    /// Setting up, extending or tearing down the partition's DMA space failed.
+    Dma(dma::DmaError),
+    /// The device's IOMMU unit does not remap interrupts (policy refusal).
+    InterruptsNotIsolated(crate::iommu::InterruptsNotIsolated),
+    /// Removing the device's interrupt routing at teardown failed.
+    Interrupts(crate::iommu::RouteError),
     /// The device could not be reset after another partition owned it.
-    DeviceNotReset(String),
+    DeviceNotReset(reset::NotReset),
+    /// Devices are assigned, but the IOMMU was not given to detach them from.
+    IommuNotGiven,
+    /// The tracker released less (or more) memory than the partition had.
+    ReleaseMismatch {
+        /// Bytes released.
+        released: u64,
+        /// Bytes of guest memory.
+        size: u64,
+    },
     /// The guest platform (`platform pc`) could not be set up.
     Platform(platform::PlatformError),
 }
@@ -73,9 +86,17 @@ impl fmt::Display for PartitionError {
             }
             PartitionError::Stopped => f.write_str("the partition was stopped"),
             PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
-            PartitionError::Iommu(e) => write!(f, "IOMMU: {e}"),
-            PartitionError::DeviceNotReset(e) => f.write_str(e),
             PartitionError::Platform(e) => write!(f, "guest platform: {e}"),
+            PartitionError::Dma(e) => write!(f, "IOMMU: {e}"),
+            PartitionError::InterruptsNotIsolated(e) => write!(f, "{e}"),
+            PartitionError::Interrupts(e) => write!(f, "device interrupts: {e}"),
+            PartitionError::DeviceNotReset(e) => write!(f, "{e}"),
+            PartitionError::IommuNotGiven => {
+                f.write_str("devices are assigned, but the IOMMU was not given to detach them from")
+            }
+            PartitionError::ReleaseMismatch { released, size } => {
+                write!(f, "the DMA tracker released {released:#x} of {size:#x} bytes")
+            }
         }
     }
 }
@@ -83,6 +104,20 @@ impl fmt::Display for PartitionError {
 impl From<npt::NptError> for PartitionError {
     fn from(e: npt::NptError) -> Self {
         PartitionError::Npt(e)
+    }
+}
+
+impl From<dma::DmaError> for PartitionError {
+    fn from(e: dma::DmaError) -> Self {
+        PartitionError::Dma(e)
+    }
+}
+
+/// The in-kernel tests and the narrative code report failures as text: the error becomes
+/// its words there, where it is printed.
+impl From<PartitionError> for String {
+    fn from(e: PartitionError) -> String {
+        alloc::string::ToString::to_string(&e)
     }
 }
 
@@ -399,23 +434,22 @@ impl Partition {
         f: &crate::pci::PciFunction,
         route: crate::iommu::Route,
     ) -> Result<iommu::invalidate::DomainId, PartitionError> {
-        let err = PartitionError::Iommu;
         // A device whose unit does not remap interrupts could forge any host interrupt.
-        iommu.interrupt_isolation(route.unit).map_err(err)?;
+        iommu.interrupt_isolation(route.unit).map_err(PartitionError::InterruptsNotIsolated)?;
         reset::may_assign(f.bdf, &self.name, self.accept_unreset)
             .map_err(PartitionError::DeviceNotReset)?;
         if self.dma.is_none() {
             let extents = self.memory.as_ref().ok_or(PartitionError::Stopped)?.host_extents();
-            let mut dma = dma::PartitionDma::new(iommu, Default::default()).map_err(err)?;
+            let mut dma = dma::PartitionDma::new(iommu, Default::default())?;
             if let Err(e) = dma.map_memory(iommu, &extents) {
                 // Nothing attached yet: the records go and no page was ever translated.
                 let _ = dma.teardown(iommu, &mut |_| {});
-                return Err(err(e));
+                return Err(e.into());
             }
             self.dma = Some(dma);
         }
         let dma = self.dma.as_mut().ok_or(PartitionError::Stopped)?;
-        let id = dma.attach(iommu, f, route).map_err(err)?;
+        let id = dma.attach(iommu, f, route)?;
         if self.interrupt.is_none() {
             self.route_device_interrupt(iommu, f, route)?;
         }
@@ -499,8 +533,7 @@ impl Partition {
 
 /// The time-stamp counter, for cost reports.
 pub fn cycles() -> u64 {
-    // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear in ring 0 anyway).
-    unsafe { core::arch::x86_64::_rdtsc() }
+    crate::arch::tsc()
 }
 
 /// The guest program built into the hypervisor (`GUEST_ELF` at build time; empty when

@@ -149,14 +149,29 @@ pub const ALL_EXCEPTIONS: u32 = u32::MAX;
 /// which is the host's.
 pub const ALWAYS_INTERCEPTED: u32 = 1 << 1 | 1 << 17 | 1 << 18;
 
-/// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]).
+/// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]); only in
+/// builds with the kernel's `test-controls` feature, never in `--release`.
+#[cfg(feature = "test-controls")]
 static FORCE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
-/// Test-only knob: with `false`, [`ALWAYS_INTERCEPTED`] is no longer added to what
-/// `set_exception_intercepts` asks, so the hostile suite's control can show a guest
-/// taking its own #DB/#AC.
+/// Test-only knob (`test-controls` builds only): with `false`, [`ALWAYS_INTERCEPTED`] is
+/// no longer added to what `set_exception_intercepts` asks, so the hostile suite's control
+/// can show a guest taking its own #DB/#AC.
+#[cfg(feature = "test-controls")]
 pub fn force_intercepts_for_test(on: bool) {
     FORCE.store(on, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`ALWAYS_INTERCEPTED`] is forced: off only in a `test-controls` build's control.
+#[cfg(feature = "test-controls")]
+fn intercepts_forced() -> bool {
+    FORCE.load(core::sync::atomic::Ordering::SeqCst)
+}
+
+/// Whether [`ALWAYS_INTERCEPTED`] is forced: always, in a build without the test controls.
+#[cfg(not(feature = "test-controls"))]
+fn intercepts_forced() -> bool {
+    true
 }
 
 /// Why SVM cannot be used.
@@ -570,8 +585,7 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn set_exception_intercepts(&mut self, vectors: u32) {
-        let forced =
-            if FORCE.load(core::sync::atomic::Ordering::SeqCst) { ALWAYS_INTERCEPTED } else { 0 };
+        let forced = if intercepts_forced() { ALWAYS_INTERCEPTED } else { 0 };
         self.w32(ctl::INTERCEPT_EXCEPTIONS, vectors | forced);
     }
 

@@ -2,6 +2,7 @@
 //! [`VmExit`], or into what the backend must do first (emulate, flush, hand a machine
 //! check to the host). Pure: no VMCB access, so it is fuzzed with arbitrary register
 //! values (`boot/fuzz`, target `vm_exit`). The exit codes are AMD APM vol. 2, appendix C.
+#![deny(unsafe_code)]
 
 use super::vcpu::VmExit;
 

@@ -2,6 +2,7 @@
 //! hardware virtualization extension, with exits decoded into one vendor-neutral enum.
 //! [`super::svm::SvmVcpu`] implements it for AMD SVM; a VMX backend (VMCS, EPT) would
 //! implement the same trait (see docs/partitions.md).
+#![deny(unsafe_code)]
 
 /// Where a guest starts: 64-bit long mode, paging on with the guest's own tables.
 #[derive(Debug, Clone, Copy)]
