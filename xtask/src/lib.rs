@@ -2,6 +2,7 @@
 //! `tests/`, so both boot the machine exactly the same way.
 
 pub mod build;
+pub mod linux_guest;
 pub mod machine_report;
 pub mod qemu;
 pub mod qemu_props;

@@ -48,6 +48,13 @@ const COMMANDS: &[(&str, &str)] = &[
     use) and print both versions",
     ),
     (
+        "linux-guest",
+        "linux-guest
+    fetch Debian 12's kernel and busybox-static (apt-get download, not installed) into
+    ~/.cache/hypervisor-xtask/linux, build the initramfs and the NVMe disk image there
+    (done by the Linux suite on first use) and print their paths",
+    ),
+    (
         "lint",
         "lint
     rustfmt check and clippy for the host crates and the kernel",
@@ -130,6 +137,7 @@ fn main() -> ExitCode {
         "test" => no_options("test", rest).and_then(|()| test::run(rest)),
         "lint" => no_options("lint", rest).and_then(|()| test::lint()),
         "install-qemu" => no_options("install-qemu", rest).and_then(|()| install_qemu()),
+        "linux-guest" => no_options("linux-guest", rest).and_then(|()| linux_guest()),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
         "inspect" => inspect::run(rest),
@@ -168,6 +176,16 @@ fn install_qemu() -> Result<(), String> {
     xtask::tools::ensure(&[&xtask::tools::QEMU])?;
     for q in xtask::qemu_versions::suite_qemus()? {
         println!("xtask: {} ({})", q.version, q.binary.display());
+    }
+    Ok(())
+}
+
+/// Makes sure the Linux guest's files are in the cache, and says where they are.
+fn linux_guest() -> Result<(), String> {
+    let g = xtask::linux_guest::ensure()?;
+    println!("xtask: Linux {} guest", g.release);
+    for (what, p) in [("kernel", &g.kernel), ("initramfs", &g.initrd), ("disk", &g.disk)] {
+        println!("xtask:   {what} {}", p.display());
     }
     Ok(())
 }
