@@ -198,8 +198,10 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
         // `cmdline "TEXT"`: the one value with spaces (and perhaps `#`) in it.
         if let Some(value) = cmdline_value(raw) {
             let value = value.map_err(err)?;
-            let current =
-                cfg.count.checked_sub(1).ok_or(err(ConfigErrorKind::OutsidePartition("cmdline")))?;
+            let current = cfg
+                .count
+                .checked_sub(1)
+                .ok_or(err(ConfigErrorKind::OutsidePartition("cmdline")))?;
             let spec = cfg.partitions[current].as_mut().ok_or(err(ConfigErrorKind::Empty))?;
             if core::mem::replace(&mut seen.cmdline, true) {
                 return Err(err(ConfigErrorKind::Repeated("cmdline")));

@@ -145,9 +145,9 @@ fn find_deb(dir: &Path, package: &str) -> Result<PathBuf, String> {
         .flatten()
         .map(|e| e.path())
         .find(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with(&prefix) && n.ends_with(".deb")
-            })
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
         })
         .ok_or_else(|| format!("apt-get download left no {package} package in {}", dir.display()))
 }
