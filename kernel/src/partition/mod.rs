@@ -11,9 +11,11 @@ pub mod intercept;
 pub mod interrupts;
 pub mod isolation;
 mod lifecycle;
+pub mod linux;
 pub use lifecycle::TeardownReport;
 pub mod memory;
 pub mod npt;
+pub mod platform;
 pub mod reset;
 pub mod story;
 pub mod svm;
@@ -54,6 +56,8 @@ pub enum PartitionError {
     Iommu(String),
     /// The device could not be reset after another partition owned it.
     DeviceNotReset(String),
+    /// The Linux guest could not be loaded.
+    Linux(linux::LoadError),
 }
 
 impl fmt::Display for PartitionError {
@@ -72,6 +76,7 @@ impl fmt::Display for PartitionError {
             PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
             PartitionError::Iommu(e) => write!(f, "IOMMU: {e}"),
             PartitionError::DeviceNotReset(e) => f.write_str(e),
+            PartitionError::Linux(e) => write!(f, "{e}"),
         }
     }
 }
@@ -235,6 +240,8 @@ pub struct Partition {
     /// The first assigned device's interrupt: the guest's view of its configuration
     /// space and the host routing (see [`interrupts`]).
     pub interrupt: Option<interrupts::DeviceInterrupt>,
+    /// A Linux guest's platform (`None` for every other guest): see [`linux`].
+    linux: Option<linux::LinuxPlatform>,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -270,6 +277,37 @@ impl Partition {
             return Err(PartitionError::TooSmall);
         }
         let entry = image::load_elf(image, &mut mem).map_err(PartitionError::Image)?;
+        let builtin = core::ptr::eq(image, BUILTIN_GUEST);
+        Self::assemble(name, mem, entry, builtin, None)
+    }
+
+    /// Creates a partition running a Linux guest (`image linux:NAME`): fresh zeroed
+    /// memory, the kernel, initramfs and command line loaded through the 64-bit boot
+    /// protocol ([`linux::load`]), its platform (a console UART), and a vCPU that leaves
+    /// the guest its exceptions (only the forced ones, #DB, #AC and #MC, stay
+    /// intercepted: `svm::ALWAYS_INTERCEPTED`).
+    pub fn create_linux(
+        spec: &PartitionSpec<'_>,
+        image: &linux::LinuxImage<'_>,
+    ) -> Result<Partition, PartitionError> {
+        let mut mem = GuestMemory::allocate(spec.memory, spec.backing)
+            .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
+        let entry = linux::load(image, &mut mem).map_err(PartitionError::Linux)?;
+        let platform = linux::LinuxPlatform::new(spec.name);
+        let mut p = Self::assemble(spec.name, mem, entry, false, Some(platform))?;
+        p.set_exception_intercepts(0);
+        Ok(p)
+    }
+
+    /// The rest of creation once the image is in `mem`: the guest's identity map, nested
+    /// tables, a vCPU.
+    fn assemble(
+        name: &str,
+        mut mem: GuestMemory,
+        entry: u64,
+        builtin: bool,
+        linux: Option<linux::LinuxPlatform>,
+    ) -> Result<Partition, PartitionError> {
         if !image::build_identity_map(&mut mem) {
             return Err(PartitionError::TooSmall);
         }
@@ -292,8 +330,9 @@ impl Partition {
             dma: None,
             isolation: IsolationProbes::default(),
             accept_unreset: false,
-            builtin_image: core::ptr::eq(image, BUILTIN_GUEST),
+            builtin_image: builtin,
             interrupt: None,
+            linux,
         })
     }
 

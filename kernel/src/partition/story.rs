@@ -251,8 +251,21 @@ fn device_reaches_nothing(
 /// Tells the story with `parts` (created by `create_all`, devices attached). Returns
 /// the failures; `Err` only when the story could not be told at all. Every partition
 /// is destroyed at the end.
-pub fn tell(platform: &mut Platform, mut parts: Vec<Partition>) -> Result<Failures, String> {
+pub fn tell(platform: &mut Platform, parts: Vec<Partition>) -> Result<Failures, String> {
     let mut fail = Failures::new();
+    // Linux guests run on their own (`linux::run`); the story is the other guests'.
+    let (linux, mut parts): (Vec<Partition>, Vec<Partition>) =
+        parts.into_iter().partition(|p| p.is_linux());
+    for mut p in linux {
+        match super::linux::run(&mut p) {
+            Ok(r) if matches!(r.stop, Stop::InvalidState | Stop::UnknownExit(_)) => {
+                fail.push(format!("partition {}: Linux guest ended with {:?}", p.name, r.stop))
+            }
+            Ok(_) => {}
+            Err(e) => fail.push(format!("partition {}: {e}", p.name)),
+        }
+        super::config::destroy_all(alloc::vec![p], platform);
+    }
     let sentinel = frames::alloc().ok_or("no frame for the hypervisor sentinel")?;
     // SAFETY: a frame just taken from the allocator, identity-mapped, owned here.
     unsafe { core::ptr::write_bytes(sentinel as *mut u8, SENTINEL, 4096) };
