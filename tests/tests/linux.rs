@@ -58,6 +58,10 @@ fn config(g: &LinuxGuest, kernel: &str, memory: &str) -> String {
     )
 }
 
+/// The default command line with `nolapic`: Linux then never reads its local APIC and
+/// runs on (PIC mode), through PCI enumeration to `/init`.
+const NOLAPIC_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 acpi=off noapic nolapic nokaslr no5lvl tsc=reliable mitigations=off reboot=t panic=-1";
+
 /// The guest's console lines as the host shows them: `partition linux: guest says: "…"`.
 fn guest_line(text: &str) -> String {
     format!("partition linux{GUEST_TEXT}{text}")
@@ -174,4 +178,55 @@ fn corrupted_or_cramped_linux_is_refused() {
     assert_logged(&out, "partition `small`: a Linux guest needs at least 96 MiB, it has 64 MiB");
     assert_logged(&out, "partition `small`: Linux image refused: the Linux kernel needs memory up to 80 MiB (load address + init_size), the partition has 64 MiB");
     assert!(!out.log.contains("Linux version"), "a refused kernel ran");
+}
+
+/// Without a local APIC (`nolapic`) Linux gets past the point where the default run
+/// stops: the 8250 driver takes the UART for a 16550A, PCI is probed through the trapped
+/// configuration mechanism (the virtual host bridge at 00:00.0, the NVMe controller at
+/// 00:01.0 with BAR0 where the nested tables map it), `/init` runs and loads the nvme
+/// modules, and the driver enables the device and reads its registers through the
+/// passed-through BAR. It then gives up because the device offers it no interrupt (no
+/// MSI-X capability is shown: the MSI-X table is not trapped yet, and no INTx pin), and
+/// with no interrupt source at all the guest halts: both named below.
+#[test]
+fn debian_linux_probes_its_nvme_through_the_virtual_config_space() {
+    let g = ensure().unwrap_or_else(|e| panic!("the Linux guest: {e}"));
+    let cfg =
+        format!("{}  cmdline \"{NOLAPIC_CMDLINE}\"\n", config(&g, &file_name(&g.kernel), "128M"));
+    let m = linux_machine(
+        Iommu::Intel { aw_bits: None, caching_mode: false },
+        &g,
+        &cfg,
+        &[g.kernel.clone(), g.initrd.clone()],
+    );
+    let out = boot(&m);
+    assert_eq!(out.verdict, Verdict::Success, "{}\n{}", out.describe(), out.log);
+    let said = |text: &str| out.log.lines().any(|l| l.contains(GUEST_TEXT) && l.contains(text));
+    for text in [
+        "APIC: Keep in PIC mode(8259)",
+        "serial8250: ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A",
+        "PCI: Using configuration type 1 for base access",
+        "pci 0000:00:00.0: [8086:29c0] type 00 class 0x060000",
+        "pci 0000:00:01.0: [1b36:0010] type 00 class 0x010802",
+        "pci 0000:00:01.0: BAR 0 [mem 0xc0000000-0xc0003fff 64bit]",
+        "Run /init as init process",
+        "nvme nvme0: pci function 0000:00:01.0",
+        "nvme 0000:00:01.0: enabling device (0000 -> 0002)",
+        // -EINVAL from pci_alloc_irq_vectors: no MSI-X, MSI or INTx for the device
+        // (after the CSTS read through the BAR, which would have given -ENODEV).
+        "nvme nvme0: Removing after probe failure status: -22",
+    ] {
+        assert!(said(text), "expected {text:?} from the guest\n{}", out.log);
+    }
+    let end = out.log.lines().find(|l| l.contains("partition linux: Linux ran ")).unwrap_or("");
+    eprintln!("{}", end.trim());
+    assert!(
+        end.contains("the guest halted (no interrupt source can wake it)"),
+        "{end}\n{}",
+        out.log
+    );
+    assert_logged(
+        &out,
+        &format!("partition linux: 0000:00:{NVME_SLOT:02x}.0 reset by function-level reset (PCIe)"),
+    );
 }

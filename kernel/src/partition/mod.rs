@@ -427,7 +427,11 @@ impl Partition {
         if self.interrupt.is_none() {
             self.route_device_interrupt(iommu, f, route)?;
         }
-        self.assign_device(f)?;
+        let gpa = self.assign_device(f)?;
+        if let (Some(l), Some((_, size))) = (self.linux.as_mut(), f.memory_bar(0)) {
+            // A Linux guest finds the device in its configuration space (00:01.0).
+            l.pci.assign(f.config(), gpa, size);
+        }
         if let Some(d) = self.device.as_mut() {
             d.dma_allowed = true;
         }

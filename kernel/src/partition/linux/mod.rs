@@ -13,6 +13,7 @@
 pub mod msr;
 
 use super::memory::GuestMemory;
+use super::platform::pci::PciHost;
 use super::platform::uart::{Uart16550, COM1};
 use super::platform::{in_result, PortBus, PortDevice};
 use super::vcpu::{Reg, VmExit};
@@ -139,6 +140,8 @@ pub struct LinuxPlatform {
     pub uart: Uart16550,
     /// Further port devices (none yet: the interrupt controllers and timers plug in here).
     pub ports: PortBus,
+    /// PCI configuration space (a host bridge and the first assigned device).
+    pub pci: PciHost,
     /// MSR accesses refused with #GP.
     pub msr_faults: u64,
     /// MSR accesses emulated.
@@ -154,6 +157,7 @@ impl LinuxPlatform {
         LinuxPlatform {
             uart: Uart16550::new(COM1, name),
             ports: PortBus::default(),
+            pci: PciHost::default(),
             msr_faults: 0,
             msrs: 0,
         }
@@ -186,7 +190,22 @@ impl Partition {
         let vcpu = self.vcpu.as_mut()?;
         match *exit {
             VmExit::Io { port, size, write, string: false, next_rip }
-                if port != guest::HYPERCALL_PORT && !super::lifecycle::is_config_port(port) =>
+                if super::lifecycle::is_config_port(port) =>
+            {
+                // Configuration space: the host bridge and the device's virtual header,
+                // whose MSI capability is the routed interrupt's (`interrupts.rs`).
+                if write {
+                    let value = vcpu.reg(Reg::Rax) as u32;
+                    platform.pci.write(port, size, value, self.interrupt.as_mut());
+                } else {
+                    let value = platform.pci.read(port, size, self.interrupt.as_ref());
+                    vcpu.set_rax(in_result(vcpu.reg(Reg::Rax), size, value));
+                }
+                vcpu.set_rip(next_rip);
+                Some(None)
+            }
+            VmExit::Io { port, size, write, string: false, next_rip }
+                if port != guest::HYPERCALL_PORT =>
             {
                 if write {
                     platform.write(port, size, vcpu.reg(Reg::Rax) as u32);

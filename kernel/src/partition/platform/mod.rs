@@ -1,9 +1,10 @@
 //! The guest platform: devices a partition's guest reaches through I/O ports, each a
 //! [`PortDevice`], dispatched by a [`PortBus`]. A Linux guest gets a 16550 UART at
-//! 0x3F8 ([`uart`]); other port devices (the legacy interrupt controllers and timers)
+//! 0x3F8 ([`uart`]) and PCI configuration space ([`pci`]); other port devices (the legacy interrupt controllers and timers)
 //! plug into the same bus. What no device claims reads all ones and drops writes, as on
 //! a PC with nothing at that port (see docs/linux-guest.md).
 
+pub mod pci;
 pub mod uart;
 
 use alloc::boxed::Box;
