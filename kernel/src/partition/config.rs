@@ -92,13 +92,31 @@ pub fn image_for(platform: &Platform, spec: &PartitionSpec<'_>) -> Result<&'stat
     }
 }
 
+/// A Linux partition's boot modules and its command line.
+pub struct LinuxModules {
+    kernel: &'static [u8],
+    initrd: &'static [u8],
+    cmdline: String,
+}
+
+impl LinuxModules {
+    /// What the loader takes.
+    pub fn image(&self) -> super::linux::LinuxImage<'_> {
+        super::linux::LinuxImage {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            cmdline: &self.cmdline,
+        }
+    }
+}
+
 /// A Linux partition's kernel, initramfs (empty without `initrd`) and command line
 /// (`linux::command_line`: as configured, or the default, with the host's TSC rate);
 /// `Ok(None)` for other partitions.
 pub fn linux_for(
     platform: &Platform,
     spec: &PartitionSpec<'_>,
-) -> Result<Option<(&'static [u8], &'static [u8], String)>, String> {
+) -> Result<Option<LinuxModules>, String> {
     let GuestImage::Linux(kernel) = spec.image else { return Ok(None) };
     let kernel = module_named(platform, spec, kernel)?;
     let initrd = match spec.initrd {
@@ -106,7 +124,7 @@ pub fn linux_for(
         None => &[],
     };
     let cmdline = super::linux::command_line(spec.cmdline, crate::console::tsc_hz());
-    Ok(Some((kernel, initrd, cmdline)))
+    Ok(Some(LinuxModules { kernel, initrd, cmdline }))
 }
 
 /// The Linux-specific checks: enough memory, and an image the loader accepts for it.
@@ -123,9 +141,8 @@ fn validate_linux(platform: &Platform, p: &PartitionSpec<'_>, problems: &mut Vec
         ));
     }
     match linux_for(platform, p) {
-        Ok(Some((kernel, initrd, cmdline))) => {
-            let image = super::linux::LinuxImage { kernel, initrd, cmdline: &cmdline };
-            if let Err(e) = super::linux::check(&image, p.memory) {
+        Ok(Some(modules)) => {
+            if let Err(e) = super::linux::check(&modules.image(), p.memory) {
                 problems.push(format!("partition `{}`: Linux image refused: {e}", p.name));
             }
         }
@@ -250,10 +267,7 @@ pub fn create_all(text: &str, platform: &mut Platform) -> Result<Vec<Partition>,
     let mut made = Vec::new();
     for spec in cfg.partitions() {
         let created = match linux_for(platform, spec)? {
-            Some((kernel, initrd, cmdline)) => {
-                let image = super::linux::LinuxImage { kernel, initrd, cmdline: &cmdline };
-                Partition::create_linux(spec, &image)
-            }
+            Some(modules) => Partition::create_linux(spec, &modules.image()),
             None => Partition::create(spec, image_for(platform, spec)?),
         };
         let created = created.map_err(|e| format!("{e}")).map(|mut p| {
