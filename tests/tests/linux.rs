@@ -47,7 +47,8 @@ fn linux_machine(iommu: Iommu, g: &LinuxGuest, config: &str, modules: &[PathBuf]
         "-device".into(),
         format!("nvme,drive=lnvme,serial=linux0,addr={NVME_SLOT:#x}"),
     ];
-    m.timeout = std::time::Duration::from_secs(300);
+    // The kernel's own bound on the guest (`linux::BUDGET`) ends the run first.
+    m.timeout = std::time::Duration::from_secs(600);
     m
 }
 
