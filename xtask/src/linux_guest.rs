@@ -91,8 +91,13 @@ fn paths(root: &Path, release: &str) -> LinuxGuest {
 
 /// Makes sure the Linux guest is in the cache (downloading and building it on first use)
 /// and returns its files. Idempotent: a cache whose `ready` file names a release whose
-/// files exist is used as it is.
+/// files exist is used as it is. Once per process: the suite's tests call it in parallel.
 pub fn ensure() -> Result<LinuxGuest, String> {
+    static ONCE: std::sync::OnceLock<Result<LinuxGuest, String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(fetch_and_build).clone()
+}
+
+fn fetch_and_build() -> Result<LinuxGuest, String> {
     let root = cache_root();
     let ready = root.join("ready");
     if let Ok(release) = std::fs::read_to_string(&ready) {
