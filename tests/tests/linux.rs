@@ -119,7 +119,24 @@ fn judge_boot(out: &Outcome, g: &LinuxGuest) {
         "the Linux run ended otherwise: {end}\n{}",
         out.log
     );
-    // Destroyed with its device quiesced and reset like any other.
+    // Destroyed with its device quiesced and reset like any other, re-created in the same
+    // (scrubbed) memory with the device attached again, and booted again to the same end.
+    assert_logged(out, "partition linux: destroyed (to be re-created):");
+    assert_logged(
+        out,
+        "partition linux: re-created in the same memory, 1 device(s) attached again",
+    );
+    assert_logged(out, "partition linux: the re-created guest ended as the first");
+    let runs = out.log.lines().filter(|l| l.contains("partition linux: Linux ran ")).count();
+    let versions = out
+        .log
+        .lines()
+        .filter(|l| l.contains(&guest_line("[    0.000000] Linux version ")))
+        .count();
+    assert_eq!((runs, versions), (2, 2), "two boots expected");
+    let resets =
+        format!("partition linux: 0000:00:{NVME_SLOT:02x}.0 reset by function-level reset (PCIe)");
+    assert_eq!(out.log.lines().filter(|l| l.contains(&resets)).count(), 2, "{}", out.log);
     assert_logged(out, "partition linux: destroyed:");
 }
 

@@ -92,31 +92,13 @@ pub fn image_for(platform: &Platform, spec: &PartitionSpec<'_>) -> Result<&'stat
     }
 }
 
-/// A Linux partition's boot modules and its command line.
-pub struct LinuxModules {
-    kernel: &'static [u8],
-    initrd: &'static [u8],
-    cmdline: String,
-}
-
-impl LinuxModules {
-    /// What the loader takes.
-    pub fn image(&self) -> super::linux::LinuxImage<'_> {
-        super::linux::LinuxImage {
-            kernel: self.kernel,
-            initrd: self.initrd,
-            cmdline: &self.cmdline,
-        }
-    }
-}
-
 /// A Linux partition's kernel, initramfs (empty without `initrd`) and command line
 /// (`linux::command_line`: as configured, or the default, with the host's TSC rate);
 /// `Ok(None)` for other partitions.
 pub fn linux_for(
     platform: &Platform,
     spec: &PartitionSpec<'_>,
-) -> Result<Option<LinuxModules>, String> {
+) -> Result<Option<super::linux::LinuxSource>, String> {
     let GuestImage::Linux(kernel) = spec.image else { return Ok(None) };
     let kernel = module_named(platform, spec, kernel)?;
     let initrd = match spec.initrd {
@@ -124,7 +106,7 @@ pub fn linux_for(
         None => &[],
     };
     let cmdline = super::linux::command_line(spec.cmdline, crate::console::tsc_hz());
-    Ok(Some(LinuxModules { kernel, initrd, cmdline }))
+    Ok(Some(super::linux::LinuxSource { kernel, initrd, cmdline }))
 }
 
 /// The Linux-specific checks: enough memory, and an image the loader accepts for it.
@@ -267,7 +249,7 @@ pub fn create_all(text: &str, platform: &mut Platform) -> Result<Vec<Partition>,
     let mut made = Vec::new();
     for spec in cfg.partitions() {
         let created = match linux_for(platform, spec)? {
-            Some(modules) => Partition::create_linux(spec, &modules.image()),
+            Some(source) => Partition::create_linux(spec, source),
             None => Partition::create(spec, image_for(platform, spec)?),
         };
         let created = created.map_err(|e| format!("{e}")).map(|mut p| {

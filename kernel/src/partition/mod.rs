@@ -288,13 +288,24 @@ impl Partition {
     /// intercepted: `svm::ALWAYS_INTERCEPTED`).
     pub fn create_linux(
         spec: &PartitionSpec<'_>,
-        image: &linux::LinuxImage<'_>,
+        source: linux::LinuxSource,
     ) -> Result<Partition, PartitionError> {
-        let mut mem = GuestMemory::allocate(spec.memory, spec.backing)
+        let mem = GuestMemory::allocate(spec.memory, spec.backing)
             .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
-        let entry = linux::load(image, &mut mem).map_err(PartitionError::Linux)?;
-        let platform = linux::LinuxPlatform::new(spec.name);
-        let mut p = Self::assemble(spec.name, mem, entry, false, Some(platform))?;
+        Self::create_linux_in(spec.name, mem, source)
+    }
+
+    /// As [`Partition::create_linux`], in memory handed back by
+    /// [`Partition::destroy_keeping_memory_in`] (scrubbed): how a Linux partition is
+    /// re-created.
+    pub fn create_linux_in(
+        name: &str,
+        mut mem: GuestMemory,
+        source: linux::LinuxSource,
+    ) -> Result<Partition, PartitionError> {
+        let entry = linux::load(&source.image(), &mut mem).map_err(PartitionError::Linux)?;
+        let platform = linux::LinuxPlatform::new(name, source);
+        let mut p = Self::assemble(name, mem, entry, false, Some(platform))?;
         p.set_exception_intercepts(0);
         Ok(p)
     }

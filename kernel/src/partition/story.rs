@@ -256,15 +256,14 @@ pub fn tell(platform: &mut Platform, parts: Vec<Partition>) -> Result<Failures, 
     // Linux guests run on their own (`linux::run`); the story is the other guests'.
     let (linux, mut parts): (Vec<Partition>, Vec<Partition>) =
         parts.into_iter().partition(|p| p.is_linux());
-    for mut p in linux {
-        match super::linux::run(&mut p) {
-            Ok(r) if matches!(r.stop, Stop::InvalidState | Stop::UnknownExit(_)) => {
-                fail.push(format!("partition {}: Linux guest ended with {:?}", p.name, r.stop))
+    for p in linux {
+        match super::linux::run_and_recreate(platform, p) {
+            Ok((again, failure)) => {
+                fail.extend(failure);
+                super::config::destroy_all(alloc::vec![again], platform);
             }
-            Ok(_) => {}
-            Err(e) => fail.push(format!("partition {}: {e}", p.name)),
+            Err(e) => fail.push(e),
         }
-        super::config::destroy_all(alloc::vec![p], platform);
     }
     let sentinel = frames::alloc().ok_or("no frame for the hypervisor sentinel")?;
     // SAFETY: a frame just taken from the allocator, identity-mapped, owned here.

@@ -51,6 +51,25 @@ pub struct LinuxImage<'a> {
     pub cmdline: &'a str,
 }
 
+/// Where a Linux partition's guest comes from: its boot modules and command line (kept
+/// with the partition, so that it can be re-created).
+#[derive(Debug, Clone)]
+pub struct LinuxSource {
+    /// The bzImage boot module.
+    pub kernel: &'static [u8],
+    /// The initramfs boot module (empty for none).
+    pub initrd: &'static [u8],
+    /// The command line ([`command_line`]).
+    pub cmdline: String,
+}
+
+impl LinuxSource {
+    /// What the loader takes.
+    pub fn image(&self) -> LinuxImage<'_> {
+        LinuxImage { kernel: self.kernel, initrd: self.initrd, cmdline: &self.cmdline }
+    }
+}
+
 /// Why a Linux guest could not be loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadError {
@@ -146,20 +165,23 @@ pub struct LinuxPlatform {
     pub msr_faults: u64,
     /// MSR accesses emulated.
     pub msrs: u64,
+    /// What it was loaded from.
+    pub source: LinuxSource,
 }
 
 /// MSR refusals logged one by one before they are only counted.
 const MSR_FAULTS_LOGGED: u64 = 16;
 
 impl LinuxPlatform {
-    /// The platform of partition `name`.
-    pub fn new(name: &str) -> LinuxPlatform {
+    /// The platform of partition `name`, loaded from `source`.
+    pub fn new(name: &str, source: LinuxSource) -> LinuxPlatform {
         LinuxPlatform {
             uart: Uart16550::new(COM1, name),
             ports: PortBus::default(),
             pci: PciHost::default(),
             msr_faults: 0,
             msrs: 0,
+            source,
         }
     }
 
@@ -296,6 +318,49 @@ pub fn run(p: &mut Partition) -> Result<RunReport, PartitionError> {
         describe_stop(&r.stop)
     );
     Ok(r)
+}
+
+/// The Linux part of the partition story: run `p`, destroy it keeping its (scrubbed)
+/// memory, re-create it there from the same modules with the same devices, and run it
+/// again; a re-created guest that does not reach the same end, or a run that ends in an
+/// invalid guest state or an unknown exit, is a failure. Returns the
+/// re-created partition (to be destroyed by the caller) and that failure, if any.
+pub fn run_and_recreate(
+    platform: &mut crate::Platform,
+    mut p: Partition,
+) -> Result<(Partition, Option<String>), String> {
+    let first = run(&mut p).map_err(|e| format!("partition {}: {e}", p.name))?;
+    let name = p.name.clone();
+    let devices = p.devices.clone();
+    let source = p.linux.as_ref().map(|l| l.source.clone()).ok_or("not a Linux partition")?;
+    let backing = p.memory().map_or(String::new(), |m| format!("{}", m.backing()));
+    let (mem, report) = p
+        .destroy_keeping_memory_in(&mut platform.iommu)
+        .map_err(|e| format!("destroy {name}: {e}"))?;
+    super::story::log_destroy(&name, &backing, &report, " (to be re-created)");
+    let mut again = Partition::create_linux_in(&name, mem, source)
+        .map_err(|e| format!("re-create {name}: {e}"))?;
+    for d in &devices {
+        let f = platform.pci.iter().find(|f| f.bdf == *d).ok_or("device vanished")?;
+        let route = platform.iommu.route(*d).ok_or("no route")?;
+        again.attach_device(&mut platform.iommu, f, route).map_err(|e| format!("{e}"))?;
+    }
+    log::info!(
+        "partition {name}: re-created in the same memory, {} device(s) attached again",
+        devices.len()
+    );
+    let second = run(&mut again).map_err(|e| format!("partition {name}: {e}"))?;
+    let same = core::mem::discriminant(&first.stop) == core::mem::discriminant(&second.stop);
+    log::info!(
+        "partition {name}: the re-created guest ended {} the first",
+        if same { "as" } else { "differently from" }
+    );
+    // An exit the hardware refused or the run loop does not know is a hypervisor bug.
+    let broken = |s: &Stop| matches!(s, Stop::InvalidState | Stop::UnknownExit(_));
+    let failure = (!same || broken(&first.stop) || broken(&second.stop)).then(|| {
+        format!("partition {name}: first run {:?}, re-created run {:?}", first.stop, second.stop)
+    });
+    Ok((again, failure))
 }
 
 /// A run's end in words, for a Linux partition's log.
