@@ -13,6 +13,7 @@ pub mod cmdline;
 pub mod console;
 pub mod guest_elf;
 mod info;
+pub mod linux_boot;
 mod multiboot1;
 mod multiboot2;
 pub mod partition_config;

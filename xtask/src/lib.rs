@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod doc_paths;
+pub mod linux_guest;
 pub mod machine_report;
 pub mod qemu;
 pub mod qemu_props;

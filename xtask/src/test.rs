@@ -106,6 +106,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     // The QEMU suites once per QEMU version: emulator defaults differ between versions,
     // and the harness states every property the suites rely on, so each must pass on each.
     let qemus = xtask::qemu_versions::suite_qemus()?;
+    // The Linux suite's guest (Debian's packages, cached), fetched once before the suites.
+    xtask::linux_guest::ensure()?;
     let mut per_version = Vec::new();
     for q in &qemus {
         println!("xtask: QEMU suites on {} ({})", q.version, q.binary.display());

@@ -14,7 +14,7 @@ use alloc::string::String;
 use iommu::tracker::HostExtent;
 
 /// The guest's configuration-space ports (PCI mechanism #1).
-fn is_config_port(port: u16) -> bool {
+pub(super) fn is_config_port(port: u16) -> bool {
     port == super::interrupts::CONFIG_ADDRESS
         || (super::interrupts::CONFIG_DATA..super::interrupts::CONFIG_DATA + 4).contains(&port)
 }
@@ -39,7 +39,18 @@ impl Partition {
         if self.state == State::Stopped {
             return Err(PartitionError::Stopped);
         }
-        if self.state == State::Ready {
+        if self.state == State::Ready && self.linux.is_some() {
+            // The 64-bit boot protocol: RSI = zero page, the boot GDT loaded.
+            let entry = EntryState {
+                rip: self.entry,
+                rsp: 0,
+                rdi: 0,
+                rsi: super::linux::ZERO_PAGE,
+                boot_gdt: Some(super::linux::GDT),
+                cr3: guest::PAGE_TABLES,
+            };
+            self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.enter_long_mode(&entry);
+        } else if self.state == State::Ready {
             let info = self.boot_info();
             let mem = self.memory.as_mut().ok_or(PartitionError::Stopped)?;
             if !image::write_boot_info(mem, &info) {
@@ -49,6 +60,8 @@ impl Partition {
                 rip: self.entry,
                 rsp: guest::STACK_TOP - 8,
                 rdi: guest::BOOT_INFO,
+                rsi: 0,
+                boot_gdt: None,
                 cr3: guest::PAGE_TABLES,
             };
             self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.enter_long_mode(&entry);
@@ -82,7 +95,11 @@ impl Partition {
                 }
             }
             report.exits += 1;
+            // A Linux guest's ports and MSRs go to its platform (`linux/mod.rs`).
+            let served = self.serve_linux(&exit);
+            let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
             let stop = match exit {
+                _ if served.is_some() => served.flatten(),
                 VmExit::HostInterrupt => None,
                 VmExit::Io { port, size: 4, write: true, string: false, next_rip }
                     if port == guest::HYPERCALL_PORT =>
@@ -172,7 +189,7 @@ impl Partition {
                 VmExit::NestedPageFault { gpa, rip, .. } => {
                     Some(Stop::NestedPageFault { gpa, rip })
                 }
-                VmExit::Msr { rip } => Some(Stop::Unsupported { rip }),
+                VmExit::Msr { rip, .. } => Some(Stop::Unsupported { rip }),
                 VmExit::InvalidState => Some(Stop::InvalidState),
                 VmExit::Emulated { .. } => {
                     report.emulated += 1;
@@ -249,7 +266,8 @@ impl Partition {
     /// and memory as the last run left them; its devices stay attached; its platform, if
     /// any, back in its power-on state). Refused once teardown has begun.
     pub fn restart(&mut self, scenario: u64) -> Result<(), PartitionError> {
-        if self.vcpu.is_none() || self.memory.is_none() {
+        // A Linux guest changed its memory: it starts again only by being re-created.
+        if self.vcpu.is_none() || self.memory.is_none() || self.linux.is_some() {
             return Err(PartitionError::Stopped);
         }
         if self.platform.is_some() {

@@ -11,6 +11,7 @@ pub mod intercept;
 pub mod interrupts;
 pub mod isolation;
 mod lifecycle;
+pub mod linux;
 pub use lifecycle::TeardownReport;
 pub mod memory;
 pub mod npt;
@@ -70,6 +71,8 @@ pub enum PartitionError {
     },
     /// The guest platform (`platform pc`) could not be set up.
     Platform(platform::PlatformError),
+    /// The Linux guest could not be loaded.
+    Linux(linux::LoadError),
 }
 
 impl fmt::Display for PartitionError {
@@ -97,6 +100,7 @@ impl fmt::Display for PartitionError {
             PartitionError::ReleaseMismatch { released, size } => {
                 write!(f, "the DMA tracker released {released:#x} of {size:#x} bytes")
             }
+            PartitionError::Linux(e) => write!(f, "{e}"),
         }
     }
 }
@@ -286,6 +290,8 @@ pub struct Partition {
     /// The emulated PC platform (`platform pc`): PIC, PIT, local APIC; `None` for a
     /// partition without one (every other port and MMIO access stops it).
     pub platform: Option<platform::GuestPlatform>,
+    /// A Linux guest's platform (`None` for every other guest): see [`linux`].
+    linux: Option<linux::LinuxPlatform>,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -335,6 +341,52 @@ impl Partition {
             return Err(PartitionError::TooSmall);
         }
         let entry = image::load_elf(image, &mut mem).map_err(PartitionError::Image)?;
+        let builtin = core::ptr::eq(image, BUILTIN_GUEST);
+        Self::assemble(name, mem, entry, builtin, None)
+    }
+
+    /// Creates a partition running a Linux guest (`image linux:NAME`): fresh zeroed
+    /// memory, the kernel, initramfs and command line loaded through the 64-bit boot
+    /// protocol ([`linux::load`]), its platform (a console UART), and a vCPU that leaves
+    /// the guest its exceptions (only the forced ones, #DB, #AC and #MC, stay
+    /// intercepted: `svm::ALWAYS_INTERCEPTED`).
+    pub fn create_linux(
+        spec: &PartitionSpec<'_>,
+        source: linux::LinuxSource,
+    ) -> Result<Partition, PartitionError> {
+        let mem = GuestMemory::allocate(spec.memory, spec.backing)
+            .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
+        Self::create_linux_in(spec.name, mem, source)
+    }
+
+    /// As [`Partition::create_linux`], in memory handed back by
+    /// [`Partition::destroy_keeping_memory_in`] (scrubbed): how a Linux partition is
+    /// re-created.
+    pub fn create_linux_in(
+        name: &str,
+        mut mem: GuestMemory,
+        source: linux::LinuxSource,
+    ) -> Result<Partition, PartitionError> {
+        let entry = linux::load(&source.image(), &mut mem).map_err(PartitionError::Linux)?;
+        let platform = linux::LinuxPlatform::new(name, source);
+        let mut p = Self::assemble(name, mem, entry, false, Some(platform))?;
+        p.set_exception_intercepts(0);
+        // Linux insists on a PC's interrupt controllers and timers: the 8259 pair, the
+        // 8254 and the local APIC come from the guest platform, the UART and PCI
+        // configuration space from the Linux platform.
+        p.enable_platform()?;
+        Ok(p)
+    }
+
+    /// The rest of creation once the image is in `mem`: the guest's identity map, nested
+    /// tables, a vCPU.
+    fn assemble(
+        name: &str,
+        mut mem: GuestMemory,
+        entry: u64,
+        builtin: bool,
+        linux: Option<linux::LinuxPlatform>,
+    ) -> Result<Partition, PartitionError> {
         if !image::build_identity_map(&mut mem) {
             return Err(PartitionError::TooSmall);
         }
@@ -357,9 +409,10 @@ impl Partition {
             dma: None,
             isolation: IsolationProbes::default(),
             accept_unreset: false,
-            builtin_image: core::ptr::eq(image, BUILTIN_GUEST),
+            builtin_image: builtin,
             interrupt: None,
             platform: None,
+            linux,
         })
     }
 
@@ -453,7 +506,11 @@ impl Partition {
         if self.interrupt.is_none() {
             self.route_device_interrupt(iommu, f, route)?;
         }
-        self.assign_device(f)?;
+        let gpa = self.assign_device(f)?;
+        if let (Some(l), Some((_, size))) = (self.linux.as_mut(), f.memory_bar(0)) {
+            // A Linux guest finds the device in its configuration space (00:01.0).
+            l.pci.assign(f.config(), gpa, size);
+        }
         if let Some(d) = self.device.as_mut() {
             d.dma_allowed = true;
         }

@@ -251,8 +251,20 @@ fn device_reaches_nothing(
 /// Tells the story with `parts` (created by `create_all`, devices attached). Returns
 /// the failures; `Err` only when the story could not be told at all. Every partition
 /// is destroyed at the end.
-pub fn tell(platform: &mut Platform, mut parts: Vec<Partition>) -> Result<Failures, String> {
+pub fn tell(platform: &mut Platform, parts: Vec<Partition>) -> Result<Failures, String> {
     let mut fail = Failures::new();
+    // Linux guests run on their own (`linux::run`); the story is the other guests'.
+    let (linux, mut parts): (Vec<Partition>, Vec<Partition>) =
+        parts.into_iter().partition(|p| p.is_linux());
+    for p in linux {
+        match super::linux::run_and_recreate(platform, p) {
+            Ok((again, failure)) => {
+                fail.extend(failure);
+                super::config::destroy_all(alloc::vec![again], platform);
+            }
+            Err(e) => fail.push(e),
+        }
+    }
     let sentinel = frames::alloc().ok_or("no frame for the hypervisor sentinel")?;
     // SAFETY: a frame just taken from the allocator, identity-mapped, owned here.
     unsafe { core::ptr::write_bytes(sentinel as *mut u8, SENTINEL, 4096) };

@@ -33,6 +33,7 @@ mod ctl {
     pub const EXIT_INFO1: usize = 0x078;
     pub const EXIT_INFO2: usize = 0x080;
     pub const EXIT_INT_INFO: usize = 0x088;
+    pub const EVENT_INJ: usize = 0x0A8;
     pub const NP_ENABLE: usize = 0x090;
     pub const N_CR3: usize = 0x0B0;
 }
@@ -554,6 +555,14 @@ impl VcpuBackend for SvmVcpu {
         // No GDT or IDT: the guest never reloads a segment, and every exception it could
         // take is intercepted (or, with intercepts off, escalates to a shutdown).
         self.segment(save::GDTR, 0, 0, 0, 0);
+        if let Some(gdt) = e.boot_gdt {
+            // The Linux boot protocol's GDT: __BOOT_CS 0x10, __BOOT_DS 0x18.
+            for off in [save::ES, save::SS, save::DS] {
+                self.segment(off, 0x18, DATA, u32::MAX, 0);
+            }
+            self.segment(save::CS, 0x10, CODE64, u32::MAX, 0);
+            self.segment(save::GDTR, 0, 0, 31, gdt);
+        }
         self.segment(save::IDTR, 0, 0, 0, 0);
         // The clean start of what VMLOAD loads (see `world.rs`): null FS/GS at base 0,
         // TR a busy 64-bit TSS at 0, LDTR an LDT at 0, KERNEL_GS_BASE and the SYSCALL and
@@ -581,7 +590,8 @@ impl VcpuBackend for SvmVcpu {
         self.w64(save::RSP, e.rsp);
         self.w64(save::RAX, 0);
         self.w64(save::G_PAT, 0x0007_0406_0007_0406);
-        self.gprs = GuestGprs { rdi: e.rdi, ..GuestGprs::default() };
+        self.gprs = GuestGprs { rdi: e.rdi, rsi: e.rsi, ..GuestGprs::default() };
+        self.w64(ctl::EVENT_INJ, 0);
     }
 
     fn set_exception_intercepts(&mut self, vectors: u32) {
@@ -602,6 +612,9 @@ impl VcpuBackend for SvmVcpu {
         // the host's own vmsave page (or 0); the routine restores every callee-saved
         // register and the stack, and GIF is set again (host state back) before it returns.
         unsafe { partition_svm_vmrun(self.vmcb, &mut self.gprs, host_save) };
+        // An injected exception was delivered by that VMRUN (QEMU clears the field on
+        // #VMEXIT, the APM does not promise it): never inject it twice.
+        self.w64(ctl::EVENT_INJ, 0);
         self.world.leave(host);
         self.decode()
     }
@@ -611,7 +624,65 @@ impl VcpuBackend for SvmVcpu {
             Reg::Rax => self.r64(save::RAX),
             Reg::Rcx => self.gprs.rcx,
             Reg::Rsi => self.gprs.rsi,
+            Reg::Rdx => self.gprs.rdx,
             Reg::Rip => self.r64(save::RIP),
+        }
+    }
+
+    fn set_reg(&mut self, r: Reg, value: u64) {
+        match r {
+            Reg::Rax => self.w64(save::RAX, value),
+            Reg::Rcx => self.gprs.rcx = value,
+            Reg::Rsi => self.gprs.rsi = value,
+            Reg::Rdx => self.gprs.rdx = value,
+            Reg::Rip => self.w64(save::RIP, value),
+        }
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        // EVENTINJ: vector, type 3 (exception), EV (error code valid), V; the code above.
+        let ev = u64::from(error_code.is_some()) << 11;
+        let code = u64::from(error_code.unwrap_or(0)) << 32;
+        self.w64(ctl::EVENT_INJ, u64::from(vector) | 3 << 8 | ev | 1 << 31 | code);
+    }
+
+    fn guest_msr(&self, msr: u32) -> Option<u64> {
+        Some(match msr {
+            // The guest never sees the SVME bit VMRUN needs.
+            MSR_EFER => self.r64(save::EFER) & !EFER_SVME,
+            _ => self.r64(msr_field(msr)?),
+        })
+    }
+
+    fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool {
+        use super::linux::msr::{canonical, pat_valid};
+        match msr {
+            MSR_EFER => {
+                // SCE, LME, LMA, NXE may be written; LME may not change (the guest
+                // starts and stays in long mode); LMA is the processor's; SVME stays set.
+                const WRITABLE: u64 = 1 << 0 | 1 << 8 | 1 << 10 | 1 << 11;
+                const LONG: u64 = 1 << 8 | 1 << 10;
+                let cur = self.r64(save::EFER);
+                if value & !WRITABLE != 0 || (value ^ cur) & 1 << 8 != 0 {
+                    return false;
+                }
+                self.w64(save::EFER, value & !LONG | cur & LONG | EFER_SVME);
+                true
+            }
+            0x277 if !pat_valid(value) => false,
+            // Segment bases, LSTAR/CSTAR and SYSENTER_ESP/EIP are addresses.
+            0xC000_0100..=0xC000_0102 | 0xC000_0082 | 0xC000_0083 | 0x175 | 0x176
+                if !canonical(value) =>
+            {
+                false
+            }
+            _ => match msr_field(msr) {
+                Some(off) => {
+                    self.w64(off, value);
+                    true
+                }
+                None => false,
+            },
         }
     }
 
@@ -705,6 +776,24 @@ impl VcpuBackend for SvmVcpu {
             delivering_event: self.r64(ctl::EXIT_INT_INFO) & 1 << 31 != 0,
         }
     }
+}
+
+/// Where the VMCB keeps a guest MSR VMRUN or VMLOAD loads (EFER aside).
+fn msr_field(msr: u32) -> Option<usize> {
+    Some(match msr {
+        0x277 => save::G_PAT,
+        0x174 => save::SYSENTER_CS,
+        0x175 => save::SYSENTER_ESP,
+        0x176 => save::SYSENTER_EIP,
+        0xC000_0081 => save::STAR,
+        0xC000_0082 => save::LSTAR,
+        0xC000_0083 => save::CSTAR,
+        0xC000_0084 => save::SFMASK,
+        0xC000_0100 => save::FS + 8,
+        0xC000_0101 => save::GS + 8,
+        0xC000_0102 => save::KERNEL_GS_BASE,
+        _ => return None,
+    })
 }
 
 impl Drop for SvmVcpu {

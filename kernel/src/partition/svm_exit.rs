@@ -67,7 +67,8 @@ pub fn decode(code: u64, info1: u64, info2: u64, rip: u64) -> Decoded {
         EXIT_HLT => VmExit::Halt,
         EXIT_SHUTDOWN => VmExit::Shutdown,
         EXIT_INTR | EXIT_NMI => VmExit::HostInterrupt,
-        EXIT_MSR => VmExit::Msr { rip },
+        // EXITINFO1: 0 for RDMSR, 1 for WRMSR.
+        EXIT_MSR => VmExit::Msr { rip, write: info1 & 1 != 0 },
         EXIT_NPF => VmExit::NestedPageFault { gpa: info2, error_code: info1, rip },
         EXIT_INVALID => VmExit::InvalidState,
         EXIT_CPUID => return Decoded::Cpuid,

@@ -13,6 +13,12 @@ pub struct EntryState {
     pub rsp: u64,
     /// First argument (the boot page).
     pub rdi: u64,
+    /// RSI (a Linux guest's zero page, per the 64-bit boot protocol; else 0).
+    pub rsi: u64,
+    /// A GDT in guest memory with the Linux boot protocol's layout (0x10 flat 64-bit
+    /// code, 0x18 flat data, 32 bytes): CS = 0x10 and DS = ES = SS = 0x18 are loaded from
+    /// it. `None`: no GDT, segments set in the backend's guest state only.
+    pub boot_gdt: Option<u64>,
     /// The guest's page-table root (guest-physical).
     pub cr3: u64,
 }
@@ -26,6 +32,8 @@ pub enum Reg {
     Rcx,
     /// RSI.
     Rsi,
+    /// RDX (the high half of an MSR value).
+    Rdx,
     /// RIP.
     Rip,
 }
@@ -102,10 +110,13 @@ pub enum VmExit {
         /// Where.
         rip: u64,
     },
-    /// An MSR access (every MSR is intercepted; none is emulated).
+    /// An MSR access (every MSR is intercepted; only a Linux guest's are emulated, see
+    /// `linux/msr.rs`): RDMSR or WRMSR (`write`), MSR number in ECX.
     Msr {
         /// Where.
         rip: u64,
+        /// WRMSR (EDX:EAX to the MSR) rather than RDMSR.
+        write: bool,
     },
     /// A host interrupt arrived; the host has handled it by the time `run` returns.
     HostInterrupt,
@@ -156,6 +167,20 @@ pub trait VcpuBackend {
     fn set_rip(&mut self, rip: u64);
     /// Sets the guest's RAX (the result of an emulated IN).
     fn set_rax(&mut self, value: u64);
+    /// Sets a guest register (an emulated RDMSR's EDX:EAX).
+    fn set_reg(&mut self, r: Reg, value: u64);
+    /// Delivers exception `vector` (with `error_code` when it has one) to the guest
+    /// through its own IDT at the next entry (an emulated instruction that faults: #GP
+    /// for a refused MSR).
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// The guest's own value of an MSR kept in the backend's guest state (EFER without
+    /// the host's SVME/VMXE bits, PAT, FS/GS/KERNEL_GS_BASE, the SYSCALL and SYSENTER
+    /// MSRs: `linux::msr::in_guest_state`); `None` for any other MSR.
+    fn guest_msr(&self, msr: u32) -> Option<u64>;
+    /// Stores a guest's WRMSR of such an MSR; false (the guest gets #GP) for a value the
+    /// architecture refuses (reserved EFER bits or an LME change, a bad PAT, a
+    /// non-canonical address) or any other MSR.
+    fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool;
     /// Requests a virtual interrupt with `vector`, taken by the guest when its RFLAGS.IF
     /// allows (no guest EOI is needed).
     fn inject_interrupt(&mut self, vector: u8);
