@@ -15,7 +15,7 @@ pub mod msr;
 use super::memory::GuestMemory;
 use super::platform::delivery::set_in_result;
 use super::platform::pci::PciHost;
-use super::platform::uart::{Uart16550, COM1};
+use super::platform::uart::{self, Uart16550, COM1};
 use super::platform::{PortBus, PortDevice};
 use super::vcpu::{Reg, VmExit};
 use super::{Budget, Partition, PartitionError, RunReport, Stop};
@@ -236,6 +236,11 @@ impl Partition {
                 } else {
                     let value = platform.read(port, size);
                     set_in_result(vcpu.as_mut(), size, value);
+                }
+                // The UART's interrupt (THR empty, when the driver asked for it) is ISA
+                // line 4 on the guest platform's PIC: the tty layer's output waits for it.
+                if let Some(pc) = self.platform.as_mut() {
+                    pc.set_irq(uart::IRQ, platform.uart.irq_pending());
                 }
                 vcpu.set_rip(next_rip);
                 Some(None)

@@ -17,6 +17,8 @@ pub const COM1: u16 = 0x3F8;
 const MAX_LINE: usize = 256;
 
 // Register offsets and bits (the 16550A data sheet; Linux's include/uapi/linux/serial_reg.h).
+/// The ISA interrupt line a PC wires COM1 to.
+pub const IRQ: u8 = 4;
 const IER_THRI: u8 = 1 << 1;
 const IIR_NO_INT: u8 = 0x01;
 const IIR_THRI: u8 = 0x02;
