@@ -17,8 +17,11 @@ use crate::amdvi::regs::{self, Control, Efr, Status};
 
 mod bringup;
 mod invalidation;
+mod event_interrupt;
+mod smi_filter;
 
 pub use bringup::initial_control;
+pub use smi_filter::SmiFilterLock;
 
 /// Counts of what the driver asked of the hardware (for logs and benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +65,10 @@ pub struct AmdViUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     attached_since_flush: alloc::collections::BTreeSet<DomainId>,
     /// IVHD flags for the Control register (see `bringup.rs`).
     ivhd_flags: u8,
+    /// What enable did to the SMI filter registers (see `smi_filter.rs`).
+    smi_filters: SmiFilterLock,
+    /// Control.EventIntEn: events raise the unit's interrupt (see `event_interrupt.rs`).
+    event_interrupt: bool,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
@@ -124,6 +131,8 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             counters: EventCounters::default(),
             attached_since_flush: alloc::collections::BTreeSet::new(),
             ivhd_flags: 0,
+            smi_filters: SmiFilterLock::default(),
+            event_interrupt: false,
         })
     }
 
@@ -156,7 +165,13 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.regs.write64(regs::EXCLUSION_BASE, 0);
         self.regs.write64(regs::EXCLUSION_LIMIT, 0);
         self.regs.write64(regs::STATUS, Status::W1C.bits());
-        let rings = quiet | Control::CMD_BUF_EN | Control::EVENT_LOG_EN;
+        // Before translation goes on: no window where a device's SMI passes a filter
+        // someone else may still rewrite.
+        self.smi_filters = self.lock_smi_filters();
+        let mut rings = quiet | Control::CMD_BUF_EN | Control::EVENT_LOG_EN;
+        if self.event_interrupt {
+            rings |= Control::EVENT_INT_EN;
+        }
         self.regs.write64(regs::CONTROL, rings.bits());
         self.regs.write64(regs::CONTROL, (rings | Control::IOMMU_EN).bits());
         self.enabled = true;
@@ -348,9 +363,18 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     /// fresh sequence number to the semaphore, polled (bounded) until it lands: every
     /// command queued before has then completed.
     pub fn completion_wait(&mut self) -> Result<(), HwError> {
+        self.completion_wait_with(Command::completion_wait)
+    }
+
+    /// [`completion_wait`](Self::completion_wait) with the COMPLETION_WAIT `make` builds
+    /// from the semaphore address and the sequence number.
+    fn completion_wait_with(
+        &mut self,
+        make: fn(PhysAddr, u64) -> Command,
+    ) -> Result<(), HwError> {
         self.sequence = self.sequence.wrapping_add(1).max(1);
         let sequence = self.sequence;
-        self.submit(Command::completion_wait(self.semaphore, sequence))?;
+        self.submit(make(self.semaphore, sequence))?;
         self.commands.publish(&mut self.regs);
         self.stats.completion_waits += 1;
         let (mem, semaphore) = (&self.mem, self.semaphore);
@@ -375,6 +399,10 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         if status.contains(Status::EVENT_OVERFLOW) {
             self.counters.overflows += 1;
             self.restart_event_log(&mut out);
+        }
+        if status.contains(Status::EVENT_LOG_INT) {
+            // Write-1-to-clear, after the drain: the next event interrupts again.
+            self.regs.write64(regs::STATUS, Status::EVENT_LOG_INT.bits());
         }
         out
     }
