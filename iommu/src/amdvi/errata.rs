@@ -41,8 +41,7 @@ pub struct Erratum {
 /// Erratum 746: L2_L2B_CK_GATE_CONTROL[CKGateL2BMiscDisable].
 pub const ERRATUM_746: Erratum = Erratum { name: "erratum 746", index: 0x90, bit: 1 << 2 };
 /// The ATS write-permission check: L2_DEBUG_3[AtsIgnoreIWDis].
-pub const ATS_WRITE_CHECK: Erratum =
-    Erratum { name: "ATS write check", index: 0x47, bit: 1 << 0 };
+pub const ATS_WRITE_CHECK: Erratum = Erratum { name: "ATS write check", index: 0x47, bit: 1 << 0 };
 
 /// The errata of an IOMMU in a processor of this family and model (CPUID's displayed
 /// family and model).

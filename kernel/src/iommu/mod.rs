@@ -23,7 +23,10 @@ use iommu::amdvi::AmdViUnit;
 use iommu::invalidate::DomainId;
 use iommu::vtd::VtdUnit;
 
-pub use faults::{fault_interrupts, lines_logged, service_faults, FaultEvent};
+pub use faults::{
+    background_drains, fault_interrupts, lines_logged, service_faults, service_signalled,
+    signalled, FaultEvent,
+};
 pub use iommu::acpi::reserved::ReservedRegion;
 
 /// A VT-d unit as the kernel drives it.

@@ -4,6 +4,7 @@
 //! keeps running and doing DMA, its device is shown to reach nothing, and it is
 //! re-created in the same (scrubbed) memory.
 
+use super::isolation::run_serviced;
 use super::memory::GuestMemory;
 use super::{cycles, Budget, Partition, Stop};
 use crate::iommu::{service_faults, Units};
@@ -300,7 +301,8 @@ fn tell_inner(
     device_reaches_memory(platform, &a, fail)?;
     let b = &mut parts[0];
     b.restart(scenario::DMA_ROUNDS).map_err(|e| format!("{e}"))?;
-    let first = b.run(Budget { ticks: 60, exits: 1_000_000 }).map_err(|e| format!("{e}"))?;
+    let first = run_serviced(b, Budget { ticks: 60, exits: 1_000_000 }, &mut platform.iommu)
+        .map_err(|e| format!("{e}"))?;
     let rounds_before = b.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).count();
     log::info!(
         "partition {}: running DMA rounds, paused after {} ticks ({:?}) with {rounds_before} rounds done",
@@ -316,7 +318,7 @@ fn tell_inner(
         .map_err(|e| format!("destroy {name}: {e}"))?;
     log_destroy(&name, &backing, &report, &format!(" while {} runs", parts[0].name));
     let b = &mut parts[0];
-    let rest = b.run(Budget::DEFAULT).map_err(|e| format!("{e}"))?;
+    let rest = run_serviced(b, Budget::DEFAULT, &mut platform.iommu).map_err(|e| format!("{e}"))?;
     let rounds: Vec<u64> =
         b.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).map(|(_, v)| *v).collect();
     let good = rounds.iter().filter(|v| *v & 0xffff_ffff == DMA_LEN).count();

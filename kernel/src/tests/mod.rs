@@ -65,6 +65,7 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "hostile_flr_on_release", run: hostile_tests::flr_on_release },
     KernelTest { name: "hostile_switch_cost", run: hostile_tests::switch_cost },
     KernelTest { name: "ir_storm", run: iommu::ir_storm::storm },
+    KernelTest { name: "iommu_fault_service", run: iommu::fault_service::background },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
     KernelTest { name: "iommu_translate_1g", run: iommu::translation::one_g },

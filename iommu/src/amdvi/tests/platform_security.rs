@@ -113,8 +113,7 @@ fn errata_apply_to_the_families_linux_names_and_no_others() {
     assert_eq!(errata::errata_for(0x15, 0x1F), &[ERRATUM_746]);
     assert_eq!(errata::errata_for(0x15, 0x30), &[ATS_WRITE_CHECK]);
     assert_eq!(errata::errata_for(0x15, 0x3F), &[ATS_WRITE_CHECK]);
-    for (family, model) in [(0x15, 0x0F), (0x15, 0x20), (0x15, 0x40), (0x17, 0x10), (0x19, 0x31)]
-    {
+    for (family, model) in [(0x15, 0x0F), (0x15, 0x20), (0x15, 0x40), (0x17, 0x10), (0x19, 0x31)] {
         assert!(errata::errata_for(family, model).is_empty(), "{family:#x}/{model:#x}");
     }
 }

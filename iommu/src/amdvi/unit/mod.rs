@@ -16,8 +16,8 @@ use crate::amdvi::interrupts::{DeviceSetting, DteInterrupts, InterruptTable};
 use crate::amdvi::regs::{self, Control, Efr, Status};
 
 mod bringup;
-mod invalidation;
 mod event_interrupt;
+mod invalidation;
 mod smi_filter;
 
 pub use bringup::initial_control;
@@ -368,10 +368,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
 
     /// [`completion_wait`](Self::completion_wait) with the COMPLETION_WAIT `make` builds
     /// from the semaphore address and the sequence number.
-    fn completion_wait_with(
-        &mut self,
-        make: fn(PhysAddr, u64) -> Command,
-    ) -> Result<(), HwError> {
+    fn completion_wait_with(&mut self, make: fn(PhysAddr, u64) -> Command) -> Result<(), HwError> {
         self.sequence = self.sequence.wrapping_add(1).max(1);
         let sequence = self.sequence;
         self.submit(make(self.semaphore, sequence))?;

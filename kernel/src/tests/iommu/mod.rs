@@ -4,6 +4,7 @@
 //! translations until invalidated, so a missing invalidation makes the DMA succeed).
 
 pub mod bench;
+pub mod fault_service;
 pub mod fgsp;
 pub mod fine_grained;
 pub mod interrupt_forgery;
