@@ -88,13 +88,14 @@ fn page_ranges(ranges: &[IdentityRange]) -> Result<Vec<(u64, u64, Prot)>, String
 }
 
 /// Builds a domain on `unit` (number `unit_index`) that maps exactly `ranges` 1:1 and
-/// points device `rid` at it. Ranges without any access are left unmapped. On `Err`
+/// points every requester id in `rids` (the device's own first, then its aliases: its DMA
+/// may carry any of them) at it. Ranges without any access are left unmapped. On `Err`
 /// nothing is left attached and the id is given back.
 pub fn attach_identity<U: RemappingUnit>(
     unit: &mut U,
     unit_index: usize,
     ids: &mut DomainIds,
-    rid: u16,
+    rids: &[u16],
     ranges: &[IdentityRange],
 ) -> Result<Domain<U::Format>, String> {
     let mem = &mut KernelMemory;
@@ -116,25 +117,32 @@ pub fn attach_identity<U: RemappingUnit>(
                 .and_then(|()| unit.sync())
                 .map_err(|e| format!("after map: {e}"))?;
         }
-        unit.attach_device(rid, &dom).map_err(|e| format!("attach: {e}"))
+        for &rid in rids {
+            unit.attach_device(rid, &dom).map_err(|e| format!("attach {rid:#06x}: {e}"))?;
+        }
+        Ok(())
     })();
     if let Err(e) = filled {
-        // A failed attach may have left a context/device-table entry: block it first.
-        let blocked = unit.block_device(rid).and_then(|()| unit.invalidate_domain(id));
+        // A failed attach may have left context/device-table entries: block them first.
+        let blocked = rids
+            .iter()
+            .try_for_each(|&rid| unit.block_device(rid))
+            .and_then(|()| unit.invalidate_domain(id));
         match blocked.and_then(|()| unit.sync()) {
             Ok(()) => {
                 dom.destroy(mem);
                 ids.free(unit_index, id);
             }
-            Err(b) => log::error!("iommu: cannot block {rid:#06x} after a failed attach: {b}"),
+            Err(b) => log::error!("iommu: cannot block {rids:04x?} after a failed attach: {b}"),
         }
         return Err(e);
     }
     Ok(dom)
 }
 
-/// For every routed function with firmware-reserved regions, attaches it to an identity
-/// domain of exactly those regions on its unit and logs it. The domains live for the
+/// For every routed function with firmware-reserved regions, attaches it (its requester id
+/// and every alias `dma_ids` gives) to an identity domain of exactly those regions on its
+/// unit and logs it. The domains live for the
 /// whole run (the device uses them until power-off), so their tables are never freed.
 /// Returns `(function, domain id)` for each function kept reachable.
 pub fn keep_reserved_reachable<U: RemappingUnit>(
@@ -143,6 +151,7 @@ pub fn keep_reserved_reachable<U: RemappingUnit>(
     routes: &[(Bdf, Route)],
     reserved: &[ReservedRegion],
     ivrs: Option<&iommu::acpi::Ivrs<'_>>,
+    dma_ids: impl Fn(Bdf) -> Vec<u16>,
 ) -> Vec<(Bdf, DomainId)> {
     let mut kept = Vec::new();
     for (bdf, route) in routes {
@@ -160,8 +169,18 @@ pub fn keep_reserved_reachable<U: RemappingUnit>(
             })
             .collect();
         let Some(unit) = units.get_mut(route.unit) else { continue };
-        match attach_identity(unit, route.unit, ids, route.requester_id, &ranges) {
+        let mut rids = dma_ids(*bdf);
+        if rids.is_empty() {
+            rids.push(route.requester_id);
+        }
+        match attach_identity(unit, route.unit, ids, &rids, &ranges) {
             Ok(dom) => {
+                if rids.len() > 1 {
+                    log::info!(
+                        "iommu: {bdf}: its identity domain also answers its aliases {:04x?}",
+                        &rids[1..]
+                    );
+                }
                 for (r, range) in regions.iter().zip(&ranges) {
                     log::info!(
                         "iommu: {bdf} keeps {} {:#x}-{:#x} identity-mapped (firmware DMA, {})",

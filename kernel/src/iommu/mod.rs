@@ -406,11 +406,17 @@ pub fn discover(
 /// domain of exactly those ranges (see [`identity`]).
 fn keep_firmware_dma_reachable(sys: &mut IommuSystem, ivrs: Option<&[u8]>) {
     let ivrs = ivrs.and_then(|t| iommu::acpi::Ivrs::parse(t).ok());
+    let dma_ids: Vec<(Bdf, Vec<u16>)> =
+        sys.routes.iter().map(|(b, _)| (*b, sys.dma_ids(*b))).collect();
+    let aliases =
+        |b: Bdf| dma_ids.iter().find(|(d, _)| *d == b).map_or(Vec::new(), |(_, r)| r.clone());
     let (routes, reserved, ids) = (&sys.routes, &sys.reserved, &mut sys.domain_ids);
     let kept = match &mut sys.units {
         Units::None => return,
-        Units::Vtd(u) => identity::keep_reserved_reachable(u, ids, routes, reserved, None),
-        Units::Amd(u) => identity::keep_reserved_reachable(u, ids, routes, reserved, ivrs.as_ref()),
+        Units::Vtd(u) => identity::keep_reserved_reachable(u, ids, routes, reserved, None, aliases),
+        Units::Amd(u) => {
+            identity::keep_reserved_reachable(u, ids, routes, reserved, ivrs.as_ref(), aliases)
+        }
     };
     if !kept.is_empty() {
         log::info!("iommu: {} functions keep firmware-reserved memory reachable", kept.len());

@@ -387,6 +387,16 @@ impl Partition {
         let id = dma.attach(iommu, f, route).map_err(err)?;
         if self.interrupt.is_none() {
             self.route_device_interrupt(iommu, f, route)?;
+        } else {
+            // One interrupting device per partition (docs/partitions.md): this one's MSI
+            // stays off and its every message keeps being refused by the IOMMU.
+            log::warn!(
+                "partition {}: {}: interrupts stay off: only the partition's first device \
+                 gets its interrupts routed (its MSI is never enabled; the IOMMU refuses its \
+                 messages)",
+                self.name,
+                f.bdf
+            );
         }
         self.assign_device(f)?;
         if let Some(d) = self.device.as_mut() {
