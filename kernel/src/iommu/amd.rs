@@ -28,7 +28,8 @@ pub fn bring_up(
     pci: &[PciFunction],
     reserved: &[MemRange],
     ioapic_ids: &[u8],
-) -> Option<(Vec<KernelAmdVi>, super::RouteTable, Vec<Option<alloc::string::String>>)> {
+    firmware: &super::Firmware<'_>,
+) -> Option<(super::BroughtUp<KernelAmdVi>, Vec<Option<alloc::string::String>>)> {
     let ivrs = match Ivrs::parse(table) {
         Ok(t) => t,
         Err(e) => {
@@ -56,26 +57,35 @@ pub fn bring_up(
     let ivhd = |i: usize| resolved.units.iter().find(|u| u.index == i);
     crate::arch::idt::register_handler(super::faults::FAULT_VECTOR, super::faults::fault_interrupt);
     let mut ir_problems = Vec::new();
-    let (units, routes) = super::start_and_route(
+    let up = super::start_and_route(
         "IVHD",
         usable.iter().map(|u| (u.0, u.1)),
-        |i, base| {
+        |i, base, early| {
             if let Some(u) = ivhd(i) {
                 apply_errata(base, u, pci, errata);
             }
             let function = ivhd(i).and_then(|u| iommu_function(u, pci));
-            let mut unit = start_unit(base, unit_of(i), function)?;
+            let mut unit = start_unit(i, base, unit_of(i), function, early)?;
             let problem = match ivhd(i) {
-                Some(u) => set_up_interrupt_sources(base, &mut unit, u, ioapic_ids)?,
-                None => Some("no IVHD".into()),
+                Some(u) => set_up_interrupt_sources(base, &mut unit, u, ioapic_ids),
+                None => Ok(Some("no IVHD".into())),
             };
-            ir_problems.push(problem);
+            match problem {
+                Ok(problem) => ir_problems.push(problem),
+                Err(e) => {
+                    // Skipped after all: translation off again, its id space gone.
+                    unit.disable();
+                    early.unit_failed();
+                    return Err(e);
+                }
+            }
             Ok(unit)
         },
         pci,
         |f| resolved.translating_unit(f.bdf.segment, f.bdf.requester_id()),
+        firmware,
     )?;
-    Some((units, routes, ir_problems))
+    Some((up, ir_problems))
 }
 
 /// The unit's own PCI function (the IVHD's device id), when enumeration found it.
@@ -100,9 +110,11 @@ fn program_event_interrupt(
 }
 
 fn start_unit(
+    index: usize,
     base: u64,
     (max_devid, ivhd_flags): (u16, u8),
     function: Option<&PciFunction>,
+    early: &mut super::identity::FirmwareDma,
 ) -> Result<KernelAmdVi, alloc::string::String> {
     let window = MmioWindow::map(base, IVHD_WINDOW_SIZE as usize)?;
     let mut unit =
@@ -122,7 +134,10 @@ fn start_unit(
     for line in unit.describe() {
         log::info!("AMD-Vi:   {line}");
     }
+    // IVMD ranges are in the device table before translation goes on.
+    early.before_enable(index, &mut unit, 1 << 16);
     unit.enable().map_err(|e| {
+        early.unit_failed();
         alloc::format!(
             "enable: {e}; the unit was disabled again on purpose (its devices' DMA is not \
              translated, so none of them can be assigned)"

@@ -1,7 +1,9 @@
-//! Firmware-reserved memory (RMRR, IVMD) stays reachable once translation is on: on real
-//! machines USB legacy emulation and integrated GPUs keep DMAing to these ranges, and
+//! Firmware-reserved memory (RMRR, IVMD) stays reachable when translation goes on: on
+//! real machines USB legacy emulation and integrated GPUs keep DMAing to these ranges, and
 //! blocking them hangs firmware-owned devices. Each routed function with reserved
-//! regions gets its own domain that maps exactly those ranges 1:1 and nothing else.
+//! regions gets its own domain that maps exactly those ranges 1:1 and nothing else,
+//! attached for every requester id its DMA may carry, and installed before its unit
+//! enables translation ([`FirmwareDma`]), so there is no moment where that DMA is blocked.
 //! (Such functions are never assigned to partitions: see `partition::config`.)
 
 use super::{DomainIds, ReservedRegion, Route};
@@ -11,7 +13,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use iommu::domain::Domain;
-use iommu::invalidate::{DomainId, IovaBlock};
+use iommu::invalidate::IovaBlock;
 use iommu::pgtable::Prot;
 use iommu::unit::RemappingUnit;
 
@@ -140,67 +142,123 @@ pub fn attach_identity<U: RemappingUnit>(
     Ok(dom)
 }
 
-/// For every routed function with firmware-reserved regions, attaches it (its requester id
-/// and every alias `dma_ids` gives) to an identity domain of exactly those regions on its
-/// unit and logs it. The domains live for the
-/// whole run (the device uses them until power-off), so their tables are never freed.
-/// Returns `(function, domain id)` for each function kept reachable.
-pub fn keep_reserved_reachable<U: RemappingUnit>(
-    units: &mut [U],
-    ids: &mut DomainIds,
-    routes: &[(Bdf, Route)],
-    reserved: &[ReservedRegion],
-    ivrs: Option<&iommu::acpi::Ivrs<'_>>,
-    dma_ids: impl Fn(Bdf) -> Vec<u16>,
-) -> Vec<(Bdf, DomainId)> {
-    let mut kept = Vec::new();
-    for (bdf, route) in routes {
-        let regions: Vec<&ReservedRegion> =
-            reserved.iter().filter(|r| r.applies_to(bdf.segment, bdf.requester_id())).collect();
-        if regions.is_empty() {
-            continue;
-        }
-        let ranges: Vec<IdentityRange> = regions
+/// One function whose firmware-reserved regions stay reachable: what to map and for which
+/// requester ids.
+struct Planned {
+    bdf: Bdf,
+    /// The DMAR/IVRS table index of its unit.
+    unit: usize,
+    /// Its requester id at that unit first, then every alias.
+    rids: Vec<u16>,
+    ranges: Vec<IdentityRange>,
+    sources: Vec<&'static str>,
+}
+
+/// Firmware DMA kept reachable from the first moment translation is on: planned from the
+/// routes before any unit starts, installed unit by unit just before each enables
+/// translation (so firmware's USB or graphics DMA to its RMRR/IVMD ranges is never
+/// blocked, not even for a moment), and the domain-id spaces built along the way.
+pub struct FirmwareDma {
+    plan: Vec<Planned>,
+    ids: DomainIds,
+    kept: usize,
+}
+
+impl FirmwareDma {
+    /// Every routed function (`routes` by table index) that uses firmware-reserved memory,
+    /// with all the requester ids `isolation` says its DMA may carry.
+    pub(crate) fn plan(
+        routes: &[(Bdf, Route)],
+        firmware: &super::Firmware<'_>,
+        isolation: &iommu::acpi::groups::Isolation,
+    ) -> FirmwareDma {
+        let plan = routes
             .iter()
-            .map(|r| IdentityRange {
-                start: r.range.start,
-                end: r.range.end,
-                prot: region_prot(r, ivrs),
+            .filter_map(|(bdf, route)| {
+                let regions: Vec<&ReservedRegion> = firmware
+                    .reserved
+                    .iter()
+                    .filter(|r| r.applies_to(bdf.segment, bdf.requester_id()))
+                    .collect();
+                if regions.is_empty() {
+                    return None;
+                }
+                let ranges = regions
+                    .iter()
+                    .map(|r| IdentityRange {
+                        start: r.range.start,
+                        end: r.range.end,
+                        prot: region_prot(r, firmware.ivrs),
+                    })
+                    .collect();
+                Some(Planned {
+                    bdf: *bdf,
+                    unit: route.unit,
+                    rids: super::dma_ids_of(isolation, *bdf, route.requester_id),
+                    ranges,
+                    sources: regions.iter().map(|r| r.source).collect(),
+                })
             })
             .collect();
-        let Some(unit) = units.get_mut(route.unit) else { continue };
-        let mut rids = dma_ids(*bdf);
-        if rids.is_empty() {
-            rids.push(route.requester_id);
-        }
-        match attach_identity(unit, route.unit, ids, &rids, &ranges) {
-            Ok(dom) => {
-                if rids.len() > 1 {
-                    log::info!(
-                        "iommu: {bdf}: its identity domain also answers its aliases {:04x?}",
-                        &rids[1..]
-                    );
+        FirmwareDma { plan, ids: DomainIds::default(), kept: 0 }
+    }
+
+    /// Called for the unit of table index `index` after it was set up and before it
+    /// enables translation: adds its domain-id space (`domain_count` ids) and attaches
+    /// every planned function of that unit to an identity domain of exactly its ranges.
+    /// The domains live for the whole run (the devices use them until power-off), so
+    /// their tables are never freed.
+    pub fn before_enable<U: RemappingUnit>(
+        &mut self,
+        index: usize,
+        unit: &mut U,
+        domain_count: u32,
+    ) {
+        let position = self.ids.add_unit(domain_count);
+        for p in self.plan.iter().filter(|p| p.unit == index) {
+            match attach_identity(unit, position, &mut self.ids, &p.rids, &p.ranges) {
+                Ok(dom) => {
+                    for (source, range) in p.sources.iter().zip(&p.ranges) {
+                        log::info!(
+                            "iommu: {} keeps {source} {:#x}-{:#x} identity-mapped (firmware DMA, \
+                             {}), installed before translation is enabled",
+                            p.bdf,
+                            range.start,
+                            range.end,
+                            prot_text(range.prot)
+                        );
+                    }
+                    if p.rids.len() > 1 {
+                        log::info!(
+                            "iommu: {}: its identity domain also answers its aliases {:04x?}",
+                            p.bdf,
+                            &p.rids[1..]
+                        );
+                    }
+                    self.kept += 1;
+                    // In use by the device for the rest of the run.
+                    core::mem::forget(dom);
                 }
-                for (r, range) in regions.iter().zip(&ranges) {
-                    log::info!(
-                        "iommu: {bdf} keeps {} {:#x}-{:#x} identity-mapped (firmware DMA, {})",
-                        r.source,
-                        range.start,
-                        range.end,
-                        prot_text(range.prot)
-                    );
-                }
-                kept.push((*bdf, dom.id()));
-                // In use by the device for the rest of the run.
-                core::mem::forget(dom);
+                Err(e) => log::error!(
+                    "iommu: {}: cannot keep its firmware-reserved memory reachable ({e}); its \
+                     firmware DMA will fault",
+                    p.bdf
+                ),
             }
-            Err(e) => log::error!(
-                "iommu: {bdf}: cannot keep its firmware-reserved memory reachable ({e}); \
-                 its firmware DMA will fault"
-            ),
         }
     }
-    kept
+
+    /// The unit last passed to [`before_enable`](Self::before_enable) did not start:
+    /// its id space goes (its identity domains stay with the unit, never used).
+    pub fn unit_failed(&mut self) {
+        self.ids.remove_last();
+    }
+
+    /// The domain-id spaces of the units that started (identity domains' ids live), and
+    /// how many functions were kept reachable.
+    pub fn finish(self) -> (DomainIds, usize) {
+        (self.ids, self.kept)
+    }
 }
 
 fn prot_text(p: Prot) -> &'static str {

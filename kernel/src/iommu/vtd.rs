@@ -21,7 +21,8 @@ pub fn bring_up(
     reserved: &[MemRange],
     ioapic_ids: &[u8],
     opts: &boot::cmdline::Options<'_>,
-) -> Option<(Vec<KernelVtd>, super::RouteTable)> {
+    firmware: &super::Firmware<'_>,
+) -> Option<super::BroughtUp<KernelVtd>> {
     let dmar = match Dmar::parse(table) {
         Ok(d) => d,
         Err(e) => {
@@ -58,12 +59,13 @@ pub fn bring_up(
     super::start_and_route(
         "DRHD",
         usable,
-        |i, base| start_unit(i, base, size_of(i), quirks, opts),
+        |i, base, early| start_unit(i, base, size_of(i), quirks, opts, early),
         pci,
         |f| {
             let bdf = AcpiBdf::from_id(f.bdf.requester_id());
             resolved.translating_unit(bridges, f.bdf.segment, bdf)
         },
+        firmware,
     )
 }
 
@@ -73,6 +75,7 @@ fn start_unit(
     size: u64,
     quirks: iommu::vtd::Quirks,
     opts: &boot::cmdline::Options<'_>,
+    early: &mut super::identity::FirmwareDma,
 ) -> Result<KernelVtd, alloc::string::String> {
     let mut unit = map_whole_unit(base, size)?;
     unit.set_quirks(quirks);
@@ -91,7 +94,13 @@ fn start_unit(
         // Faults are still recorded and read by polling; only the interrupt is missing.
         log::warn!("DMAR: unit at {base:#x}: no fault-event interrupt: {e}");
     }
-    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    // Firmware's RMRR ranges are in the root table before it is latched.
+    let domain_count = unit.capabilities().0.domain_count();
+    early.before_enable(index, &mut unit, domain_count);
+    if let Err(e) = unit.enable() {
+        early.unit_failed();
+        return Err(alloc::format!("enable: {e}"));
+    }
     log_hand_off(base, &unit);
     // Faults firmware left behind are reported once, then cleared.
     unit.handle_faults(|r| {

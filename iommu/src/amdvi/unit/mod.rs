@@ -251,6 +251,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
 
     /// Points `devid` at the v1 page table `root` with `levels` levels under `domain`,
     /// reads and writes allowed, then invalidates the entry and the IOTLB and waits.
+    /// Before [`enable`](Self::enable) only the entry is written (enable flushes).
     pub fn attach_device(
         &mut self,
         devid: u16,
@@ -268,6 +269,16 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         // The interrupt fields (quad 2) are the device's own and stay as they are.
         let new =
             DeviceTableEntry::translated(domain, root, levels)?.with_interrupts(old.interrupts());
+        if !self.enabled {
+            // Before enable (firmware-reserved identity domains): the entry is in place
+            // when translation goes on, and enable's flush covers every cache.
+            let quads = new.quads();
+            for (i, &q) in quads.iter().enumerate() {
+                self.write_quad(at, i, q);
+            }
+            self.attached_since_flush.insert(domain);
+            return Ok(());
+        }
         if old.is_translating() && old != new {
             // Never let the hardware read the new DomainID with the old root (or the
             // reverse): pass through a blocking entry, fully invalidated, first.
@@ -301,6 +312,9 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.write_quad(at, 0, blocking[0]);
         for (i, &q) in blocking.iter().enumerate().skip(1) {
             self.write_quad(at, i, q);
+        }
+        if !self.enabled {
+            return Ok(());
         }
         self.after_entry_change(devid, old, None)
     }
