@@ -38,6 +38,7 @@ pub fn bring_up(
     for w in check_dmar(&dmar, &mut resolved, &facts).warnings {
         log::warn!("DMAR: {w}");
     }
+    leave_broken_graphics_units_off(&mut resolved, pci);
     crate::arch::idt::register_handler(faults::FAULT_VECTOR, faults::fault_interrupt);
     let usable = resolved.units.iter().filter(|u| u.usable).map(|u| (u.index, u.base));
     let sizes: Vec<(usize, u64)> =
@@ -67,6 +68,34 @@ pub fn bring_up(
         },
         firmware,
     )
+}
+
+/// Linux's graphics quirk (`iommu::vtd::quirks`): on chipsets whose graphics DMA
+/// remapping is broken, a DRHD serving graphics only is left off, so its devices get no
+/// route and can never be assigned. Graphics-only units elsewhere are said as such.
+fn leave_broken_graphics_units_off(resolved: &mut DmarUnits, pci: &[PciFunction]) {
+    use iommu::vtd::quirks::{graphics_only, graphics_remapping_broken, leave_graphics_units_off};
+    let class_of = |segment: u16, b: AcpiBdf| {
+        pci.iter()
+            .find(|f| f.bdf.segment == segment && f.bdf.requester_id() == b.id())
+            .map(|f| f.class.0)
+    };
+    let broken = graphics_remapping_broken(pci.iter().map(|f| (f.vendor, f.device)));
+    for u in resolved.units.iter().filter(|u| u.usable && graphics_only(u, class_of)) {
+        log::info!(
+            "DMAR: unit {} at {:#x} serves graphics only{}",
+            u.index,
+            u.base,
+            if broken { "" } else { ": translated like any other" }
+        );
+    }
+    for index in leave_graphics_units_off(resolved, broken, class_of) {
+        log::warn!(
+            "DMAR: unit {index}: left off: this chipset's graphics DMA remapping is broken \
+             (Linux's quirk_iommu_igfx); its graphics device stays untranslated and cannot be \
+             assigned"
+        );
+    }
 }
 
 fn start_unit(
