@@ -288,3 +288,23 @@ fn set_up_interrupt_sources(
         Ok(Some(why))
     }
 }
+
+/// A fresh driver instance takes `old`'s unit over exactly as boot takes a unit over from
+/// firmware (whatever state `old` or a test left it in): a new device table with every
+/// device blocked, Control built from zero, `old`'s event interrupt and platform
+/// interrupt sources. `old` must then be dropped without touching the unit again.
+pub(super) fn take_over(old: &KernelAmdVi) -> Result<KernelAmdVi, alloc::string::String> {
+    let base = old.registers().base();
+    let window = MmioWindow::map(base, IVHD_WINDOW_SIZE as usize)?;
+    let max_devid = u16::try_from(old.device_table_entries().saturating_sub(1)).unwrap_or(u16::MAX);
+    let mut unit =
+        AmdViUnit::new(window, KernelMemory, max_devid).map_err(|e| alloc::format!("{e}"))?;
+    unit.set_ivhd_flags(old.ivhd_flags());
+    unit.set_event_interrupt(old.event_interrupt());
+    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    for &(devid, setting) in old.platform_sources() {
+        unit.set_platform_source(devid, setting).map_err(|e| alloc::format!("{e}"))?;
+    }
+    log::info!("AMD-Vi: unit at {base:#x} taken over by a fresh driver instance");
+    Ok(unit)
+}

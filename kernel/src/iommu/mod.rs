@@ -269,6 +269,18 @@ pub fn take_over_vtd(
     Ok(found)
 }
 
+/// Replaces AMD-Vi unit `index` by a fresh driver instance that takes the unit over as
+/// from firmware (for the take-over test).
+pub fn take_over_amd(sys: &mut IommuSystem, index: usize) -> Result<(), alloc::string::String> {
+    let Units::Amd(units) = &mut sys.units else { return Err("not an AMD-Vi machine".into()) };
+    let old = units.get_mut(index).ok_or("no such AMD-Vi unit")?;
+    let new = amd::take_over(old)?;
+    // The old instance's tables stay allocated: the unit may have read them until the new
+    // device table base was latched.
+    *old = new;
+    Ok(())
+}
+
 impl IommuSystem {
     /// Whether `unit` does not remap interrupts.
     fn interrupt_isolation_problem(&self, unit: usize) -> bool {

@@ -90,5 +90,6 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "vtd_no_context", run: iommu::vtd_faults::no_context },
     KernelTest { name: "vtd_fault_storm", run: iommu::vtd_faults::fault_storm },
     KernelTest { name: "vtd_takeover", run: iommu::vtd_takeover::takeover },
+    KernelTest { name: "amdvi_takeover", run: iommu::amd_takeover::takeover },
     KernelTest { name: "bench_teardown", run: iommu::bench::bench_teardown },
 ];

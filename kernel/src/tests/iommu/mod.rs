@@ -3,6 +3,7 @@
 //! not, invalidation by a DMA that stops working after unmap (QEMU keeps stale
 //! translations until invalidated, so a missing invalidation makes the DMA succeed).
 
+pub mod amd_takeover;
 pub mod bench;
 pub mod fault_service;
 pub mod fgsp;
