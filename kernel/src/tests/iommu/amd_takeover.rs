@@ -11,35 +11,28 @@
 use super::{isolation, translation};
 use crate::ensure;
 use crate::iommu::{self as kiommu, Units};
-use crate::mem::{frames, KernelMemory};
+use crate::mem::KernelMemory;
 use crate::mmio::MmioWindow;
 use crate::testing::{TestContext, TestResult};
+use crate::tests::dma::{pattern, TestFrame};
 use alloc::format;
 use iommu::amdvi::regs::{self, Control};
 use iommu::platform::PhysMemory;
 
-/// Bytes the second edu's DMA to a fresh host frame changes (0 when refused).
+/// Bytes of a patterned frame the second edu's DMA copies into a fresh host frame (0
+/// when the unit refuses it).
 fn bytes_landed(ctx: &mut TestContext<'_>) -> Result<usize, alloc::string::String> {
     let edu = ctx.platform.edus.get_mut(1).ok_or("needs a second edu device")?;
-    let (source, target) = (frames::alloc().ok_or("no frame")?, frames::alloc().ok_or("no frame")?);
-    // SAFETY: two frames just taken from the allocator, identity-mapped, owned here.
-    unsafe {
-        core::ptr::write_bytes(source as *mut u8, 0x11, 4096);
-        core::ptr::write_bytes(target as *mut u8, 0xA5, 4096);
-    }
-    let moved =
-        edu.read_from_memory(source, 0, 2048).and_then(|()| edu.write_to_memory(target, 0, 2048));
-    // SAFETY: as above; reading the frame has no side effects.
-    let changed = (0..2048u64)
-        .filter(|i| unsafe { core::ptr::read_volatile((target + i) as *const u8) } != 0xA5)
-        .count();
-    frames::free(source);
-    frames::free(target);
+    let (source, target) = (TestFrame::patterned(0x11), TestFrame::patterned(0x5A));
+    let moved = edu
+        .read_from_memory(source.0, 0, 2048)
+        .and_then(|()| edu.write_to_memory(target.0, 0, 2048));
+    let landed = (0..2048u64).filter(|&i| target.byte(i) == pattern(0x11, i)).count();
     // A refused DMA may end in an edu error: what counts is what landed.
     if let Err(e) = moved {
         log::info!("takeover: edu 1's DMA ended with {e}");
     }
-    Ok(changed)
+    Ok(landed)
 }
 
 /// The test.
