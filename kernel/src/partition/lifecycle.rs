@@ -30,7 +30,8 @@ impl Partition {
     }
 
     /// As [`Partition::run`], calling `after_hypercall` after each hypercall was served
-    /// (the story services IOMMU fault records there, one per forbidden DMA).
+    /// and after each exit a host interrupt caused (the IOMMU fault service runs there:
+    /// see `partition::isolation::run_serviced`).
     pub fn run_with(
         &mut self,
         budget: Budget,
@@ -100,7 +101,10 @@ impl Partition {
             let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
             let stop = match exit {
                 _ if served.is_some() => served.flatten(),
-                VmExit::HostInterrupt => None,
+                VmExit::HostInterrupt => {
+                    after_hypercall();
+                    None
+                }
                 VmExit::Io { port, size: 4, write: true, string: false, next_rip }
                     if port == guest::HYPERCALL_PORT =>
                 {

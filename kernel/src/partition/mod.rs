@@ -505,6 +505,16 @@ impl Partition {
         let id = dma.attach(iommu, f, route)?;
         if self.interrupt.is_none() {
             self.route_device_interrupt(iommu, f, route)?;
+        } else {
+            // One interrupting device per partition (docs/partitions.md): this one's MSI
+            // stays off and its every message keeps being refused by the IOMMU.
+            log::warn!(
+                "partition {}: {}: interrupts stay off: only the partition's first device \
+                 gets its interrupts routed (its MSI is never enabled; the IOMMU refuses its \
+                 messages)",
+                self.name,
+                f.bdf
+            );
         }
         let gpa = self.assign_device(f)?;
         if let (Some(l), Some((_, size))) = (self.linux.as_mut(), f.memory_bar(0)) {

@@ -4,6 +4,7 @@
 //! keeps running and doing DMA, its device is shown to reach nothing, and it is
 //! re-created in the same (scrubbed) memory.
 
+use super::isolation::run_serviced;
 use super::memory::GuestMemory;
 use super::{cycles, Budget, Partition, Stop};
 use crate::iommu::{service_faults, Units};
@@ -312,12 +313,24 @@ fn tell_inner(
     device_reaches_memory(platform, &a, fail)?;
     let b = &mut parts[0];
     b.restart(scenario::DMA_ROUNDS).map_err(|e| format!("{e}"))?;
-    let first = b.run(Budget { ticks: 60, exits: 1_000_000 }).map_err(|e| format!("{e}"))?;
-    let rounds_before = b.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).count();
+    // Paused once its first round is reported (in steps of a few ticks, at most 400): a
+    // fixed budget let a fast machine finish every round before A's destroy.
+    let done_rounds =
+        |p: &Partition| p.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).count();
+    let step = Budget { ticks: 5, exits: 1_000_000 };
+    let mut first = run_serviced(b, step, &mut platform.iommu).map_err(|e| format!("{e}"))?;
+    let mut ticks = first.ticks;
+    for _ in 0..400 {
+        if first.stop != Stop::BudgetExhausted || done_rounds(b) > 0 {
+            break;
+        }
+        first = run_serviced(b, step, &mut platform.iommu).map_err(|e| format!("{e}"))?;
+        ticks += first.ticks;
+    }
+    let rounds_before = done_rounds(b);
     log::info!(
-        "partition {}: running DMA rounds, paused after {} ticks ({:?}) with {rounds_before} rounds done",
+        "partition {}: running DMA rounds, paused after {ticks} ticks ({:?}) with {rounds_before} rounds done",
         b.name,
-        first.ticks,
         first.stop
     );
     let (name, devices) = (a.name.clone(), a.devices.clone());
@@ -329,7 +342,11 @@ fn tell_inner(
         .map_err(|e| format!("destroy {name}: {e}"))?;
     log_destroy(&name, &backing, &report, &format!(" while {} runs", parts[0].name));
     let b = &mut parts[0];
-    let rest = b.run(Budget::DEFAULT).map_err(|e| format!("{e}"))?;
+    let rest = if b.state() == super::State::Stopped {
+        first
+    } else {
+        run_serviced(b, Budget::DEFAULT, &mut platform.iommu).map_err(|e| format!("{e}"))?
+    };
     let rounds: Vec<u64> =
         b.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).map(|(_, v)| *v).collect();
     let good = rounds.iter().filter(|v| *v & 0xffff_ffff == DMA_LEN).count();

@@ -5,7 +5,9 @@
 // No unsafe anywhere in the IOMMU tests: they reach memory and devices through safe APIs.
 #![deny(unsafe_code)]
 
+pub mod amd_takeover;
 pub mod bench;
+pub mod fault_service;
 pub mod fgsp;
 pub mod fine_grained;
 pub mod interrupt_forgery;
