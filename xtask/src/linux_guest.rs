@@ -103,6 +103,9 @@ fn fetch_and_build() -> Result<LinuxGuest, String> {
     if let Ok(release) = std::fs::read_to_string(&ready) {
         let g = paths(&root, release.trim());
         if [&g.kernel, &g.initrd, &g.disk].iter().all(|p| p.is_file()) {
+            // The packages are cached; the initramfs is rebuilt from them (a few
+            // milliseconds), so a changed `/init` never meets a stale archive.
+            refresh_initramfs(&root.join("root"), &g, release.trim())?;
             return Ok(g);
         }
     }
@@ -140,6 +143,18 @@ fn fetch_and_build() -> Result<LinuxGuest, String> {
     let _ = std::fs::remove_dir_all(&debs);
     std::fs::write(&ready, &release).map_err(|e| format!("{}: {e}", ready.display()))?;
     Ok(g)
+}
+
+/// Rewrites the cached initramfs when what [`initramfs`] builds now differs from it
+/// (through a temporary file and a rename: test processes may ask at the same time).
+fn refresh_initramfs(unpacked: &Path, g: &LinuxGuest, release: &str) -> Result<(), String> {
+    let archive = initramfs(unpacked, release)?;
+    if std::fs::read(&g.initrd).is_ok_and(|old| old == archive) {
+        return Ok(());
+    }
+    let tmp = g.initrd.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, archive).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &g.initrd).map_err(|e| format!("{}: {e}", g.initrd.display()))
 }
 
 /// The `.deb` in `dir` whose file name starts with `package_`.
@@ -198,7 +213,11 @@ echo "{init} $(uname -r) uptime $(cut -d' ' -f1 /proc/uptime)"
 for m in {modules}; do insmod /lib/modules/$m.ko || echo "{fail} insmod $m"; done
 echo "{modules_loaded}"
 i=0
-while [ ! -e /sys/block/nvme0n1 ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+# Up to 120 s for the namespace, unless the driver has already given the controller up.
+while [ ! -e /sys/block/nvme0n1 ] && [ $i -lt 120 ]; do
+  dmesg | grep -q "nvme.*probe failure" && break
+  sleep 1; i=$((i+1))
+done
 check() {{
   [ -e /sys/block/nvme0n1 ] || {{ echo "{fail} no /dev/nvme0n1"; return; }}
   s0=$(dd if=/dev/nvme0n1 bs=512 count=1 iflag=direct 2>/dev/null | head -c 32)
