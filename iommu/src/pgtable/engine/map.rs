@@ -65,8 +65,17 @@ impl<F: PteFormat> PageTable<F> {
         let mut src = Source { pa: 0, left: 0, rest: pieces, bad: false };
         src.advance(0);
         let mut unlinked = core::mem::take(&mut self.unlinked);
-        let result =
-            self.map_in(mem, self.root, self.levels(), &mut va, end, &mut src, prot, &mut unlinked);
+        let result = self.map_in(
+            mem,
+            self.root,
+            self.levels(),
+            false,
+            &mut va,
+            end,
+            &mut src,
+            prot,
+            &mut unlinked,
+        );
         let result = result.and_then(|()| {
             if src.left != 0 || src.rest.next().is_some() {
                 Err(MapError::BadRange)
@@ -121,12 +130,16 @@ impl<F: PteFormat> PageTable<F> {
         core::mem::take(&mut self.rolled_back)
     }
 
+    /// Maps `[*va, end)` into `table` at `level`, advancing `*va` as it goes. `fresh`: the
+    /// table was made by this map, which writes it in increasing order, so every entry
+    /// from `*va` on is known empty and is not read back.
     #[allow(clippy::too_many_arguments)]
     fn map_in<M: TableMemory>(
         &mut self,
         mem: &mut M,
         table: PhysAddr,
         level: u32,
+        fresh: bool,
         va: &mut u64,
         end: u64,
         src: &mut Source<'_>,
@@ -148,37 +161,35 @@ impl<F: PteFormat> PageTable<F> {
                     // this table is one entry of this size. Check and write them in one
                     // pass, the entry computed once (its address field steps by the size).
                     let n = (((end - *va).min(src.left) >> shift) as usize).min(ENTRIES - idx);
-                    for i in idx..idx + n {
-                        if self.read(mem, table, i) != 0 {
+                    if !fresh {
+                        if let Some(i) = self.first_used(mem, table, idx, n) {
                             return Err(MapError::AlreadyMapped {
-                                iova: *va + (((i - idx) as u64) << shift),
+                                iova: *va + ((i as u64) << shift),
                             });
                         }
                     }
                     let first = self.format.leaf_entry(pa, level, order, prot);
-                    for i in 0..n {
-                        mem.write_u64(table + 8 * (idx + i) as u64, first + ((i as u64) << shift));
-                    }
+                    mem.write_run(table + 8 * idx as u64, first, 1 << shift, n);
                     dirty.mark(idx, n);
                     *va += (n as u64) << shift;
                     src.advance((n as u64) << shift);
                 } else if order >= shift {
                     let count = 1usize << (order - shift);
-                    for i in idx..idx + count {
-                        if self.read(mem, table, i) != 0 {
-                            return Err(MapError::AlreadyMapped { iova: *va });
-                        }
+                    if !fresh && self.first_used(mem, table, idx, count).is_some() {
+                        return Err(MapError::AlreadyMapped { iova: *va });
                     }
                     let pte = self.format.leaf_entry(pa, level, order, prot);
-                    for i in idx..idx + count {
-                        mem.write_u64(table + 8 * i as u64, pte);
-                    }
+                    mem.write_run(table + 8 * idx as u64, pte, 0, count);
                     dirty.mark(idx, count);
                     *va += 1 << order;
                     src.advance(1 << order);
                 } else {
-                    let raw = self.read(mem, table, idx);
-                    let (child, created) = match self.format.decode(raw, level) {
+                    let pte = if fresh {
+                        Pte::Empty
+                    } else {
+                        self.format.decode(self.read(mem, table, idx), level)
+                    };
+                    let (child, created) = match pte {
                         Pte::Table(child) => (child, false),
                         Pte::Leaf { .. } => return Err(MapError::AlreadyMapped { iova: *va }),
                         Pte::Empty => {
@@ -194,7 +205,17 @@ impl<F: PteFormat> PageTable<F> {
                     let entry_end = (*va | ((1u64 << shift) - 1)) + 1;
                     let before = *va;
                     let sub_end = end.min(entry_end);
-                    let sub = self.map_in(mem, child, level - 1, va, sub_end, src, prot, unlinked);
+                    let sub = self.map_in(
+                        mem,
+                        child,
+                        level - 1,
+                        created,
+                        va,
+                        sub_end,
+                        src,
+                        prot,
+                        unlinked,
+                    );
                     if sub.is_err() && created && *va == before {
                         // Nothing landed in the new table (its own new children were
                         // unlinked the same way): unlink it so no empty table stays.
