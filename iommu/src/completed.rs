@@ -90,6 +90,18 @@ impl Completed {
         Ok(Self::after_sync(unit, domain, None))
     }
 
+    /// A second proof of the same completion (crate-internal: a domain keeps its latest
+    /// domain-wide one while the original releases pages).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self { unit: self.unit, domain: self.domain, seq: self.seq, covers: self.covers.clone() }
+    }
+
+    /// True when this completion invalidated every translation of `domain` on `unit`
+    /// (not just ranges of it) and came after `after`.
+    pub fn covers_domain(&self, unit: usize, domain: DomainId, after: Stamp) -> bool {
+        self.unit == unit && self.domain == domain && self.seq > after.0 && self.covers == Covers::Domain
+    }
+
     /// The unit number this proof is for.
     pub fn unit(&self) -> usize {
         self.unit

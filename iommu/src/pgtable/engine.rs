@@ -170,8 +170,9 @@ impl<F: PteFormat> PageTable<F> {
     }
 
     /// Frees every table page, the root included. Only once no device can walk it and
-    /// the IOTLB was invalidated.
-    pub fn destroy<M: TableMemory>(mut self, mem: &mut M) {
+    /// the IOTLB was invalidated: reached only through `Domain::destroy`, which holds
+    /// the proof.
+    pub(crate) fn destroy<M: TableMemory>(mut self, mem: &mut M) {
         let mut all = core::mem::take(&mut self.unlinked);
         self.collect_tables(mem, self.root, self.levels(), &mut all);
         for frame in all {

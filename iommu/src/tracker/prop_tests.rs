@@ -172,6 +172,9 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
     let mut tainted = false;
     // Domains whose detach failed: attached, their tables cleared, a retry owed.
     let mut half_detached: BTreeSet<DomainId> = BTreeSet::new();
+    // Domains a failed attach handed back whose retiring invalidation failed too: kept
+    // (destroy would refuse) until the failures are off.
+    let mut unretired = Vec::new();
     let released = RefCell::new(Vec::<HostExtent>::new());
     let mut release = |e: HostExtent| {
         for m in &models {
@@ -272,8 +275,12 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
                     Err((d, e)) => {
                         assert!(matches!(e, TrackerError::Hw(_) | TrackerError::Map(_)), "{e:?}");
                         tainted |= matches!(e, TrackerError::Hw(_));
-                        // Never programmed into a unit: nothing can cache its tables.
-                        d.destroy(&mut mem);
+                        // Never programmed into a unit, but destroy still wants the proof.
+                        let mut d = d;
+                        match d.retire(&mut mem, inv.unit(d.unit())) {
+                            Ok(()) => d.destroy(&mut mem).unwrap(),
+                            Err(_) => unretired.push(d),
+                        }
                     }
                 }
             }
@@ -294,7 +301,7 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
                         }
                         m.clear_context(d.id());
                         drop(m);
-                        d.destroy(&mut mem);
+                        d.destroy(&mut mem).unwrap();
                     }
                     Err(TrackerError::Hw(_)) => {
                         tainted = true;
@@ -309,7 +316,7 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
                         half_detached.clear();
                         for d in domains {
                             models[d.unit()].borrow_mut().clear_context(d.id());
-                            d.destroy(&mut mem);
+                            d.destroy(&mut mem).unwrap();
                         }
                     }
                     Err(TrackerError::Hw(_)) => tainted = true,
@@ -374,9 +381,13 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
         }
     };
     tracker.retry_release(&mut mem, &mut inv, &mut release).unwrap();
+    for mut d in unretired {
+        d.retire(&mut mem, inv.unit(d.unit())).unwrap();
+        d.destroy(&mut mem).unwrap();
+    }
     for d in domains {
         models[d.unit()].borrow_mut().clear_context(d.id());
-        d.destroy(&mut mem);
+        d.destroy(&mut mem).unwrap();
     }
     for e in released.borrow_mut().drain(..) {
         for pa in pages_of(&[e]) {

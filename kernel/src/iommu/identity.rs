@@ -120,12 +120,11 @@ pub fn attach_identity<U: RemappingUnit>(
     })();
     if let Err(e) = filled {
         // A failed attach may have left a context/device-table entry: block it first.
-        let blocked = unit.block_device(rid).and_then(|()| unit.invalidate_domain(id));
-        match blocked.and_then(|()| unit.sync()) {
-            Ok(()) => {
-                dom.destroy(mem);
-                ids.free(unit_index, id);
-            }
+        match unit.block_device(rid).and_then(|()| dom.retire(mem, unit)) {
+            Ok(()) => match dom.destroy(mem) {
+                Ok(()) => ids.free(unit_index, id),
+                Err(_) => log::error!("iommu: identity domain {id} not retired; tables kept"),
+            },
             Err(b) => log::error!("iommu: cannot block {rid:#06x} after a failed attach: {b}"),
         }
         return Err(e);

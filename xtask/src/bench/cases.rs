@@ -207,7 +207,7 @@ fn run_in<F: PteFormat>(
     let cpu_nanos = t.elapsed().as_nanos() as u64;
     let (pte_reads, pte_writes) = (mem.reads.get() - reads0, mem.writes - writes0);
     for d in domains {
-        d.destroy(&mut mem);
+        d.destroy(&mut mem).map_err(|_| "teardown left a domain not retired")?;
     }
     if mem.live_frames() != 0 {
         return Err(format!("{} table frames leaked", mem.live_frames()));
