@@ -99,7 +99,10 @@ impl Completed {
     /// True when this completion invalidated every translation of `domain` on `unit`
     /// (not just ranges of it) and came after `after`.
     pub fn covers_domain(&self, unit: usize, domain: DomainId, after: Stamp) -> bool {
-        self.unit == unit && self.domain == domain && self.seq > after.0 && self.covers == Covers::Domain
+        self.unit == unit
+            && self.domain == domain
+            && self.seq > after.0
+            && self.covers == Covers::Domain
     }
 
     /// The unit number this proof is for.

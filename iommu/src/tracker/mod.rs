@@ -14,6 +14,8 @@ mod hole_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
+mod test_layouts;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod unit_hook_tests;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::test_layouts::{host_extents, layout, strategy, Layout};
 use super::*;
 use crate::invalidate::{DomainId, IovaBlock};
 use crate::model::{HostMemory, ModelIommu, ModelKind, SharedModel};
@@ -15,14 +16,6 @@ use crate::pgtable::vtd::VtdFormat;
 const SLOT: u64 = 1 << 24; // 16 MiB of IOVA per slot
 const SLOTS: u64 = 6;
 const HOST_BASE: u64 = 0x80_0000_0000;
-
-#[derive(Debug, Clone, Copy)]
-enum Layout {
-    Contiguous,
-    Fragmented,
-    TwoMeg,
-    Mixed,
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -35,12 +28,7 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let layout = prop_oneof![
-        Just(Layout::Contiguous),
-        Just(Layout::Fragmented),
-        Just(Layout::TwoMeg),
-        Just(Layout::Mixed)
-    ];
+    let layout = layout();
     prop_oneof![
         4 => (0..SLOTS, 0..4u64, 1..1100u64, layout, any::<u64>()).prop_map(|(slot, o, pages, layout, seed)| Op::Map {
             slot,
@@ -55,47 +43,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Teardown),
         3 => any::<u64>().prop_map(|seed| Op::Dma { seed }),
     ]
-}
-
-fn strategy() -> impl Strategy<Value = UnmapStrategy> {
-    prop_oneof![
-        Just(UnmapStrategy::PageByPage),
-        Just(UnmapStrategy::SeedChunked),
-        Just(UnmapStrategy::LinuxFgsp),
-        Just(UnmapStrategy::Linux2018),
-        Just(UnmapStrategy::Gathered)
-    ]
-}
-
-/// Host memory for `pages` pages in the given layout; `next` hands out fresh physical space.
-fn host_extents(layout: Layout, pages: u64, seed: u64, next: &mut u64) -> Vec<HostExtent> {
-    let mut rng = seed | 1;
-    let mut rand = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut out = Vec::new();
-    let mut left = pages * PAGE_SIZE;
-    let mut fresh = |align: u64, len: u64| {
-        let p = next.div_ceil(align) * align;
-        *next = p + len + PAGE_SIZE; // never adjacent to the next allocation
-        p
-    };
-    while left > 0 {
-        let len = match layout {
-            Layout::Contiguous => left,
-            Layout::Fragmented => PAGE_SIZE,
-            Layout::TwoMeg => left.min(1 << 21),
-            Layout::Mixed => left.min(PAGE_SIZE << (rand() % 11)),
-        };
-        let align =
-            if matches!(layout, Layout::TwoMeg) { 1 << 21 } else { PAGE_SIZE << (rand() % 10) };
-        out.push(HostExtent { paddr: fresh(align, len), len });
-        left -= len;
-    }
-    out
 }
 
 #[derive(Clone, Copy, Debug)]
