@@ -67,6 +67,8 @@ struct Options {
     /// Only this format / backing (`--format`, `--backing`): a 1 TiB run of one case.
     format: Option<Format>,
     backing: Option<Backing>,
+    /// Only this strategy (`--strategy`): the default alone, to measure map throughput.
+    strategy: Option<&'static str>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -77,6 +79,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         plot: None,
         format: None,
         backing: None,
+        strategy: None,
     };
     let mut it = args.iter();
     let number = |v: Option<&String>, what: &str| {
@@ -117,6 +120,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     "--backing: `{v}` is not 4k-contig, 4k-frag, 2m or mixed"
                 )))?);
             }
+            "--strategy" => {
+                let v = it.next().ok_or(xtask::usage_error("--strategy needs a name".into()))?;
+                let s = STRATEGIES.iter().find(|(_, name)| name == v);
+                o.strategy = Some(s.map(|(_, name)| *name).ok_or(xtask::usage_error(format!(
+                    "--strategy: `{v}` is not page-by-page, seed-chunked, linux-fgsp, linux-2018 or default"
+                )))?);
+            }
             other => return Err(xtask::usage_error(format!("bench: unknown option `{other}`"))),
         }
     }
@@ -138,7 +148,7 @@ fn reexec_release(args: &[String]) -> Result<(), String> {
 }
 
 /// Entry point of `cargo xtask bench [--json] [--gib N] [--sync-ns N] [--cmd-ns N]
-/// [--plot FILE.svg] [--qemu ...]` (`--qemu` hands everything to [`crate::bench_qemu`]).
+/// [--plot FILE.svg] [--format F] [--backing B] [--strategy S] [--qemu ...]` (`--qemu` hands everything to [`crate::bench_qemu`]).
 pub fn run(args: &[String]) -> Result<(), String> {
     if args.iter().any(|a| a == "--qemu") {
         return crate::bench_qemu::run(args);
@@ -157,7 +167,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for &gib in &sizes {
         for format in Format::ALL.into_iter().filter(|f| o.format.is_none_or(|x| x == *f)) {
             for backing in Backing::ALL.into_iter().filter(|b| o.backing.is_none_or(|x| x == *b)) {
-                for strategy in STRATEGIES {
+                for strategy in
+                    STRATEGIES.into_iter().filter(|s| o.strategy.is_none_or(|x| x == s.1))
+                {
                     measured.push(cases::run(format, backing, strategy, gib)?);
                     if !o.json {
                         eprint!(".");
