@@ -149,9 +149,10 @@ pub struct Domain<F: PteFormat> {
     fgsp: bool,
     /// Taken after the last change to the tables (map, unmap, deferred work).
     changed: Stamp,
-    /// The latest completed domain-wide invalidation: [`Domain::destroy`] frees the
-    /// tables only under one that completed after `changed`.
-    whole_flush: Option<Completed>,
+    /// When the latest domain-wide invalidation of this domain completed (set only from
+    /// a real completion): [`Domain::destroy`] frees the tables only when it is later
+    /// than `changed`.
+    whole_flush: Stamp,
 }
 
 /// A [`Domain::destroy`] refused: no domain-wide invalidation completed after the last
@@ -173,7 +174,7 @@ impl<F: PteFormat> Domain<F> {
             table: PageTable::new(mem, format)?,
             fgsp: false,
             changed: Stamp::now(),
-            whole_flush: None,
+            whole_flush: Stamp::NEVER,
         })
     }
 
@@ -356,8 +357,8 @@ impl<F: PteFormat> Domain<F> {
         inv.sync()?;
         let ranges = core::mem::take(&mut gather.ranges);
         let proof = Completed::after_sync(self.unit, self.id, (!domain_wide).then_some(ranges));
-        if domain_wide {
-            self.whole_flush = Some(proof.duplicate());
+        if let Some(at) = proof.domain_wide_at(self.unit, self.id) {
+            self.whole_flush = at;
         }
         for frame in gather.freed_tables.drain(..) {
             mem.free_frame(frame);
@@ -380,7 +381,7 @@ impl<F: PteFormat> Domain<F> {
     /// True when a domain-wide invalidation completed after the last change to the
     /// tables, so [`Domain::destroy`] will free them.
     pub fn is_retired(&self) -> bool {
-        self.whole_flush.as_ref().is_some_and(|p| p.covers_domain(self.unit, self.id, self.changed))
+        self.whole_flush > self.changed
     }
 
     /// Frees every table page, the root included, and only under a domain-wide
