@@ -13,7 +13,9 @@ use iommu::pgtable::{Prot, PteFormat};
 use iommu::tracker::{DmaTracker, HostExtent, UnmapStrategy};
 
 pub const GIB: u64 = 1 << 30;
-const IOVA_BASE: u64 = 1 << 36;
+/// Where the mapped IOVA starts: 1 TiB, right past AMD's HyperTransport window (up to
+/// 1 TiB; no domain maps it), so even the 1 TiB run stays clear of every reserved window.
+const IOVA_BASE: u64 = 1 << 40;
 const HOST_BASE: u64 = 0x100_0000_0000;
 const PROBE_PAIR: u64 = 0x7F_0000_0000;
 /// The address space is mapped as 1 GiB mappings (a VMM's memory slots), so the
