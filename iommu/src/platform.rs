@@ -34,6 +34,13 @@ pub trait PhysMemory {
     fn first_nonzero(&self, addr: PhysAddr, n: usize) -> Option<usize> {
         (0..n).find(|&i| self.read_u64(addr + 8 * i as u64) != 0)
     }
+    /// Writes `words` to the words from `addr`, all in one frame (a batch of leaf entries).
+    /// The default writes word by word.
+    fn write_words(&mut self, addr: PhysAddr, words: &[u64]) {
+        for (i, &w) in words.iter().enumerate() {
+            self.write_u64(addr + 8 * i as u64, w);
+        }
+    }
     /// Writes the `n` words from `addr`, all in one frame, with `first`, `first + step`,
     /// `first + 2 * step`, ... (a run of leaf entries whose address steps by the page
     /// size, or a run cleared with `first = step = 0`). The default writes word by word.

@@ -169,6 +169,20 @@ impl PhysMemory for HostMemory {
         }
     }
 
+    fn write_words(&mut self, addr: PhysAddr, words: &[u64]) {
+        match self.run(addr, words.len()) {
+            Some(run) if !self.check_flushes => {
+                self.writes += words.len() as u64;
+                self.words[run].copy_from_slice(words);
+            }
+            _ => {
+                for (i, &w) in words.iter().enumerate() {
+                    self.write_u64(addr + 8 * i as u64, w);
+                }
+            }
+        }
+    }
+
     fn write_run(&mut self, addr: PhysAddr, first: u64, step: u64, n: usize) {
         let run = match self.run(addr, n) {
             Some(run) if !self.check_flushes => run,

@@ -67,8 +67,9 @@ struct Options {
     /// Only this format / backing (`--format`, `--backing`): a 1 TiB run of one case.
     format: Option<Format>,
     backing: Option<Backing>,
-    /// Only this strategy (`--strategy`): the default alone, to measure map throughput.
-    strategy: Option<&'static str>,
+    /// Only these strategies (`--strategy a,b`): the default alone to measure map
+    /// throughput, or the target's three at 1 TiB.
+    strategy: Option<Vec<&'static str>>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -122,10 +123,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--strategy" => {
                 let v = it.next().ok_or(xtask::usage_error("--strategy needs a name".into()))?;
-                let s = STRATEGIES.iter().find(|(_, name)| name == v);
-                o.strategy = Some(s.map(|(_, name)| *name).ok_or(xtask::usage_error(format!(
-                    "--strategy: `{v}` is not page-by-page, seed-chunked, linux-fgsp, linux-2018 or default"
-                )))?);
+                let mut names = Vec::new();
+                for v in v.split(',') {
+                    let s = STRATEGIES.iter().find(|(_, name)| *name == v);
+                    names.push(s.map(|(_, name)| *name).ok_or(xtask::usage_error(format!(
+                        "--strategy: `{v}` is not page-by-page, seed-chunked, linux-fgsp, linux-2018 or default"
+                    )))?);
+                }
+                o.strategy = Some(names);
             }
             other => return Err(xtask::usage_error(format!("bench: unknown option `{other}`"))),
         }
@@ -167,8 +172,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for &gib in &sizes {
         for format in Format::ALL.into_iter().filter(|f| o.format.is_none_or(|x| x == *f)) {
             for backing in Backing::ALL.into_iter().filter(|b| o.backing.is_none_or(|x| x == *b)) {
-                for strategy in
-                    STRATEGIES.into_iter().filter(|s| o.strategy.is_none_or(|x| x == s.1))
+                for strategy in STRATEGIES
+                    .into_iter()
+                    .filter(|s| o.strategy.as_ref().is_none_or(|x| x.contains(&s.1)))
                 {
                     measured.push(cases::run(format, backing, strategy, gib)?);
                     if !o.json {

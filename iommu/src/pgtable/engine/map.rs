@@ -155,6 +155,12 @@ impl<F: PteFormat> PageTable<F> {
                 }
                 let idx = level_index(*va, level);
                 let pa = src.pa;
+                if level == 1 && self.page_sizes & level_sizes_between(shift) == 0 {
+                    // Every entry left in this leaf table is one 4 KiB page, whatever the
+                    // pieces: the whole run in one pass.
+                    self.fill_leaf_table(mem, table, fresh, va, end, src, prot, &mut dirty)?;
+                    continue;
+                }
                 let order = self.best_order(*va, pa, (end - *va).min(src.left));
                 if order == shift && self.page_sizes & level_sizes_between(shift) == 0 {
                     // No page size between this level's and the next: every page left in
@@ -228,6 +234,68 @@ impl<F: PteFormat> PageTable<F> {
             Ok(())
         })();
         dirty.flush(mem);
+        result
+    }
+}
+
+/// Leaf entries gathered for one write (fragmented memory: one entry per piece).
+const LEAF_BATCH: usize = 64;
+
+impl<F: PteFormat> PageTable<F> {
+    /// Maps `[*va, end)` up to the end of the leaf table `table`, where every entry is one
+    /// 4 KiB page: the run is checked free once (not at all in a fresh table), then each
+    /// piece's entries are written as one run, or, for short pieces, gathered and written
+    /// a batch at a time. No per-entry walk, size choice or bounds check.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_leaf_table<M: TableMemory>(
+        &self,
+        mem: &mut M,
+        table: PhysAddr,
+        fresh: bool,
+        va: &mut u64,
+        end: u64,
+        src: &mut Source<'_>,
+        prot: Prot,
+        dirty: &mut Dirty,
+    ) -> Result<(), MapError> {
+        let idx = level_index(*va, 1);
+        let total = (((end - *va) >> 12) as usize).min(ENTRIES - idx);
+        if !fresh {
+            if let Some(i) = self.first_used(mem, table, idx, total) {
+                return Err(MapError::AlreadyMapped { iova: *va + ((i as u64) << 12) });
+            }
+        }
+        let mut batch = [0u64; LEAF_BATCH];
+        let (mut len, mut at) = (0usize, idx);
+        let mut i = idx;
+        let mut result = Ok(());
+        while i < idx + total {
+            if src.bad || src.left == 0 {
+                result = Err(MapError::BadRange);
+                break;
+            }
+            let k = ((src.left >> 12) as usize).min(idx + total - i);
+            let first = self.format.leaf_entry(src.pa, 1, 12, prot);
+            if k >= LEAF_BATCH / 8 {
+                mem.write_words(table + 8 * at as u64, &batch[..len]);
+                mem.write_run(table + 8 * i as u64, first, 1 << 12, k);
+                (len, at) = (0, i + k);
+            } else {
+                for j in 0..k {
+                    if len == LEAF_BATCH {
+                        mem.write_words(table + 8 * at as u64, &batch);
+                        (len, at) = (0, at + LEAF_BATCH);
+                    }
+                    batch[len] = first + ((j as u64) << 12);
+                    len += 1;
+                }
+            }
+            i += k;
+            *va += (k as u64) << 12;
+            src.advance((k as u64) << 12);
+        }
+        mem.write_words(table + 8 * at as u64, &batch[..len]);
+        dirty.mark(idx, i - idx);
         result
     }
 }
