@@ -2,6 +2,8 @@
 //! `tests/`, so both boot the machine exactly the same way.
 
 pub mod build;
+pub mod doc_paths;
+pub mod linux_guest;
 pub mod machine_report;
 pub mod qemu;
 pub mod qemu_props;

@@ -1,4 +1,5 @@
 //! AMD-Vi bring-up: IVRS -> usable IVHDs -> running units, and every PCI function routed.
+#![deny(unsafe_code)]
 
 use super::KernelAmdVi;
 use crate::mem::KernelMemory;

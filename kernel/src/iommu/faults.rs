@@ -1,6 +1,7 @@
 //! Fault records (VT-d) and event logs (AMD-Vi): read, decoded in words, counted, and
 //! logged through a rate limiter so a fault storm cannot drown the console or stall the
 //! hypervisor.
+#![deny(unsafe_code)]
 
 use super::{IommuSystem, Units};
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,7 @@
 //! blocking them hangs firmware-owned devices. Each routed function with reserved
 //! regions gets its own domain that maps exactly those ranges 1:1 and nothing else.
 //! (Such functions are never assigned to partitions: see `partition::config`.)
+#![deny(unsafe_code)]
 
 use super::{DomainIds, ReservedRegion, Route};
 use crate::mem::KernelMemory;

@@ -8,6 +8,7 @@
 //! services fault records and event logs.
 
 mod amd;
+mod error;
 mod faults;
 pub mod groups;
 pub mod identity;
@@ -23,6 +24,7 @@ use iommu::amdvi::AmdViUnit;
 use iommu::invalidate::DomainId;
 use iommu::vtd::VtdUnit;
 
+pub use error::{DomainIdError, InterruptsNotIsolated, RouteError};
 pub use faults::{fault_interrupts, lines_logged, service_faults, FaultEvent};
 pub use iommu::acpi::reserved::ReservedRegion;
 
@@ -100,11 +102,8 @@ impl DomainIds {
 
     /// A domain id on `unit` that no live domain there uses; `Err` (with the reason) when
     /// every id the unit supports is live or the unit does not exist.
-    pub fn alloc(&mut self, unit: usize) -> Result<DomainId, alloc::string::String> {
-        let space = self
-            .units
-            .get_mut(unit)
-            .ok_or_else(|| alloc::format!("domain ids: there is no IOMMU unit {unit}"))?;
+    pub fn alloc(&mut self, unit: usize) -> Result<DomainId, DomainIdError> {
+        let space = self.units.get_mut(unit).ok_or(DomainIdError::NoSuchUnit(unit))?;
         // Ids 1..count are usable.
         for _ in 1..space.count {
             let id = space.next;
@@ -114,10 +113,7 @@ impl DomainIds {
                 return Ok(id as DomainId);
             }
         }
-        Err(alloc::format!(
-            "domain ids: all {} ids of IOMMU unit {unit} are in use (id 0 is reserved)",
-            space.count.saturating_sub(1)
-        ))
+        Err(DomainIdError::Exhausted { unit, usable: space.count.saturating_sub(1) })
     }
 
     /// Gives `id` on `unit` back: call only after the domain's devices were blocked and
@@ -197,8 +193,8 @@ impl IommuSystem {
     /// Whether devices translated by `unit` may be assigned to a partition: only when the
     /// unit remaps interrupts (else the device could raise any vector, NMI or INIT on the
     /// host), or when `allow-unsafe-interrupts` was given (then a warning is logged).
-    /// `Err` says why in words.
-    pub fn interrupt_isolation(&self, unit: usize) -> Result<(), alloc::string::String> {
+    /// `Err` says why.
+    pub fn interrupt_isolation(&self, unit: usize) -> Result<(), InterruptsNotIsolated> {
         let Some(why) = self.ir_problems.get(unit).cloned().flatten() else {
             return Ok(());
         };
@@ -209,11 +205,7 @@ impl IommuSystem {
             );
             return Ok(());
         }
-        Err(alloc::format!(
-            "IOMMU unit {unit} cannot remap interrupts ({why}), so the device could forge any \
-             interrupt (any vector, NMI, INIT) on the host; refused (the unsafe switch \
-             allow-unsafe-interrupts would allow it)"
-        ))
+        Err(InterruptsNotIsolated { unit, why })
     }
 
     /// Number of units brought up.
@@ -351,7 +343,7 @@ pub fn discover(
             if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
                 let (regions, problems) = iommu::acpi::reserved::from_dmar(&d, &bridges);
                 for (base, e) in problems {
-                    log::warn!("DMAR: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
+                    log::warn!("DMAR: RMRR at {base:#x}: a device scope does not resolve: {e}");
                 }
                 sys.reserved = regions;
             }

@@ -1,4 +1,5 @@
 //! VT-d bring-up: DMAR -> usable DRHDs -> running units, and every PCI function routed.
+#![deny(unsafe_code)]
 
 use super::{faults, KernelVtd};
 use crate::mem::KernelMemory;

@@ -3,6 +3,7 @@
 //! device without ACS lets them reach each other unseen), so a group belongs to one owner.
 //! A configuration that splits a group across partitions, or between a partition and a
 //! firmware identity (RMRR/IVMD) domain, is refused with the group named.
+#![deny(unsafe_code)]
 
 use crate::iommu::IommuSystem;
 use crate::pci::Bdf;

@@ -251,8 +251,20 @@ fn device_reaches_nothing(
 /// Tells the story with `parts` (created by `create_all`, devices attached). Returns
 /// the failures; `Err` only when the story could not be told at all. Every partition
 /// is destroyed at the end.
-pub fn tell(platform: &mut Platform, mut parts: Vec<Partition>) -> Result<Failures, String> {
+pub fn tell(platform: &mut Platform, parts: Vec<Partition>) -> Result<Failures, String> {
     let mut fail = Failures::new();
+    // Linux guests run on their own (`linux::run`); the story is the other guests'.
+    let (linux, mut parts): (Vec<Partition>, Vec<Partition>) =
+        parts.into_iter().partition(|p| p.is_linux());
+    for p in linux {
+        match super::linux::run_and_recreate(platform, p) {
+            Ok((again, failure)) => {
+                fail.extend(failure);
+                super::config::destroy_all(alloc::vec![again], platform);
+            }
+            Err(e) => fail.push(e),
+        }
+    }
     let sentinel = frames::alloc().ok_or("no frame for the hypervisor sentinel")?;
     // SAFETY: a frame just taken from the allocator, identity-mapped, owned here.
     unsafe { core::ptr::write_bytes(sentinel as *mut u8, SENTINEL, 4096) };
@@ -309,6 +321,7 @@ fn tell_inner(
         first.stop
     );
     let (name, devices) = (a.name.clone(), a.devices.clone());
+    let with_platform = a.platform.is_some();
     let backing = a.memory().map(|m| m.backing());
     let backing = backing.map_or(String::new(), |b| format!("{b}"));
     let (mut mem, report) = a
@@ -337,6 +350,9 @@ fn tell_inner(
     let t0 = cycles();
     let mut again = Partition::create_in(&name, mem, super::BUILTIN_GUEST)
         .map_err(|e| format!("re-create {name}: {e}"))?;
+    if with_platform {
+        again.enable_platform().map_err(|e| format!("re-create {name}: {e}"))?;
+    }
     for d in &devices {
         let f = platform.pci.iter().find(|f| f.bdf == *d).ok_or("device vanished")?;
         let route = platform.iommu.route(*d).ok_or("no route")?;

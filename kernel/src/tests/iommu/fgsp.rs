@@ -62,7 +62,7 @@ impl IommuTest for ProbeOnAttach {
         let extent = HostExtent { paddr: backing.start, len: RECORDED_LEN };
         tracker
             .map_dma(mem, rig.unit, RECORDED_IOVA, &[extent], Prot::READ | Prot::WRITE)
-            .map_err(|e| format!("map_dma: {e:?}"))?;
+            .map_err(|e| format!("map_dma: {e}"))?;
         let mappings = tracker.mapping_count();
         let dom = rig.new_domain()?;
         let mut rec = Recording { inner: &mut *rig.unit, blocks: Vec::new(), domain_wide: 0 };
@@ -70,7 +70,7 @@ impl IommuTest for ProbeOnAttach {
             Ok(i) => i,
             Err((dom, e)) => {
                 rig.destroy(dom)?;
-                return Err(format!("attach: {e:?}"));
+                return Err(format!("attach: {e}"));
             }
         };
         let (blocks, domain_wide) = (rec.blocks, rec.domain_wide);
@@ -113,7 +113,7 @@ impl IommuTest for ProbeOnAttach {
             ensure!(runs == [want], "after attach the tables hold {runs:x?}, want only {want:x?}");
             Ok(())
         })();
-        let dom = tracker.detach(mem, rig.unit, index).map_err(|e| format!("detach: {e:?}"))?;
+        let dom = tracker.detach(mem, rig.unit, index).map_err(|e| format!("detach: {e}"))?;
         rig.destroy(dom)?;
         result
     }
