@@ -26,6 +26,9 @@ static LAST_COMPLETION: AtomicU64 = AtomicU64::new(0);
 pub struct Stamp(u64);
 
 impl Stamp {
+    /// Before every completion.
+    pub(crate) const NEVER: Stamp = Stamp(0);
+
     /// Now: every completion handed out from here on is later than this stamp.
     pub fn now() -> Stamp {
         Stamp(LAST_COMPLETION.load(Ordering::SeqCst))
@@ -88,6 +91,13 @@ impl Completed {
         inv.invalidate_domain(domain)?;
         inv.sync()?;
         Ok(Self::after_sync(unit, domain, None))
+    }
+
+    /// When it completed, if it invalidated every translation of `domain` on `unit`
+    /// (not just ranges of it): what a domain keeps of its latest domain-wide flush.
+    pub(crate) fn domain_wide_at(&self, unit: usize, domain: DomainId) -> Option<Stamp> {
+        (self.unit == unit && self.domain == domain && self.covers == Covers::Domain)
+            .then_some(Stamp(self.seq))
     }
 
     /// The unit number this proof is for.

@@ -7,7 +7,7 @@
 
 use alloc::vec::Vec;
 
-use crate::completed::Completed;
+use crate::completed::{Completed, Stamp};
 use crate::error::HwError;
 use crate::invalidate::{DomainId, IotlbInvalidator, IovaBlock};
 use crate::pgtable::{Detached, MapError, PageTable, Prot, PteFormat, TableMemory, Unmapped};
@@ -24,6 +24,8 @@ pub struct IotlbGather {
     /// One invalidation command per unmapped region (Linux's per-unmap range flush),
     /// instead of merged aligned blocks.
     per_region: bool,
+    /// One domain-wide invalidation whatever was gathered (a teardown of everything).
+    whole_domain: bool,
 }
 
 impl IotlbGather {
@@ -38,6 +40,13 @@ impl IotlbGather {
     /// `linux-2018` baseline uses it.
     pub fn per_region() -> Self {
         Self { per_region: true, ..Self::default() }
+    }
+
+    /// An empty gather whose flush invalidates the whole domain, even when nothing was
+    /// gathered: one command for a teardown of every mapping, and the domain-wide proof
+    /// [`Domain::destroy`] needs.
+    pub fn whole_domain() -> Self {
+        Self { whole_domain: true, ..Self::default() }
     }
 
     /// True when nothing waits for a flush.
@@ -138,7 +147,18 @@ pub struct Domain<F: PteFormat> {
     unit: usize,
     table: PageTable<F>,
     fgsp: bool,
+    /// Taken after the last change to the tables (map, unmap, deferred work).
+    changed: Stamp,
+    /// When the latest domain-wide invalidation of this domain completed (set only from
+    /// a real completion): [`Domain::destroy`] frees the tables only when it is later
+    /// than `changed`.
+    whole_flush: Stamp,
 }
+
+/// A [`Domain::destroy`] refused: no domain-wide invalidation completed after the last
+/// change to its tables. The domain comes back untouched (retire it, or leak it).
+#[derive(Debug)]
+pub struct NotRetired<F: PteFormat>(pub Domain<F>);
 
 impl<F: PteFormat> Domain<F> {
     /// An empty domain `id` on the caller's unit number `unit`, tables in `format`.
@@ -148,7 +168,14 @@ impl<F: PteFormat> Domain<F> {
         unit: usize,
         format: F,
     ) -> Result<Self, MapError> {
-        Ok(Self { id, unit, table: PageTable::new(mem, format)?, fgsp: false })
+        Ok(Self {
+            id,
+            unit,
+            table: PageTable::new(mem, format)?,
+            fgsp: false,
+            changed: Stamp::now(),
+            whole_flush: Stamp::NEVER,
+        })
     }
 
     /// Keeps only the page sizes in `mask` (bit n = 2^n bytes; 4 KiB always stays).
@@ -208,7 +235,9 @@ impl<F: PteFormat> Domain<F> {
         prot: Prot,
     ) -> Result<(), MapError> {
         refuse_reserved(iova, size)?;
-        self.table.map(mem, iova, paddr, size, prot)
+        let result = self.table.map(mem, iova, paddr, size, prot);
+        self.changed = Stamp::now();
+        result
     }
 
     /// Maps `[iova, iova + size)` onto the physical `pieces` in order, in one walk (see
@@ -222,7 +251,9 @@ impl<F: PteFormat> Domain<F> {
         prot: Prot,
     ) -> Result<(), MapError> {
         refuse_reserved(iova, size)?;
-        self.table.map_pieces(mem, iova, size, pieces, prot)
+        let result = self.table.map_pieces(mem, iova, size, pieces, prot);
+        self.changed = Stamp::now();
+        result
     }
 
     /// Unmaps the pages intersecting `[iova, iova + size)` and gathers their invalidation.
@@ -234,7 +265,9 @@ impl<F: PteFormat> Domain<F> {
         size: u64,
         gather: &mut IotlbGather,
     ) -> Result<Unmapped, MapError> {
-        let done = self.table.unmap(mem, iova, size, &mut gather.freed_tables)?;
+        let done = self.table.unmap(mem, iova, size, &mut gather.freed_tables);
+        self.changed = Stamp::now();
+        let done = done?;
         gather.add_range(done.iova, done.iova + done.size);
         Ok(done)
     }
@@ -250,7 +283,9 @@ impl<F: PteFormat> Domain<F> {
         gather: &mut IotlbGather,
         kept: &mut Detached,
     ) -> Result<Unmapped, MapError> {
-        let done = self.table.unmap_keeping(mem, iova, size, &mut gather.freed_tables, kept)?;
+        let done = self.table.unmap_keeping(mem, iova, size, &mut gather.freed_tables, kept);
+        self.changed = Stamp::now();
+        let done = done?;
         gather.add_range(done.iova, done.iova + done.size);
         Ok(done)
     }
@@ -267,6 +302,7 @@ impl<F: PteFormat> Domain<F> {
             self.table.defer_invalidation(start, end, &mut gather.freed_tables);
         }
         self.table.defer_invalidation(0, 0, &mut gather.freed_tables);
+        self.changed = Stamp::now();
     }
 
     /// Invalidates what `gather` collected (plus what failed maps and deferred flushes
@@ -292,7 +328,7 @@ impl<F: PteFormat> Domain<F> {
         let mut stats = FlushStats::default();
         let rolled_back = self.table.take_rolled_back(&mut gather.freed_tables);
         gather.add_range(rolled_back.iova, rolled_back.iova + rolled_back.size);
-        if gather.is_empty() {
+        if gather.is_empty() && !gather.whole_domain {
             return Ok((stats, Completed::after_sync(self.unit, self.id, Some(Vec::new()))));
         }
         let max_order = inv.max_block_order().max(12);
@@ -301,7 +337,9 @@ impl<F: PteFormat> Domain<F> {
         } else {
             gather.blocks(max_order)
         };
-        let domain_wide = if gather.per_region {
+        let domain_wide = if gather.whole_domain {
+            true
+        } else if gather.per_region {
             blocks.iter().any(|b: &IovaBlock| b.order > max_order) || blocks.is_empty()
         } else {
             blocks.len() > DOMAIN_FLUSH_THRESHOLD
@@ -319,131 +357,46 @@ impl<F: PteFormat> Domain<F> {
         inv.sync()?;
         let ranges = core::mem::take(&mut gather.ranges);
         let proof = Completed::after_sync(self.unit, self.id, (!domain_wide).then_some(ranges));
+        if let Some(at) = proof.domain_wide_at(self.unit, self.id) {
+            self.whole_flush = at;
+        }
         for frame in gather.freed_tables.drain(..) {
             mem.free_frame(frame);
         }
         Ok((stats, proof))
     }
 
-    /// Frees every table page. Only after the unit no longer points at this domain and
-    /// its IOTLB entries were invalidated.
-    pub fn destroy<M: TableMemory>(self, mem: &mut M) {
+    /// Invalidates everything the unit may cache for this domain (with what failed
+    /// maps and flushes deferred) and waits: the proof [`Domain::destroy`] needs. Call it
+    /// once no device reaches the domain any more (every device blocked or moved).
+    pub fn retire<M: TableMemory>(
+        &mut self,
+        mem: &mut M,
+        inv: &mut dyn IotlbInvalidator,
+    ) -> Result<(), HwError> {
+        let mut gather = IotlbGather::whole_domain();
+        self.flush_proved(mem, &mut gather, inv).map(|_| ())
+    }
+
+    /// True when a domain-wide invalidation completed after the last change to the
+    /// tables, so [`Domain::destroy`] will free them.
+    pub fn is_retired(&self) -> bool {
+        self.whole_flush > self.changed
+    }
+
+    /// Frees every table page, the root included, and only under a domain-wide
+    /// invalidation that completed after the last change to the tables (see
+    /// [`Domain::retire`]; the tracker's teardown ends with one): otherwise the domain
+    /// comes back in [`NotRetired`] and nothing is freed. The caller's part is the order:
+    /// its devices were blocked before that invalidation.
+    pub fn destroy<M: TableMemory>(self, mem: &mut M) -> Result<(), NotRetired<F>> {
+        if !self.is_retired() {
+            return Err(NotRetired(self));
+        }
         self.table.destroy(mem);
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_domain_maps_the_interrupt_window_or_the_hypertransport_range() {
-        use crate::model::HostMemory;
-        use crate::pgtable::amdv1::AmdV1Format;
-        let mut mem = HostMemory::new();
-        let fmt = AmdV1Format::new(4).unwrap();
-        let mut d = Domain::new(&mut mem, 3, 0, fmt).unwrap();
-        for (iova, size, window) in [
-            (0xFEE0_0000, 0x1000, 0xFEE0_0000),
-            (0xFEC0_0000, 0x40_0000, 0xFEE0_0000), // a 4 MiB run ending inside it
-            (0xFEFF_F000, 0x1000, 0xFEE0_0000),
-            (0xFD_0000_0000, 0x20_0000, 0xFD_0000_0000),
-            (0xFC_FFFF_F000, 0x2000, 0xFD_0000_0000),
-        ] {
-            let got = d.map(&mut mem, iova, 0x1000_0000, size, Prot::READ);
-            assert_eq!(got, Err(MapError::Reserved { window }), "{iova:#x}+{size:#x}");
-            // The tracker's one-walk path is refused the same way.
-            let mut pieces = [(0x1000_0000, size)].into_iter();
-            let got = d.map_pieces(&mut mem, iova, size, &mut pieces, Prot::READ);
-            assert_eq!(got, Err(MapError::Reserved { window }), "pieces {iova:#x}+{size:#x}");
-        }
-        // Right below and right above the window are ordinary IOVAs.
-        d.map(&mut mem, 0xFEDF_F000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
-        d.map(&mut mem, 0xFF00_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
-    }
-
-    #[test]
-    fn blocks_are_aligned_and_cover_exactly() {
-        let mut g = IotlbGather::new();
-        g.add_range(0x3000, 0x11000);
-        g.add_range(0x11000, 0x12000);
-        g.add_range(0x1_0000_0000, 0x1_0020_0000);
-        let blocks = g.blocks(16);
-        let want = [(0x3000, 12), (0x4000, 14), (0x8000, 15), (0x10000, 13), (0x1_0000_0000, 16)];
-        for (i, &(iova, order)) in want.iter().enumerate() {
-            assert_eq!(blocks[i], IovaBlock { iova, order });
-        }
-        // 2 MiB in 64 KiB blocks.
-        assert_eq!(blocks.len(), 4 + 32);
-        let mut covered = 0;
-        for b in &blocks {
-            assert_eq!(b.iova % b.size(), 0);
-            assert!(b.order <= 16);
-            covered += b.size();
-        }
-        assert_eq!(covered, 0xF000 + 0x20_0000);
-    }
-
-    #[test]
-    fn many_blocks_become_one_domain_invalidation_and_tables_wait_for_sync() {
-        use crate::model::{HostMemory, ModelIommu, ModelKind};
-        use crate::pgtable::vtd::VtdFormat;
-        let mut mem = HostMemory::new();
-        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 0 });
-        let fmt = VtdFormat::new(3, 0).unwrap();
-        let mut d = Domain::new(&mut mem, 7, 0, fmt).unwrap();
-        let mut g = IotlbGather::new();
-        for i in 0..(DOMAIN_FLUSH_THRESHOLD as u64 + 1) {
-            d.map(&mut mem, i << 22, 0x1000_0000, 0x1000, Prot::READ).unwrap();
-        }
-        for i in 0..(DOMAIN_FLUSH_THRESHOLD as u64 + 1) {
-            d.unmap(&mut mem, i << 22, 0x1000, &mut g).unwrap();
-        }
-        let live = mem.live_frames();
-        assert!(live > 1, "emptied tables are not freed before the flush");
-        let stats = d.flush(&mut mem, &mut g, &mut inv).unwrap();
-        assert_eq!(stats, FlushStats { blocks: 0, domain_wide: 1 });
-        assert_eq!(inv.syncs, 1);
-        assert_eq!(mem.live_frames(), 1);
-        assert!(g.is_empty());
-    }
-
-    #[test]
-    fn tables_of_a_failed_map_are_freed_by_the_next_flush_after_its_invalidation() {
-        use crate::model::{HostMemory, ModelIommu, ModelKind};
-        use crate::pgtable::vtd::VtdFormat;
-        let mut mem = HostMemory::new();
-        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 1 });
-        let mut d = Domain::new(&mut mem, 3, 0, VtdFormat::new(3, 1).unwrap()).unwrap();
-        d.map(&mut mem, 0x60_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
-        let live = mem.live_frames();
-        assert!(d.map(&mut mem, 0x20_1000, 0x1000_1000, 0x40_0000, Prot::READ).is_err());
-        assert_eq!(mem.live_frames(), live + 1);
-        let stats = d.flush(&mut mem, &mut IotlbGather::new(), &mut inv).unwrap();
-        assert!(stats.total() > 0, "the failed map's span is invalidated");
-        assert_eq!(inv.syncs, 1);
-        assert_eq!(mem.live_frames(), live);
-    }
-
-    #[test]
-    fn deferred_gather_is_invalidated_and_freed_by_the_next_flush() {
-        use crate::model::{HostMemory, Invalidation, ModelIommu, ModelKind};
-        use crate::pgtable::vtd::VtdFormat;
-        let mut mem = HostMemory::new();
-        let mut inv = ModelIommu::new(ModelKind::Vtd { sllps: 0 });
-        let mut d = Domain::new(&mut mem, 5, 0, VtdFormat::new(3, 0).unwrap()).unwrap();
-        d.map(&mut mem, 0x4000_0000, 0x1000_0000, 0x1000, Prot::READ).unwrap();
-        let mut g = IotlbGather::new();
-        d.unmap(&mut mem, 0x4000_0000, 0x1000, &mut g).unwrap();
-        inv.fail_sync = true;
-        assert!(d.flush(&mut mem, &mut g, &mut inv).is_err());
-        d.defer(g);
-        let live = mem.live_frames();
-        assert!(live > 1, "tables wait for a completed invalidation");
-        inv.fail_sync = false;
-        inv.log.clear();
-        d.flush(&mut mem, &mut IotlbGather::new(), &mut inv).unwrap();
-        assert_eq!(inv.log, [Invalidation::Block(5, IovaBlock { iova: 0x4000_0000, order: 12 })]);
-        assert_eq!(mem.live_frames(), 1);
-    }
-}
+mod tests;

@@ -28,6 +28,27 @@ pub trait PhysMemory {
     fn flush_for_device(&mut self, addr: PhysAddr, len: u64) {
         let _ = (addr, len);
     }
+    /// Index of the first nonzero word among the `n` words from `addr`, all in one frame
+    /// (the engine's check that a run of entries is free). The default reads word by
+    /// word; memory the CPU reaches as a slice can scan the run at once.
+    fn first_nonzero(&self, addr: PhysAddr, n: usize) -> Option<usize> {
+        (0..n).find(|&i| self.read_u64(addr + 8 * i as u64) != 0)
+    }
+    /// Writes `words` to the words from `addr`, all in one frame (a batch of leaf entries).
+    /// The default writes word by word.
+    fn write_words(&mut self, addr: PhysAddr, words: &[u64]) {
+        for (i, &w) in words.iter().enumerate() {
+            self.write_u64(addr + 8 * i as u64, w);
+        }
+    }
+    /// Writes the `n` words from `addr`, all in one frame, with `first`, `first + step`,
+    /// `first + 2 * step`, ... (a run of leaf entries whose address steps by the page
+    /// size, or a run cleared with `first = step = 0`). The default writes word by word.
+    fn write_run(&mut self, addr: PhysAddr, first: u64, step: u64, n: usize) {
+        for i in 0..n {
+            self.write_u64(addr + 8 * i as u64, first.wrapping_add(step.wrapping_mul(i as u64)));
+        }
+    }
 }
 
 /// A remapping unit's register window. Offsets are bytes from the window's base.

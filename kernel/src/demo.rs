@@ -132,15 +132,11 @@ fn show<U: RemappingUnit>(
         );
         Ok(blocked)
     })();
-    let retired = unit
-        .block_device(rid)
-        .and_then(|()| unit.invalidate_domain(dom.id()))
-        .and_then(|()| unit.sync());
-    match retired {
-        Ok(()) => {
-            dom.destroy(mem);
-            ids.free(route.unit, id);
-        }
+    let mut dom = dom;
+    let retired = unit.block_device(rid).and_then(|()| dom.retire(mem, unit));
+    match retired.map(|()| dom.destroy(mem)) {
+        Ok(Ok(())) => ids.free(route.unit, id),
+        Ok(Err(_)) => log::error!("demo: the domain was not retired; its tables are kept"),
         // Leaking the tables is the safe side when the unit may still walk them.
         Err(e) => log::error!("demo: retiring the domain failed ({e}); its tables are kept"),
     }

@@ -263,7 +263,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if units.is_empty() {
         units = vec![
             Iommu::Intel { aw_bits: None, caching_mode: false },
-            Iommu::Amd { intremap: false },
+            Iommu::Amd { intremap: true },
         ];
     }
     let kernel = xtask::build::kernel(release)?;

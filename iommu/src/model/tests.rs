@@ -95,3 +95,29 @@ fn page_walk_cache_walks_a_table_freed_before_its_invalidation_completed() {
     assert!(!m.cached_tables().contains(&l1));
     assert_eq!(m.translate(&mem, 3, 0x6000, Prot::READ), Err(Fault::NotPresent));
 }
+
+#[test]
+fn runs_agree_with_word_access_and_stray_runs_are_reported() {
+    let mut mem = HostMemory::new();
+    mem.reserve_frames(2);
+    let (a, b) = (table(&mut mem), table(&mut mem));
+    assert_eq!(b, a + 4096, "reserved frames come out in address order");
+    mem.write_run(a + 8 * 10, 0x1003, 0x1000, 5);
+    for i in 0..5 {
+        assert_eq!(mem.read_u64(a + 8 * (10 + i)), 0x1003 + 0x1000 * i);
+    }
+    assert_eq!(mem.first_nonzero(a, 512), Some(10));
+    assert_eq!(mem.first_nonzero(a + 8 * 15, 497), None);
+    assert_eq!(mem.first_nonzero(b, 512), None);
+    assert_eq!(mem.writes, 5);
+    // A run that leaves its frame falls back to words: the part outside a live frame is
+    // a violation, never a write into the neighbour.
+    mem.free_frame(b);
+    mem.write_run(a + 8 * 510, 7, 0, 4);
+    assert_eq!(mem.read_u64(a + 8 * 511), 7);
+    assert_eq!(mem.violations.len(), 2, "{:?}", mem.violations);
+    let before = mem.bad_reads.get();
+    assert_eq!(mem.first_nonzero(a + 8 * 511, 2), Some(0));
+    assert_eq!(mem.first_nonzero(b, 2), Some(0), "a freed frame reads as all ones");
+    assert_eq!(mem.bad_reads.get(), before + 1);
+}

@@ -126,6 +126,18 @@ impl<F: PteFormat> PageTable<F> {
         mem.read_u64(table + 8 * idx as u64)
     }
 
+    /// The first of the `n` entries from `idx` of `table` in use, counting the steps.
+    pub(super) fn first_used<M: TableMemory>(
+        &self,
+        mem: &M,
+        table: PhysAddr,
+        idx: usize,
+        n: usize,
+    ) -> Option<usize> {
+        self.walk_steps.set(self.walk_steps.get() + n as u64);
+        mem.first_nonzero(table + 8 * idx as u64, n)
+    }
+
     /// The end of `[iova, iova + size)` if it is aligned, nonempty and in the aperture.
     pub(super) fn check_range(&self, iova: u64, size: u64) -> Result<u64, MapError> {
         let end = iova.checked_add(size).ok_or(MapError::BadRange)?;
@@ -158,8 +170,9 @@ impl<F: PteFormat> PageTable<F> {
     }
 
     /// Frees every table page, the root included. Only once no device can walk it and
-    /// the IOTLB was invalidated.
-    pub fn destroy<M: TableMemory>(mut self, mem: &mut M) {
+    /// the IOTLB was invalidated: reached only through `Domain::destroy`, which holds
+    /// the proof.
+    pub(crate) fn destroy<M: TableMemory>(mut self, mem: &mut M) {
         let mut all = core::mem::take(&mut self.unlinked);
         self.collect_tables(mem, self.root, self.levels(), &mut all);
         for frame in all {

@@ -128,7 +128,7 @@ fn retry_after_a_per_call_teardown_invalidates_the_domains_the_pages_are_owed_by
         assert_eq!(bytes, 0x4000, "{strategy:?}: every page back exactly once");
         assert_eq!(t.unreleased_bytes(), 0);
         for d in domains {
-            d.destroy(&mut mem);
+            d.destroy(&mut mem).unwrap();
         }
     }
 }
@@ -161,5 +161,10 @@ fn fgsp_probe_checks_its_pair_and_defers_a_failed_flush() {
     d.flush(&mut mem, &mut crate::domain::IotlbGather::new(), &mut SharedModel::new(&model))
         .unwrap();
     assert_eq!(mem.live_frames(), live, "freed after the deferred invalidation completed");
-    d.destroy(&mut mem);
+    // A range flush is no proof for the whole domain: destroy refuses until a retire.
+    let crate::domain::NotRetired(mut d) = d.destroy(&mut mem).unwrap_err();
+    assert_eq!(mem.live_frames(), live, "a refused destroy frees nothing");
+    d.retire(&mut mem, &mut SharedModel::new(&model)).unwrap();
+    d.destroy(&mut mem).unwrap();
+    assert_eq!(mem.live_frames(), live - 1, "the root went with the retired domain");
 }

@@ -14,6 +14,8 @@ mod hole_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
+mod test_layouts;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod unit_hook_tests;
@@ -417,7 +419,9 @@ impl<F: PteFormat> DmaTracker<F> {
                 }
             };
             if let Err(e) = replayed {
-                let mut gather = IotlbGather::new();
+                // Everything it got goes: one domain-wide invalidation (it also retires
+                // the domain for the caller's `destroy`).
+                let mut gather = IotlbGather::whole_domain();
                 for (iova, size) in done {
                     let _ = domain.unmap(mem, iova, size, &mut gather);
                 }
@@ -518,8 +522,9 @@ impl<F: PteFormat> DmaTracker<F> {
         Ok(fgsp)
     }
 
-    /// Unmaps every mapping from domain `index` (gathered, one flush) and hands the
-    /// domain back; the mappings stay recorded and their host pages stay pinned.
+    /// Unmaps every mapping from domain `index` (gathered, one domain-wide flush) and
+    /// hands the domain back retired (see `Domain::destroy`); the mappings stay recorded
+    /// and their host pages stay pinned.
     pub fn detach<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
@@ -551,7 +556,8 @@ impl<F: PteFormat> DmaTracker<F> {
         // The domain leaves the list only once its flush completed: on any error it stays
         // attached (its failed gather deferred to the next flush), so nothing is lost.
         let domain = &mut self.domains[index];
-        let mut gather = IotlbGather::new();
+        // Every mapping leaves it: one domain-wide invalidation, which also retires it.
+        let mut gather = IotlbGather::whole_domain();
         let mut unmapped = Ok(());
         for (&iova, m) in &self.mappings {
             if let Err(e) = domain.unmap(mem, iova, m.size, &mut gather) {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
+use super::test_layouts::{host_extents, layout, strategy, Layout};
 use super::*;
 use crate::invalidate::DomainId;
 use crate::model::{HostMemory, ModelIommu, ModelKind, SharedModel};
@@ -30,14 +31,6 @@ const WINDOW: u64 = 1 << 30; // IOVA window base: mappings live in [1 GiB, 1 GiB
 const WINDOW_PAGES: u64 = 8192;
 const HOST_BASE: u64 = 0x80_0000_0000;
 
-#[derive(Debug, Clone, Copy)]
-enum Layout {
-    Contiguous,
-    Fragmented,
-    TwoMeg,
-    Mixed,
-}
-
 #[derive(Debug, Clone)]
 enum Op {
     Map { start: u64, pages: u64, layout: Layout, seed: u64 },
@@ -52,12 +45,7 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let layout = prop_oneof![
-        Just(Layout::Contiguous),
-        Just(Layout::Fragmented),
-        Just(Layout::TwoMeg),
-        Just(Layout::Mixed)
-    ];
+    let layout = layout();
     // Starts: any page (unaligned), or 2 MiB-aligned (superpages, shared upper tables).
     let start = prop_oneof![0..WINDOW_PAGES, (0..16u64).prop_map(|i| i * 512)];
     prop_oneof![
@@ -72,34 +60,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..UNITS, 0..6u32).prop_map(|(unit, after)| Op::FailSync { unit, after }),
         1 => (0..6u32).prop_map(|after| Op::FailAlloc { after }),
     ]
-}
-
-/// Host memory for `pages` pages in `layout`; `next` hands out fresh physical space.
-fn host_extents(layout: Layout, pages: u64, seed: u64, next: &mut u64) -> Vec<HostExtent> {
-    let mut rng = seed | 1;
-    let mut rand = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut out = Vec::new();
-    let mut left = pages * PAGE_SIZE;
-    while left > 0 {
-        let len = match layout {
-            Layout::Contiguous => left,
-            Layout::Fragmented => PAGE_SIZE,
-            Layout::TwoMeg => left.min(1 << 21),
-            Layout::Mixed => left.min(PAGE_SIZE << (rand() % 11)),
-        };
-        let align =
-            if matches!(layout, Layout::TwoMeg) { 1 << 21 } else { PAGE_SIZE << (rand() % 10) };
-        let p = next.div_ceil(align) * align;
-        *next = p + len + PAGE_SIZE;
-        out.push(HostExtent { paddr: p, len });
-        left -= len;
-    }
-    out
 }
 
 /// What differs between the formats: a domain for unit `u` and the unit's model.
@@ -172,6 +132,9 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
     let mut tainted = false;
     // Domains whose detach failed: attached, their tables cleared, a retry owed.
     let mut half_detached: BTreeSet<DomainId> = BTreeSet::new();
+    // Domains a failed attach handed back whose retiring invalidation failed too: kept
+    // (destroy would refuse) until the failures are off.
+    let mut unretired = Vec::new();
     let released = RefCell::new(Vec::<HostExtent>::new());
     let mut release = |e: HostExtent| {
         for m in &models {
@@ -272,8 +235,12 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
                     Err((d, e)) => {
                         assert!(matches!(e, TrackerError::Hw(_) | TrackerError::Map(_)), "{e:?}");
                         tainted |= matches!(e, TrackerError::Hw(_));
-                        // Never programmed into a unit: nothing can cache its tables.
-                        d.destroy(&mut mem);
+                        // Never programmed into a unit, but destroy still wants the proof.
+                        let mut d = d;
+                        match d.retire(&mut mem, inv.unit(d.unit())) {
+                            Ok(()) => d.destroy(&mut mem).unwrap(),
+                            Err(_) => unretired.push(d),
+                        }
                     }
                 }
             }
@@ -294,7 +261,7 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
                         }
                         m.clear_context(d.id());
                         drop(m);
-                        d.destroy(&mut mem);
+                        d.destroy(&mut mem).unwrap();
                     }
                     Err(TrackerError::Hw(_)) => {
                         tainted = true;
@@ -309,7 +276,7 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
                         half_detached.clear();
                         for d in domains {
                             models[d.unit()].borrow_mut().clear_context(d.id());
-                            d.destroy(&mut mem);
+                            d.destroy(&mut mem).unwrap();
                         }
                     }
                     Err(TrackerError::Hw(_)) => tainted = true,
@@ -374,9 +341,13 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
         }
     };
     tracker.retry_release(&mut mem, &mut inv, &mut release).unwrap();
+    for mut d in unretired {
+        d.retire(&mut mem, inv.unit(d.unit())).unwrap();
+        d.destroy(&mut mem).unwrap();
+    }
     for d in domains {
         models[d.unit()].borrow_mut().clear_context(d.id());
-        d.destroy(&mut mem);
+        d.destroy(&mut mem).unwrap();
     }
     for e in released.borrow_mut().drain(..) {
         for pa in pages_of(&[e]) {
@@ -387,16 +358,6 @@ fn run<X: Machine>(machine: X, strategy: UnmapStrategy, ops: &[Op]) {
     assert_eq!(tracker.unreleased_bytes(), 0);
     assert_eq!(mem.live_frames(), 0, "table pages leaked");
     assert!(mem.violations.is_empty(), "{:?}", mem.violations);
-}
-
-fn strategy() -> impl Strategy<Value = UnmapStrategy> {
-    prop_oneof![
-        Just(UnmapStrategy::PageByPage),
-        Just(UnmapStrategy::SeedChunked),
-        Just(UnmapStrategy::LinuxFgsp),
-        Just(UnmapStrategy::Linux2018),
-        Just(UnmapStrategy::Gathered)
-    ]
 }
 
 proptest! {

@@ -124,7 +124,7 @@ impl<F: PteFormat> DmaTracker<F> {
         let taken: Vec<(u64, Mapping)> =
             keys.into_iter().filter_map(|k| self.mappings.remove(&k).map(|m| (k, m))).collect();
         let bytes = taken.iter().map(|(_, m)| m.size).sum();
-        self.unmap_taken(mem, inv, taken, release)?;
+        self.unmap_taken(mem, inv, taken, false, release)?;
         Ok(bytes)
     }
 
@@ -139,14 +139,14 @@ impl<F: PteFormat> DmaTracker<F> {
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<Vec<Domain<F>>, TrackerError> {
         let taken: Vec<(u64, Mapping)> = core::mem::take(&mut self.mappings).into_iter().collect();
-        self.unmap_taken(mem, inv, taken, release)?;
-        // Work earlier failed flushes deferred (and their table pages) is completed before
-        // the domains leave: a caller's `destroy` then frees only what is still linked.
+        self.unmap_taken(mem, inv, taken, true, release)?;
+        // Each domain leaves retired: a domain-wide invalidation completed after its last
+        // change (the default's unmap flush was one; the baselines, and work failed
+        // flushes deferred, get one here), so the caller's `destroy` can free the tables.
         for d in &mut self.domains {
-            let mut gather = IotlbGather::new();
-            if let Err(e) = d.flush(mem, &mut gather, inv.unit(d.unit())) {
-                d.defer(gather);
-                return Err(e.into());
+            if !d.is_retired() {
+                let gather = IotlbGather::whole_domain();
+                flush_counted(d, mem, gather, inv.unit(d.unit()), &mut self.counters)?;
             }
         }
         self.detaching.clear();
@@ -159,6 +159,7 @@ impl<F: PteFormat> DmaTracker<F> {
         mem: &mut M,
         inv: &mut I,
         taken: Vec<(u64, Mapping)>,
+        everything: bool,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let steps_before: u64 = self.domains.iter().map(|d| d.table().walk_steps()).sum();
@@ -171,7 +172,7 @@ impl<F: PteFormat> DmaTracker<F> {
             self.domains.swap(0, source);
         }
         let result = if self.domains.is_empty() || self.strategy == UnmapStrategy::Gathered {
-            self.unmap_gathered(mem, inv, taken, has_source, release)
+            self.unmap_gathered(mem, inv, taken, has_source, everything, release)
         } else {
             self.unmap_per_call(mem, inv, taken, has_source, release)
         };
@@ -212,13 +213,15 @@ impl<F: PteFormat> DmaTracker<F> {
 
     /// The default: one range unmap per mapping and domain, one flush per domain, and
     /// every page released once all of them completed, read from the first domain's
-    /// detached leaves (no contiguity search, no second record).
+    /// detached leaves (no contiguity search, no second record). `everything`: the
+    /// mappings are all there is (a teardown), so each flush is one domain-wide command.
     fn unmap_gathered<M: TableMemory, I: InvalidatorSet + ?Sized>(
         &mut self,
         mem: &mut M,
         inv: &mut I,
         taken: Vec<(u64, Mapping)>,
         has_source: bool,
+        everything: bool,
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<(), TrackerError> {
         let mut held = Held::default();
@@ -227,7 +230,8 @@ impl<F: PteFormat> DmaTracker<F> {
         }
         let mut gathers = Vec::with_capacity(self.domains.len());
         for (i, d) in self.domains.iter_mut().enumerate() {
-            let mut gather = IotlbGather::new();
+            let mut gather =
+                if everything { IotlbGather::whole_domain() } else { IotlbGather::new() };
             let mut kept = Detached::default();
             for &(iova, ref m) in &taken {
                 let keep = i == 0 && has_source && m.extents.is_empty();

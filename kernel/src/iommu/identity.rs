@@ -126,16 +126,14 @@ pub fn attach_identity<U: RemappingUnit>(
         Ok(())
     })();
     if let Err(e) = filled {
-        // A failed attach may have left context/device-table entries: block them first.
-        let blocked = rids
-            .iter()
-            .try_for_each(|&rid| unit.block_device(rid))
-            .and_then(|()| unit.invalidate_domain(id));
-        match blocked.and_then(|()| unit.sync()) {
-            Ok(()) => {
-                dom.destroy(mem);
-                ids.free(unit_index, id);
-            }
+        // A failed attach may have left context/device-table entries: block every alias
+        // first, then retire the domain (a domain-wide invalidation that completed).
+        let blocked = rids.iter().try_for_each(|&rid| unit.block_device(rid));
+        match blocked.and_then(|()| dom.retire(mem, unit)) {
+            Ok(()) => match dom.destroy(mem) {
+                Ok(()) => ids.free(unit_index, id),
+                Err(_) => log::error!("iommu: identity domain {id} not retired; tables kept"),
+            },
             Err(b) => log::error!("iommu: cannot block {rids:04x?} after a failed attach: {b}"),
         }
         return Err(e);

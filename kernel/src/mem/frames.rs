@@ -8,8 +8,11 @@
 //! Dirty frames: a destroyed partition's memory comes back through [`free_dirty`], still
 //! holding the guest's data, so the destroy does not wait for the scrub. Every allocation
 //! path zeroes the dirty frames it hands out before returning them (a later owner never
-//! sees old data), and [`scrub_dirty`] zeroes them in the background (idle time) so
-//! allocation rarely has to.
+//! sees old data), and [`scrub_dirty`] zeroes them off the destroy path (at idle
+//! points: the end of the partition run, [`scrub_idle`]) with non-temporal stores, so
+//! allocation rarely has to. The kernel brings up no other CPU, so there is no other CPU
+//! to hand the scrub to; a claimed run is out of the free pool while it is zeroed, so
+//! the same code is safe to run on one.
 
 use boot::{BootInfo, MemoryKind};
 use spin::Mutex;
@@ -278,6 +281,12 @@ pub fn free_dirty(start: u64, count: u64) {
     });
 }
 
+/// Makes the next allocations search from `addr` on (the allocator is next-fit): the
+/// tests use it to put a new owner on frames just released dirty.
+pub fn search_from(addr: u64) {
+    with(|m| m.hint = (addr / FRAME).min(m.frames));
+}
+
 /// Free frames still holding a previous owner's data.
 pub fn dirty_frames() -> u64 {
     with(|m| m.dirty_count).unwrap_or(0)
@@ -321,7 +330,7 @@ pub fn scrub_dirty(max: u64) -> u64 {
         })
         .flatten();
         let Some((f, e)) = run else { break };
-        zero(f * FRAME, (e - f) * FRAME);
+        zero_nontemporal(f * FRAME, (e - f) * FRAME);
         with(|m| {
             for g in f..e {
                 m.set(g, true);
@@ -333,9 +342,36 @@ pub fn scrub_dirty(max: u64) -> u64 {
     done
 }
 
+/// The idle-time scrub: zeroes every dirty frame left (nothing else waits for the CPU)
+/// and returns how many it zeroed and the TSC cycles it took.
+pub fn scrub_idle() -> (u64, u64) {
+    // SAFETY: RDTSC exists on every x86-64 processor and only reads the counter.
+    let t0 = unsafe { core::arch::x86_64::_rdtsc() };
+    let zeroed = scrub_dirty(u64::MAX);
+    // SAFETY: as above.
+    (zeroed, unsafe { core::arch::x86_64::_rdtsc() } - t0)
+}
+
 /// Frames currently free.
 pub fn free_frames() -> u64 {
     with(|m| m.free).unwrap_or(0)
+}
+
+/// Zeroes `[addr, addr + len)` (whole frames) with non-temporal stores: the scrub's
+/// frames are not about to be used, so they should not evict the caches of what is.
+fn zero_nontemporal(addr: u64, len: u64) {
+    let mut p = addr;
+    while p < addr + len {
+        // SAFETY: the caller claimed these frames (out of the free pool, owned by nobody
+        // else) and RAM is identity-mapped; movnti writes one aligned 8-byte word.
+        unsafe {
+            core::arch::asm!("movnti [{p}], {z}", p = in(reg) p, z = in(reg) 0u64, options(nostack));
+        }
+        p += 8;
+    }
+    // SAFETY: a fence has no memory-safety preconditions; it orders the weakly ordered
+    // non-temporal stores before the frames go back to the free pool.
+    unsafe { core::arch::asm!("sfence", options(nostack)) };
 }
 
 /// Fills `[addr, addr + len)` with zeros.

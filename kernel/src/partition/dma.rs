@@ -255,12 +255,19 @@ fn attach_on<U: RemappingUnit>(
                     return Err(DmaError::NewDomain(e));
                 }
             };
-            let i = t.attach(&mut KernelMemory, &mut set(units), dom).map_err(|(d, error)| {
-                // No device was pointed at it: the id and tables can go.
-                d.destroy(&mut KernelMemory);
-                ids.free(route.unit, id);
-                DmaError::AttachDomain { id, error }
-            })?;
+            let attached = t.attach(&mut KernelMemory, &mut set(units), dom);
+            let i = match attached {
+                Ok(i) => i,
+                Err((mut d, e)) => {
+                    // No device was pointed at it: once retired, the id and tables can go.
+                    let retired = d.retire(&mut KernelMemory, &mut units[route.unit]);
+                    match retired.map(|()| d.destroy(&mut KernelMemory)) {
+                        Ok(Ok(())) => ids.free(route.unit, id),
+                        _ => log::error!("iommu: domain {id} not retired; its tables are kept"),
+                    }
+                    return Err(DmaError::AttachDomain { id, error: e });
+                }
+            };
             if mapped > 0 {
                 // Caching-mode units may hold not-present entries for the new mappings.
                 let order = mapped.next_power_of_two().trailing_zeros().max(12);
@@ -312,10 +319,10 @@ fn teardown_on<U: RemappingUnit>(
     let domains =
         t.teardown(&mut KernelMemory, &mut set(units), release).map_err(DmaError::Teardown)?;
     for d in domains {
-        // Every device on it is blocked and its IOTLB entries were invalidated: the
-        // tables and the id can go.
+        // Every device on it was blocked before the teardown, whose domain-wide
+        // invalidation retired it: the tables and the id can go.
         let (unit, id) = (d.unit(), d.id());
-        d.destroy(&mut KernelMemory);
+        d.destroy(&mut KernelMemory).map_err(|_| DmaError::NotRetired { id })?;
         ids.free(unit, id);
     }
     Ok((issued(units) - before, t.counters()))

@@ -109,6 +109,36 @@ pub fn destroy_defers_scrub(_: &mut TestContext<'_>) -> TestResult {
         ensure!(reused == list.len(), "{backing}: {reused} of {} frames reused", list.len());
         log::info!("{backing}: {} dirty frames handed out again, each zeroed first", reused);
     }
+    // A partition re-created at once on memory just released dirty (the allocator's
+    // search put back at those frames) sees zeros. The control puts one word of old data
+    // back into its memory before it runs: reported, so a skipped zeroing would be seen.
+    for control in [false, true] {
+        let p = create("released", 8 * MIB, Backing::Pages4K)?;
+        let list = fill_and_list(&p)?;
+        p.destroy();
+        frames::search_from(list.iter().copied().min().unwrap_or(0));
+        let mut q = create("reborn", 8 * MIB, Backing::Pages4K)?;
+        let old: BTreeSet<u64> = list.iter().copied().collect();
+        let mem = q.memory().ok_or("no memory")?;
+        let reused = mem.chunks().iter().filter(|c| old.contains(c)).count();
+        ensure!(reused * 2 > list.len(), "only {reused} of {} released frames reused", list.len());
+        if control {
+            let last = mem.host_address(mem.size() - 8).ok_or("no last word")?;
+            // SAFETY: the last word of the new partition's memory (not yet run), mapped.
+            unsafe { core::ptr::write_volatile(last as *mut u64, PATTERN) };
+        }
+        let stop = q.run(Budget::DEFAULT).map_err(|e| format!("{e}"))?.stop;
+        // The guest fails its own run when it finds old data (the control's does).
+        ensure!(
+            matches!(stop, Stop::Done(s) if (s != 0) == control),
+            "re-created guest (control {control}) ended with {stop:?}"
+        );
+        let seen = q.reported(check::NONZERO_WORDS);
+        let want = Some(u64::from(control));
+        ensure!(seen == want, "control {control}: guest saw {seen:?} nonzero words, want {want:?}");
+        log::info!("re-created on {reused} just-released frames: nonzero words {seen:?} (control {control})");
+        q.destroy();
+    }
     // The background scrub: a destroyed partition's frames zeroed with no allocation.
     let p = create("scrubbed", 8 * MIB, Backing::Pages4K)?;
     let list = fill_and_list(&p)?;

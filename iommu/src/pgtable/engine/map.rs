@@ -65,8 +65,17 @@ impl<F: PteFormat> PageTable<F> {
         let mut src = Source { pa: 0, left: 0, rest: pieces, bad: false };
         src.advance(0);
         let mut unlinked = core::mem::take(&mut self.unlinked);
-        let result =
-            self.map_in(mem, self.root, self.levels(), &mut va, end, &mut src, prot, &mut unlinked);
+        let result = self.map_in(
+            mem,
+            self.root,
+            self.levels(),
+            false,
+            &mut va,
+            end,
+            &mut src,
+            prot,
+            &mut unlinked,
+        );
         let result = result.and_then(|()| {
             if src.left != 0 || src.rest.next().is_some() {
                 Err(MapError::BadRange)
@@ -121,12 +130,16 @@ impl<F: PteFormat> PageTable<F> {
         core::mem::take(&mut self.rolled_back)
     }
 
+    /// Maps `[*va, end)` into `table` at `level`, advancing `*va` as it goes. `fresh`: the
+    /// table was made by this map, which writes it in increasing order, so every entry
+    /// from `*va` on is known empty and is not read back.
     #[allow(clippy::too_many_arguments)]
     fn map_in<M: TableMemory>(
         &mut self,
         mem: &mut M,
         table: PhysAddr,
         level: u32,
+        fresh: bool,
         va: &mut u64,
         end: u64,
         src: &mut Source<'_>,
@@ -142,43 +155,47 @@ impl<F: PteFormat> PageTable<F> {
                 }
                 let idx = level_index(*va, level);
                 let pa = src.pa;
+                if level == 1 && self.page_sizes & level_sizes_between(shift) == 0 {
+                    // Every entry left in this leaf table is one 4 KiB page, whatever the
+                    // pieces: the whole run in one pass.
+                    self.fill_leaf_table(mem, table, fresh, va, end, src, prot, &mut dirty)?;
+                    continue;
+                }
                 let order = self.best_order(*va, pa, (end - *va).min(src.left));
                 if order == shift && self.page_sizes & level_sizes_between(shift) == 0 {
                     // No page size between this level's and the next: every page left in
                     // this table is one entry of this size. Check and write them in one
                     // pass, the entry computed once (its address field steps by the size).
                     let n = (((end - *va).min(src.left) >> shift) as usize).min(ENTRIES - idx);
-                    for i in idx..idx + n {
-                        if self.read(mem, table, i) != 0 {
+                    if !fresh {
+                        if let Some(i) = self.first_used(mem, table, idx, n) {
                             return Err(MapError::AlreadyMapped {
-                                iova: *va + (((i - idx) as u64) << shift),
+                                iova: *va + ((i as u64) << shift),
                             });
                         }
                     }
                     let first = self.format.leaf_entry(pa, level, order, prot);
-                    for i in 0..n {
-                        mem.write_u64(table + 8 * (idx + i) as u64, first + ((i as u64) << shift));
-                    }
+                    mem.write_run(table + 8 * idx as u64, first, 1 << shift, n);
                     dirty.mark(idx, n);
                     *va += (n as u64) << shift;
                     src.advance((n as u64) << shift);
                 } else if order >= shift {
                     let count = 1usize << (order - shift);
-                    for i in idx..idx + count {
-                        if self.read(mem, table, i) != 0 {
-                            return Err(MapError::AlreadyMapped { iova: *va });
-                        }
+                    if !fresh && self.first_used(mem, table, idx, count).is_some() {
+                        return Err(MapError::AlreadyMapped { iova: *va });
                     }
                     let pte = self.format.leaf_entry(pa, level, order, prot);
-                    for i in idx..idx + count {
-                        mem.write_u64(table + 8 * i as u64, pte);
-                    }
+                    mem.write_run(table + 8 * idx as u64, pte, 0, count);
                     dirty.mark(idx, count);
                     *va += 1 << order;
                     src.advance(1 << order);
                 } else {
-                    let raw = self.read(mem, table, idx);
-                    let (child, created) = match self.format.decode(raw, level) {
+                    let pte = if fresh {
+                        Pte::Empty
+                    } else {
+                        self.format.decode(self.read(mem, table, idx), level)
+                    };
+                    let (child, created) = match pte {
                         Pte::Table(child) => (child, false),
                         Pte::Leaf { .. } => return Err(MapError::AlreadyMapped { iova: *va }),
                         Pte::Empty => {
@@ -194,7 +211,17 @@ impl<F: PteFormat> PageTable<F> {
                     let entry_end = (*va | ((1u64 << shift) - 1)) + 1;
                     let before = *va;
                     let sub_end = end.min(entry_end);
-                    let sub = self.map_in(mem, child, level - 1, va, sub_end, src, prot, unlinked);
+                    let sub = self.map_in(
+                        mem,
+                        child,
+                        level - 1,
+                        created,
+                        va,
+                        sub_end,
+                        src,
+                        prot,
+                        unlinked,
+                    );
                     if sub.is_err() && created && *va == before {
                         // Nothing landed in the new table (its own new children were
                         // unlinked the same way): unlink it so no empty table stays.
@@ -207,6 +234,68 @@ impl<F: PteFormat> PageTable<F> {
             Ok(())
         })();
         dirty.flush(mem);
+        result
+    }
+}
+
+/// Leaf entries gathered for one write (fragmented memory: one entry per piece).
+const LEAF_BATCH: usize = 64;
+
+impl<F: PteFormat> PageTable<F> {
+    /// Maps `[*va, end)` up to the end of the leaf table `table`, where every entry is one
+    /// 4 KiB page: the run is checked free once (not at all in a fresh table), then each
+    /// piece's entries are written as one run, or, for short pieces, gathered and written
+    /// a batch at a time. No per-entry walk, size choice or bounds check.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_leaf_table<M: TableMemory>(
+        &self,
+        mem: &mut M,
+        table: PhysAddr,
+        fresh: bool,
+        va: &mut u64,
+        end: u64,
+        src: &mut Source<'_>,
+        prot: Prot,
+        dirty: &mut Dirty,
+    ) -> Result<(), MapError> {
+        let idx = level_index(*va, 1);
+        let total = (((end - *va) >> 12) as usize).min(ENTRIES - idx);
+        if !fresh {
+            if let Some(i) = self.first_used(mem, table, idx, total) {
+                return Err(MapError::AlreadyMapped { iova: *va + ((i as u64) << 12) });
+            }
+        }
+        let mut batch = [0u64; LEAF_BATCH];
+        let (mut len, mut at) = (0usize, idx);
+        let mut i = idx;
+        let mut result = Ok(());
+        while i < idx + total {
+            if src.bad || src.left == 0 {
+                result = Err(MapError::BadRange);
+                break;
+            }
+            let k = ((src.left >> 12) as usize).min(idx + total - i);
+            let first = self.format.leaf_entry(src.pa, 1, 12, prot);
+            if k >= LEAF_BATCH / 8 {
+                mem.write_words(table + 8 * at as u64, &batch[..len]);
+                mem.write_run(table + 8 * i as u64, first, 1 << 12, k);
+                (len, at) = (0, i + k);
+            } else {
+                for j in 0..k {
+                    if len == LEAF_BATCH {
+                        mem.write_words(table + 8 * at as u64, &batch);
+                        (len, at) = (0, at + LEAF_BATCH);
+                    }
+                    batch[len] = first + ((j as u64) << 12);
+                    len += 1;
+                }
+            }
+            i += k;
+            *va += (k as u64) << 12;
+            src.advance((k as u64) << 12);
+        }
+        mem.write_words(table + 8 * at as u64, &batch[..len]);
+        dirty.mark(idx, i - idx);
         result
     }
 }

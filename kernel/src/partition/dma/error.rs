@@ -63,6 +63,12 @@ pub enum DmaError {
     },
     /// The tracker's teardown failed; pages it could not prove unmapped stay quarantined.
     Teardown(TrackerError),
+    /// A domain came back from the teardown without a domain-wide invalidation after its
+    /// last change, so its tables were kept (`Domain::destroy` refused).
+    NotRetired {
+        /// The domain's id.
+        id: DomainId,
+    },
 }
 
 impl fmt::Display for DmaError {
@@ -89,6 +95,9 @@ impl fmt::Display for DmaError {
                 write!(f, "blocking {device} (requester id {rid:#06x}): {error}")
             }
             DmaError::Teardown(e) => write!(f, "DMA teardown: {e}"),
+            DmaError::NotRetired { id } => {
+                write!(f, "domain {id} was not retired by a domain-wide invalidation; its tables are kept")
+            }
         }
     }
 }

@@ -70,9 +70,7 @@ impl IommuTest for Bench {
             let c = tracker.counters();
             rig.unit.block_device(rig.rid).map_err(|e| format!("block: {e}"))?;
             for d in domains {
-                rig.unit.invalidate_domain(d.id()).map_err(|e| format!("{e}"))?;
-                rig.unit.sync().map_err(|e| format!("{e}"))?;
-                rig.destroy(d);
+                rig.destroy(d)?;
             }
             ensure!(released == bytes, "{name}: released {released} of {bytes} bytes");
             crate::println!(

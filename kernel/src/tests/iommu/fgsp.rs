@@ -66,10 +66,13 @@ impl IommuTest for ProbeOnAttach {
         let mappings = tracker.mapping_count();
         let dom = rig.new_domain()?;
         let mut rec = Recording { inner: &mut *rig.unit, blocks: Vec::new(), domain_wide: 0 };
-        let index = tracker.attach(mem, &mut rec, dom).map_err(|(dom, e)| {
-            dom.destroy(&mut KernelMemory);
-            format!("attach: {e}")
-        })?;
+        let index = match tracker.attach(mem, &mut rec, dom) {
+            Ok(i) => i,
+            Err((dom, e)) => {
+                rig.destroy(dom)?;
+                return Err(format!("attach: {e}"));
+            }
+        };
         let (blocks, domain_wide) = (rec.blocks, rec.domain_wide);
         let result = (|| -> TestResult {
             let dom = &tracker.domains()[index];
@@ -111,7 +114,7 @@ impl IommuTest for ProbeOnAttach {
             Ok(())
         })();
         let dom = tracker.detach(mem, rig.unit, index).map_err(|e| format!("detach: {e}"))?;
-        rig.destroy(dom);
+        rig.destroy(dom)?;
         result
     }
 }

@@ -97,12 +97,15 @@ impl<U: RemappingUnit> Rig<'_, U> {
         })
     }
 
-    /// Frees `dom`'s tables and gives its id back: only once no device uses it and its
-    /// cached translations were invalidated (see [`Rig::retire`]).
-    pub fn destroy(&mut self, dom: Domain<U::Format>) {
+    /// Retires `dom` (a domain-wide invalidation, waited for) and frees its tables and
+    /// id: only once no device reaches it any more (see [`Rig::retire`]).
+    pub fn destroy(&mut self, mut dom: Domain<U::Format>) -> Result<(), String> {
         let id = dom.id();
-        dom.destroy(&mut KernelMemory);
+        // Always now: a proof from before the device was blocked would not do.
+        dom.retire(&mut KernelMemory, &mut *self.unit).map_err(|e| format!("retire: {e}"))?;
+        dom.destroy(&mut KernelMemory).map_err(|_| format!("domain {id} not retired"))?;
         self.ids.free(self.unit_index, id);
+        Ok(())
     }
 
     /// Maps and tells the unit (caching-mode units need an invalidation after map).
@@ -130,10 +133,7 @@ impl<U: RemappingUnit> Rig<'_, U> {
     /// Blocks the device, invalidates the domain, and frees its tables.
     pub fn retire(&mut self, dom: Domain<U::Format>) -> Result<(), String> {
         self.unit.block_device(self.rid).map_err(|e| format!("block: {e}"))?;
-        self.unit.invalidate_domain(dom.id()).map_err(|e| format!("invalidate: {e}"))?;
-        self.unit.sync().map_err(|e| format!("sync: {e}"))?;
-        self.destroy(dom);
-        Ok(())
+        self.destroy(dom)
     }
 
     /// edu copies `len` bytes from `src` to `dst` (IOVAs); an edu failure is a test error.

@@ -57,9 +57,7 @@ fn teardown_with<U: RemappingUnit>(
     let moved = !region_holds(host, 4096, 0x3C, 0);
     rig.unit.block_device(rig.rid).map_err(|e| format!("block: {e}"))?;
     for d in domains {
-        rig.unit.invalidate_domain(d.id()).map_err(|e| format!("invalidate: {e}"))?;
-        rig.unit.sync().map_err(|e| format!("sync: {e}"))?;
-        rig.destroy(d);
+        rig.destroy(d)?;
     }
     ensure!(!moved, "after the {strategy:?} teardown the DMA still landed");
     Ok((counters, fgsp, cycles))

@@ -221,11 +221,13 @@ impl IommuTest for Teardown {
         // Only now, with the device blocked, may the (empty) tables go.
         let blocked = rig.unit.block_device(rig.rid).map_err(hw("block"));
         let blocked_before_destroy = blocked.is_ok();
-        for d in domains {
-            rig.unit.invalidate_domain(d.id()).map_err(hw("invalidate"))?;
-            rig.unit.sync().map_err(hw("sync"))?;
+        for mut d in domains {
             if blocked_before_destroy {
-                rig.destroy(d);
+                rig.destroy(d)?;
+            } else {
+                // Still reachable: its cached translations go, its tables stay.
+                d.retire(mem, &mut *rig.unit).map_err(hw("retire"))?;
+                core::mem::forget(d);
             }
         }
         blocked?;
@@ -286,7 +288,7 @@ impl IommuTest for FgspProbe {
         for d in
             tracker.teardown(mem, rig.unit, &mut |_| {}).map_err(|e| format!("teardown: {e}"))?
         {
-            rig.destroy(d);
+            rig.destroy(d)?;
         }
         let expected = rig.unit.kind() == "AMD-Vi";
         log::info!("fgsp probe on a {} domain with all page sizes: {fgsp}", rig.unit.kind());
