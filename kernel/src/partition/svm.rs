@@ -156,6 +156,16 @@ pub fn force_intercepts_for_test(on: bool) {
     FORCE.store(on, core::sync::atomic::Ordering::SeqCst);
 }
 
+/// What `set_exception_intercepts` adds to what it is asked (both backends):
+/// [`ALWAYS_INTERCEPTED`], unless the hostile suite's control turned it off.
+pub fn forced_exceptions() -> u32 {
+    if FORCE.load(core::sync::atomic::Ordering::SeqCst) {
+        ALWAYS_INTERCEPTED
+    } else {
+        0
+    }
+}
+
 /// Why SVM cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SvmError {

@@ -102,7 +102,7 @@ pub fn host_facts() -> Result<HostFacts, SvmError> {
         frames::zero(host_area, pages(area_size) * 4096);
         let host_save = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
         log::info!(
-            "svm: world switch: XCR0 components {mask:#x} switched in {area_size}-byte XSAVE areas, vmsave/vmload of FS/GS/TR/LDTR/SYSCALL MSRs, DR0-DR3"
+            "world switch: XCR0 components {mask:#x} switched in {area_size}-byte XSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state and KERNEL_GS_BASE (VMX)"
         );
         Ok(HostFacts { mask, area_size, host_area, host_save })
     })
