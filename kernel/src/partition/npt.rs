@@ -144,7 +144,6 @@ impl NestedTables {
         self.root
     }
 
-
     /// The table at `level` (1 = PT, 2 = PD) covering `gpa`, created on the way.
     fn table_for(&mut self, gpa: u64, level: u32) -> Result<u64, NptError> {
         let mut table = self.root;

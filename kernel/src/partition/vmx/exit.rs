@@ -56,6 +56,7 @@ const EPT_MISCONFIG: u32 = 49;
 const INVEPT: u32 = 50;
 const INVVPID: u32 = 53;
 const WBINVD: u32 = 54;
+const PREEMPTION_TIMER: u32 = 52;
 const XSETBV: u32 = 55;
 const VMFUNC: u32 = 59;
 /// EXIT_REASON bit 31: the VM entry failed.
@@ -93,7 +94,9 @@ pub fn decode(e: &ExitInfo) -> Decoded {
         VMCALL => VmExit::Hypercall { next_rip },
         HLT => VmExit::Halt,
         TRIPLE_FAULT => VmExit::Shutdown,
-        EXTERNAL_INTERRUPT | INTERRUPT_WINDOW => VmExit::HostInterrupt,
+        // The slice ended (a host interrupt, the preemption timer) or the guest can now
+        // take its pending virtual interrupt: the run loop decides whether to go on.
+        EXTERNAL_INTERRUPT | INTERRUPT_WINDOW | PREEMPTION_TIMER => VmExit::HostInterrupt,
         RDMSR | WRMSR => VmExit::Msr { rip },
         EPT_VIOLATION | EPT_MISCONFIG => {
             VmExit::NestedPageFault { gpa: e.gpa, error_code: e.qualification, rip }

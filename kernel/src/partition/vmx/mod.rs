@@ -51,6 +51,14 @@ const CR4_VMXE: u64 = 1 << 13;
 const PIN_EXTERNAL_INTERRUPT: u32 = 1 << 0;
 /// NMIs are the host's.
 const PIN_NMI: u32 = 1 << 3;
+/// The VMX-preemption timer ends a slice after [`SLICE_TSC`] cycles even when no host
+/// interrupt does (Bochs 2.7 never delivers the host's interrupt to a guest entered with
+/// RFLAGS.IF = 0 from a host with IF = 0: see docs/bochs.md). Used when the CPU has it.
+const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
+/// The longest slice in TSC cycles when the preemption timer is active (a few ms at
+/// GHz rates; about one host timer tick under Bochs).
+const SLICE_TSC: u64 = 4_000_000;
+const MSR_VMX_MISC: u32 = 0x485;
 // Primary processor-based controls.
 /// A guest with interrupts enabled exits so a pending virtual interrupt can be injected.
 const PROC_INTERRUPT_WINDOW: u32 = 1 << 2;
@@ -297,6 +305,7 @@ fn enter_vmx_operation() -> Result<Caps, VmxError> {
         frames::free(region);
         return Err(VmxError::VmxonFailed);
     }
+    log::debug!("vmx: controls pin {pin:#x} primary {primary:#x} secondary {secondary:#x} exit {exit:#x} entry {entry:#x}");
     log::info!(
         "vmx: enabled (VMCS revision {revision:#x}, {} controls, EPT with 2 MiB{} pages, VPID, unrestricted guest {})",
         if true_msrs { "TRUE" } else { "default" },
@@ -536,6 +545,11 @@ impl VmxVcpu {
     fn setup(&mut self, c: &Caps) -> Result<(), VmxError> {
         use vmcs::*;
         self.w(PIN_BASED_CONTROLS, u64::from(c.pin));
+        if c.pin & PIN_PREEMPTION_TIMER != 0 {
+            // The timer counts down at the TSC rate divided by 2^IA32_VMX_MISC[4:0].
+            let rate = rdmsr(MSR_VMX_MISC) & 0x1F;
+            self.w(PREEMPTION_TIMER_VALUE, (SLICE_TSC >> rate).max(1));
+        }
         self.w(PRIMARY_CONTROLS, u64::from(c.primary));
         self.w(SECONDARY_CONTROLS, u64::from(c.secondary));
         self.w(EXIT_CONTROLS, u64::from(c.exit));
@@ -765,7 +779,13 @@ impl VcpuBackend for VmxVcpu {
         self.w(GUEST_CR0, 0x8001_0033);
         self.w(GUEST_DR7, 0x400);
         self.w(GUEST_IA32_DEBUGCTL, 0);
-        self.w(GUEST_RFLAGS, 0x2);
+        // RFLAGS.IF = 1: with external-interrupt exiting every host interrupt exits
+        // whatever the guest's IF, which governs only the virtual interrupts the host
+        // injects (none before a guest with a device has set up its IDT). IF = 0 would
+        // be equivalent on hardware, but Bochs 2.7 re-evaluates interrupt masking only
+        // when RFLAGS.IF changes, so a guest entered with IF = 0 from a host with IF = 0
+        // never exits for the host's timer (docs/bochs.md).
+        self.w(GUEST_RFLAGS, 0x202);
         self.w(GUEST_RIP, e.rip);
         self.w(GUEST_RSP, e.rsp);
         self.w(GUEST_IA32_PAT, 0x0007_0406_0007_0406);

@@ -197,6 +197,8 @@ fields! {
     GUEST_ACTIVITY_STATE = 0x4826, W32;
     /// Guest IA32_SYSENTER_CS.
     GUEST_SYSENTER_CS = 0x482A, W32;
+    /// VMX-preemption timer value.
+    PREEMPTION_TIMER_VALUE = 0x482E, W32;
     /// Host IA32_SYSENTER_CS.
     HOST_SYSENTER_CS = 0x4C00, W32;
     /// CR0 guest/host mask.
