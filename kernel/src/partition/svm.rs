@@ -177,7 +177,7 @@ pub enum SvmError {
     NoNestedPaging,
     /// No frame for the host save area, a VMCB or a permission map.
     OutOfFrames,
-    /// CPUID reports no XSAVE, which the world switch needs.
+    /// CPUID reports neither XSAVE nor FXSAVE, which the world switch needs.
     NoXsave,
 }
 
@@ -188,7 +188,9 @@ impl fmt::Display for SvmError {
             SvmError::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
             SvmError::NoNestedPaging => "the CPU has SVM but no nested paging",
             SvmError::OutOfFrames => "out of frames for SVM structures",
-            SvmError::NoXsave => "the CPU has no XSAVE, which the world switch needs",
+            SvmError::NoXsave => {
+                "the CPU has neither XSAVE nor FXSAVE, which the world switch needs"
+            }
         })
     }
 }

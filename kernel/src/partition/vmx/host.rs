@@ -175,3 +175,46 @@ pub fn invvpid(vpid: u16, single: bool) {
     // SAFETY: as for `invept`: INVVPID only drops guest TLB entries.
     unsafe { asm!("invvpid {}, [{}]", in(reg) kind, in(reg) &descriptor, options(nostack)) };
 }
+
+/// What a VMX guest run must leave unchanged in the host beyond what the VMCS host
+/// state restores by construction, as (key, value) pairs for the hostile suite: the
+/// MSRs VM exit does not switch or switches from the host-state area (keyed by MSR
+/// number), the FS/GS/LDTR selectors (keys 1-3) and the GDTR/IDTR limits VM exit sets
+/// to 0xFFFF (key 4, GDTR limit << 16 | IDTR limit).
+pub fn snapshot_fields() -> [(usize, u64); 16] {
+    let msrs = [
+        MSR_FS_BASE,
+        MSR_GS_BASE,
+        MSR_KERNEL_GS_BASE,
+        0xC000_0081, // STAR
+        0xC000_0082, // LSTAR
+        0xC000_0083, // CSTAR
+        0xC000_0084, // SFMASK
+        MSR_SYSENTER_CS,
+        MSR_SYSENTER_ESP,
+        MSR_SYSENTER_EIP,
+        MSR_EFER,
+        MSR_PAT,
+    ];
+    let mut out = [(0usize, 0u64); 16];
+    for (slot, msr) in out.iter_mut().zip(msrs) {
+        *slot = (msr as usize, rdmsr(msr));
+    }
+    let (fs, gs, ldtr): (u16, u16, u16);
+    let mut gdtr = TableRegister::default();
+    let mut idtr = TableRegister::default();
+    // SAFETY: reading selectors and the descriptor-table registers has no side effect.
+    unsafe {
+        asm!("mov {0:x}, fs", out(reg) fs, options(nomem, nostack));
+        asm!("mov {0:x}, gs", out(reg) gs, options(nomem, nostack));
+        asm!("sldt {0:x}", out(reg) ldtr, options(nomem, nostack));
+        asm!("sgdt [{}]", in(reg) &mut gdtr, options(nostack));
+        asm!("sidt [{}]", in(reg) &mut idtr, options(nostack));
+    }
+    let limits = u64::from(gdtr.limit) << 16 | u64::from(idtr.limit);
+    out[12] = (1, u64::from(fs));
+    out[13] = (2, u64::from(gs));
+    out[14] = (3, u64::from(ldtr));
+    out[15] = (4, limits);
+    out
+}

@@ -9,7 +9,7 @@
 //! KERNEL_GS_BASE, which a guest SWAPGS changes) is put back by [`VmxVcpu::run`].
 
 pub mod exit;
-mod host;
+pub mod host;
 pub mod vmcs;
 
 use super::svm_exit::Decoded;
