@@ -225,9 +225,8 @@ pub fn run(m: &BochsMachine, echo: bool) -> Result<Outcome, String> {
     let verdict = verdict(&serial, &bochs_out, timed_out);
     let ending = closing_message(&bochs_out).unwrap_or("none").to_string();
     let log = format!("{header}\n{serial}\nxtask: Bochs' closing message: {ending}");
-    if verdict == Verdict::Success {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    // The outcome carries the serial log; nothing else in the directory is needed.
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome { verdict, log, elapsed: start.elapsed(), qemu_version: header })
 }
 
