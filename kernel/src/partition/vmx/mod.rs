@@ -254,6 +254,13 @@ impl VmxVcpu {
             gpa: self.r(GUEST_PHYSICAL_ADDRESS),
         };
         let next_rip = info.rip.wrapping_add(u64::from(info.instruction_length));
+        if info.reason & 0xFFFF == 0 && info.interruption & (1 << 31 | 7 << 8) == (1 << 31 | 2 << 8)
+        {
+            // An NMI exited (NMI exiting): it is the host's, and VM exit consumed it.
+            // SAFETY: INT 2 runs the host's NMI handler (IDT vector 2, on its IST stack),
+            // as the NMI would have.
+            unsafe { asm!("int 2", options(nostack)) };
+        }
         if info.reason & 0xFFFF == 7 {
             // The interrupt window opened: stop asking for it (`inject` re-arms).
             self.w(PRIMARY_CONTROLS, self.r(PRIMARY_CONTROLS) & !u64::from(PROC_INTERRUPT_WINDOW));
