@@ -59,6 +59,12 @@ impl fmt::Display for ConsoleUart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadConsole;
 
+impl fmt::Display for BadConsole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not a console: expected {CONSOLE_SYNTAX}")
+    }
+}
+
 /// What `console=` accepts, in words (for error messages).
 pub const CONSOLE_SYNTAX: &str =
     "com1, com2, com3, com4, a port (0x2f8 or io:0x2f8), mmio:ADDR or mmio32:ADDR, optionally followed by ,BAUD";

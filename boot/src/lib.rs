@@ -6,17 +6,21 @@
 //! and calls the kernel's `kernel_main(magic, info)`; [`BootInfo::parse`] then turns the
 //! loader's structures into one memory map, RSDP, command line and module list.
 #![cfg_attr(not(test), no_std)]
+// Parsers of untrusted boot input need no unsafe; only the trampoline's symbols do.
+#![deny(unsafe_code)]
 
 pub mod cmdline;
 pub mod console;
 pub mod guest_elf;
 mod info;
+pub mod linux_boot;
 mod multiboot1;
 mod multiboot2;
 pub mod partition_config;
 mod pvh;
 
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // declares the assembly trampoline's symbols (`unsafe extern "C"`)
 pub mod entry;
 
 pub use info::{

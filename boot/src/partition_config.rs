@@ -7,10 +7,16 @@
 //!   memory 64M           # required: bytes, or with K/M/G (KiB/MiB/GiB); >= 2 MiB
 //!   backing 2m           # 4k (default) or 2m host pages behind guest memory
 //!   cpus 1               # only 1 is supported for now
-//!   image builtin        # `builtin` (default) or `module:NAME` (a boot module's file name)
+//!   image builtin        # `builtin` (default), `module:NAME` (a boot module's file name)
+//!                        # or `linux:NAME` (a Linux bzImage boot module)
+//!   initrd NAME          # Linux only: the initramfs boot module
+//!   cmdline "TEXT"       # Linux only: its command line, in double quotes (printable
+//!                        # ASCII, no quote inside, at most 2047 bytes)
 //!   device 00:04.0       # a PCI function, [SSSS:]BB:DD.F in hex; repeatable
 //!   unreset-devices refuse  # `refuse` (default) or `allow`: take devices that could
 //!                        # not be reset after another partition owned them
+//!   platform pc          # `none` (default) or `pc`: the emulated PIC, PIT and local
+//!                        # APIC an operating system needs
 //! ```
 //!
 //! Parsing is syntax and self-consistency only (no allocation: fixed-size arrays that
@@ -33,6 +39,8 @@ pub const MIN_MEMORY: u64 = 2 << 20;
 pub const MAX_MEMORY: u64 = 3 << 30;
 /// Longest partition name.
 pub const MAX_NAME: usize = 16;
+/// Longest Linux command line (the x86 boot protocol's COMMAND_LINE_SIZE less its NUL).
+pub const MAX_CMDLINE: usize = 2047;
 
 /// Host page size behind guest memory (and the nested page-table leaf size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +77,19 @@ pub enum GuestImage<'a> {
     Builtin,
     /// A boot module, by the file name of its first word (path stripped).
     Module(&'a str),
+    /// A Linux kernel (bzImage) boot module, by file name, started through the 64-bit
+    /// boot protocol.
+    Linux(&'a str),
+}
+
+/// The emulated platform devices a partition gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestPlatformKind {
+    /// None: every port and MMIO access outside RAM and assigned BARs stops the guest.
+    #[default]
+    None,
+    /// A PC's interrupt controllers and timers: 8259 pair, 8254, local APIC (xAPIC).
+    Pc,
 }
 
 /// A PCI function address as written in the configuration.
@@ -103,6 +124,10 @@ pub struct PartitionSpec<'a> {
     pub cpus: u32,
     /// The program it runs.
     pub image: GuestImage<'a>,
+    /// A Linux guest's initramfs boot module (`initrd NAME`).
+    pub initrd: Option<&'a str>,
+    /// A Linux guest's command line (`cmdline "TEXT"`, without the quotes).
+    pub cmdline: Option<&'a str>,
     devices: [DeviceAddr; MAX_DEVICES],
     device_count: usize,
     /// The line of its `partition` keyword, for messages.
@@ -110,6 +135,8 @@ pub struct PartitionSpec<'a> {
     /// `unreset-devices allow`: it may be given a device that another partition owned
     /// and that offers no reset (the device may still hold that partition's data).
     pub accept_unreset: bool,
+    /// `platform pc`: the guest gets emulated interrupt controllers and timers.
+    pub platform: GuestPlatformKind,
 }
 
 impl<'a> PartitionSpec<'a> {
@@ -122,10 +149,13 @@ impl<'a> PartitionSpec<'a> {
             backing,
             cpus: 1,
             image: GuestImage::Builtin,
+            initrd: None,
+            cmdline: None,
             devices: [DeviceAddr::default(); MAX_DEVICES],
             device_count: 0,
             line: 0,
             accept_unreset: false,
+            platform: GuestPlatformKind::None,
         }
     }
 
@@ -167,6 +197,9 @@ struct Seen {
     cpus: bool,
     image: bool,
     unreset: bool,
+    platform: bool,
+    initrd: bool,
+    cmdline: bool,
 }
 
 /// Parses and checks `text`; the result borrows names from it.
@@ -178,6 +211,20 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
         let line = index + 1;
         last_line = line;
         let err = |kind| ConfigError { line, kind };
+        // `cmdline "TEXT"`: the one value with spaces (and perhaps `#`) in it.
+        if let Some(value) = cmdline_value(raw) {
+            let value = value.map_err(err)?;
+            let current = cfg
+                .count
+                .checked_sub(1)
+                .ok_or(err(ConfigErrorKind::OutsidePartition("cmdline")))?;
+            let spec = cfg.partitions[current].as_mut().ok_or(err(ConfigErrorKind::Empty))?;
+            if core::mem::replace(&mut seen.cmdline, true) {
+                return Err(err(ConfigErrorKind::Repeated("cmdline")));
+            }
+            spec.cmdline = Some(value);
+            continue;
+        }
         let content = raw.split('#').next().unwrap_or("");
         let mut words = content.split_whitespace();
         let Some(key) = words.next() else { continue };
@@ -251,11 +298,16 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
             }
             "image" => {
                 once(&mut seen.image)?;
-                spec.image = match value.strip_prefix("module:") {
+                spec.image = match (value.strip_prefix("module:"), value.strip_prefix("linux:")) {
                     _ if value == "builtin" => GuestImage::Builtin,
-                    Some(m) if !m.is_empty() => GuestImage::Module(m),
+                    (Some(m), _) if !m.is_empty() => GuestImage::Module(m),
+                    (_, Some(m)) if !m.is_empty() => GuestImage::Linux(m),
                     _ => return Err(err(ConfigErrorKind::BadImage(value))),
                 };
+            }
+            "initrd" => {
+                once(&mut seen.initrd)?;
+                spec.initrd = Some(value);
             }
             "unreset-devices" => {
                 once(&mut seen.unreset)?;
@@ -263,6 +315,14 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
                     "refuse" => false,
                     "allow" => true,
                     _ => return Err(err(ConfigErrorKind::BadUnreset(value))),
+                };
+            }
+            "platform" => {
+                once(&mut seen.platform)?;
+                spec.platform = match value {
+                    "none" => GuestPlatformKind::None,
+                    "pc" => GuestPlatformKind::Pc,
+                    _ => return Err(err(ConfigErrorKind::BadPlatform(value))),
                 };
             }
             "device" => {
@@ -285,9 +345,19 @@ pub fn parse(text: &str) -> Result<PartitionConfig<'_>, ConfigError<'_>> {
 }
 
 fn known_key(key: &str) -> Option<&'static str> {
-    ["partition", "memory", "backing", "cpus", "image", "device", "unreset-devices"]
-        .into_iter()
-        .find(|k| *k == key)
+    [
+        "partition",
+        "memory",
+        "backing",
+        "cpus",
+        "image",
+        "device",
+        "unreset-devices",
+        "platform",
+        "initrd",
+    ]
+    .into_iter()
+    .find(|k| *k == key)
 }
 
 /// Checks a finished partition: memory given, in range, a whole number of pages.
@@ -309,7 +379,46 @@ fn finish<'a>(cfg: &PartitionConfig<'a>, index: Option<usize>) -> Result<(), Con
             backing: p.backing,
         }));
     }
+    if !matches!(p.image, GuestImage::Linux(_)) {
+        if p.initrd.is_some() {
+            return Err(err(ConfigErrorKind::LinuxOnly { key: "initrd", partition: p.name }));
+        }
+        if p.cmdline.is_some() {
+            return Err(err(ConfigErrorKind::LinuxOnly { key: "cmdline", partition: p.name }));
+        }
+    }
     Ok(())
+}
+
+/// The quoted value of a `cmdline "TEXT"` line (`None`: the line is not a `cmdline` one).
+/// TEXT is printable ASCII without `"`, at most [`MAX_CMDLINE`] bytes; after the closing
+/// quote only a comment may follow.
+fn cmdline_value(raw: &str) -> Option<Result<&str, ConfigErrorKind<'_>>> {
+    let rest = raw.trim_start().strip_prefix("cmdline")?;
+    if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    let rest = rest.trim_start();
+    if rest.is_empty() || rest.starts_with('#') {
+        return Some(Err(ConfigErrorKind::MissingValue("cmdline")));
+    }
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return Some(Err(ConfigErrorKind::UnquotedCmdline(rest)));
+    };
+    let Some(close) = quoted.find('"') else {
+        return Some(Err(ConfigErrorKind::UnterminatedCmdline));
+    };
+    let (value, after) = (&quoted[..close], quoted[close + 1..].trim_start());
+    if !after.is_empty() && !after.starts_with('#') {
+        return Some(Err(ConfigErrorKind::ExtraWords("cmdline")));
+    }
+    if let Some(bad) = value.bytes().find(|b| !(0x20..0x7f).contains(b)) {
+        return Some(Err(ConfigErrorKind::BadCmdlineByte(bad)));
+    }
+    if value.len() > MAX_CMDLINE {
+        return Some(Err(ConfigErrorKind::CmdlineTooLong(value.len())));
+    }
+    Some(Ok(value))
 }
 
 fn valid_name(n: &str) -> bool {

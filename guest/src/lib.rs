@@ -80,6 +80,22 @@ pub mod check {
     pub const IRQ_COUNT: u64 = 13;
     /// The vector the guest programmed into its device's MSI.
     pub const IRQ_VECTOR: u64 = 14;
+    /// [`super::scenario::PLATFORM_TIMERS`]: PIT interrupts (IRQ 0 through the PIC and
+    /// LINT0) the guest's handler took.
+    pub const PIT_TICKS: u64 = 15;
+    /// Local APIC timer interrupts the guest's handler took.
+    pub const LAPIC_TICKS: u64 = 16;
+    /// TSC cycles the guest waited for them with interrupts enabled.
+    pub const WAIT_CYCLES: u64 = 17;
+    /// The local APIC's current count, read twice in one-shot mode (first, then second:
+    /// the second must be lower).
+    pub const TMCCT_FIRST: u64 = 18;
+    /// See [`TMCCT_FIRST`].
+    pub const TMCCT_SECOND: u64 = 19;
+    /// The PIC masks read back (master | slave << 8).
+    pub const PIC_IMR: u64 = 20;
+    /// Spurious interrupts taken (PIC IRQ 7, APIC spurious vector).
+    pub const SPURIOUS: u64 = 21;
 }
 
 /// The only device the built-in guest drives: QEMU's edu (vendor 1234, device 11e8), as
@@ -110,7 +126,39 @@ pub mod scenario {
     /// pattern, each reported as [`super::check::DMA_ROUND`] (for a partition that keeps
     /// running while another is torn down).
     pub const DMA_ROUNDS: u64 = 5;
+    /// The guest platform's timers: programs the PIC (IRQ 0 unmasked), the PIT (channel
+    /// 0 periodic, [`super::PIT_COUNT`]) and the local APIC (LINT0 ExtINT, timer periodic
+    /// at [`super::LAPIC_TIMER_VECTOR`], [`super::LAPIC_COUNT`] at divide 16) through the
+    /// trapped xAPIC page, HLTs with interrupts on for [`super::PLATFORM_WAIT_MS`] of TSC,
+    /// EOIs every interrupt and reports the counts.
+    pub const PLATFORM_TIMERS: u64 = 6;
+    /// The same with IRQ 0 and the APIC timer masked, spinning instead of halting: no
+    /// interrupt may arrive.
+    pub const PLATFORM_MASKED: u64 = 7;
+    /// An access to the APIC page the MMIO decoder cannot emulate (`inc dword [TPR]`).
+    pub const PLATFORM_UNDECODABLE: u64 = 8;
+    /// [`PLATFORM_TIMERS`] spinning instead of halting: the guest never exits by itself,
+    /// so only the host's timer gives the platform a chance to deliver.
+    pub const PLATFORM_SPIN: u64 = 9;
+    /// Interrupts on, no timer programmed, HLT forever: only the run's budget ends it.
+    pub const PLATFORM_IDLE: u64 = 10;
+    /// Interrupts off, [`super::PLATFORM_HOSTILE_ACCESSES`] random accesses to every
+    /// platform port and local APIC register (8-, 16- and 32-bit), then DONE.
+    pub const PLATFORM_HOSTILE: u64 = 11;
 }
+
+/// Vector base the guest gives the master PIC (IRQ 0 = 0x20); the slave gets 0x28.
+pub const PIC_VECTOR_BASE: u8 = 0x20;
+/// The vector of the guest's local APIC timer.
+pub const LAPIC_TIMER_VECTOR: u8 = 0x40;
+/// PIT channel-0 count: 11932 input clocks, 10 ms.
+pub const PIT_COUNT: u16 = 11932;
+/// APIC timer initial count at divide-by-16: 5 ms at the 1 GHz timer clock.
+pub const LAPIC_COUNT: u32 = 312_500;
+/// Accesses [`scenario::PLATFORM_HOSTILE`] makes.
+pub const PLATFORM_HOSTILE_ACCESSES: u64 = 3000;
+/// How long the platform scenarios wait with interrupts enabled.
+pub const PLATFORM_WAIT_MS: u64 = 200;
 
 /// Copies [`scenario::DMA_ROUNDS`] makes.
 pub const DMA_ROUNDS: u64 = 3;
@@ -145,7 +193,15 @@ pub struct BootInfo {
     /// without a device. The built-in guest touches the BAR only when it is
     /// [`EDU_PCI_ID`].
     pub device_id: u64,
+    /// The TSC rate in Hz (0 when the host could not measure it).
+    pub tsc_hz: u64,
+    /// 1 when the partition has the emulated PC platform (PIC, PIT, local APIC at
+    /// [`LAPIC_BASE`]).
+    pub platform: u64,
 }
+
+/// Guest-physical address of the emulated local APIC's MMIO page.
+pub const LAPIC_BASE: u64 = 0xFEE0_0000;
 
 /// The word the guest writes at the start of each probed page: derived from the page's
 /// guest-physical address so a page mapped at the wrong place is caught.
@@ -184,6 +240,13 @@ pub fn check_name(id: u64) -> &'static str {
         check::CONFIG_ID => "config_id",
         check::IRQ_COUNT => "irq_count",
         check::IRQ_VECTOR => "irq_vector",
+        check::PIT_TICKS => "pit_ticks",
+        check::LAPIC_TICKS => "lapic_ticks",
+        check::WAIT_CYCLES => "wait_cycles",
+        check::TMCCT_FIRST => "tmcct_first",
+        check::TMCCT_SECOND => "tmcct_second",
+        check::PIC_IMR => "pic_imr",
+        check::SPURIOUS => "spurious",
         _ => "unknown",
     }
 }

@@ -111,6 +111,16 @@ mod bare {
             scenario::HALT => halt(),
             scenario::RUNAWAY => runaway(),
             scenario::TRIPLE_FAULT => triple_fault(),
+            scenario::PLATFORM_TIMERS
+            | scenario::PLATFORM_MASKED
+            | scenario::PLATFORM_UNDECODABLE
+            | scenario::PLATFORM_SPIN
+            | scenario::PLATFORM_IDLE
+            | scenario::PLATFORM_HOSTILE => {
+                let status = platform::run(ch, &info);
+                hypercall(ch, op::DONE, status, 0);
+                halt()
+            }
             s if guest::attack::scenario::is_hostile(s) => {
                 let status = hostile::run(ch, &info);
                 hypercall(ch, op::DONE, status, 0);
@@ -157,7 +167,9 @@ mod bare {
         status
     }
 
+    mod idt;
     mod irq;
+    mod platform;
 
     pub(crate) mod edu {
         use super::{read32, read64, report, say, write32, write64, Channel};
@@ -271,6 +283,7 @@ mod bare {
                 report(ch, id, n);
                 leaked += n;
             }
+            super::irq::APIC_EOI.store(info.platform as u8, core::sync::atomic::Ordering::Relaxed);
             let irq = super::irq::run(ch, bar);
             (matched != DMA_LEN || leaked != 0 || irq != 0) as u64
         }

@@ -4,7 +4,9 @@
 //! tests with plain `cargo test`. Hardware is reached only through the narrow traits in
 //! [`platform`], so the same code drives real registers and host-side models.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
-#![deny(unsafe_op_in_unsafe_fn)]
+// No unsafe code at all: hardware is reached only through the `platform` traits, whose
+// implementations (MMIO, physical memory) live in the kernel.
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

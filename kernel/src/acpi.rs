@@ -111,7 +111,7 @@ fn raw_bytes<T: AcpiTable>(tables: &AcpiTables<IdentityHandler>) -> Option<&'sta
 }
 
 /// Finds the RSDP (boot loader first, BIOS area scan last) and reads the tables.
-pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
+pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, TablesError> {
     let tables = match &info.rsdp {
         // SAFETY: the boot loader (PVH start info or Multiboot1 scan) gave this physical
         // address of the RSDP; our handler maps whatever it covers before the crate reads
@@ -195,4 +195,48 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, acpi::AcpiError> {
     out.ivrs = raw_bytes::<RawTable<{ u32::from_le_bytes(*b"IVRS") }>>(&tables);
     out.spcr = raw_bytes::<RawTable<{ u32::from_le_bytes(*b"SPCR") }>>(&tables);
     Ok(out)
+}
+
+/// Why the ACPI tables could not be read: the `acpi` crate's error, in words.
+#[derive(Debug)]
+pub struct TablesError(pub acpi::AcpiError);
+
+impl From<acpi::AcpiError> for TablesError {
+    fn from(e: acpi::AcpiError) -> Self {
+        TablesError(e)
+    }
+}
+
+impl core::fmt::Display for TablesError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use acpi::madt::MadtError as M;
+        use acpi::AcpiError as E;
+        match &self.0 {
+            E::NoValidRsdp => f.write_str("no valid RSDP (the root pointer to the tables) found"),
+            E::RsdpIncorrectSignature => f.write_str("the RSDP's signature is not \"RSD PTR \""),
+            E::RsdpInvalidOemId => f.write_str("the RSDP's OEM id is not text"),
+            E::RsdpInvalidChecksum => f.write_str("the RSDP's checksum does not add up"),
+            E::SdtInvalidSignature(s) => write!(f, "table {s}: its signature is wrong"),
+            E::SdtInvalidOemId(s) => write!(f, "table {s}: its OEM id is not text"),
+            E::SdtInvalidTableId(s) => write!(f, "table {s}: its table id is not text"),
+            E::SdtInvalidChecksum(s) => write!(f, "table {s}: its checksum does not add up"),
+            E::TableMissing(s) => write!(f, "there is no {s} table"),
+            E::InvalidFacsAddress => f.write_str("the FADT's FACS address is invalid"),
+            E::InvalidDsdtAddress => f.write_str("the FADT's DSDT address is invalid"),
+            E::InvalidMadt(m) => f.write_str(match m {
+                M::UnexpectedEntry => "the MADT has an entry of an unexpected type",
+                M::InterruptOverrideEntryHasInvalidBus => {
+                    "an MADT interrupt override names a bus other than ISA"
+                }
+                M::InvalidLocalNmiLine => "an MADT local NMI entry names an invalid LINT line",
+                M::MpsIntiInvalidPolarity => "an MADT entry has an invalid interrupt polarity",
+                M::MpsIntiInvalidTriggerMode => {
+                    "an MADT entry has an invalid interrupt trigger mode"
+                }
+                M::WakeupApsTimeout => "waking the application processors timed out",
+            }),
+            E::InvalidGenericAddress => f.write_str("a generic address structure is invalid"),
+            E::AllocError => f.write_str("out of memory while reading the tables"),
+        }
+    }
 }

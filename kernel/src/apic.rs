@@ -30,7 +30,7 @@ pub fn eoi() {
 }
 
 /// Enables the local APIC at its architectural address and starts a periodic timer.
-pub fn init() -> Result<(), &'static str> {
+pub fn init() -> Result<(), crate::mmio::MmioError> {
     mask_legacy_pic();
     let base = x86_64::registers::model_specific::Msr::new(0x1B);
     // SAFETY: IA32_APIC_BASE exists on every x86-64 processor; reading it has no effect.
@@ -144,6 +144,5 @@ pub fn wait_until(max_ticks: u64, mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn rdtsc() -> u64 {
-    // SAFETY: RDTSC exists on every x86-64 processor and only reads the counter.
-    unsafe { core::arch::x86_64::_rdtsc() }
+    crate::arch::tsc()
 }

@@ -3,6 +3,7 @@
 //!
 //! QEMU 7.2 aborts the whole emulator on a DMA count of 0 or 4096 or a range outside the
 //! buffer, so every request is checked here before it reaches the device.
+#![deny(unsafe_code)]
 
 use crate::mmio::MmioWindow;
 use crate::pci::{Bdf, PciFunction};

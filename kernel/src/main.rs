@@ -224,7 +224,7 @@ mod bare {
 
         let acpi = match acpi::discover(info) {
             Ok(a) => a,
-            Err(e) => fail(format_args!("acpi: cannot read the ACPI tables: {e:?}")),
+            Err(e) => fail(format_args!("acpi: cannot read the ACPI tables: {e}")),
         };
         if !console::chosen() {
             choose_default_console(&acpi);

@@ -31,13 +31,46 @@ impl Register for u64 {
     const ABSENT: u64 = u64::MAX;
 }
 
+/// Why a device window could not be mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmioError {
+    /// The window starts at address 0 or wraps the address space (a firmware value).
+    BadWindow {
+        /// Its base.
+        base: u64,
+        /// Its length.
+        len: usize,
+    },
+    /// The page tables refused the mapping.
+    Paging(crate::mem::paging::PagingError),
+}
+
+impl core::fmt::Display for MmioError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MmioError::BadWindow { base, len } => {
+                write!(f, "MMIO window {base:#x}+{len:#x} starts at 0 or wraps")
+            }
+            MmioError::Paging(e) => write!(f, "mapping the MMIO window: {e}"),
+        }
+    }
+}
+
+/// Narrative code and the in-kernel tests report failures as text: the error becomes its
+/// words there, where it is printed.
+impl From<MmioError> for alloc::string::String {
+    fn from(e: MmioError) -> Self {
+        alloc::string::ToString::to_string(&e)
+    }
+}
+
 impl MmioWindow {
     /// Maps `[base, base + len)` uncached and returns the window.
-    pub fn map(base: u64, len: usize) -> Result<MmioWindow, &'static str> {
+    pub fn map(base: u64, len: usize) -> Result<MmioWindow, MmioError> {
         if base == 0 || base.checked_add(len as u64).is_none() {
-            return Err("MMIO window at address 0 or wrapping");
+            return Err(MmioError::BadWindow { base, len });
         }
-        crate::mem::paging::map_mmio(base, len as u64)?;
+        crate::mem::paging::map_mmio(base, len as u64).map_err(MmioError::Paging)?;
         Ok(MmioWindow { base, len, complained: AtomicBool::new(false) })
     }
 

@@ -1,6 +1,7 @@
 //! A PCI function's MSI capability (capability id 0x05): program one message and turn it
 //! on or off. The hypervisor writes it only with messages its IOMMU unit remaps (VT-d: a
 //! remappable-format handle; AMD-Vi: an index into the device's interrupt table).
+#![deny(unsafe_code)]
 
 use crate::pci::ConfigSpace;
 use iommu::bits::Field;

@@ -1,6 +1,7 @@
 //! The in-kernel test runner: named tests chosen by the command line's `test=` switch,
 //! each reporting `test NAME ... ok` or `test NAME ... FAILED: reason`, then a closing
 //! `N passed, N failed` line. The host-side suites in `tests/` read exactly these lines.
+#![deny(unsafe_code)]
 
 use alloc::string::String;
 

@@ -6,10 +6,11 @@
 //! domain, and the guest's DMA lands in its own memory and nowhere else. A root port with
 //! ACS (enabled by the boot) keeps the edu behind it in a group of its own.
 //!
-//! VT-d only: QEMU 7.2's amd-iommu looks devices behind bridges up under bus number 0
-//! (it keys each device's address space by the bus number at creation, before firmware
-//! numbered the buses), so DMA behind a bridge cannot be confined by any device table
-//! entry the IVRS names there.
+//! On AMD-Vi the refusal and the acceptance are shown too, but not the accepted guest's
+//! DMA landing: QEMU's amd-iommu (7.2 and 10.0) looks devices behind bridges up under bus
+//! number 0 (it keys each device's address space by the bus number at creation, before
+//! firmware numbered the buses), so DMA behind a bridge reaches no device table entry the
+//! IVRS names there.
 
 use std::path::{Path, PathBuf};
 use tests::*;
@@ -36,7 +37,11 @@ fn config_file(name: &str, text: &str) -> PathBuf {
 }
 
 fn bridge_machine(cfg: &Path) -> Machine {
-    let mut m = Machine::new(&kernel(), Iommu::Intel { aw_bits: None, caching_mode: false });
+    bridge_machine_with(cfg, Iommu::Intel { aw_bits: None, caching_mode: false })
+}
+
+fn bridge_machine_with(cfg: &Path, iommu: Iommu) -> Machine {
+    let mut m = Machine::new(&kernel(), iommu);
     m.extra = BRIDGE.iter().map(|s| s.to_string()).collect();
     m.extra.extend(["-initrd".to_string(), cfg.display().to_string()]);
     m
@@ -103,6 +108,12 @@ fn one_group_in_one_partition_is_accepted_and_confined() {
     );
     // The guest's DMA through its device (as 0x0100) lands in its own memory (the
     // control: all 2048 bytes arrive) and its forbidden DMAs change nothing.
+    // One interrupting device per partition: the second one's interrupts are refused,
+    // said at attach (docs/partitions.md).
+    assert_logged(
+        &out,
+        "partition solo: 0000:01:02.0: interrupts stay off: only the partition's first device",
+    );
     assert_logged(&out, "partition solo: guest reports dma_own_matched = 0x800");
     assert_logged(&out, "partition solo: its DMA landed at guest-physical 0x1ff000");
     assert_logged(&out, ": 2048 of 2048 bytes");
@@ -114,4 +125,54 @@ fn one_group_in_one_partition_is_accepted_and_confined() {
             || out.log.contains(": 0 bytes changed")
     );
     assert_logged(&out, "partition solo: destroyed:");
+}
+
+/// The same split on AMD-Vi (intremap on: assignment needs it): the configuration check
+/// runs before anything starts and needs only the topology, so the refusal holds whatever
+/// QEMU's amd-iommu does with DMA behind the bridge.
+#[test]
+fn amdvi_one_group_split_across_two_partitions_is_refused() {
+    let cfg = config_file(
+        "amd-split",
+        "partition alpha\n  memory 16M\n  device 01:01.0\npartition beta\n  memory 16M\n  device 01:02.0\n",
+    );
+    let out = boot(&bridge_machine_with(&cfg, Iommu::Amd { intremap: true }));
+    let _ = std::fs::remove_file(&cfg);
+    eprintln!("split group on AMD-Vi, {}: {:?}", out.qemu_version, out.verdict);
+    assert_logged(&out, "iommu: 0000:01:01.0 -> unit 0 as requester id 0x0100");
+    assert_logged(&out, "iommu: 0000:01:02.0 -> unit 0 as requester id 0x0100");
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.log);
+    assert_logged(&out, "partition `alpha`: device 0000:01:01.0 and partition `beta`: device 0000:01:02.0 are in one isolation group");
+    assert!(!out.log.contains("created"), "a partition was created: {}", out.log);
+}
+
+/// The whole group in one partition on AMD-Vi is accepted, and every id its DMA may carry
+/// (the bridge's 0x0100 and each device's own) points at the partition's one domain. What
+/// QEMU cannot show here (7.2 and 10.0 alike, seen): the guest's own DMA landing. QEMU's
+/// amd-iommu looks a device behind the bridge up under bus 0 (01:01.0 as 00:01.0, which is
+/// the IOMMU's own id), so that DMA is refused like every other; the story then reports
+/// 0 of 2048 bytes and the run fails on that line alone. Its forbidden DMAs still change
+/// nothing. Should QEMU fix the lookup, the "0 of 2048" assertion fails and says so.
+#[test]
+fn amdvi_one_group_in_one_partition_is_accepted() {
+    let cfg = config_file(
+        "amd-whole",
+        "partition solo\n  memory 16M\n  device 01:01.0\n  device 01:02.0\n",
+    );
+    let out = boot(&bridge_machine_with(&cfg, Iommu::Amd { intremap: true }));
+    let _ = std::fs::remove_file(&cfg);
+    eprintln!("whole group on AMD-Vi, {}: {:?}", out.qemu_version, out.verdict);
+    assert!(!out.log.contains("are in one isolation group"), "refused: {}", out.log);
+    assert_logged(
+        &out,
+        "0000:01:01.0 attached to IOMMU domain 1 (unit 0, requester id 0x0100 and 0x0108)",
+    );
+    assert_logged(
+        &out,
+        "0000:01:02.0 attached to IOMMU domain 1 (unit 0, requester id 0x0100 and 0x0110)",
+    );
+    assert_logged(&out, "partition solo: guest reports dma_outside_nonzero = 0x0");
+    assert_logged(&out, "partition solo: guest reports dma_hypervisor_nonzero = 0x0");
+    assert_logged(&out, "partition solo: its DMA landed at guest-physical 0x1ff000");
+    assert_logged(&out, ": 0 of 2048 bytes");
 }

@@ -34,6 +34,9 @@ fn bare_metal(package: &str, release: bool, guest: Option<&Path>) -> Result<Path
     ]);
     if release {
         cmd.arg("--release");
+    } else if package == "kernel" {
+        // The hostile suite's control knobs: debug (test) builds only, never a release.
+        cmd.args(["--features", "test-controls"]);
     }
     // A RUSTFLAGS meant for the host must not leak into the bare-metal build.
     cmd.env_remove("RUSTFLAGS");

@@ -39,6 +39,7 @@ const CRATES: &[Crate] = &[
             ("cmdline", "boot/fuzz/corpus/cmdline"),
             ("boot_info", "boot/fuzz/corpus/boot_info"),
             ("guest_elf", "boot/fuzz/corpus/guest_elf"),
+            ("linux_boot", "boot/fuzz/corpus/linux_boot"),
             ("vm_exit", "boot/fuzz/corpus/vm_exit"),
             ("hypercall", "boot/fuzz/corpus/hypercall"),
         ],

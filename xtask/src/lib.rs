@@ -3,6 +3,8 @@
 
 pub mod bochs;
 pub mod build;
+pub mod doc_paths;
+pub mod linux_guest;
 pub mod machine_report;
 pub mod qemu;
 pub mod qemu_props;

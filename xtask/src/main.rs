@@ -22,11 +22,13 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "qemu",
         "qemu [--iommu intel|amd|none] [--release] [--cmdline TEXT] [--timeout SECS]
-     [--gdb] [--log FILE] [-- QEMU ARGS]
+     [--gdb] [--log FILE] [--linux] [-- QEMU ARGS]
     boot the hypervisor in QEMU (q35, 2 GiB, edu at 00:04.0 and 00:05.0), serial on
     stdio; exits 0 only when the hypervisor itself reports success.
     --gdb      start paused with QEMU's gdb stub on :1234 and no time limit
-    --log FILE also write the serial log to FILE",
+    --log FILE also write the serial log to FILE
+    --linux    three partitions: Debian's Linux with QEMU's NVMe controller (00:06.0)
+               and the two edu guests (fetches the Linux guest on first use)",
     ),
     (
         "bochs",
@@ -46,14 +48,22 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "test",
         "test
-    run every test: host tests, a short fuzz run, then the QEMU suites once per QEMU
-    version (7.2 and 10.0; only $QEMU when set; serial logs kept under target/test-logs/)",
+    run every test: `lint` first, host tests, a short fuzz run, then the QEMU suites once
+    per QEMU version (7.2 and 10.0; only $QEMU when set; serial logs kept under
+    target/test-logs/)",
     ),
     (
         "install-qemu",
         "install-qemu
     fetch QEMU 10.0 into the cache next to the system's 7.2 (done by `test` on first
     use) and print both versions",
+    ),
+    (
+        "linux-guest",
+        "linux-guest
+    fetch Debian 12's kernel and busybox-static (apt-get download, not installed) into
+    ~/.cache/hypervisor-xtask/linux, build the initramfs and the NVMe disk image there
+    (done by the Linux suite on first use) and print their paths",
     ),
     (
         "lint",
@@ -139,6 +149,7 @@ fn main() -> ExitCode {
         "test" => no_options("test", rest).and_then(|()| test::run(rest)),
         "lint" => no_options("lint", rest).and_then(|()| test::lint()),
         "install-qemu" => no_options("install-qemu", rest).and_then(|()| install_qemu()),
+        "linux-guest" => no_options("linux-guest", rest).and_then(|()| linux_guest()),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
         "inspect" => inspect::run(rest),
@@ -181,6 +192,46 @@ fn install_qemu() -> Result<(), String> {
     Ok(())
 }
 
+/// QEMU arguments for `qemu --linux`: the configuration (a Linux partition owning QEMU's
+/// NVMe controller at 00:06.0, then the default's two edu partitions), the kernel and
+/// initramfs as boot modules, and the controller with a fresh copy of the disk image,
+/// all next to the kernel `k`.
+fn linux_demo(k: &std::path::Path) -> Result<Vec<String>, String> {
+    let g = xtask::linux_guest::ensure()?;
+    let dir = k.parent().unwrap_or(std::path::Path::new("."));
+    let name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let (kernel, initrd) =
+        (name(&g.kernel).unwrap_or_default(), name(&g.initrd).unwrap_or_default());
+    let cfg = dir.join("linux-demo.cfg");
+    let text = format!(
+        "# cargo xtask qemu --linux\npartition linux\n  memory 128M\n  backing 2m\n  image linux:{kernel}\n  initrd {initrd}\n  device 00:06.0\n{}",
+        boot::partition_config::DEFAULT_CONFIG
+    );
+    std::fs::write(&cfg, text).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    let disk = dir.join("linux-demo-disk.img");
+    std::fs::copy(&g.disk, &disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+    let modules = [cfg, g.kernel.clone(), g.initrd.clone()];
+    let modules: Vec<String> = modules.iter().map(|p| p.display().to_string()).collect();
+    Ok(vec![
+        "-initrd".into(),
+        modules.join(","),
+        "-drive".into(),
+        format!("file={},if=none,id=lnvme,format=raw", disk.display()),
+        "-device".into(),
+        "nvme,drive=lnvme,serial=linux0,addr=0x6".into(),
+    ])
+}
+
+/// Makes sure the Linux guest's files are in the cache, and says where they are.
+fn linux_guest() -> Result<(), String> {
+    let g = xtask::linux_guest::ensure()?;
+    println!("xtask: Linux {} guest", g.release);
+    for (what, p) in [("kernel", &g.kernel), ("initramfs", &g.initrd), ("disk", &g.disk)] {
+        println!("xtask:   {what} {}", p.display());
+    }
+    Ok(())
+}
+
 fn no_options(cmd: &str, args: &[String]) -> Result<(), String> {
     match args.first() {
         Some(a) => Err(xtask::usage_error(format!("`{cmd}` takes no options (got `{a}`)"))),
@@ -195,6 +246,7 @@ struct Options {
     cmdline: String,
     timeout: u64,
     gdb: bool,
+    linux: bool,
     log: Option<std::path::PathBuf>,
     extra: Vec<String>,
 }
@@ -208,6 +260,7 @@ fn parse_options(args: &[String], allow_qemu: bool) -> Result<Options, String> {
         cmdline: String::new(),
         timeout: 300,
         gdb: false,
+        linux: false,
         log: None,
         extra: Vec::new(),
     };
@@ -232,6 +285,7 @@ fn parse_options(args: &[String], allow_qemu: bool) -> Result<Options, String> {
                 o.timeout = p.value().map_err(usage)?.parse().map_err(usage)?
             }
             Long("gdb") if allow_qemu => o.gdb = true,
+            Long("linux") if allow_qemu => o.linux = true,
             Long("log") if allow_qemu => o.log = Some(p.value().map_err(usage)?.into()),
             other => return Err(usage(other.unexpected())),
         }
@@ -292,7 +346,10 @@ fn run_qemu(args: &[String]) -> Result<(), String> {
     let mut m = Machine::new(&k, o.iommu);
     m.edu = vec![qemu::Edu { slot: 4 }, qemu::Edu { slot: 5 }];
     m.cmdline = o.cmdline;
-    m.extra = o.extra;
+    if o.linux {
+        m.extra = linux_demo(&k)?;
+    }
+    m.extra.extend(o.extra);
     m.timeout = Duration::from_secs(o.timeout);
     if o.gdb {
         m.extra.extend(["-s".into(), "-S".into()]);

@@ -108,6 +108,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     tools.extend(xtask::tools::GRUB.iter());
     tools.extend(xtask::bochs::BOCHS_FILES.iter());
     xtask::tools::ensure(&tools)?;
+    // fmt and clippy first: CI runs this command, so it enforces them.
+    lint()?;
     xtask::build::kernel(false)?;
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace", "--exclude", "tests"], &mut totals)?;
@@ -116,6 +118,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     // The QEMU suites once per QEMU version: emulator defaults differ between versions,
     // and the harness states every property the suites rely on, so each must pass on each.
     let qemus = xtask::qemu_versions::suite_qemus()?;
+    // The Linux suite's guest (Debian's packages, cached), fetched once before the suites.
+    xtask::linux_guest::ensure()?;
     let mut per_version = Vec::new();
     for q in &qemus {
         println!("xtask: QEMU suites on {} ({})", q.version, q.binary.display());
@@ -157,16 +161,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
 pub fn lint() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    cargo(&[
-        "clippy",
-        "--package",
-        "kernel",
-        "--target",
-        xtask::build::TARGET,
-        "--",
-        "-D",
-        "warnings",
-    ])
+    // The kernel as released and as the QEMU suites boot it (with its test controls).
+    for features in [&[][..], &["--features", "test-controls"]] {
+        let mut args = vec!["clippy", "--package", "kernel", "--target", xtask::build::TARGET];
+        args.extend_from_slice(features);
+        args.extend_from_slice(&["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

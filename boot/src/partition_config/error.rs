@@ -1,6 +1,6 @@
 //! Why a partition configuration is refused, with a message that names the line.
 
-use super::{Backing, DeviceAddr, MAX_DEVICES, MAX_NAME, MAX_PARTITIONS};
+use super::{Backing, DeviceAddr, MAX_CMDLINE, MAX_DEVICES, MAX_NAME, MAX_PARTITIONS};
 use core::fmt;
 
 /// What is wrong with a configuration.
@@ -45,10 +45,27 @@ pub enum ConfigErrorKind<'a> {
     BadCpus(&'a str),
     /// More CPUs than supported.
     TooManyCpus(u32),
-    /// An image other than `builtin` or `module:NAME`.
+    /// An image other than `builtin`, `module:NAME` or `linux:NAME`.
     BadImage(&'a str),
+    /// `initrd` or `cmdline` for a partition whose image is not `linux:NAME`.
+    LinuxOnly {
+        /// The key.
+        key: &'static str,
+        /// The partition.
+        partition: &'a str,
+    },
+    /// A `cmdline` value that does not start with a double quote.
+    UnquotedCmdline(&'a str),
+    /// A `cmdline` value with no closing double quote.
+    UnterminatedCmdline,
+    /// A `cmdline` byte that is not printable ASCII.
+    BadCmdlineByte(u8),
+    /// A `cmdline` longer than [`MAX_CMDLINE`] bytes.
+    CmdlineTooLong(usize),
     /// `unreset-devices` other than `refuse` or `allow`.
     BadUnreset(&'a str),
+    /// `platform` is neither `none` nor `pc`.
+    BadPlatform(&'a str),
     /// A device address that does not parse.
     BadDevice(&'a str),
     /// More than [`MAX_DEVICES`] in one partition.
@@ -75,13 +92,18 @@ pub struct ConfigError<'a> {
 
 impl fmt::Display for ConfigError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "partition configuration line {}: {}", self.line, self.kind)
+    }
+}
+
+impl fmt::Display for ConfigErrorKind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ConfigErrorKind as K;
-        write!(f, "partition configuration line {}: ", self.line)?;
-        match self.kind {
+        match *self {
             K::Empty => f.write_str("no partition defined (expected `partition NAME`)"),
             K::UnknownKey(k) => write!(
                 f,
-                "unknown key `{k}` (known: partition, memory, backing, cpus, image, device)"
+                "unknown key `{k}` (known: partition, memory, backing, cpus, image, device, unreset-devices, initrd, cmdline)"
             ),
             K::OutsidePartition(k) => write!(f, "`{k}` before any `partition NAME` line"),
             K::MissingValue(k) => write!(f, "`{k}` needs a value"),
@@ -109,8 +131,25 @@ impl fmt::Display for ConfigError<'_> {
                 f,
                 "{n} CPUs requested but a partition supports only 1 virtual CPU for now"
             ),
-            K::BadImage(i) => write!(f, "image `{i}` is neither `builtin` nor `module:NAME`"),
+            K::BadImage(i) => {
+                write!(f, "image `{i}` is none of `builtin`, `module:NAME` and `linux:NAME`")
+            }
+            K::LinuxOnly { key, partition } => write!(
+                f,
+                "`{key}` is for Linux guests only, but partition `{partition}` does not run `image linux:NAME`"
+            ),
+            K::UnquotedCmdline(v) => {
+                write!(f, "cmdline `{v}` must be in double quotes: cmdline \"console=ttyS0 ...\"")
+            }
+            K::UnterminatedCmdline => f.write_str("cmdline has no closing double quote"),
+            K::BadCmdlineByte(b) => {
+                write!(f, "cmdline byte {b:#04x} is not printable ASCII (and `\"` cannot be inside)")
+            }
+            K::CmdlineTooLong(n) => {
+                write!(f, "cmdline of {n} bytes exceeds the {MAX_CMDLINE} a Linux kernel takes")
+            }
             K::BadUnreset(v) => write!(f, "unreset-devices `{v}` is neither `refuse` nor `allow`"),
+            K::BadPlatform(v) => write!(f, "platform `{v}` is neither `none` nor `pc`"),
             K::BadDevice(d) => write!(f, "device `{d}` is not a PCI address [SSSS:]BB:DD.F"),
             K::TooManyDevices(n) => {
                 write!(f, "partition `{n}` names more than {MAX_DEVICES} devices")

@@ -199,3 +199,73 @@ fn refuses_a_device_twice_in_one_partition() {
     let e = refused("partition a\n memory 4M\n device 00:04.0\n device 00:04.0\n");
     assert!(e.to_string().contains("listed twice for partition `a`"), "{e}");
 }
+
+#[test]
+fn platform_is_none_by_default_pc_on_request_and_parsed_once() {
+    let cfg = parse("partition a\n memory 4M\npartition b\n memory 4M\n platform pc\npartition c\n memory 4M\n platform none\n")
+        .expect("parses");
+    let p: Vec<_> = cfg.partitions().map(|p| p.platform).collect();
+    assert_eq!(p, [GuestPlatformKind::None, GuestPlatformKind::Pc, GuestPlatformKind::None]);
+    assert_eq!(
+        refused("partition a\n memory 4M\n platform isa\n").kind,
+        ConfigErrorKind::BadPlatform("isa")
+    );
+    assert_eq!(
+        refused("partition a\n platform pc\n platform pc\n").kind,
+        ConfigErrorKind::Repeated("platform")
+    );
+    assert_eq!(refused("platform pc\n").kind, ConfigErrorKind::OutsidePartition("platform"));
+}
+
+#[test]
+fn linux_partitions_take_an_initrd_and_a_quoted_command_line() {
+    let cfg = parse(
+        "partition linux\n memory 128M\n image linux:vmlinuz\n initrd initrd.cpio\n cmdline \"console=ttyS0 acpi=off  quiet # not a comment\"  # a comment\n device 00:06.0\n",
+    )
+    .unwrap();
+    let p = cfg.partitions().next().unwrap();
+    assert_eq!(p.image, GuestImage::Linux("vmlinuz"));
+    assert_eq!(p.initrd, Some("initrd.cpio"));
+    assert_eq!(p.cmdline, Some("console=ttyS0 acpi=off  quiet # not a comment"));
+    assert_eq!(p.devices().len(), 1);
+    // An empty command line is a command line.
+    let cfg = parse("partition l\n memory 128M\n image linux:k\n cmdline \"\"\n").unwrap();
+    assert_eq!(cfg.partitions().next().unwrap().cmdline, Some(""));
+    // Without the optional keys.
+    let cfg = parse("partition l\n memory 128M\n image linux:k\n").unwrap();
+    let p = cfg.partitions().next().unwrap();
+    assert_eq!((p.initrd, p.cmdline), (None, None));
+}
+
+#[test]
+fn refuses_bad_linux_settings() {
+    use ConfigErrorKind as K;
+    let linux = "partition l\n memory 128M\n image linux:k\n";
+    let with = |line: &str| format!("{linux}{line}\n");
+    assert_eq!(refused("partition a\n memory 8M\n image linux:\n").kind, K::BadImage("linux:"));
+    assert_eq!(
+        refused("partition a\n memory 8M\n initrd x\n").kind,
+        K::LinuxOnly { key: "initrd", partition: "a" }
+    );
+    let e = refused("partition a\n memory 8M\n image module:g.elf\n cmdline \"x\"\n");
+    assert_eq!(e.kind, K::LinuxOnly { key: "cmdline", partition: "a" });
+    assert_eq!(e.line, 1);
+    assert!(e.to_string().contains("`cmdline` is for Linux guests only"), "{e}");
+    assert_eq!(refused(&with(" cmdline console=ttyS0")).kind, K::UnquotedCmdline("console=ttyS0"));
+    assert_eq!(refused(&with(" cmdline \"console=ttyS0")).kind, K::UnterminatedCmdline);
+    assert_eq!(refused(&with(" cmdline")).kind, K::MissingValue("cmdline"));
+    assert_eq!(refused(&with(" cmdline   # nothing")).kind, K::MissingValue("cmdline"));
+    assert_eq!(refused(&with(" cmdline \"a\" b")).kind, K::ExtraWords("cmdline"));
+    assert_eq!(refused(&with(" cmdline \"a\tb\"")).kind, K::BadCmdlineByte(b'\t'));
+    assert_eq!(refused(&with(" cmdline \"caf\u{e9}\"")).kind, K::BadCmdlineByte(0xc3));
+    let long = format!(" cmdline \"{}\"", "x".repeat(MAX_CMDLINE + 1));
+    assert_eq!(refused(&with(&long)).kind, K::CmdlineTooLong(MAX_CMDLINE + 1));
+    let max = format!(" cmdline \"{}\"", "x".repeat(MAX_CMDLINE));
+    assert!(parse(&with(&max)).is_ok());
+    assert_eq!(refused(&with(" cmdline \"a\"\n cmdline \"b\"")).kind, K::Repeated("cmdline"));
+    assert_eq!(refused(&with(" initrd a\n initrd b")).kind, K::Repeated("initrd"));
+    assert_eq!(refused(&with(" initrd a b")).kind, K::ExtraWords("initrd"));
+    assert_eq!(refused("cmdline \"x\"\n").kind, K::OutsidePartition("cmdline"));
+    // `cmdlinex` is an unknown key, not a command line.
+    assert_eq!(refused(&with(" cmdlinex \"a\"")).kind, K::UnknownKey("cmdlinex"));
+}

@@ -25,24 +25,28 @@ const POLLS: u32 = 20_000_000;
 
 static TAKEN: AtomicU64 = AtomicU64::new(0);
 
-/// Null, 64-bit code (0x08), data (0x10); accessed bits preset.
-static GDT: [u64; 3] = [0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
+/// Set when the partition has the emulated platform: device interrupts then arrive
+/// through its local APIC, which needs an EOI.
+pub static APIC_EOI: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
-#[repr(C, align(16))]
-struct Idt([u64; 512]);
-static mut IDT: Idt = Idt([0; 512]);
-
-#[repr(C, packed)]
-struct Pointer {
-    limit: u16,
-    base: u64,
-}
-
-/// Counts the interrupt and returns (no device or APIC acknowledgement: the hypervisor
-/// injects it as a virtual interrupt, and the device is acknowledged after the wait).
+/// Counts the interrupt and returns (no device acknowledgement: the device is
+/// acknowledged after the wait); with the platform, an EOI to the local APIC first.
 #[unsafe(naked)]
 extern "C" fn handler() {
-    naked_asm!("lock inc qword ptr [rip + {taken}]", "iretq", taken = sym TAKEN)
+    naked_asm!(
+        "cmp byte ptr [rip + {eoi}], 0",
+        "je 2f",
+        "push rax",
+        "mov eax, {apic_eoi}",
+        "mov dword ptr [rax], 0",
+        "pop rax",
+        "2:",
+        "lock inc qword ptr [rip + {taken}]",
+        "iretq",
+        taken = sym TAKEN,
+        eoi = sym APIC_EOI,
+        apic_eoi = const guest::LAPIC_BASE + 0xB0,
+    )
 }
 
 fn config_read(offset: u8) -> u32 {
@@ -61,27 +65,6 @@ fn config_write(offset: u8, value: u32) {
     unsafe {
         asm!("out dx, eax", in("dx") CONFIG_ADDRESS, in("eax") 0x8000_0000u32 | u32::from(offset & 0xFC), options(nomem, nostack));
         asm!("out dx, eax", in("dx") CONFIG_DATA, in("eax") value, options(nomem, nostack));
-    }
-}
-
-/// Loads the GDT and an IDT whose only gate is the handler at IRQ_VECTOR.
-fn load_tables() {
-    let h = handler as *const () as u64;
-    let lo = (h & 0xFFFF) | (0x08 << 16) | (0x8E << 40) | ((h >> 16) & 0xFFFF) << 48;
-    let i = 2 * usize::from(IRQ_VECTOR);
-    // SAFETY: the IDT is only written here, before interrupts are enabled.
-    unsafe {
-        let idt = core::ptr::addr_of_mut!(IDT);
-        (*idt).0[i] = lo;
-        (*idt).0[i + 1] = h >> 32;
-    }
-    let gdt = Pointer { limit: (8 * GDT.len() - 1) as u16, base: GDT.as_ptr() as u64 };
-    let idt = Pointer { limit: 4095, base: core::ptr::addr_of!(IDT) as u64 };
-    // SAFETY: both tables are statics that live for the whole run; the descriptors of the
-    // selectors in use (CS 0x08, SS/DS 0x10) are valid 64-bit ones.
-    unsafe {
-        asm!("lgdt [{}]", in(reg) &gdt, options(readonly, nostack));
-        asm!("lidt [{}]", in(reg) &idt, options(readonly, nostack));
     }
 }
 
@@ -104,7 +87,13 @@ pub fn run(ch: Channel, bar: u64) -> u64 {
     config_write(cap + 12, u32::from(IRQ_VECTOR));
     config_write(cap, config_read(cap) | 1 << 16);
     report(ch, check::IRQ_VECTOR, u64::from(IRQ_VECTOR));
-    load_tables();
+    super::idt::load(&[(IRQ_VECTOR, handler)]);
+    if APIC_EOI.load(Ordering::Relaxed) != 0 {
+        // With the platform, an MSI reaches a software-enabled local APIC only: enable it
+        // (SVR bit 8, spurious vector 0xFF) with a `mov` to its trapped page.
+        // SAFETY: the APIC page is in the identity map; the hypervisor emulates the access.
+        unsafe { core::ptr::write_volatile((guest::LAPIC_BASE + 0xF0) as *mut u32, 0x1FF) };
+    }
     // SAFETY: the IDT has a gate for the only vector the hypervisor injects.
     unsafe { asm!("sti", options(nomem, nostack)) };
     for _ in 0..IRQ_DMAS {

@@ -31,6 +31,8 @@ pub const OP_INVALIDATE_IOMMU_ALL: u8 = 0x8;
 
 const OPCODE_SHIFT: u32 = 60;
 const STORE_ADDRESS_MASK: u64 = 0x000F_FFFF_FFFF_FFF8;
+/// COMPLETION_WAIT: raise the completion interrupt (I, bit 1).
+const CW_INTERRUPT: u64 = 1 << 1;
 const CW_STORE: u64 = 1 << 0;
 const PAGES_S: u64 = 1 << 0;
 const PAGES_PDE: u64 = 1 << 1;
@@ -140,6 +142,13 @@ impl Command {
     pub fn completion_wait(store: PhysAddr, data: u64) -> Self {
         let q0 = (store & STORE_ADDRESS_MASK) | CW_STORE | op(OP_COMPLETION_WAIT);
         Self { quads: [q0, data] }
+    }
+    /// COMPLETION_WAIT that also raises the unit's completion interrupt (I=1) when
+    /// everything before it has completed (with Control.ComWaitIntEn; through the MSI of
+    /// the IOMMU's PCI function), besides storing `data` at `store`.
+    pub fn completion_wait_interrupt(store: PhysAddr, data: u64) -> Self {
+        let Self { quads: [q0, q1] } = Self::completion_wait(store, data);
+        Self { quads: [q0 | CW_INTERRUPT, q1] }
     }
     /// INVALIDATE_DEVTAB_ENTRY: drop whatever the IOMMU cached of `device`'s entry.
     pub fn invalidate_devtab_entry(device: u16) -> Self {

@@ -61,6 +61,7 @@
 
 pub mod command;
 pub mod device_table;
+pub mod errata;
 pub mod event_log;
 pub mod interrupts;
 pub mod regs;
@@ -71,7 +72,7 @@ pub use device_table::DeviceTableEntry;
 pub use event_log::{Event, EventCounters, EventFlags};
 pub use interrupts::{DeviceSetting, DteInterrupts};
 pub use regs::Efr;
-pub use unit::{initial_control, AmdViUnit, UnitStats};
+pub use unit::{initial_control, AmdViUnit, SmiFilterLock, UnitStats};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,10 @@ pub const DEVICE_TABLE_BASE: usize = 0x0000;
 pub const COMMAND_BUFFER_BASE: usize = 0x0008;
 /// Event Log Base Address register: base in 51:12, EventLen (log2 entries) in 59:56.
 pub const EVENT_LOG_BASE: usize = 0x0010;
+/// The first SMI filter register (8 bytes apart, [`Efr::smi_filter_registers`] of them):
+/// SmiDID in bits 15:0, SmiDV (the id is valid: that device may send SMIs) bit 16, SmiFLock
+/// (read-only until reset) bit 17.
+pub const SMI_FILTER_BASE: usize = 0x0060;
 /// IOMMU Control register (see [`Control`]).
 pub const CONTROL: usize = 0x0018;
 /// Exclusion Range Base register (bit 0 ExEn); zero means no exclusion range.
@@ -187,6 +191,15 @@ impl Efr {
     pub fn pasid_max(self) -> u8 {
         self.field(32, 5) as u8
     }
+    /// SmiFSup (bits 17:16) = 01b: SMI filter registers exist; SmiFRC (bits 20:18) says how
+    /// many (the field plus one). 0 when the unit has none (every other SmiFSup value).
+    pub fn smi_filter_registers(self) -> usize {
+        if self.field(16, 2) == 1 {
+            self.field(18, 3) as usize + 1
+        } else {
+            0
+        }
+    }
     /// The deepest host (v1) page table this IOMMU walks, or `None` if HATS is reserved.
     pub fn max_host_levels(self) -> Option<u32> {
         match self.hats() {
@@ -212,6 +225,9 @@ impl Efr {
         ];
         let mut out: Vec<String> =
             flags.iter().filter(|(on, _)| *on).map(|(_, name)| String::from(*name)).collect();
+        if self.smi_filter_registers() > 0 {
+            out.push(format!("SmiF ({} SMI filter registers)", self.smi_filter_registers()));
+        }
         match self.max_host_levels() {
             Some(levels) => out.push(format!("HATS={} ({levels}-level host tables)", self.hats())),
             None => out.push(format!("HATS={} (reserved)", self.hats())),

@@ -365,7 +365,7 @@ fn vtd(
         .collect();
     let (regions, problems) = reserved::from_dmar(dmar, bridges);
     for (base, e) in problems {
-        out.warnings.push(format!("RMRR at {base:#x}: a device scope does not resolve: {e:?}"));
+        out.warnings.push(format!("RMRR at {base:#x}: a device scope does not resolve: {e}"));
     }
     out.reserved = regions;
     facts.functions.iter().map(|f| units.translating_unit(bridges, f.segment, f.bdf)).collect()

@@ -39,6 +39,19 @@ pub enum Fault {
     OutOfRange,
 }
 
+impl core::fmt::Display for Fault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Fault::NoContext => "no domain is programmed for the device",
+            Fault::NotPresent => "a not-present entry on the walk",
+            Fault::Reserved => "a reserved bit set, or a malformed size or level",
+            Fault::Permission => "the leaf does not grant the access",
+            Fault::BadTable => "the walk read memory that is not a live table",
+            Fault::OutOfRange => "the IOVA is beyond the address width",
+        })
+    }
+}
+
 /// One invalidation the model was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalidation {

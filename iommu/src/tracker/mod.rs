@@ -89,6 +89,31 @@ pub enum TrackerError {
     NoSuchDomain,
 }
 
+impl core::fmt::Display for TrackerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TrackerError::Map(e) => write!(f, "the page tables refused: {e}"),
+            TrackerError::Hw(e) => write!(
+                f,
+                "the IOMMU failed ({e}); the pages it left uncovered are quarantined until a \
+                 retried invalidation completes"
+            ),
+            TrackerError::Uncovered => f.write_str(
+                "the completed invalidations did not cover every page unmapped (less was \
+                 mapped than recorded); those pages are quarantined",
+            ),
+            TrackerError::BadRange => {
+                f.write_str("misaligned, empty or inconsistent DMA range or host extents")
+            }
+            TrackerError::Overlap => f.write_str("the DMA range overlaps an existing mapping"),
+            TrackerError::SplitsMapping => f.write_str(
+                "the DMA range cuts through a mapping (only whole mappings can be unmapped)",
+            ),
+            TrackerError::NoSuchDomain => f.write_str("no attached domain with that index"),
+        }
+    }
+}
+
 impl From<MapError> for TrackerError {
     fn from(e: MapError) -> Self {
         TrackerError::Map(e)

@@ -101,7 +101,8 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> VtdUnit<R, P> {
     /// not-present entry, so the block is invalidated; with CAP.RWBF the write buffer is
     /// flushed. Does nothing on other units.
     pub fn flush_after_map(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
-        if self.cap.caching_mode() {
+        // Before enable nothing is cached, and enable invalidates globally.
+        if self.cap.caching_mode() && self.enabled {
             self.invalidate_block(domain, block)?;
             self.sync_invalidations()
         } else {

@@ -16,8 +16,7 @@ const PIT_COUNT: u64 = PIT_HZ / 100;
 const MAX_POLLS: u32 = 5_000_000;
 
 fn rdtsc() -> u64 {
-    // SAFETY: RDTSC only reads the time-stamp counter.
-    unsafe { core::arch::x86_64::_rdtsc() }
+    crate::arch::tsc()
 }
 
 /// Marks the boot's time zero and measures the TSC rate. Call once, first thing.

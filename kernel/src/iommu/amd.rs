@@ -1,4 +1,5 @@
 //! AMD-Vi bring-up: IVRS -> usable IVHDs -> running units, and every PCI function routed.
+#![deny(unsafe_code)]
 
 use super::KernelAmdVi;
 use crate::mem::KernelMemory;
@@ -28,7 +29,8 @@ pub fn bring_up(
     pci: &[PciFunction],
     reserved: &[MemRange],
     ioapic_ids: &[u8],
-) -> Option<(Vec<KernelAmdVi>, super::RouteTable, Vec<Option<alloc::string::String>>)> {
+    firmware: &super::Firmware<'_>,
+) -> Option<(super::BroughtUp<KernelAmdVi>, Vec<Option<alloc::string::String>>)> {
     let ivrs = match Ivrs::parse(table) {
         Ok(t) => t,
         Err(e) => {
@@ -44,6 +46,8 @@ pub fn bring_up(
     for w in check_ivrs(&ivrs, &mut resolved, &facts).warnings {
         log::warn!("AMD-Vi: {w}");
     }
+    let (family, model) = crate::report::cpu::family_model();
+    let errata = iommu::amdvi::errata::errata_for(family, model);
     let usable: Vec<(usize, u64, u16, u8)> = resolved
         .units
         .iter()
@@ -52,38 +56,89 @@ pub fn bring_up(
         .collect();
     let unit_of = |i: usize| usable.iter().find(|(j, ..)| *j == i).map_or((0, 0), |u| (u.2, u.3));
     let ivhd = |i: usize| resolved.units.iter().find(|u| u.index == i);
+    crate::arch::idt::register_handler(super::faults::FAULT_VECTOR, super::faults::fault_interrupt);
     let mut ir_problems = Vec::new();
-    let (units, routes) = super::start_and_route(
+    let up = super::start_and_route(
         "IVHD",
         usable.iter().map(|u| (u.0, u.1)),
-        |i, base| {
-            let mut unit = start_unit(base, unit_of(i))?;
+        |i, base, early| {
+            if let Some(u) = ivhd(i) {
+                apply_errata(base, u, pci, errata);
+            }
+            let function = ivhd(i).and_then(|u| iommu_function(u, pci));
+            let mut unit = start_unit(i, base, unit_of(i), function, early)?;
             let problem = match ivhd(i) {
-                Some(u) => set_up_interrupt_sources(base, &mut unit, u, ioapic_ids)?,
-                None => Some("no IVHD".into()),
+                Some(u) => set_up_interrupt_sources(base, &mut unit, u, ioapic_ids),
+                None => Ok(Some("no IVHD".into())),
             };
-            ir_problems.push(problem);
+            match problem {
+                Ok(problem) => ir_problems.push(problem),
+                Err(e) => {
+                    // Skipped after all: translation off again, its id space gone.
+                    unit.disable();
+                    early.unit_failed();
+                    return Err(e);
+                }
+            }
             Ok(unit)
         },
         pci,
         |f| resolved.translating_unit(f.bdf.segment, f.bdf.requester_id()),
+        firmware,
     )?;
-    Some((units, routes, ir_problems))
+    Some((up, ir_problems))
+}
+
+/// The unit's own PCI function (the IVHD's device id), when enumeration found it.
+fn iommu_function<'p>(ivhd: &IvrsUnit<'_>, pci: &'p [PciFunction]) -> Option<&'p PciFunction> {
+    pci.iter()
+        .find(|f| f.bdf.segment == ivhd.segment && f.bdf.requester_id() == ivhd.iommu_device_id)
+}
+
+/// Points the IOMMU function's MSI at [`super::faults::FAULT_VECTOR`] on this CPU, so
+/// logged events interrupt and are drained at the next exit to the hypervisor. `Err`
+/// says why the unit stays without an interrupt (its log is then read only by polling).
+fn program_event_interrupt(
+    unit: &mut KernelAmdVi,
+    function: Option<&PciFunction>,
+) -> Result<crate::pci::Bdf, &'static str> {
+    let f = function.ok_or("its PCI function was not enumerated")?;
+    let msi = crate::msi::Msi::find(f.config()).ok_or("its PCI function has no MSI capability")?;
+    let apic = u8::try_from(crate::apic::id()).map_err(|_| "an APIC id above 255")?;
+    msi.program(0xFEE0_0000 | (u64::from(apic) << 12), u16::from(super::faults::FAULT_VECTOR));
+    unit.set_event_interrupt(true);
+    Ok(f.bdf)
 }
 
 fn start_unit(
+    index: usize,
     base: u64,
     (max_devid, ivhd_flags): (u16, u8),
+    function: Option<&PciFunction>,
+    early: &mut super::identity::FirmwareDma,
 ) -> Result<KernelAmdVi, alloc::string::String> {
     let window = MmioWindow::map(base, IVHD_WINDOW_SIZE as usize)?;
     let mut unit =
         AmdViUnit::new(window, KernelMemory, max_devid).map_err(|e| alloc::format!("{e}"))?;
     unit.set_ivhd_flags(ivhd_flags);
+    match program_event_interrupt(&mut unit, function) {
+        Ok(bdf) => log::info!(
+            "AMD-Vi: unit at {base:#x}: event-log interrupt through {bdf}'s MSI, vector {}",
+            super::faults::FAULT_VECTOR
+        ),
+        Err(why) => log::warn!(
+            "AMD-Vi: unit at {base:#x}: no event-log interrupt ({why}): events are read only \
+             when something polls"
+        ),
+    }
     log::info!("AMD-Vi: unit at {base:#x} (device ids up to {max_devid:#06x}):");
     for line in unit.describe() {
         log::info!("AMD-Vi:   {line}");
     }
+    // IVMD ranges are in the device table before translation goes on.
+    early.before_enable(index, &mut unit, 1 << 16);
     unit.enable().map_err(|e| {
+        early.unit_failed();
         alloc::format!(
             "enable: {e}; the unit was disabled again on purpose (its devices' DMA is not \
              translated, so none of them can be assigned)"
@@ -93,7 +148,86 @@ fn start_unit(
         "AMD-Vi: unit at {base:#x} enabled: {}-level tables, every device blocked",
         unit.levels()
     );
+    log_smi_filters(base, unit.smi_filters());
     Ok(unit)
+}
+
+/// What enable did to the SMI filter (EFR.SmiFSup), one line.
+fn log_smi_filters(base: u64, f: &iommu::amdvi::SmiFilterLock) {
+    if f.registers == 0 {
+        log::info!(
+            "AMD-Vi: unit at {base:#x}: no SMI filter registers (EFR.SmiFSup): device SMIs \
+             are refused by every device table entry (SysMgt = 00b)"
+        );
+        return;
+    }
+    log::info!(
+        "AMD-Vi: unit at {base:#x}: SMI filter locked: {} registers, {} locked now, {} locked \
+         by firmware, SMIs allowed only from {:04x?}",
+        f.registers,
+        f.locked_now,
+        f.firmware_locked,
+        f.allowed
+    );
+    if f.failed > 0 {
+        log::warn!(
+            "AMD-Vi: unit at {base:#x}: {} SMI filter registers did not lock (the unit ignored \
+             the write)",
+            f.failed
+        );
+    }
+}
+
+/// The IOMMU's PCI function as the errata code reaches it.
+struct IommuFunction(crate::pci::ConfigSpace);
+
+impl iommu::amdvi::errata::IommuConfig for IommuFunction {
+    fn read32(&mut self, offset: u16) -> u32 {
+        self.0.read32(offset)
+    }
+    fn write32(&mut self, offset: u16, value: u32) {
+        self.0.write32(offset, value)
+    }
+}
+
+/// Applies this processor family's IOMMU errata (see `iommu::amdvi::errata`) through the
+/// unit's PCI function, before the unit is enabled; logs each.
+fn apply_errata(
+    base: u64,
+    ivhd: &IvrsUnit<'_>,
+    pci: &[PciFunction],
+    errata: &[iommu::amdvi::errata::Erratum],
+) {
+    use iommu::amdvi::errata::{apply, Applied};
+    if errata.is_empty() {
+        return;
+    }
+    let Some(function) = iommu_function(ivhd, pci) else {
+        log::warn!(
+            "AMD-Vi: unit at {base:#x}: its PCI function {:#06x} was not enumerated: errata \
+             workarounds not applied",
+            ivhd.iommu_device_id
+        );
+        return;
+    };
+    let mut cfg = IommuFunction(function.config());
+    for &e in errata {
+        match apply(&mut cfg, e) {
+            Applied::AlreadySet => {
+                log::info!(
+                    "AMD-Vi: {}: {} workaround already set by firmware",
+                    function.bdf,
+                    e.name
+                )
+            }
+            Applied::Set => log::info!("AMD-Vi: {}: applying {} workaround", function.bdf, e.name),
+            Applied::Ignored => log::warn!(
+                "AMD-Vi: {}: {} workaround written but the bit reads clear",
+                function.bdf,
+                e.name
+            ),
+        }
+    }
 }
 
 /// Honours the IVHD device-setting bytes where they may be honoured: the IOAPIC and HPET
@@ -154,4 +288,24 @@ fn set_up_interrupt_sources(
         log::warn!("AMD-Vi: unit at {base:#x}: interrupt remapping incomplete: {why}");
         Ok(Some(why))
     }
+}
+
+/// A fresh driver instance takes `old`'s unit over exactly as boot takes a unit over from
+/// firmware (whatever state `old` or a test left it in): a new device table with every
+/// device blocked, Control built from zero, `old`'s event interrupt and platform
+/// interrupt sources. `old` must then be dropped without touching the unit again.
+pub(super) fn take_over(old: &KernelAmdVi) -> Result<KernelAmdVi, alloc::string::String> {
+    let base = old.registers().base();
+    let window = MmioWindow::map(base, IVHD_WINDOW_SIZE as usize)?;
+    let max_devid = u16::try_from(old.device_table_entries().saturating_sub(1)).unwrap_or(u16::MAX);
+    let mut unit =
+        AmdViUnit::new(window, KernelMemory, max_devid).map_err(|e| alloc::format!("{e}"))?;
+    unit.set_ivhd_flags(old.ivhd_flags());
+    unit.set_event_interrupt(old.event_interrupt());
+    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    for &(devid, setting) in old.platform_sources() {
+        unit.set_platform_source(devid, setting).map_err(|e| alloc::format!("{e}"))?;
+    }
+    log::info!("AMD-Vi: unit at {base:#x} taken over by a fresh driver instance");
+    Ok(unit)
 }

@@ -1,23 +1,33 @@
 //! Fault records (VT-d) and event logs (AMD-Vi): read, decoded in words, counted, and
 //! logged through a rate limiter so a fault storm cannot drown the console or stall the
 //! hypervisor.
+#![deny(unsafe_code)]
 
 use super::{IommuSystem, Units};
 use core::sync::atomic::{AtomicU64, Ordering};
 use iommu::ratelimit::RateLimiter;
 use spin::Mutex;
 
-/// Vector of the VT-d fault-event interrupt.
+/// Vector of the IOMMU units' own interrupt: VT-d's fault event, AMD-Vi's event log (and
+/// completion) interrupt through the IOMMU's PCI function.
 pub const FAULT_VECTOR: u8 = 33;
 
 static FAULT_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+/// [`FAULT_INTERRUPTS`] as the last drain saw it: the records of every interrupt up to
+/// this count have been read.
+static SERVICED_UP_TO: AtomicU64 = AtomicU64::new(0);
+/// Drains started by an interrupt rather than by a caller ([`service_signalled`]).
+static BACKGROUND_DRAINS: AtomicU64 = AtomicU64::new(0);
+/// Records and events those drains found.
+static BACKGROUND_FAULTS: AtomicU64 = AtomicU64::new(0);
 static LINES_LOGGED: AtomicU64 = AtomicU64::new(0);
 /// At most 10 fault lines per 3000 APIC ticks (about 5 s at 1.6 ms a tick), as Linux's
 /// printk rate limit: a storm of one fault per DMA stays a handful of lines.
 static LIMITER: Mutex<RateLimiter> = Mutex::new(RateLimiter::new(10, 3000));
 
-/// The fault-event interrupt only notes that records are waiting; they are read in
-/// thread context by [`service_faults`] (the unit is not reachable from the handler).
+/// The units' interrupt only notes that records are waiting; they are read in thread
+/// context by [`service_signalled`] (the partition run loop calls it on the exit the
+/// interrupt caused) or [`service_faults`] (the unit is not reachable from the handler).
 pub fn fault_interrupt() {
     FAULT_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     crate::apic::eoi();
@@ -26,6 +36,31 @@ pub fn fault_interrupt() {
 /// Fault-event interrupts taken since boot.
 pub fn fault_interrupts() -> u64 {
     FAULT_INTERRUPTS.load(Ordering::Relaxed)
+}
+
+/// Whether a unit interrupted since the last drain: records or events are waiting.
+pub fn signalled() -> bool {
+    FAULT_INTERRUPTS.load(Ordering::Relaxed) != SERVICED_UP_TO.load(Ordering::Relaxed)
+}
+
+/// Drains started by a unit's interrupt ([`service_signalled`]) since boot, and the
+/// records and events they found.
+pub fn background_drains() -> (u64, u64) {
+    (BACKGROUND_DRAINS.load(Ordering::Relaxed), BACKGROUND_FAULTS.load(Ordering::Relaxed))
+}
+
+/// The service the hypervisor runs all the time, not only when a test asks: when a unit
+/// interrupted since the last drain, reads and clears its fault records / event log and
+/// logs them through the rate limiter (as [`service_faults`]); otherwise costs one load.
+/// Called in thread context, never from the interrupt handler.
+pub fn service_signalled(sys: &mut IommuSystem) -> Option<FaultSummary> {
+    if !signalled() {
+        return None;
+    }
+    BACKGROUND_DRAINS.fetch_add(1, Ordering::Relaxed);
+    let sum = service_faults(sys, |_| {});
+    BACKGROUND_FAULTS.fetch_add(sum.faults, Ordering::Relaxed);
+    Some(sum)
 }
 
 /// Fault and event lines written to the console since boot (the rate limiter's output,
@@ -65,6 +100,9 @@ pub fn service_faults(
     mut on_fault: impl FnMut(&FaultEvent),
 ) -> FaultSummary {
     let mut sum = FaultSummary::default();
+    // Everything signalled so far is read by this pass (an interrupt arriving during it
+    // leaves `signalled` true for the next one).
+    SERVICED_UP_TO.store(FAULT_INTERRUPTS.load(Ordering::Relaxed), Ordering::Relaxed);
     let now = crate::apic::ticks();
     let mut limiter = LIMITER.lock();
     match &mut sys.units {

@@ -1,6 +1,7 @@
 //! Isolation groups on this machine: ACS enabled on every port and function that has it,
 //! then every function's requester-id aliases and group computed by
 //! [`iommu::acpi::groups::isolate`] from the enumerated topology and the routes.
+#![deny(unsafe_code)]
 
 use super::Route;
 use crate::pci::{Bdf, ConfigSpace, PciFunction};

@@ -1,8 +1,11 @@
-//! Firmware-reserved memory (RMRR, IVMD) stays reachable once translation is on: on real
-//! machines USB legacy emulation and integrated GPUs keep DMAing to these ranges, and
+//! Firmware-reserved memory (RMRR, IVMD) stays reachable when translation goes on: on
+//! real machines USB legacy emulation and integrated GPUs keep DMAing to these ranges, and
 //! blocking them hangs firmware-owned devices. Each routed function with reserved
-//! regions gets its own domain that maps exactly those ranges 1:1 and nothing else.
+//! regions gets its own domain that maps exactly those ranges 1:1 and nothing else,
+//! attached for every requester id its DMA may carry, and installed before its unit
+//! enables translation ([`FirmwareDma`]), so there is no moment where that DMA is blocked.
 //! (Such functions are never assigned to partitions: see `partition::config`.)
+#![deny(unsafe_code)]
 
 use super::{DomainIds, ReservedRegion, Route};
 use crate::mem::KernelMemory;
@@ -11,7 +14,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use iommu::domain::Domain;
-use iommu::invalidate::{DomainId, IovaBlock};
+use iommu::invalidate::IovaBlock;
 use iommu::pgtable::Prot;
 use iommu::unit::RemappingUnit;
 
@@ -88,13 +91,14 @@ fn page_ranges(ranges: &[IdentityRange]) -> Result<Vec<(u64, u64, Prot)>, String
 }
 
 /// Builds a domain on `unit` (number `unit_index`) that maps exactly `ranges` 1:1 and
-/// points device `rid` at it. Ranges without any access are left unmapped. On `Err`
+/// points every requester id in `rids` (the device's own first, then its aliases: its DMA
+/// may carry any of them) at it. Ranges without any access are left unmapped. On `Err`
 /// nothing is left attached and the id is given back.
 pub fn attach_identity<U: RemappingUnit>(
     unit: &mut U,
     unit_index: usize,
     ids: &mut DomainIds,
-    rid: u16,
+    rids: &[u16],
     ranges: &[IdentityRange],
 ) -> Result<Domain<U::Format>, String> {
     let mem = &mut KernelMemory;
@@ -116,72 +120,146 @@ pub fn attach_identity<U: RemappingUnit>(
                 .and_then(|()| unit.sync())
                 .map_err(|e| format!("after map: {e}"))?;
         }
-        unit.attach_device(rid, &dom).map_err(|e| format!("attach: {e}"))
+        for &rid in rids {
+            unit.attach_device(rid, &dom).map_err(|e| format!("attach {rid:#06x}: {e}"))?;
+        }
+        Ok(())
     })();
     if let Err(e) = filled {
-        // A failed attach may have left a context/device-table entry: block it first.
-        let blocked = unit.block_device(rid).and_then(|()| unit.invalidate_domain(id));
+        // A failed attach may have left context/device-table entries: block them first.
+        let blocked = rids
+            .iter()
+            .try_for_each(|&rid| unit.block_device(rid))
+            .and_then(|()| unit.invalidate_domain(id));
         match blocked.and_then(|()| unit.sync()) {
             Ok(()) => {
                 dom.destroy(mem);
                 ids.free(unit_index, id);
             }
-            Err(b) => log::error!("iommu: cannot block {rid:#06x} after a failed attach: {b}"),
+            Err(b) => log::error!("iommu: cannot block {rids:04x?} after a failed attach: {b}"),
         }
         return Err(e);
     }
     Ok(dom)
 }
 
-/// For every routed function with firmware-reserved regions, attaches it to an identity
-/// domain of exactly those regions on its unit and logs it. The domains live for the
-/// whole run (the device uses them until power-off), so their tables are never freed.
-/// Returns `(function, domain id)` for each function kept reachable.
-pub fn keep_reserved_reachable<U: RemappingUnit>(
-    units: &mut [U],
-    ids: &mut DomainIds,
-    routes: &[(Bdf, Route)],
-    reserved: &[ReservedRegion],
-    ivrs: Option<&iommu::acpi::Ivrs<'_>>,
-) -> Vec<(Bdf, DomainId)> {
-    let mut kept = Vec::new();
-    for (bdf, route) in routes {
-        let regions: Vec<&ReservedRegion> =
-            reserved.iter().filter(|r| r.applies_to(bdf.segment, bdf.requester_id())).collect();
-        if regions.is_empty() {
-            continue;
-        }
-        let ranges: Vec<IdentityRange> = regions
+/// One function whose firmware-reserved regions stay reachable: what to map and for which
+/// requester ids.
+struct Planned {
+    bdf: Bdf,
+    /// The DMAR/IVRS table index of its unit.
+    unit: usize,
+    /// Its requester id at that unit first, then every alias.
+    rids: Vec<u16>,
+    ranges: Vec<IdentityRange>,
+    sources: Vec<&'static str>,
+}
+
+/// Firmware DMA kept reachable from the first moment translation is on: planned from the
+/// routes before any unit starts, installed unit by unit just before each enables
+/// translation (so firmware's USB or graphics DMA to its RMRR/IVMD ranges is never
+/// blocked, not even for a moment), and the domain-id spaces built along the way.
+pub struct FirmwareDma {
+    plan: Vec<Planned>,
+    ids: DomainIds,
+    kept: usize,
+}
+
+impl FirmwareDma {
+    /// Every routed function (`routes` by table index) that uses firmware-reserved memory,
+    /// with all the requester ids `isolation` says its DMA may carry.
+    pub(crate) fn plan(
+        routes: &[(Bdf, Route)],
+        firmware: &super::Firmware<'_>,
+        isolation: &iommu::acpi::groups::Isolation,
+    ) -> FirmwareDma {
+        let plan = routes
             .iter()
-            .map(|r| IdentityRange {
-                start: r.range.start,
-                end: r.range.end,
-                prot: region_prot(r, ivrs),
+            .filter_map(|(bdf, route)| {
+                let regions: Vec<&ReservedRegion> = firmware
+                    .reserved
+                    .iter()
+                    .filter(|r| r.applies_to(bdf.segment, bdf.requester_id()))
+                    .collect();
+                if regions.is_empty() {
+                    return None;
+                }
+                let ranges = regions
+                    .iter()
+                    .map(|r| IdentityRange {
+                        start: r.range.start,
+                        end: r.range.end,
+                        prot: region_prot(r, firmware.ivrs),
+                    })
+                    .collect();
+                Some(Planned {
+                    bdf: *bdf,
+                    unit: route.unit,
+                    rids: super::dma_ids_of(isolation, *bdf, route.requester_id),
+                    ranges,
+                    sources: regions.iter().map(|r| r.source).collect(),
+                })
             })
             .collect();
-        let Some(unit) = units.get_mut(route.unit) else { continue };
-        match attach_identity(unit, route.unit, ids, route.requester_id, &ranges) {
-            Ok(dom) => {
-                for (r, range) in regions.iter().zip(&ranges) {
-                    log::info!(
-                        "iommu: {bdf} keeps {} {:#x}-{:#x} identity-mapped (firmware DMA, {})",
-                        r.source,
-                        range.start,
-                        range.end,
-                        prot_text(range.prot)
-                    );
+        FirmwareDma { plan, ids: DomainIds::default(), kept: 0 }
+    }
+
+    /// Called for the unit of table index `index` after it was set up and before it
+    /// enables translation: adds its domain-id space (`domain_count` ids) and attaches
+    /// every planned function of that unit to an identity domain of exactly its ranges.
+    /// The domains live for the whole run (the devices use them until power-off), so
+    /// their tables are never freed.
+    pub fn before_enable<U: RemappingUnit>(
+        &mut self,
+        index: usize,
+        unit: &mut U,
+        domain_count: u32,
+    ) {
+        let position = self.ids.add_unit(domain_count);
+        for p in self.plan.iter().filter(|p| p.unit == index) {
+            match attach_identity(unit, position, &mut self.ids, &p.rids, &p.ranges) {
+                Ok(dom) => {
+                    for (source, range) in p.sources.iter().zip(&p.ranges) {
+                        log::info!(
+                            "iommu: {} keeps {source} {:#x}-{:#x} identity-mapped (firmware DMA, \
+                             {}), installed before translation is enabled",
+                            p.bdf,
+                            range.start,
+                            range.end,
+                            prot_text(range.prot)
+                        );
+                    }
+                    if p.rids.len() > 1 {
+                        log::info!(
+                            "iommu: {}: its identity domain also answers its aliases {:04x?}",
+                            p.bdf,
+                            &p.rids[1..]
+                        );
+                    }
+                    self.kept += 1;
+                    // In use by the device for the rest of the run.
+                    core::mem::forget(dom);
                 }
-                kept.push((*bdf, dom.id()));
-                // In use by the device for the rest of the run.
-                core::mem::forget(dom);
+                Err(e) => log::error!(
+                    "iommu: {}: cannot keep its firmware-reserved memory reachable ({e}); its \
+                     firmware DMA will fault",
+                    p.bdf
+                ),
             }
-            Err(e) => log::error!(
-                "iommu: {bdf}: cannot keep its firmware-reserved memory reachable ({e}); \
-                 its firmware DMA will fault"
-            ),
         }
     }
-    kept
+
+    /// The unit last passed to [`before_enable`](Self::before_enable) did not start:
+    /// its id space goes (its identity domains stay with the unit, never used).
+    pub fn unit_failed(&mut self) {
+        self.ids.remove_last();
+    }
+
+    /// The domain-id spaces of the units that started (identity domains' ids live), and
+    /// how many functions were kept reachable.
+    pub fn finish(self) -> (DomainIds, usize) {
+        (self.ids, self.kept)
+    }
 }
 
 fn prot_text(p: Prot) -> &'static str {

@@ -8,6 +8,8 @@
 //! services fault records and event logs.
 
 mod amd;
+mod domain_ids;
+mod error;
 mod faults;
 pub mod groups;
 pub mod identity;
@@ -20,10 +22,14 @@ use crate::pci::{Bdf, PciFunction};
 use alloc::vec::Vec;
 use iommu::acpi::pci::{Bdf as AcpiBdf, BridgeKind, MemRange, PciBridge};
 use iommu::amdvi::AmdViUnit;
-use iommu::invalidate::DomainId;
 use iommu::vtd::VtdUnit;
 
-pub use faults::{fault_interrupts, lines_logged, service_faults, FaultEvent};
+pub use domain_ids::DomainIds;
+pub use error::{DomainIdError, InterruptsNotIsolated, RouteError};
+pub use faults::{
+    background_drains, fault_interrupts, lines_logged, service_faults, service_signalled,
+    signalled, FaultEvent,
+};
 pub use iommu::acpi::reserved::ReservedRegion;
 
 /// A VT-d unit as the kernel drives it.
@@ -53,90 +59,6 @@ pub struct Route {
 /// Each PCI function's route, as bring-up found it.
 pub type RouteTable = Vec<(Bdf, Route)>;
 
-/// Hands out domain ids per unit, each below that unit's domain count (VT-d CAP.ND,
-/// AMD-Vi 65536), never one that is live, and never 0 (VT-d caching-mode units reserve
-/// it). Ids are handed out round-robin, so a freed id is reused as late as possible.
-#[derive(Debug, Default)]
-pub struct DomainIds {
-    units: Vec<UnitDomainIds>,
-}
-
-/// One unit's id space: a bit per id, set while the id is live.
-#[derive(Debug)]
-struct UnitDomainIds {
-    count: u32,
-    live: Vec<u64>,
-    next: u32,
-}
-
-impl UnitDomainIds {
-    fn is_live(&self, id: u32) -> bool {
-        self.live[(id / 64) as usize] & 1 << (id % 64) != 0
-    }
-
-    fn set(&mut self, id: u32, live: bool) {
-        let word = &mut self.live[(id / 64) as usize];
-        if live {
-            *word |= 1 << (id % 64);
-        } else {
-            *word &= !(1 << (id % 64));
-        }
-    }
-}
-
-impl DomainIds {
-    /// Id spaces for units with these domain counts (in unit order); counts above 65536
-    /// are cut to what a [`DomainId`] can name.
-    pub fn new(counts: impl IntoIterator<Item = u32>) -> DomainIds {
-        let units = counts
-            .into_iter()
-            .map(|c| {
-                let count = c.min(1 << 16);
-                UnitDomainIds { count, live: alloc::vec![0; count.div_ceil(64) as usize], next: 1 }
-            })
-            .collect();
-        DomainIds { units }
-    }
-
-    /// A domain id on `unit` that no live domain there uses; `Err` (with the reason) when
-    /// every id the unit supports is live or the unit does not exist.
-    pub fn alloc(&mut self, unit: usize) -> Result<DomainId, alloc::string::String> {
-        let space = self
-            .units
-            .get_mut(unit)
-            .ok_or_else(|| alloc::format!("domain ids: there is no IOMMU unit {unit}"))?;
-        // Ids 1..count are usable.
-        for _ in 1..space.count {
-            let id = space.next;
-            space.next = if id + 1 >= space.count { 1 } else { id + 1 };
-            if !space.is_live(id) {
-                space.set(id, true);
-                return Ok(id as DomainId);
-            }
-        }
-        Err(alloc::format!(
-            "domain ids: all {} ids of IOMMU unit {unit} are in use (id 0 is reserved)",
-            space.count.saturating_sub(1)
-        ))
-    }
-
-    /// Gives `id` on `unit` back: call only after the domain's devices were blocked and
-    /// its cached translations invalidated (the id may be handed out again).
-    pub fn free(&mut self, unit: usize, id: DomainId) {
-        if let Some(space) = self.units.get_mut(unit) {
-            let id = id as u32;
-            if id != 0 && id < space.count {
-                space.set(id, false);
-            }
-        }
-    }
-
-    /// Ids live on `unit` (for tests and logs).
-    pub fn live(&self, unit: usize) -> usize {
-        self.units.get(unit).map_or(0, |s| s.live.iter().map(|w| w.count_ones() as usize).sum())
-    }
-}
-
 /// The IOMMUs, the device routes and domain-id allocation.
 pub struct IommuSystem {
     /// The units.
@@ -165,14 +87,7 @@ impl IommuSystem {
     /// must point at the same context entry / DTE, or a DMA under an alias escapes.
     pub fn dma_ids(&self, bdf: Bdf) -> Vec<u16> {
         let Some(route) = self.route(bdf) else { return Vec::new() };
-        let mut ids = alloc::vec![route.requester_id];
-        let own = AcpiBdf::from_id(bdf.requester_id());
-        for &id in self.isolation.aliases_of(bdf.segment, own) {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        ids
+        dma_ids_of(&self.isolation, bdf, route.requester_id)
     }
 
     /// The functions the IOMMU cannot tell apart from `bdf` (itself included), with the
@@ -197,8 +112,8 @@ impl IommuSystem {
     /// Whether devices translated by `unit` may be assigned to a partition: only when the
     /// unit remaps interrupts (else the device could raise any vector, NMI or INIT on the
     /// host), or when `allow-unsafe-interrupts` was given (then a warning is logged).
-    /// `Err` says why in words.
-    pub fn interrupt_isolation(&self, unit: usize) -> Result<(), alloc::string::String> {
+    /// `Err` says why.
+    pub fn interrupt_isolation(&self, unit: usize) -> Result<(), InterruptsNotIsolated> {
         let Some(why) = self.ir_problems.get(unit).cloned().flatten() else {
             return Ok(());
         };
@@ -209,11 +124,7 @@ impl IommuSystem {
             );
             return Ok(());
         }
-        Err(alloc::format!(
-            "IOMMU unit {unit} cannot remap interrupts ({why}), so the device could forge any \
-             interrupt (any vector, NMI, INIT) on the host; refused (the unsafe switch \
-             allow-unsafe-interrupts would allow it)"
-        ))
+        Err(InterruptsNotIsolated { unit, why })
     }
 
     /// Number of units brought up.
@@ -224,6 +135,22 @@ impl IommuSystem {
             Units::Amd(u) => u.len(),
         }
     }
+}
+
+/// `bdf`'s requester id at its unit (`routed`) first, then every alias `isolation` found.
+pub(crate) fn dma_ids_of(
+    isolation: &iommu::acpi::groups::Isolation,
+    bdf: Bdf,
+    routed: u16,
+) -> Vec<u16> {
+    let mut ids = alloc::vec![routed];
+    let own = AcpiBdf::from_id(bdf.requester_id());
+    for &id in isolation.aliases_of(bdf.segment, own) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// Replaces VT-d unit `index` by a fresh driver instance that takes the unit over as
@@ -243,6 +170,18 @@ pub fn take_over_vtd(
     Ok(found)
 }
 
+/// Replaces AMD-Vi unit `index` by a fresh driver instance that takes the unit over as
+/// from firmware (for the take-over test).
+pub fn take_over_amd(sys: &mut IommuSystem, index: usize) -> Result<(), alloc::string::String> {
+    let Units::Amd(units) = &mut sys.units else { return Err("not an AMD-Vi machine".into()) };
+    let old = units.get_mut(index).ok_or("no such AMD-Vi unit")?;
+    let new = amd::take_over(old)?;
+    // The old instance's tables stay allocated: the unit may have read them until the new
+    // device table base was latched.
+    *old = new;
+    Ok(())
+}
+
 impl IommuSystem {
     /// Whether `unit` does not remap interrupts.
     fn interrupt_isolation_problem(&self, unit: usize) -> bool {
@@ -250,21 +189,35 @@ impl IommuSystem {
     }
 }
 
-/// Starts every usable unit (`(table index, base)` pairs) with `start`, skipping those that
-/// fail, then routes every PCI function through `lookup` (table index + requester id).
-/// Shared by both vendors' bring-up; `None` when no unit came up.
+/// Routes every PCI function through `lookup` (table index + requester id), computes the
+/// isolation groups (ACS enabled first) and plans the identity domains firmware-reserved
+/// memory needs, then starts every usable unit (`(table index, base)` pairs) with `start`,
+/// which installs that unit's identity domains before it enables translation
+/// ([`identity::FirmwareDma::before_enable`]). Units that fail are skipped. Shared by both
+/// vendors' bring-up; `None` when no unit came up.
 fn start_and_route<U>(
     what: &str,
     usable: impl Iterator<Item = (usize, u64)>,
-    mut start: impl FnMut(usize, u64) -> Result<U, alloc::string::String>,
+    mut start: impl FnMut(usize, u64, &mut identity::FirmwareDma) -> Result<U, alloc::string::String>,
     pci: &[PciFunction],
     lookup: impl Fn(&PciFunction) -> Option<iommu::acpi::resolve::Translation>,
-) -> Option<(Vec<U>, RouteTable)> {
+    firmware: &Firmware<'_>,
+) -> Option<BroughtUp<U>> {
+    // Table index and requester id per function, before any unit starts.
+    let planned: RouteTable = pci
+        .iter()
+        .filter_map(|f| {
+            let t = lookup(f)?;
+            Some((f.bdf, Route { unit: t.unit, requester_id: t.requester_id }))
+        })
+        .collect();
+    let isolation = groups::compute(pci, &planned);
+    let mut early = identity::FirmwareDma::plan(&planned, firmware, &isolation);
     let mut units = Vec::new();
     // Table index -> position in `units`.
     let mut position = Vec::new();
     for (index, base) in usable {
-        match start(index, base) {
+        match start(index, base, &mut early) {
             Ok(unit) => {
                 position.push((index, units.len()));
                 units.push(unit);
@@ -275,15 +228,37 @@ fn start_and_route<U>(
     if units.is_empty() {
         return None;
     }
-    let routes = pci
+    let routes = planned
         .iter()
-        .filter_map(|f| {
-            let t = lookup(f)?;
-            let &(_, unit) = position.iter().find(|(i, _)| *i == t.unit)?;
-            Some((f.bdf, Route { unit, requester_id: t.requester_id }))
+        .filter_map(|(bdf, r)| {
+            let &(_, unit) = position.iter().find(|(i, _)| *i == r.unit)?;
+            Some((*bdf, Route { unit, ..*r }))
         })
         .collect();
-    Some((units, routes))
+    let (domain_ids, kept) = early.finish();
+    if kept > 0 {
+        log::info!(
+            "iommu: {kept} functions keep firmware-reserved memory reachable, from before \
+             translation went on"
+        );
+    }
+    Some(BroughtUp { units, routes, isolation, domain_ids })
+}
+
+/// What bring-up hands back: running units, routes, isolation groups, domain-id spaces
+/// (with the identity domains' ids live).
+pub(crate) struct BroughtUp<U> {
+    pub units: Vec<U>,
+    pub routes: RouteTable,
+    pub isolation: iommu::acpi::groups::Isolation,
+    pub domain_ids: DomainIds,
+}
+
+/// Firmware facts bring-up needs before translation goes on: the reserved regions
+/// (RMRR/IVMD) and, on AMD-Vi, the IVRS for the IVMD access flags.
+pub(crate) struct Firmware<'a> {
+    pub reserved: &'a [ReservedRegion],
+    pub ivrs: Option<&'a iommu::acpi::Ivrs<'a>>,
 }
 
 /// Firmware-reserved ranges from the memory map (for RMRR/IVMD checks), inclusive ends.
@@ -334,45 +309,52 @@ pub fn discover(
     let reserved = reserved_ranges(boot);
     let bridges = bridges(pci);
     if let Some(dmar) = acpi.dmar {
-        if let Some((units, routes)) =
-            vtd::bring_up(dmar, pci, &bridges, &reserved, &ioapic_ids, opts)
+        // RMRRs first: their identity domains go in before translation is enabled.
+        if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
+            let (regions, problems) = iommu::acpi::reserved::from_dmar(&d, &bridges);
+            for (base, e) in problems {
+                log::warn!("DMAR: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
+            }
+            sys.reserved = regions;
+        }
+        let firmware = Firmware { reserved: &sys.reserved, ivrs: None };
+        if let Some(up) =
+            vtd::bring_up(dmar, pci, &bridges, &reserved, &ioapic_ids, opts, &firmware)
         {
-            sys.domain_ids =
-                DomainIds::new(units.iter().map(|u| u.capabilities().0.domain_count()));
-            sys.ir_problems = units
+            sys.ir_problems = up
+                .units
                 .iter()
                 .map(|u| match u.interrupt_remapping() {
                     iommu::vtd::IrState::Enabled { .. } => None,
                     iommu::vtd::IrState::Unavailable(why) => Some(why.into()),
                 })
                 .collect();
-            sys.units = Units::Vtd(units);
-            sys.routes = routes;
-            if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
-                let (regions, problems) = iommu::acpi::reserved::from_dmar(&d, &bridges);
-                for (base, e) in problems {
-                    log::warn!("DMAR: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
-                }
-                sys.reserved = regions;
-            }
+            sys.units = Units::Vtd(up.units);
+            sys.routes = up.routes;
+            sys.isolation = up.isolation;
+            sys.domain_ids = up.domain_ids;
         }
     } else if let Some(ivrs) = acpi.ivrs {
-        if let Some((units, routes, ir_problems)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids)
+        let table = iommu::acpi::Ivrs::parse(ivrs).ok();
+        if let Some(t) = &table {
+            sys.reserved = iommu::acpi::reserved::from_ivrs(t);
+        }
+        let firmware = Firmware { reserved: &sys.reserved, ivrs: table.as_ref() };
+        if let Some((up, ir_problems)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids, &firmware)
         {
             sys.ir_problems = ir_problems;
-            // AMD-Vi domain ids are 16 bits on every unit.
-            sys.domain_ids = DomainIds::new(units.iter().map(|_| 1 << 16));
-            sys.units = Units::Amd(units);
-            sys.routes = routes;
-            if let Ok(t) = iommu::acpi::Ivrs::parse(ivrs) {
-                sys.reserved = iommu::acpi::reserved::from_ivrs(&t);
-            }
+            sys.units = Units::Amd(up.units);
+            sys.routes = up.routes;
+            sys.isolation = up.isolation;
+            sys.domain_ids = up.domain_ids;
         }
     } else {
         log::info!("iommu: no DMAR or IVRS table: no IOMMU, device DMA is untranslated");
     }
-    sys.isolation = groups::compute(pci, &sys.routes);
-    keep_firmware_dma_reachable(&mut sys, acpi.ivrs);
+    if matches!(sys.units, Units::None) {
+        // No unit came up: nothing translates, and nothing is kept reachable either.
+        sys.isolation = groups::compute(pci, &sys.routes);
+    }
     if sys.allow_unsafe_interrupts {
         let without: Vec<usize> =
             (0..sys.unit_count()).filter(|u| sys.interrupt_isolation_problem(*u)).collect();
@@ -397,19 +379,4 @@ pub fn discover(
         }
     }
     sys
-}
-
-/// Right after enable: every routed function with RMRR/IVMD regions gets an identity
-/// domain of exactly those ranges (see [`identity`]).
-fn keep_firmware_dma_reachable(sys: &mut IommuSystem, ivrs: Option<&[u8]>) {
-    let ivrs = ivrs.and_then(|t| iommu::acpi::Ivrs::parse(t).ok());
-    let (routes, reserved, ids) = (&sys.routes, &sys.reserved, &mut sys.domain_ids);
-    let kept = match &mut sys.units {
-        Units::None => return,
-        Units::Vtd(u) => identity::keep_reserved_reachable(u, ids, routes, reserved, None),
-        Units::Amd(u) => identity::keep_reserved_reachable(u, ids, routes, reserved, ivrs.as_ref()),
-    };
-    if !kept.is_empty() {
-        log::info!("iommu: {} functions keep firmware-reserved memory reachable", kept.len());
-    }
 }

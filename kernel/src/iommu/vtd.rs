@@ -1,4 +1,5 @@
 //! VT-d bring-up: DMAR -> usable DRHDs -> running units, and every PCI function routed.
+#![deny(unsafe_code)]
 
 use super::{faults, KernelVtd};
 use crate::mem::KernelMemory;
@@ -21,7 +22,8 @@ pub fn bring_up(
     reserved: &[MemRange],
     ioapic_ids: &[u8],
     opts: &boot::cmdline::Options<'_>,
-) -> Option<(Vec<KernelVtd>, super::RouteTable)> {
+    firmware: &super::Firmware<'_>,
+) -> Option<super::BroughtUp<KernelVtd>> {
     let dmar = match Dmar::parse(table) {
         Ok(d) => d,
         Err(e) => {
@@ -37,6 +39,7 @@ pub fn bring_up(
     for w in check_dmar(&dmar, &mut resolved, &facts).warnings {
         log::warn!("DMAR: {w}");
     }
+    leave_broken_graphics_units_off(&mut resolved, pci);
     crate::arch::idt::register_handler(faults::FAULT_VECTOR, faults::fault_interrupt);
     let usable = resolved.units.iter().filter(|u| u.usable).map(|u| (u.index, u.base));
     let sizes: Vec<(usize, u64)> =
@@ -58,13 +61,42 @@ pub fn bring_up(
     super::start_and_route(
         "DRHD",
         usable,
-        |i, base| start_unit(i, base, size_of(i), quirks, opts),
+        |i, base, early| start_unit(i, base, size_of(i), quirks, opts, early),
         pci,
         |f| {
             let bdf = AcpiBdf::from_id(f.bdf.requester_id());
             resolved.translating_unit(bridges, f.bdf.segment, bdf)
         },
+        firmware,
     )
+}
+
+/// Linux's graphics quirk (`iommu::vtd::quirks`): on chipsets whose graphics DMA
+/// remapping is broken, a DRHD serving graphics only is left off, so its devices get no
+/// route and can never be assigned. Graphics-only units elsewhere are said as such.
+fn leave_broken_graphics_units_off(resolved: &mut DmarUnits, pci: &[PciFunction]) {
+    use iommu::vtd::quirks::{graphics_only, graphics_remapping_broken, leave_graphics_units_off};
+    let class_of = |segment: u16, b: AcpiBdf| {
+        pci.iter()
+            .find(|f| f.bdf.segment == segment && f.bdf.requester_id() == b.id())
+            .map(|f| f.class.0)
+    };
+    let broken = graphics_remapping_broken(pci.iter().map(|f| (f.vendor, f.device)));
+    for u in resolved.units.iter().filter(|u| u.usable && graphics_only(u, class_of)) {
+        log::info!(
+            "DMAR: unit {} at {:#x} serves graphics only{}",
+            u.index,
+            u.base,
+            if broken { "" } else { ": translated like any other" }
+        );
+    }
+    for index in leave_graphics_units_off(resolved, broken, class_of) {
+        log::warn!(
+            "DMAR: unit {index}: left off: this chipset's graphics DMA remapping is broken \
+             (Linux's quirk_iommu_igfx); its graphics device stays untranslated and cannot be \
+             assigned"
+        );
+    }
 }
 
 fn start_unit(
@@ -73,6 +105,7 @@ fn start_unit(
     size: u64,
     quirks: iommu::vtd::Quirks,
     opts: &boot::cmdline::Options<'_>,
+    early: &mut super::identity::FirmwareDma,
 ) -> Result<KernelVtd, alloc::string::String> {
     let mut unit = map_whole_unit(base, size)?;
     unit.set_quirks(quirks);
@@ -91,7 +124,13 @@ fn start_unit(
         // Faults are still recorded and read by polling; only the interrupt is missing.
         log::warn!("DMAR: unit at {base:#x}: no fault-event interrupt: {e}");
     }
-    unit.enable().map_err(|e| alloc::format!("enable: {e}"))?;
+    // Firmware's RMRR ranges are in the root table before it is latched.
+    let domain_count = unit.capabilities().0.domain_count();
+    early.before_enable(index, &mut unit, domain_count);
+    if let Err(e) = unit.enable() {
+        early.unit_failed();
+        return Err(alloc::format!("enable: {e}"));
+    }
     log_hand_off(base, &unit);
     // Faults firmware left behind are reported once, then cleared.
     unit.handle_faults(|r| {

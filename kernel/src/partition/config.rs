@@ -69,17 +69,67 @@ pub fn behind_iommu(platform: &Platform, dev: Bdf) -> bool {
     platform.iommu.route(dev).is_some()
 }
 
-/// The image bytes a partition runs.
+/// The bytes of the boot module named `name`, for partition `spec`.
+fn module_named(
+    platform: &Platform,
+    spec: &PartitionSpec<'_>,
+    name: &str,
+) -> Result<&'static [u8], String> {
+    platform
+        .boot
+        .modules()
+        .iter()
+        .find(|m| module_name(platform.boot, m) == name)
+        .ok_or_else(|| format!("partition `{}`: no boot module named `{name}`", spec.name))
+        .and_then(|m| module_bytes(platform.boot, m))
+}
+
+/// The image bytes a partition runs (a Linux partition's kernel).
 pub fn image_for(platform: &Platform, spec: &PartitionSpec<'_>) -> Result<&'static [u8], String> {
     match spec.image {
         GuestImage::Builtin => Ok(super::BUILTIN_GUEST),
-        GuestImage::Module(name) => platform
-            .boot
-            .modules()
-            .iter()
-            .find(|m| module_name(platform.boot, m) == name)
-            .ok_or_else(|| format!("partition `{}`: no boot module named `{name}`", spec.name))
-            .and_then(|m| module_bytes(platform.boot, m)),
+        GuestImage::Module(name) | GuestImage::Linux(name) => module_named(platform, spec, name),
+    }
+}
+
+/// A Linux partition's kernel, initramfs (empty without `initrd`) and command line
+/// (`linux::command_line`: as configured, or the default, with the host's TSC rate);
+/// `Ok(None)` for other partitions.
+pub fn linux_for(
+    platform: &Platform,
+    spec: &PartitionSpec<'_>,
+) -> Result<Option<super::linux::LinuxSource>, String> {
+    let GuestImage::Linux(kernel) = spec.image else { return Ok(None) };
+    let kernel = module_named(platform, spec, kernel)?;
+    let initrd = match spec.initrd {
+        Some(name) => module_named(platform, spec, name)?,
+        None => &[],
+    };
+    let cmdline = super::linux::command_line(spec.cmdline, crate::console::tsc_hz());
+    Ok(Some(super::linux::LinuxSource { kernel, initrd, cmdline }))
+}
+
+/// The Linux-specific checks: enough memory, and an image the loader accepts for it.
+fn validate_linux(platform: &Platform, p: &PartitionSpec<'_>, problems: &mut Vec<String>) {
+    if !matches!(p.image, GuestImage::Linux(_)) {
+        return;
+    }
+    if p.memory < super::linux::MIN_MEMORY {
+        problems.push(format!(
+            "partition `{}`: a Linux guest needs at least {} MiB, it has {} MiB",
+            p.name,
+            super::linux::MIN_MEMORY >> 20,
+            p.memory >> 20
+        ));
+    }
+    match linux_for(platform, p) {
+        Ok(Some(modules)) => {
+            if let Err(e) = super::linux::check(&modules.image(), p.memory) {
+                problems.push(format!("partition `{}`: Linux image refused: {e}", p.name));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => problems.push(e),
     }
 }
 
@@ -96,6 +146,8 @@ pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), St
         total += p.memory;
         if let Err(e) = image_for(platform, p) {
             problems.push(e);
+        } else {
+            validate_linux(platform, p, &mut problems);
         }
         for d in p.devices() {
             let b = bdf(d);
@@ -197,8 +249,11 @@ pub fn create_all(text: &str, platform: &mut Platform) -> Result<Vec<Partition>,
     validate(&cfg, platform)?;
     let mut made = Vec::new();
     for spec in cfg.partitions() {
-        let image = image_for(platform, spec)?;
-        let created = Partition::create(spec, image).map_err(|e| format!("{e}")).map(|mut p| {
+        let created = match linux_for(platform, spec)? {
+            Some(source) => Partition::create_linux(spec, source),
+            None => Partition::create(spec, image_for(platform, spec)?),
+        };
+        let created = created.map_err(|e| format!("{e}")).map(|mut p| {
             p.accept_unreset = spec.accept_unreset;
             p
         });
@@ -233,11 +288,12 @@ pub fn run_configured(platform: &mut Platform) -> Result<(), String> {
         let m = p.memory().map_or(0, |m| m.size());
         let (small, large) = p.nested_tables().map_or((0, 0), |t| t.leaves);
         log::info!(
-            "partition {}: created, {} MiB {}-backed, nested leaves {small} x 4K + {large} x 2M, {} vCPU",
+            "partition {}: created, {} MiB {}-backed, nested leaves {small} x 4K + {large} x 2M, {} vCPU{}",
             p.name,
             m >> 20,
             p.memory().map_or(boot::partition_config::Backing::Pages4K, |m| m.backing()),
             p.backend_name(),
+            if p.platform.is_some() { ", PC platform (PIC, PIT, local APIC)" } else { "" },
         );
     }
     let failures = super::story::tell(platform, partitions)?;

@@ -9,12 +9,14 @@
 //! blocked on its unit, the mappings torn down by the tracker; the tracker hands each
 //! host extent to the caller's release callback only after the invalidation covering it
 //! completed, so guest memory cannot be scrubbed or returned before the flush.
+#![deny(unsafe_code)]
+
+mod error;
+pub use error::DmaError;
 
 use crate::iommu::{DomainIds, IommuSystem, Route, Units};
 use crate::mem::{frames, KernelMemory};
 use crate::pci::PciFunction;
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use iommu::domain::Domain;
 use iommu::error::HwError;
@@ -113,23 +115,22 @@ macro_rules! on_units {
         match ($space, $units) {
             (DmaSpace::Vtd($t), Units::Vtd($u)) => $body,
             (DmaSpace::Amd($t), Units::Amd($u)) => $body,
-            _ => Err(String::from("the partition's DMA space does not match the machine's IOMMU")),
+            _ => Err(DmaError::VendorMismatch),
         }
     };
 }
 
 impl PartitionDma {
     /// An empty DMA space for the machine's IOMMU, with the given unmap strategy.
-    pub fn new(iommu: &IommuSystem, strategy: UnmapStrategy) -> Result<Self, String> {
-        let probe_pair = frames::alloc_contiguous(2, 2 * 4096)
-            .ok_or("no memory for the fgsp probe's page pair")?;
+    pub fn new(iommu: &IommuSystem, strategy: UnmapStrategy) -> Result<Self, DmaError> {
+        let probe_pair = frames::alloc_contiguous(2, 2 * 4096).ok_or(DmaError::NoProbeMemory)?;
         frames::zero(probe_pair, 2 * 4096);
         let space = match &iommu.units {
             Units::Vtd(_) => DmaSpace::Vtd(DmaTracker::new(strategy, probe_pair)),
             Units::Amd(_) => DmaSpace::Amd(DmaTracker::new(strategy, probe_pair)),
             Units::None => {
                 frames::free_contiguous(probe_pair, 2);
-                return Err("no IOMMU: device DMA could not be confined".into());
+                return Err(DmaError::NoIommu);
             }
         };
         Ok(Self { space, devices: Vec::new(), probe_pair, mapped: 0, page_sizes: u64::MAX })
@@ -147,11 +148,11 @@ impl PartitionDma {
         &mut self,
         iommu: &mut IommuSystem,
         extents: &[HostExtent],
-    ) -> Result<(), String> {
+    ) -> Result<(), DmaError> {
         let size: u64 = extents.iter().map(|e| e.len).sum();
         on_units!(&mut self.space, &mut iommu.units, |t, u| {
             t.map_dma(&mut KernelMemory, &mut set(u), 0, extents, Prot::READ | Prot::WRITE)
-                .map_err(|e| format!("map guest memory: {e:?}"))
+                .map_err(DmaError::MapMemory)
         })?;
         self.mapped = size;
         Ok(())
@@ -165,7 +166,7 @@ impl PartitionDma {
         iommu: &mut IommuSystem,
         function: &PciFunction,
         route: Route,
-    ) -> Result<DomainId, String> {
+    ) -> Result<DomainId, DmaError> {
         let (mapped, sizes) = (self.mapped, self.page_sizes);
         let mut rids = iommu.dma_ids(function.bdf);
         if rids.first() != Some(&route.requester_id) {
@@ -202,7 +203,7 @@ impl PartitionDma {
         mut self,
         iommu: &mut IommuSystem,
         release: &mut dyn FnMut(HostExtent),
-    ) -> Result<DmaTeardown, String> {
+    ) -> Result<DmaTeardown, DmaError> {
         let mut report = DmaTeardown { fgsp: self.fgsp(), ..DmaTeardown::default() };
         for d in &self.devices {
             d.function.config().set_bus_master(false);
@@ -236,7 +237,7 @@ fn attach_on<U: RemappingUnit>(
     rids: &[u16],
     mapped: u64,
     page_sizes: u64,
-) -> Result<DomainId, String> {
+) -> Result<DomainId, DmaError> {
     let unit_count = units.len();
     let existing = t.domains().iter().position(|d| d.unit() == route.unit);
     let index = match existing {
@@ -244,21 +245,21 @@ fn attach_on<U: RemappingUnit>(
         None => {
             let unit = units
                 .get_mut(route.unit)
-                .ok_or(format!("route names unit {} of {unit_count}", route.unit))?;
-            let format = unit.domain_format().map_err(|e| format!("domain format: {e}"))?;
+                .ok_or(DmaError::NoSuchUnit { unit: route.unit, units: unit_count })?;
+            let format = unit.domain_format().map_err(DmaError::DomainFormat)?;
             let id = ids.alloc(route.unit)?;
             let dom = match Domain::new(&mut KernelMemory, id, route.unit, format) {
                 Ok(d) => d.with_page_sizes(page_sizes),
                 Err(e) => {
                     ids.free(route.unit, id);
-                    return Err(format!("new domain: {e}"));
+                    return Err(DmaError::NewDomain(e));
                 }
             };
-            let i = t.attach(&mut KernelMemory, &mut set(units), dom).map_err(|(d, e)| {
+            let i = t.attach(&mut KernelMemory, &mut set(units), dom).map_err(|(d, error)| {
                 // No device was pointed at it: the id and tables can go.
                 d.destroy(&mut KernelMemory);
                 ids.free(route.unit, id);
-                format!("attach domain {id}: {e:?}")
+                DmaError::AttachDomain { id, error }
             })?;
             if mapped > 0 {
                 // Caching-mode units may hold not-present entries for the new mappings.
@@ -266,7 +267,7 @@ fn attach_on<U: RemappingUnit>(
                 let unit = &mut units[route.unit];
                 unit.after_map(id, IovaBlock { iova: 0, order })
                     .and_then(|()| unit.sync())
-                    .map_err(|e| format!("after map: {e}"))?;
+                    .map_err(DmaError::AfterMap)?;
             }
             i
         }
@@ -275,11 +276,11 @@ fn attach_on<U: RemappingUnit>(
     // Every id the device's DMA may carry gets the same entry; should one fail, those
     // already attached are blocked again (nothing half-assigned).
     for (n, &rid) in rids.iter().enumerate() {
-        if let Err(e) = units[route.unit].attach_device(rid, dom) {
+        if let Err(error) = units[route.unit].attach_device(rid, dom) {
             for &done in &rids[..n] {
                 let _ = units[route.unit].block_device(done);
             }
-            return Err(format!("attach requester id {rid:#06x}: {e}"));
+            return Err(DmaError::AttachDevice { rid, error });
         }
     }
     Ok(dom.id())
@@ -293,20 +294,23 @@ fn teardown_on<U: RemappingUnit>(
     ids: &mut DomainIds,
     devices: &[Assigned],
     release: &mut dyn FnMut(HostExtent),
-) -> Result<(u64, TrackerCounters), String> {
+) -> Result<(u64, TrackerCounters), DmaError> {
     let issued = |units: &[U]| units.iter().map(|u| u.invalidations_issued()).sum::<u64>();
     let before = issued(units);
     t.reset_counters();
     for d in devices {
-        let unit = units.get_mut(d.route.unit).ok_or("device on a missing unit")?;
+        let missing = DmaError::NoSuchUnit { unit: d.route.unit, units: units.len() };
+        let unit = units.get_mut(d.route.unit).ok_or(missing)?;
         for &rid in &d.ids {
-            unit.block_device(rid)
-                .map_err(|e| format!("block {} (requester id {rid:#06x}): {e}", d.function.bdf))?;
+            unit.block_device(rid).map_err(|error| DmaError::Block {
+                device: d.function.bdf,
+                rid,
+                error,
+            })?;
         }
     }
-    let domains = t
-        .teardown(&mut KernelMemory, &mut set(units), release)
-        .map_err(|e| format!("DMA teardown: {e:?}"))?;
+    let domains =
+        t.teardown(&mut KernelMemory, &mut set(units), release).map_err(DmaError::Teardown)?;
     for d in domains {
         // Every device on it is blocked and its IOTLB entries were invalidated: the
         // tables and the id can go.

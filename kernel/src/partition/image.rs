@@ -1,5 +1,6 @@
 //! Loading a guest: its ELF image's PT_LOAD segments, the identity page tables it starts
 //! with (0-4 GiB, 2 MiB pages, in guest memory at [`guest::PAGE_TABLES`]) and its boot page.
+#![deny(unsafe_code)]
 
 use super::memory::GuestMemory;
 
@@ -49,8 +50,10 @@ pub fn write_boot_info(mem: &mut GuestMemory, info: &guest::BootInfo) -> bool {
         info.dma_foreign,
         info.dma_hypervisor,
         info.device_id,
+        info.tsc_hz,
+        info.platform,
     ];
-    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 10 * 8);
+    const _: () = assert!(core::mem::size_of::<guest::BootInfo>() == 12 * 8);
     words
         .iter()
         .enumerate()

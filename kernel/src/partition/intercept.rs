@@ -16,6 +16,7 @@
 //! | RDTSC, RDTSCP | not intercepted, TSC offset 0 | one CPU, never migrated: the guest reads the host's TSC, which tells it elapsed time and nothing it could not measure by counting |
 //! | LTR, LLDT, LGDT, LIDT, SGDT, ... | not intercepted | after the world switch (`world.rs`) these reach only the guest's own state |
 //! | every MSR, every I/O port but the hypercall port | the partition stops | see `docs/partitions.md` |
+#![deny(unsafe_code)]
 
 use core::arch::x86_64::__cpuid_count;
 
@@ -57,7 +58,7 @@ fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
 pub const SIGNATURE: &[u8; 12] = b"uhv-iommu-hv";
 
 /// What the guest's CPUID(`leaf`, `sub`) returns (EAX, EBX, ECX, EDX): the host's values
-/// with SVM, VMX/SMX, MONITOR/MWAIT, the PMU, RDPRU, x2APIC, TSC deadline, XSAVES and
+/// with SVM, VMX/SMX, MONITOR/MWAIT, the PMU, RDPRU, x2APIC, TSC deadline, LA57, XSAVES and
 /// every XSAVE component outside `xcr0_mask` removed, the hypervisor bit set, and the
 /// OSXSAVE/OSPKE bits following the guest's own CR4 (`guest_cr4`). `area_size` is the
 /// XSAVE area for `xcr0_mask`, reported as the size for any guest XCR0 (an upper bound).
@@ -95,7 +96,9 @@ pub fn guest_cpuid(
         5 | 6 | 0xA => r = [0; 4],
         7 if sub == 0 => {
             // OSPKE (ECX bit 4) follows the guest's CR4.PKE, and only with PKU (bit 3).
-            r[2] &= !(1 << 4);
+            // LA57 (ECX bit 16): partitions get 4-level paging (a Linux guest would
+            // otherwise switch to 5-level paging, which no partition was tested with).
+            r[2] &= !(1 << 4 | 1 << 16);
             if guest_cr4 & CR4_PKE != 0 && r[2] & (1 << 3) != 0 {
                 r[2] |= 1 << 4;
             }

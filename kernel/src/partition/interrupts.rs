@@ -12,6 +12,7 @@
 //! (SVM V_IRQ: taken when the guest's RFLAGS.IF allows, no guest EOI needed). A storm
 //! costs the host one counter increment per interrupt and the guest at most one
 //! injection per entry.
+#![deny(unsafe_code)]
 
 use crate::iommu::interrupts::RoutedInterrupt;
 use crate::msi::Msi;
@@ -176,6 +177,13 @@ impl DeviceInterrupt {
         if size != 4 || offset & 3 != 0 {
             return;
         }
+        self.config_write(offset, value);
+    }
+
+    /// A guest's write of a whole configuration dword at `offset` (only the MSI
+    /// capability's are writable; a Linux guest's configuration space,
+    /// `platform::pci`, shows the same capability).
+    pub fn config_write(&mut self, offset: u16, value: u32) {
         match offset.checked_sub(VIRTUAL_MSI_CAP) {
             Some(0) => {
                 self.guest_enabled = MSI_ENABLE.is_set(u64::from(value));
@@ -202,7 +210,7 @@ impl DeviceInterrupt {
     }
 
     /// The guest's view of one configuration dword.
-    fn config_read(&self, offset: u16) -> u32 {
+    pub fn config_read(&self, offset: u16) -> u32 {
         match offset {
             0x00 | 0x08 | 0x2C => self.physical.read32(offset),
             0x04 => STATUS_CAP_LIST | 0x6,

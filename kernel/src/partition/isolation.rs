@@ -3,7 +3,9 @@
 //! device without ACS lets them reach each other unseen), so a group belongs to one owner.
 //! A configuration that splits a group across partitions, or between a partition and a
 //! firmware identity (RMRR/IVMD) domain, is refused with the group named.
+#![deny(unsafe_code)]
 
+use super::{Budget, Partition, PartitionError, RunReport};
 use crate::iommu::IommuSystem;
 use crate::pci::Bdf;
 use alloc::format;
@@ -53,4 +55,18 @@ pub fn check(cfg: &PartitionConfig<'_>, iommu: &IommuSystem) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Runs `p` as the hypervisor runs every partition: the IOMMU fault service
+/// ([`crate::iommu::service_signalled`]) runs in thread context on each exit a host
+/// interrupt caused and after each hypercall, so a fault a device takes while its guest
+/// runs is read, cleared and logged (rate-limited) then, whoever looks later.
+pub fn run_serviced(
+    p: &mut Partition,
+    budget: Budget,
+    iommu: &mut IommuSystem,
+) -> Result<RunReport, PartitionError> {
+    p.run_with(budget, &mut || {
+        crate::iommu::service_signalled(iommu);
+    })
 }

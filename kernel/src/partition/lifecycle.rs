@@ -1,18 +1,20 @@
 //! The partition lifecycle after creation: run (the exit loop and hypercalls, bounded by a
 //! budget), stop, and the ordered teardown that ends in scrubbed memory.
+#![deny(unsafe_code)]
 
 use super::dma::DmaTeardown;
 use super::memory::GuestMemory;
+use super::platform::delivery::{platform_offer, set_in_result, wait_for_interrupt};
+use super::platform::{GuestPlatform, PortDevice};
 use super::vcpu::{EntryState, Reg, VmExit};
 use super::{image, Budget, Partition, PartitionError, RunReport, State, Stop};
 use crate::iommu::IommuSystem;
 use crate::mem::frames;
-use alloc::format;
 use alloc::string::String;
 use iommu::tracker::HostExtent;
 
 /// The guest's configuration-space ports (PCI mechanism #1).
-fn is_config_port(port: u16) -> bool {
+pub(super) fn is_config_port(port: u16) -> bool {
     port == super::interrupts::CONFIG_ADDRESS
         || (super::interrupts::CONFIG_DATA..super::interrupts::CONFIG_DATA + 4).contains(&port)
 }
@@ -28,7 +30,8 @@ impl Partition {
     }
 
     /// As [`Partition::run`], calling `after_hypercall` after each hypercall was served
-    /// (the story services IOMMU fault records there, one per forbidden DMA).
+    /// and after each exit a host interrupt caused (the IOMMU fault service runs there:
+    /// see `partition::isolation::run_serviced`).
     pub fn run_with(
         &mut self,
         budget: Budget,
@@ -37,7 +40,18 @@ impl Partition {
         if self.state == State::Stopped {
             return Err(PartitionError::Stopped);
         }
-        if self.state == State::Ready {
+        if self.state == State::Ready && self.linux.is_some() {
+            // The 64-bit boot protocol: RSI = zero page, the boot GDT loaded.
+            let entry = EntryState {
+                rip: self.entry,
+                rsp: 0,
+                rdi: 0,
+                rsi: super::linux::ZERO_PAGE,
+                boot_gdt: Some(super::linux::GDT),
+                cr3: guest::PAGE_TABLES,
+            };
+            self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.enter_long_mode(&entry);
+        } else if self.state == State::Ready {
             let info = self.boot_info();
             let mem = self.memory.as_mut().ok_or(PartitionError::Stopped)?;
             if !image::write_boot_info(mem, &info) {
@@ -47,6 +61,8 @@ impl Partition {
                 rip: self.entry,
                 rsp: guest::STACK_TOP - 8,
                 rdi: guest::BOOT_INFO,
+                rsi: 0,
+                boot_gdt: None,
                 cr3: guest::PAGE_TABLES,
             };
             self.vcpu.as_mut().ok_or(PartitionError::Stopped)?.enter_long_mode(&entry);
@@ -62,7 +78,11 @@ impl Partition {
         };
         loop {
             let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
-            if let Some(d) = self.interrupt.as_mut() {
+            if let Some(p) = self.platform.as_mut() {
+                // With the platform, device MSIs go to the local APIC, which decides
+                // (with the PIC) what the guest is offered before every entry.
+                platform_offer(p, self.interrupt.as_mut(), vcpu.as_mut());
+            } else if let Some(d) = self.interrupt.as_mut() {
                 if !vcpu.interrupt_waiting() {
                     if let Some(vector) = d.next_injection() {
                         vcpu.inject_interrupt(vector);
@@ -70,9 +90,21 @@ impl Partition {
                 }
             }
             let exit = vcpu.run();
+            if let Some(p) = self.platform.as_mut() {
+                if !vcpu.interrupt_waiting() {
+                    p.taken();
+                }
+            }
             report.exits += 1;
+            // A Linux guest's ports and MSRs go to its platform (`linux/mod.rs`).
+            let served = self.serve_linux(&exit);
+            let vcpu = self.vcpu.as_mut().ok_or(PartitionError::Stopped)?;
             let stop = match exit {
-                VmExit::HostInterrupt => None,
+                _ if served.is_some() => served.flatten(),
+                VmExit::HostInterrupt => {
+                    after_hypercall();
+                    None
+                }
                 VmExit::Io { port, size: 4, write: true, string: false, next_rip }
                     if port == guest::HYPERCALL_PORT =>
                 {
@@ -103,31 +135,65 @@ impl Partition {
                         }
                     } else {
                         let read = d.map_or(u32::MAX, |d| d.io_read(port, size));
-                        let old = vcpu.reg(Reg::Rax);
-                        let keep = match size {
-                            1 => old & !0xFF,
-                            2 => old & !0xFFFF,
-                            _ => 0,
-                        };
-                        let mask = match size {
-                            1 => 0xFF,
-                            2 => 0xFFFF,
-                            _ => u32::MAX,
-                        };
-                        vcpu.set_rax(keep | u64::from(read & mask));
+                        set_in_result(vcpu.as_mut(), size, read);
+                    }
+                    None
+                }
+                VmExit::Io { port, size, write, string: false, next_rip }
+                    if self.platform.as_ref().is_some_and(|p| p.claims(port)) =>
+                {
+                    let value = vcpu.reg(Reg::Rax) as u32;
+                    vcpu.set_rip(next_rip);
+                    if let Some(p) = self.platform.as_mut() {
+                        if write {
+                            p.write(port, size, value);
+                        } else {
+                            let read = p.read(port, size);
+                            set_in_result(vcpu.as_mut(), size, read);
+                        }
                     }
                     None
                 }
                 VmExit::Io { port, .. } => {
                     Some(Stop::UnhandledIo { port, rip: vcpu.reg(Reg::Rip) })
                 }
+                VmExit::Halt if self.platform.is_some() && vcpu.control().interrupts_enabled() => {
+                    // HLT with IF = 1 waits for the next virtual interrupt (the host
+                    // sleeps between its own timer interrupts), bounded by the budget;
+                    // RIP moves past the HLT only once one is deliverable, so a run that
+                    // ends waiting resumes in the HLT.
+                    if let Some(p) = self.platform.as_mut() {
+                        let woke = wait_for_interrupt(p, self.interrupt.as_mut(), start, budget);
+                        if woke {
+                            let rip = vcpu.reg(Reg::Rip);
+                            vcpu.set_rip(rip.wrapping_add(1));
+                        }
+                    }
+                    None
+                }
                 VmExit::Halt => Some(Stop::Halted),
                 VmExit::Shutdown => Some(Stop::Shutdown),
                 VmExit::Exception { vector, rip, .. } => Some(Stop::Exception { vector, rip }),
+                VmExit::NestedPageFault { gpa, error_code, rip }
+                    if self.platform.as_ref().is_some_and(|p| p.claims_mmio(gpa)) =>
+                {
+                    let mem = self.memory.as_ref().ok_or(PartitionError::Stopped)?;
+                    let p = self.platform.as_mut().ok_or(PartitionError::Stopped)?;
+                    match p.emulate_mmio(vcpu.as_mut(), mem, gpa, error_code) {
+                        Ok(()) => None,
+                        Err(error) => {
+                            log::warn!(
+                                "partition {}: stopped: its access to {gpa:#x} (local APIC) at {rip:#x} was refused: {error}",
+                                self.name
+                            );
+                            Some(Stop::MmioRefused { gpa, rip, error })
+                        }
+                    }
+                }
                 VmExit::NestedPageFault { gpa, rip, .. } => {
                     Some(Stop::NestedPageFault { gpa, rip })
                 }
-                VmExit::Msr { rip } => Some(Stop::Unsupported { rip }),
+                VmExit::Msr { rip, .. } => Some(Stop::Unsupported { rip }),
                 VmExit::InvalidState => Some(Stop::InvalidState),
                 VmExit::Emulated { .. } => {
                     report.emulated += 1;
@@ -201,11 +267,16 @@ impl Partition {
     }
 
     /// Starts the guest program again from its entry point with `scenario` (its image
-    /// and memory as the last run left them; its devices stay attached). Refused once
-    /// teardown has begun.
+    /// and memory as the last run left them; its devices stay attached; its platform, if
+    /// any, back in its power-on state). Refused once teardown has begun.
     pub fn restart(&mut self, scenario: u64) -> Result<(), PartitionError> {
-        if self.vcpu.is_none() || self.memory.is_none() {
+        // A Linux guest changed its memory: it starts again only by being re-created.
+        if self.vcpu.is_none() || self.memory.is_none() || self.linux.is_some() {
             return Err(PartitionError::Stopped);
+        }
+        if self.platform.is_some() {
+            // The platform restarts in its power-on state, as after a reset.
+            self.platform = Some(GuestPlatform::on_host().map_err(PartitionError::Platform)?);
         }
         self.scenario = scenario;
         self.reports.clear();
@@ -228,7 +299,7 @@ impl Partition {
         iommu: Option<&mut IommuSystem>,
         keep: bool,
         scrub_cycles: &mut u64,
-    ) -> Result<Option<DmaTeardown>, String> {
+    ) -> Result<Option<DmaTeardown>, PartitionError> {
         let Some(dma) = self.dma.take() else {
             let c0 = super::cycles();
             if keep {
@@ -239,11 +310,10 @@ impl Partition {
             *scrub_cycles = super::cycles() - c0;
             return Ok(None);
         };
-        let iommu =
-            iommu.ok_or("assigned devices, but the IOMMU was not given to detach them from")?;
+        let iommu = iommu.ok_or(PartitionError::IommuNotGiven)?;
         if let Some(mut d) = self.interrupt.take() {
             if let Some(routed) = d.release() {
-                iommu.unroute_interrupt(routed)?;
+                iommu.unroute_interrupt(routed).map_err(PartitionError::Interrupts)?;
             }
             log::info!(
                 "partition {}: device interrupts: {} taken at the host vector, {} injected, {} dropped",
@@ -277,7 +347,7 @@ impl Partition {
         }
         let report = result?;
         if released != size {
-            return Err(format!("the tracker released {released:#x} of {size:#x} bytes"));
+            return Err(PartitionError::ReleaseMismatch { released, size });
         }
         Ok(Some(report))
     }
@@ -289,10 +359,22 @@ impl Partition {
         &mut self,
         iommu: Option<&mut IommuSystem>,
         keep: bool,
-    ) -> Result<(Option<GuestMemory>, TeardownReport), String> {
+    ) -> Result<(Option<GuestMemory>, TeardownReport), PartitionError> {
         let c0 = super::cycles();
         self.stop();
         self.vcpu = None;
+        if let Some(p) = self.platform.take() {
+            log::info!(
+                "partition {}: guest platform: {} PIC and {} local APIC vectors taken, {} APIC EOIs, {} PIT edges, {} MMIO and {} port accesses",
+                self.name,
+                p.stats.pic_taken,
+                p.stats.lapic_taken,
+                p.lapic.counts.eoi,
+                p.stats.pit_edges,
+                p.stats.mmio,
+                p.stats.ports
+            );
+        }
         let Some(mut mem) = self.memory.take() else {
             return Ok((None, TeardownReport::default()));
         };
@@ -326,7 +408,7 @@ impl Partition {
 
     /// Destroys the partition, detaching its devices from `iommu` first (see
     /// [`Partition::before_memory_release`]); every frame goes back to the allocator.
-    pub fn destroy_in(mut self, iommu: &mut IommuSystem) -> Result<TeardownReport, String> {
+    pub fn destroy_in(mut self, iommu: &mut IommuSystem) -> Result<TeardownReport, PartitionError> {
         self.teardown(Some(iommu), false).map(|(_, r)| r)
     }
 
@@ -340,9 +422,9 @@ impl Partition {
     pub fn destroy_keeping_memory_in(
         mut self,
         iommu: &mut IommuSystem,
-    ) -> Result<(GuestMemory, TeardownReport), String> {
+    ) -> Result<(GuestMemory, TeardownReport), PartitionError> {
         let (mem, report) = self.teardown(Some(iommu), true)?;
-        Ok((mem.ok_or("the partition had no memory")?, report))
+        Ok((mem.ok_or(PartitionError::Stopped)?, report))
     }
 }
 

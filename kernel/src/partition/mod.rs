@@ -12,9 +12,11 @@ pub mod intercept;
 pub mod interrupts;
 pub mod isolation;
 mod lifecycle;
+pub mod linux;
 pub use lifecycle::TeardownReport;
 pub mod memory;
 pub mod npt;
+pub mod platform;
 pub mod reset;
 pub mod story;
 pub mod svm;
@@ -56,10 +58,27 @@ pub enum PartitionError {
     Stopped,
     /// The device to assign has no memory BAR0.
     NoBar,
-    /// IOMMU attach failed (words from the IOMMU layer).
-    Iommu(String),
+    /// Setting up, extending or tearing down the partition's DMA space failed.
+    Dma(dma::DmaError),
+    /// The device's IOMMU unit does not remap interrupts (policy refusal).
+    InterruptsNotIsolated(crate::iommu::InterruptsNotIsolated),
+    /// Removing the device's interrupt routing at teardown failed.
+    Interrupts(crate::iommu::RouteError),
     /// The device could not be reset after another partition owned it.
-    DeviceNotReset(String),
+    DeviceNotReset(reset::NotReset),
+    /// Devices are assigned, but the IOMMU was not given to detach them from.
+    IommuNotGiven,
+    /// The tracker released less (or more) memory than the partition had.
+    ReleaseMismatch {
+        /// Bytes released.
+        released: u64,
+        /// Bytes of guest memory.
+        size: u64,
+    },
+    /// The guest platform (`platform pc`) could not be set up.
+    Platform(platform::PlatformError),
+    /// The Linux guest could not be loaded.
+    Linux(linux::LoadError),
 }
 
 impl fmt::Display for PartitionError {
@@ -80,8 +99,18 @@ impl fmt::Display for PartitionError {
             }
             PartitionError::Stopped => f.write_str("the partition was stopped"),
             PartitionError::NoBar => f.write_str("the device has no memory BAR0 to pass through"),
-            PartitionError::Iommu(e) => write!(f, "IOMMU: {e}"),
-            PartitionError::DeviceNotReset(e) => f.write_str(e),
+            PartitionError::Platform(e) => write!(f, "guest platform: {e}"),
+            PartitionError::Dma(e) => write!(f, "IOMMU: {e}"),
+            PartitionError::InterruptsNotIsolated(e) => write!(f, "{e}"),
+            PartitionError::Interrupts(e) => write!(f, "device interrupts: {e}"),
+            PartitionError::DeviceNotReset(e) => write!(f, "{e}"),
+            PartitionError::IommuNotGiven => {
+                f.write_str("devices are assigned, but the IOMMU was not given to detach them from")
+            }
+            PartitionError::ReleaseMismatch { released, size } => {
+                write!(f, "the DMA tracker released {released:#x} of {size:#x} bytes")
+            }
+            PartitionError::Linux(e) => write!(f, "{e}"),
         }
     }
 }
@@ -89,6 +118,20 @@ impl fmt::Display for PartitionError {
 impl From<npt::NptError> for PartitionError {
     fn from(e: npt::NptError) -> Self {
         PartitionError::Npt(e)
+    }
+}
+
+impl From<dma::DmaError> for PartitionError {
+    fn from(e: dma::DmaError) -> Self {
+        PartitionError::Dma(e)
+    }
+}
+
+/// The in-kernel tests and the narrative code report failures as text: the error becomes
+/// its words there, where it is printed.
+impl From<PartitionError> for String {
+    fn from(e: PartitionError) -> String {
+        alloc::string::ToString::to_string(&e)
     }
 }
 
@@ -156,6 +199,15 @@ pub enum Stop {
     MachineCheck {
         /// The guest's RIP.
         rip: u64,
+    },
+    /// An access to the emulated local APIC's page that the MMIO decoder refused.
+    MmioRefused {
+        /// The guest-physical address accessed.
+        gpa: u64,
+        /// Where.
+        rip: u64,
+        /// Why.
+        error: platform::decode::DecodeError,
     },
     /// An exit the run loop does not know.
     UnknownExit(u64),
@@ -245,6 +297,11 @@ pub struct Partition {
     /// The first assigned device's interrupt: the guest's view of its configuration
     /// space and the host routing (see [`interrupts`]).
     pub interrupt: Option<interrupts::DeviceInterrupt>,
+    /// The emulated PC platform (`platform pc`): PIC, PIT, local APIC; `None` for a
+    /// partition without one (every other port and MMIO access stops it).
+    pub platform: Option<platform::GuestPlatform>,
+    /// A Linux guest's platform (`None` for every other guest): see [`linux`].
+    linux: Option<linux::LinuxPlatform>,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -263,7 +320,21 @@ impl Partition {
     pub fn create(spec: &PartitionSpec<'_>, image: &[u8]) -> Result<Partition, PartitionError> {
         let mem = GuestMemory::allocate(spec.memory, spec.backing)
             .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
-        Self::create_in(spec.name, mem, image)
+        let mut p = Self::create_in(spec.name, mem, image)?;
+        if spec.platform == boot::partition_config::GuestPlatformKind::Pc {
+            p.enable_platform()?;
+        }
+        Ok(p)
+    }
+
+    /// Gives the partition the emulated PC platform ([`platform::GuestPlatform`]) in its
+    /// power-on state, timed by the host TSC. Before its first run only.
+    pub fn enable_platform(&mut self) -> Result<(), PartitionError> {
+        if self.state != State::Ready {
+            return Err(PartitionError::Stopped);
+        }
+        self.platform = Some(platform::GuestPlatform::on_host().map_err(PartitionError::Platform)?);
+        Ok(())
     }
 
     /// Creates a partition in memory handed back by [`Partition::destroy_keeping_memory`]
@@ -277,6 +348,52 @@ impl Partition {
             return Err(PartitionError::TooSmall);
         }
         let entry = image::load_elf(image, &mut mem).map_err(PartitionError::Image)?;
+        let builtin = core::ptr::eq(image, BUILTIN_GUEST);
+        Self::assemble(name, mem, entry, builtin, None)
+    }
+
+    /// Creates a partition running a Linux guest (`image linux:NAME`): fresh zeroed
+    /// memory, the kernel, initramfs and command line loaded through the 64-bit boot
+    /// protocol ([`linux::load`]), its platform (a console UART), and a vCPU that leaves
+    /// the guest its exceptions (only the forced ones, #DB, #AC and #MC, stay
+    /// intercepted: `svm::ALWAYS_INTERCEPTED`).
+    pub fn create_linux(
+        spec: &PartitionSpec<'_>,
+        source: linux::LinuxSource,
+    ) -> Result<Partition, PartitionError> {
+        let mem = GuestMemory::allocate(spec.memory, spec.backing)
+            .ok_or(PartitionError::OutOfMemory { wanted: spec.memory })?;
+        Self::create_linux_in(spec.name, mem, source)
+    }
+
+    /// As [`Partition::create_linux`], in memory handed back by
+    /// [`Partition::destroy_keeping_memory_in`] (scrubbed): how a Linux partition is
+    /// re-created.
+    pub fn create_linux_in(
+        name: &str,
+        mut mem: GuestMemory,
+        source: linux::LinuxSource,
+    ) -> Result<Partition, PartitionError> {
+        let entry = linux::load(&source.image(), &mut mem).map_err(PartitionError::Linux)?;
+        let platform = linux::LinuxPlatform::new(name, source);
+        let mut p = Self::assemble(name, mem, entry, false, Some(platform))?;
+        p.set_exception_intercepts(0);
+        // Linux insists on a PC's interrupt controllers and timers: the 8259 pair, the
+        // 8254 and the local APIC come from the guest platform, the UART and PCI
+        // configuration space from the Linux platform.
+        p.enable_platform()?;
+        Ok(p)
+    }
+
+    /// The rest of creation once the image is in `mem`: the guest's identity map, nested
+    /// tables, a vCPU.
+    fn assemble(
+        name: &str,
+        mut mem: GuestMemory,
+        entry: u64,
+        builtin: bool,
+        linux: Option<linux::LinuxPlatform>,
+    ) -> Result<Partition, PartitionError> {
         if !image::build_identity_map(&mut mem) {
             return Err(PartitionError::TooSmall);
         }
@@ -300,8 +417,10 @@ impl Partition {
             dma: None,
             isolation: IsolationProbes::default(),
             accept_unreset: false,
-            builtin_image: core::ptr::eq(image, BUILTIN_GUEST),
+            builtin_image: builtin,
             interrupt: None,
+            platform: None,
+            linux,
         })
     }
 
@@ -376,27 +495,40 @@ impl Partition {
         f: &crate::pci::PciFunction,
         route: crate::iommu::Route,
     ) -> Result<iommu::invalidate::DomainId, PartitionError> {
-        let err = PartitionError::Iommu;
         // A device whose unit does not remap interrupts could forge any host interrupt.
-        iommu.interrupt_isolation(route.unit).map_err(err)?;
+        iommu.interrupt_isolation(route.unit).map_err(PartitionError::InterruptsNotIsolated)?;
         reset::may_assign(f.bdf, &self.name, self.accept_unreset)
             .map_err(PartitionError::DeviceNotReset)?;
         if self.dma.is_none() {
             let extents = self.memory.as_ref().ok_or(PartitionError::Stopped)?.host_extents();
-            let mut dma = dma::PartitionDma::new(iommu, Default::default()).map_err(err)?;
+            let mut dma = dma::PartitionDma::new(iommu, Default::default())?;
             if let Err(e) = dma.map_memory(iommu, &extents) {
                 // Nothing attached yet: the records go and no page was ever translated.
                 let _ = dma.teardown(iommu, &mut |_| {});
-                return Err(err(e));
+                return Err(e.into());
             }
             self.dma = Some(dma);
         }
         let dma = self.dma.as_mut().ok_or(PartitionError::Stopped)?;
-        let id = dma.attach(iommu, f, route).map_err(err)?;
+        let id = dma.attach(iommu, f, route)?;
         if self.interrupt.is_none() {
             self.route_device_interrupt(iommu, f, route)?;
+        } else {
+            // One interrupting device per partition (docs/partitions.md): this one's MSI
+            // stays off and its every message keeps being refused by the IOMMU.
+            log::warn!(
+                "partition {}: {}: interrupts stay off: only the partition's first device \
+                 gets its interrupts routed (its MSI is never enabled; the IOMMU refuses its \
+                 messages)",
+                self.name,
+                f.bdf
+            );
         }
-        self.assign_device(f)?;
+        let gpa = self.assign_device(f)?;
+        if let (Some(l), Some((_, size))) = (self.linux.as_mut(), f.memory_bar(0)) {
+            // A Linux guest finds the device in its configuration space (00:01.0).
+            l.pci.assign(f.config(), gpa, size);
+        }
         if let Some(d) = self.device.as_mut() {
             d.dma_allowed = true;
         }
@@ -463,6 +595,8 @@ impl Partition {
             dma_foreign: if self.builtin_image { self.isolation.foreign } else { 0 },
             dma_hypervisor: if self.builtin_image { self.isolation.hypervisor } else { 0 },
             device_id: dev.map_or(0, |d| d.pci_id),
+            tsc_hz: crate::console::tsc_hz(),
+            platform: self.platform.is_some() as u64,
         }
     }
 
@@ -474,8 +608,7 @@ impl Partition {
 
 /// The time-stamp counter, for cost reports.
 pub fn cycles() -> u64 {
-    // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear in ring 0 anyway).
-    unsafe { core::arch::x86_64::_rdtsc() }
+    crate::arch::tsc()
 }
 
 /// The guest program built into the hypervisor (`GUEST_ELF` at build time; empty when

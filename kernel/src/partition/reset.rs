@@ -14,6 +14,7 @@
 //! QEMU's edu offers none of them (a conventional PCI function with only an MSI
 //! capability and no reset handler, so even a bus reset would keep its DMA buffer):
 //! see `docs/partitions.md`.
+#![deny(unsafe_code)]
 
 use crate::pci::{Bdf, ConfigSpace, PciFunction};
 use alloc::string::String;
@@ -41,6 +42,27 @@ impl fmt::Display for ResetMethod {
             ResetMethod::PowerState => "D3hot -> D0 power-state reset",
             ResetMethod::None => "no reset (no FLR, no AF FLR, no PM soft reset)",
         })
+    }
+}
+
+/// Why a reset was not done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetError {
+    /// The device offers no reset method.
+    NoMethod,
+    /// The capability the method needs was there when chosen and is gone now.
+    CapabilityVanished(&'static str),
+    /// The device reads as absent after the reset.
+    DidNotComeBack,
+}
+
+impl fmt::Display for ResetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResetError::NoMethod => f.write_str("it offers no FLR, no AF FLR and no PM soft reset"),
+            ResetError::CapabilityVanished(cap) => write!(f, "the {cap} capability vanished"),
+            ResetError::DidNotComeBack => f.write_str("the device did not come back from reset"),
+        }
     }
 }
 
@@ -99,24 +121,24 @@ fn wait_ms(ms: u64) {
 
 /// Resets `f` with `m` (100 ms after an FLR, 10 ms per power-state change, as PCIe asks)
 /// and puts its BARs and command register back.
-fn perform(f: &PciFunction, m: ResetMethod) -> Result<(), String> {
+fn perform(f: &PciFunction, m: ResetMethod) -> Result<(), ResetError> {
     let c = f.config();
     let header: Vec<u32> = (0..16).map(|i| c.read32(i * 4)).collect();
     match m {
         ResetMethod::Flr => {
-            let p = find_cap(&c, CAP_PCIE).ok_or("the PCIe capability vanished")?;
+            let p = find_cap(&c, CAP_PCIE).ok_or(ResetError::CapabilityVanished("PCIe"))?;
             let ctl = read16(&c, p + 8);
             c.write16(p + 8, ctl | 1 << 15);
             wait_ms(100);
         }
         ResetMethod::AfFlr => {
-            let p = find_cap(&c, CAP_AF).ok_or("the AF capability vanished")?;
+            let p = find_cap(&c, CAP_AF).ok_or(ResetError::CapabilityVanished("AF"))?;
             let ctl = c.read32(p + 4);
             c.write32(p + 4, ctl & !0xFF | 1);
             wait_ms(100);
         }
         ResetMethod::PowerState => {
-            let p = find_cap(&c, CAP_PM).ok_or("the PM capability vanished")?;
+            let p = find_cap(&c, CAP_PM).ok_or(ResetError::CapabilityVanished("PM"))?;
             let csr = read16(&c, p + 4);
             c.write16(p + 4, csr | 3);
             wait_ms(10);
@@ -124,11 +146,11 @@ fn perform(f: &PciFunction, m: ResetMethod) -> Result<(), String> {
             wait_ms(10);
         }
         ResetMethod::None => {
-            return Err("it offers no FLR, no AF FLR and no PM soft reset".into());
+            return Err(ResetError::NoMethod);
         }
     }
     if c.read32(0) == u32::MAX {
-        return Err("the device did not come back from reset".into());
+        return Err(ResetError::DidNotComeBack);
     }
     // BARs (0x10-0x24) and the command register, as before (bus mastering stays off).
     for i in 4..10 {
@@ -147,16 +169,17 @@ pub fn released(f: &PciFunction, owner: &str) -> ResetMethod {
     let m = method(f);
     let mut unreset = UNRESET.lock();
     unreset.retain(|(b, _)| *b != f.bdf);
-    match perform(f, m)
-        .map_err(|e| if m == ResetMethod::None { e } else { alloc::format!("{m}: {e}") })
-    {
+    match perform(f, m) {
         Ok(()) => {
             log::info!("partition {owner}: {} reset by {m} before it changes owner", f.bdf);
             m
         }
         Err(e) => {
+            // A method that failed is named; "no method" says it all.
+            let how =
+                if e == ResetError::NoMethod { String::new() } else { alloc::format!("{m}: ") };
             log::warn!(
-                "partition {owner}: {} not reset ({e}): it may hold {owner}'s data, so it goes only to {owner} again or to a partition with `unreset-devices allow`",
+                "partition {owner}: {} not reset ({how}{e}): it may hold {owner}'s data, so it goes only to {owner} again or to a partition with `unreset-devices allow`",
                 f.bdf
             );
             unreset.push((f.bdf, owner.into()));
@@ -165,9 +188,31 @@ pub fn released(f: &PciFunction, owner: &str) -> ResetMethod {
     }
 }
 
+/// A device refused to a partition: it could not be reset after another one owned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReset {
+    /// The device.
+    pub device: Bdf,
+    /// The partition that owned it last.
+    pub owner: String,
+    /// The partition that asked for it.
+    pub to: String,
+}
+
+impl fmt::Display for NotReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} could not be reset after partition {} owned it and may still hold its data; \
+             refused (`unreset-devices allow` in {}'s configuration would accept it)",
+            self.device, self.owner, self.to
+        )
+    }
+}
+
 /// Whether partition `to` may be given `bdf`: always, unless the device could not be
 /// reset after another partition owned it and `to` does not accept that.
-pub fn may_assign(bdf: Bdf, to: &str, accept_unreset: bool) -> Result<(), String> {
+pub fn may_assign(bdf: Bdf, to: &str, accept_unreset: bool) -> Result<(), NotReset> {
     let unreset = UNRESET.lock();
     let Some((_, owner)) = unreset.iter().find(|(b, _)| *b == bdf) else {
         return Ok(());
@@ -181,8 +226,5 @@ pub fn may_assign(bdf: Bdf, to: &str, accept_unreset: bool) -> Result<(), String
         );
         return Ok(());
     }
-    Err(alloc::format!(
-        "{bdf} could not be reset after partition {owner} owned it and may still hold its data; \
-         refused (`unreset-devices allow` in {to}'s configuration would accept it)"
-    ))
+    Err(NotReset { device: bdf, owner: owner.clone(), to: to.into() })
 }

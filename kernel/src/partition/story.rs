@@ -4,6 +4,7 @@
 //! keeps running and doing DMA, its device is shown to reach nothing, and it is
 //! re-created in the same (scrubbed) memory.
 
+use super::isolation::run_serviced;
 use super::memory::GuestMemory;
 use super::{cycles, Budget, Partition, Stop};
 use crate::iommu::{service_faults, Units};
@@ -251,8 +252,20 @@ fn device_reaches_nothing(
 /// Tells the story with `parts` (created by `create_all`, devices attached). Returns
 /// the failures; `Err` only when the story could not be told at all. Every partition
 /// is destroyed at the end.
-pub fn tell(platform: &mut Platform, mut parts: Vec<Partition>) -> Result<Failures, String> {
+pub fn tell(platform: &mut Platform, parts: Vec<Partition>) -> Result<Failures, String> {
     let mut fail = Failures::new();
+    // Linux guests run on their own (`linux::run`); the story is the other guests'.
+    let (linux, mut parts): (Vec<Partition>, Vec<Partition>) =
+        parts.into_iter().partition(|p| p.is_linux());
+    for p in linux {
+        match super::linux::run_and_recreate(platform, p) {
+            Ok((again, failure)) => {
+                fail.extend(failure);
+                super::config::destroy_all(alloc::vec![again], platform);
+            }
+            Err(e) => fail.push(e),
+        }
+    }
     let sentinel = frames::alloc().ok_or("no frame for the hypervisor sentinel")?;
     // SAFETY: a frame just taken from the allocator, identity-mapped, owned here.
     unsafe { core::ptr::write_bytes(sentinel as *mut u8, SENTINEL, 4096) };
@@ -300,15 +313,28 @@ fn tell_inner(
     device_reaches_memory(platform, &a, fail)?;
     let b = &mut parts[0];
     b.restart(scenario::DMA_ROUNDS).map_err(|e| format!("{e}"))?;
-    let first = b.run(Budget { ticks: 60, exits: 1_000_000 }).map_err(|e| format!("{e}"))?;
-    let rounds_before = b.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).count();
+    // Paused once its first round is reported (in steps of a few ticks, at most 400): a
+    // fixed budget let a fast machine finish every round before A's destroy.
+    let done_rounds =
+        |p: &Partition| p.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).count();
+    let step = Budget { ticks: 5, exits: 1_000_000 };
+    let mut first = run_serviced(b, step, &mut platform.iommu).map_err(|e| format!("{e}"))?;
+    let mut ticks = first.ticks;
+    for _ in 0..400 {
+        if first.stop != Stop::BudgetExhausted || done_rounds(b) > 0 {
+            break;
+        }
+        first = run_serviced(b, step, &mut platform.iommu).map_err(|e| format!("{e}"))?;
+        ticks += first.ticks;
+    }
+    let rounds_before = done_rounds(b);
     log::info!(
-        "partition {}: running DMA rounds, paused after {} ticks ({:?}) with {rounds_before} rounds done",
+        "partition {}: running DMA rounds, paused after {ticks} ticks ({:?}) with {rounds_before} rounds done",
         b.name,
-        first.ticks,
         first.stop
     );
     let (name, devices) = (a.name.clone(), a.devices.clone());
+    let with_platform = a.platform.is_some();
     let backing = a.memory().map(|m| m.backing());
     let backing = backing.map_or(String::new(), |b| format!("{b}"));
     let (mut mem, report) = a
@@ -316,7 +342,11 @@ fn tell_inner(
         .map_err(|e| format!("destroy {name}: {e}"))?;
     log_destroy(&name, &backing, &report, &format!(" while {} runs", parts[0].name));
     let b = &mut parts[0];
-    let rest = b.run(Budget::DEFAULT).map_err(|e| format!("{e}"))?;
+    let rest = if b.state() == super::State::Stopped {
+        first
+    } else {
+        run_serviced(b, Budget::DEFAULT, &mut platform.iommu).map_err(|e| format!("{e}"))?
+    };
     let rounds: Vec<u64> =
         b.reports.iter().filter(|(c, _)| *c == check::DMA_ROUND).map(|(_, v)| *v).collect();
     let good = rounds.iter().filter(|v| *v & 0xffff_ffff == DMA_LEN).count();
@@ -337,6 +367,9 @@ fn tell_inner(
     let t0 = cycles();
     let mut again = Partition::create_in(&name, mem, super::BUILTIN_GUEST)
         .map_err(|e| format!("re-create {name}: {e}"))?;
+    if with_platform {
+        again.enable_platform().map_err(|e| format!("re-create {name}: {e}"))?;
+    }
     for d in &devices {
         let f = platform.pci.iter().find(|f| f.bdf == *d).ok_or("device vanished")?;
         let route = platform.iommu.route(*d).ok_or("no route")?;

@@ -5,7 +5,7 @@
 //! skipped VMMCALL/HLT instructions are advanced by their length.
 
 use super::svm_exit::{self, Decoded};
-use super::vcpu::{EntryState, Reg, VcpuBackend, VmExit};
+use super::vcpu::{EntryState, GuestControl, Reg, VcpuBackend, VmExit};
 use super::world::GuestWorld;
 use super::{intercept, world};
 use crate::mem::frames;
@@ -28,9 +28,12 @@ mod ctl {
     pub const ASID: usize = 0x058;
     pub const TLB_CONTROL: usize = 0x05C;
     pub const VINTR: usize = 0x060;
+    pub const INTERRUPT_SHADOW: usize = 0x068;
     pub const EXIT_CODE: usize = 0x070;
     pub const EXIT_INFO1: usize = 0x078;
     pub const EXIT_INFO2: usize = 0x080;
+    pub const EXIT_INT_INFO: usize = 0x088;
+    pub const EVENT_INJ: usize = 0x0A8;
     pub const NP_ENABLE: usize = 0x090;
     pub const N_CR3: usize = 0x0B0;
 }
@@ -112,7 +115,8 @@ const INTERCEPT_RDPMC: u32 = 1 << 15;
 const INTERCEPT_CPUID: u32 = 1 << 18;
 /// INVD: never executed (it would drop the host's dirty cache lines); emulated as WBINVD.
 const INTERCEPT_INVD: u32 = 1 << 22;
-/// HLT: the guest is done with the CPU; the run ends.
+/// HLT: the guest is done with the CPU (the run ends), or, with the guest platform and
+/// interrupts on, waits for its next virtual interrupt.
 const INTERCEPT_HLT: u32 = 1 << 24;
 /// INVLPGA: an SVM instruction reaching other ASIDs' TLB entries; refused.
 const INTERCEPT_INVLPGA: u32 = 1 << 26;
@@ -146,20 +150,35 @@ pub const ALL_EXCEPTIONS: u32 = u32::MAX;
 /// which is the host's.
 pub const ALWAYS_INTERCEPTED: u32 = 1 << 1 | 1 << 17 | 1 << 18;
 
-/// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]).
+/// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]); only in
+/// builds with the kernel's `test-controls` feature, never in `--release`.
+#[cfg(feature = "test-controls")]
 static FORCE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
-/// Test-only knob: with `false`, [`ALWAYS_INTERCEPTED`] is no longer added to what
-/// `set_exception_intercepts` asks, so the hostile suite's control can show a guest
-/// taking its own #DB/#AC.
+/// Test-only knob (`test-controls` builds only): with `false`, [`ALWAYS_INTERCEPTED`] is
+/// no longer added to what `set_exception_intercepts` asks, so the hostile suite's control
+/// can show a guest taking its own #DB/#AC.
+#[cfg(feature = "test-controls")]
 pub fn force_intercepts_for_test(on: bool) {
     FORCE.store(on, core::sync::atomic::Ordering::SeqCst);
 }
 
+/// Whether [`ALWAYS_INTERCEPTED`] is forced: off only in a `test-controls` build's control.
+#[cfg(feature = "test-controls")]
+fn intercepts_forced() -> bool {
+    FORCE.load(core::sync::atomic::Ordering::SeqCst)
+}
+
+/// Whether [`ALWAYS_INTERCEPTED`] is forced: always, in a build without the test controls.
+#[cfg(not(feature = "test-controls"))]
+fn intercepts_forced() -> bool {
+    true
+}
+
 /// What `set_exception_intercepts` adds to what it is asked (both backends):
-/// [`ALWAYS_INTERCEPTED`], unless the hostile suite's control turned it off.
+/// [`ALWAYS_INTERCEPTED`], unless a `test-controls` build's control turned it off.
 pub fn forced_exceptions() -> u32 {
-    if FORCE.load(core::sync::atomic::Ordering::SeqCst) {
+    if intercepts_forced() {
         ALWAYS_INTERCEPTED
     } else {
         0
@@ -548,6 +567,14 @@ impl VcpuBackend for SvmVcpu {
         // No GDT or IDT: the guest never reloads a segment, and every exception it could
         // take is intercepted (or, with intercepts off, escalates to a shutdown).
         self.segment(save::GDTR, 0, 0, 0, 0);
+        if let Some(gdt) = e.boot_gdt {
+            // The Linux boot protocol's GDT: __BOOT_CS 0x10, __BOOT_DS 0x18.
+            for off in [save::ES, save::SS, save::DS] {
+                self.segment(off, 0x18, DATA, u32::MAX, 0);
+            }
+            self.segment(save::CS, 0x10, CODE64, u32::MAX, 0);
+            self.segment(save::GDTR, 0, 0, 31, gdt);
+        }
         self.segment(save::IDTR, 0, 0, 0, 0);
         // The clean start of what VMLOAD loads (see `world.rs`): null FS/GS at base 0,
         // TR a busy 64-bit TSS at 0, LDTR an LDT at 0, KERNEL_GS_BASE and the SYSCALL and
@@ -575,12 +602,12 @@ impl VcpuBackend for SvmVcpu {
         self.w64(save::RSP, e.rsp);
         self.w64(save::RAX, 0);
         self.w64(save::G_PAT, 0x0007_0406_0007_0406);
-        self.gprs = GuestGprs { rdi: e.rdi, ..GuestGprs::default() };
+        self.gprs = GuestGprs { rdi: e.rdi, rsi: e.rsi, ..GuestGprs::default() };
+        self.w64(ctl::EVENT_INJ, 0);
     }
 
     fn set_exception_intercepts(&mut self, vectors: u32) {
-        let forced =
-            if FORCE.load(core::sync::atomic::Ordering::SeqCst) { ALWAYS_INTERCEPTED } else { 0 };
+        let forced = if intercepts_forced() { ALWAYS_INTERCEPTED } else { 0 };
         self.w32(ctl::INTERCEPT_EXCEPTIONS, vectors | forced);
     }
 
@@ -597,6 +624,9 @@ impl VcpuBackend for SvmVcpu {
         // the host's own vmsave page (or 0); the routine restores every callee-saved
         // register and the stack, and GIF is set again (host state back) before it returns.
         unsafe { partition_svm_vmrun(self.vmcb, &mut self.gprs, host_save) };
+        // An injected exception was delivered by that VMRUN (QEMU clears the field on
+        // #VMEXIT, the APM does not promise it): never inject it twice.
+        self.w64(ctl::EVENT_INJ, 0);
         self.world.leave(host);
         self.decode()
     }
@@ -606,12 +636,73 @@ impl VcpuBackend for SvmVcpu {
             Reg::Rax => self.r64(save::RAX),
             Reg::Rcx => self.gprs.rcx,
             Reg::Rsi => self.gprs.rsi,
+            Reg::Rdx => self.gprs.rdx,
             Reg::Rip => self.r64(save::RIP),
+        }
+    }
+
+    fn set_reg(&mut self, r: Reg, value: u64) {
+        match r {
+            Reg::Rax => self.w64(save::RAX, value),
+            Reg::Rcx => self.gprs.rcx = value,
+            Reg::Rsi => self.gprs.rsi = value,
+            Reg::Rdx => self.gprs.rdx = value,
+            Reg::Rip => self.w64(save::RIP, value),
+        }
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        // EVENTINJ: vector, type 3 (exception), EV (error code valid), V; the code above.
+        let ev = u64::from(error_code.is_some()) << 11;
+        let code = u64::from(error_code.unwrap_or(0)) << 32;
+        self.w64(ctl::EVENT_INJ, u64::from(vector) | 3 << 8 | ev | 1 << 31 | code);
+    }
+
+    fn guest_msr(&self, msr: u32) -> Option<u64> {
+        Some(match msr {
+            // The guest never sees the SVME bit VMRUN needs.
+            MSR_EFER => self.r64(save::EFER) & !EFER_SVME,
+            _ => self.r64(msr_field(msr)?),
+        })
+    }
+
+    fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool {
+        use super::linux::msr::{canonical, pat_valid};
+        match msr {
+            MSR_EFER => {
+                // SCE, LME, LMA, NXE may be written; LME may not change (the guest
+                // starts and stays in long mode); LMA is the processor's; SVME stays set.
+                const WRITABLE: u64 = 1 << 0 | 1 << 8 | 1 << 10 | 1 << 11;
+                const LONG: u64 = 1 << 8 | 1 << 10;
+                let cur = self.r64(save::EFER);
+                if value & !WRITABLE != 0 || (value ^ cur) & 1 << 8 != 0 {
+                    return false;
+                }
+                self.w64(save::EFER, value & !LONG | cur & LONG | EFER_SVME);
+                true
+            }
+            0x277 if !pat_valid(value) => false,
+            // Segment bases, LSTAR/CSTAR and SYSENTER_ESP/EIP are addresses.
+            0xC000_0100..=0xC000_0102 | 0xC000_0082 | 0xC000_0083 | 0x175 | 0x176
+                if !canonical(value) =>
+            {
+                false
+            }
+            _ => match msr_field(msr) {
+                Some(off) => {
+                    self.w64(off, value);
+                    true
+                }
+                None => false,
+            },
         }
     }
 
     fn set_rip(&mut self, rip: u64) {
         self.w64(save::RIP, rip);
+        // Moving past an instruction ends the STI/MOV SS interrupt shadow it was in.
+        let shadow = self.r64(ctl::INTERRUPT_SHADOW);
+        self.w64(ctl::INTERRUPT_SHADOW, shadow & !1);
     }
 
     fn set_rax(&mut self, value: u64) {
@@ -630,6 +721,91 @@ impl VcpuBackend for SvmVcpu {
     fn interrupt_waiting(&self) -> bool {
         V_IRQ.is_set(self.r64(ctl::VINTR))
     }
+
+    fn cancel_interrupt(&mut self) {
+        let v = self.r64(ctl::VINTR);
+        self.w64(ctl::VINTR, V_IRQ.with(v, false));
+    }
+
+    fn gpr(&self, index: u8) -> u64 {
+        let g = &self.gprs;
+        match index {
+            0 => self.r64(save::RAX),
+            1 => g.rcx,
+            2 => g.rdx,
+            3 => g.rbx,
+            4 => self.r64(save::RSP),
+            5 => g.rbp,
+            6 => g.rsi,
+            7 => g.rdi,
+            8 => g.r8,
+            9 => g.r9,
+            10 => g.r10,
+            11 => g.r11,
+            12 => g.r12,
+            13 => g.r13,
+            14 => g.r14,
+            15 => g.r15,
+            _ => 0,
+        }
+    }
+
+    fn set_gpr(&mut self, index: u8, value: u64) {
+        let g = &mut self.gprs;
+        let slot = match index {
+            0 => return self.w64(save::RAX, value),
+            4 => return self.w64(save::RSP, value),
+            1 => &mut g.rcx,
+            2 => &mut g.rdx,
+            3 => &mut g.rbx,
+            5 => &mut g.rbp,
+            6 => &mut g.rsi,
+            7 => &mut g.rdi,
+            8 => &mut g.r8,
+            9 => &mut g.r9,
+            10 => &mut g.r10,
+            11 => &mut g.r11,
+            12 => &mut g.r12,
+            13 => &mut g.r13,
+            14 => &mut g.r14,
+            15 => &mut g.r15,
+            _ => return,
+        };
+        *slot = value;
+    }
+
+    fn control(&self) -> GuestControl {
+        // CS attributes (12-bit VMCB form): L is bit 9.
+        let cs_attrib = self.r64(save::CS) >> 16 & 0xFFFF;
+        let efer = self.r64(save::EFER);
+        GuestControl {
+            cr0: self.r64(save::CR0),
+            cr3: self.r64(save::CR3),
+            cr4: self.r64(save::CR4),
+            efer,
+            rflags: self.r64(save::RFLAGS),
+            code64: efer & 1 << 10 != 0 && cs_attrib & 1 << 9 != 0,
+            delivering_event: self.r64(ctl::EXIT_INT_INFO) & 1 << 31 != 0,
+        }
+    }
+}
+
+/// Where the VMCB keeps a guest MSR VMRUN or VMLOAD loads (EFER aside).
+fn msr_field(msr: u32) -> Option<usize> {
+    Some(match msr {
+        0x277 => save::G_PAT,
+        0x174 => save::SYSENTER_CS,
+        0x175 => save::SYSENTER_ESP,
+        0x176 => save::SYSENTER_EIP,
+        0xC000_0081 => save::STAR,
+        0xC000_0082 => save::LSTAR,
+        0xC000_0083 => save::CSTAR,
+        0xC000_0084 => save::SFMASK,
+        0xC000_0100 => save::FS + 8,
+        0xC000_0101 => save::GS + 8,
+        0xC000_0102 => save::KERNEL_GS_BASE,
+        _ => return None,
+    })
 }
 
 impl Drop for SvmVcpu {

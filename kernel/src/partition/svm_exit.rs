@@ -2,6 +2,7 @@
 //! [`VmExit`], or into what the backend must do first (emulate, flush, hand a machine
 //! check to the host). Pure: no VMCB access, so it is fuzzed with arbitrary register
 //! values (`boot/fuzz`, target `vm_exit`). The exit codes are AMD APM vol. 2, appendix C.
+#![deny(unsafe_code)]
 
 use super::vcpu::VmExit;
 
@@ -66,7 +67,8 @@ pub fn decode(code: u64, info1: u64, info2: u64, rip: u64) -> Decoded {
         EXIT_HLT => VmExit::Halt,
         EXIT_SHUTDOWN => VmExit::Shutdown,
         EXIT_INTR | EXIT_NMI => VmExit::HostInterrupt,
-        EXIT_MSR => VmExit::Msr { rip },
+        // EXITINFO1: 0 for RDMSR, 1 for WRMSR.
+        EXIT_MSR => VmExit::Msr { rip, write: info1 & 1 != 0 },
         EXIT_NPF => VmExit::NestedPageFault { gpa: info2, error_code: info1, rip },
         EXIT_INVALID => VmExit::InvalidState,
         EXIT_CPUID => return Decoded::Cpuid,

@@ -2,6 +2,7 @@
 //! hardware virtualization extension, with exits decoded into one vendor-neutral enum.
 //! [`super::svm::SvmVcpu`] implements it for AMD SVM; a VMX backend (VMCS, EPT) would
 //! implement the same trait (see docs/partitions.md).
+#![deny(unsafe_code)]
 
 /// Where a guest starts: 64-bit long mode, paging on with the guest's own tables.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +13,12 @@ pub struct EntryState {
     pub rsp: u64,
     /// First argument (the boot page).
     pub rdi: u64,
+    /// RSI (a Linux guest's zero page, per the 64-bit boot protocol; else 0).
+    pub rsi: u64,
+    /// A GDT in guest memory with the Linux boot protocol's layout (0x10 flat 64-bit
+    /// code, 0x18 flat data, 32 bytes): CS = 0x10 and DS = ES = SS = 0x18 are loaded from
+    /// it. `None`: no GDT, segments set in the backend's guest state only.
+    pub boot_gdt: Option<u64>,
     /// The guest's page-table root (guest-physical).
     pub cr3: u64,
 }
@@ -25,8 +32,39 @@ pub enum Reg {
     Rcx,
     /// RSI.
     Rsi,
+    /// RDX (the high half of an MSR value).
+    Rdx,
     /// RIP.
     Rip,
+}
+
+/// The guest's mode and paging state, for emulating an instruction it executed (the
+/// guest platform's MMIO decoder walks its page tables) and for HLT (RFLAGS.IF).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestControl {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// Executing 64-bit code (EFER.LMA and CS.L).
+    pub code64: bool,
+    /// The exit interrupted the delivery of an event (SVM EXITINTINFO, VMX IDT-vectoring
+    /// information): a memory access then belongs to that delivery, not to an
+    /// instruction.
+    pub delivering_event: bool,
+}
+
+impl GuestControl {
+    /// RFLAGS.IF: the guest accepts maskable interrupts.
+    pub fn interrupts_enabled(&self) -> bool {
+        self.rflags & (1 << 9) != 0
+    }
 }
 
 /// Why the guest stopped running, in vendor-neutral terms.
@@ -72,10 +110,13 @@ pub enum VmExit {
         /// Where.
         rip: u64,
     },
-    /// An MSR access (every MSR is intercepted; none is emulated).
+    /// An MSR access (every MSR is intercepted; only a Linux guest's are emulated, see
+    /// `linux/msr.rs`): RDMSR or WRMSR (`write`), MSR number in ECX.
     Msr {
         /// Where.
         rip: u64,
+        /// WRMSR (EDX:EAX to the MSR) rather than RDMSR.
+        write: bool,
     },
     /// A host interrupt arrived; the host has handled it by the time `run` returns.
     HostInterrupt,
@@ -126,9 +167,33 @@ pub trait VcpuBackend {
     fn set_rip(&mut self, rip: u64);
     /// Sets the guest's RAX (the result of an emulated IN).
     fn set_rax(&mut self, value: u64);
+    /// Sets a guest register (an emulated RDMSR's EDX:EAX).
+    fn set_reg(&mut self, r: Reg, value: u64);
+    /// Delivers exception `vector` (with `error_code` when it has one) to the guest
+    /// through its own IDT at the next entry (an emulated instruction that faults: #GP
+    /// for a refused MSR).
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// The guest's own value of an MSR kept in the backend's guest state (EFER without
+    /// the host's SVME/VMXE bits, PAT, FS/GS/KERNEL_GS_BASE, the SYSCALL and SYSENTER
+    /// MSRs: `linux::msr::in_guest_state`); `None` for any other MSR.
+    fn guest_msr(&self, msr: u32) -> Option<u64>;
+    /// Stores a guest's WRMSR of such an MSR; false (the guest gets #GP) for a value the
+    /// architecture refuses (reserved EFER bits or an LME change, a bad PAT, a
+    /// non-canonical address) or any other MSR.
+    fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool;
     /// Requests a virtual interrupt with `vector`, taken by the guest when its RFLAGS.IF
     /// allows (no guest EOI is needed).
     fn inject_interrupt(&mut self, vector: u8);
     /// Whether a requested virtual interrupt has not been taken yet.
     fn interrupt_waiting(&self) -> bool;
+    /// Withdraws a requested virtual interrupt that was not taken (the guest platform
+    /// re-decides before every entry).
+    fn cancel_interrupt(&mut self);
+    /// General-purpose register `index` in x86 encoding (0 RAX, 1 RCX, 2 RDX, 3 RBX,
+    /// 4 RSP, 5 RBP, 6 RSI, 7 RDI, 8-15 R8-R15; others read 0).
+    fn gpr(&self, index: u8) -> u64;
+    /// Sets general-purpose register `index` (x86 encoding; others are ignored).
+    fn set_gpr(&mut self, index: u8, value: u64);
+    /// The guest's control registers, EFER, RFLAGS and code size.
+    fn control(&self) -> GuestControl;
 }

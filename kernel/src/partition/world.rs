@@ -26,7 +26,6 @@ use super::svm::SvmError;
 use crate::mem::frames;
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid_count, CpuidResult};
-use core::sync::atomic::{AtomicBool, Ordering};
 
 /// XCR0 components switched (and so the only ones a guest may enable): x87 (0), SSE (1),
 /// AVX (2), MPX (3, 4), AVX-512 (5, 6, 7), PKRU (9), each only when the CPU supports it.
@@ -65,13 +64,29 @@ pub struct HostFacts {
 static FACTS: spin::Once<Result<HostFacts, SvmError>> = spin::Once::new();
 
 /// Off only in the hostile suite's control runs: with it off nothing below is switched,
-/// which is how that suite shows its checks can fail.
-static SWITCH: AtomicBool = AtomicBool::new(true);
+/// which is how that suite shows its checks can fail. Only in builds with the kernel's
+/// `test-controls` feature (the debug builds the QEMU suites boot), never in `--release`.
+#[cfg(feature = "test-controls")]
+static SWITCH: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
-/// Test-only knob: turns the world switch off (`false`) or back on. The hostile suite's
-/// control runs use it to show a guest's state would otherwise reach the next one.
+/// Test-only knob (`test-controls` builds only): turns the world switch off (`false`) or
+/// back on. The hostile suite's control runs use it to show a guest's state would
+/// otherwise reach the next one.
+#[cfg(feature = "test-controls")]
 pub fn set_switch_for_test(on: bool) {
-    SWITCH.store(on, Ordering::SeqCst);
+    SWITCH.store(on, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the world switch runs: off only in a `test-controls` build's control runs.
+#[cfg(feature = "test-controls")]
+fn switch_on() -> bool {
+    SWITCH.load(core::sync::atomic::Ordering::SeqCst)
+}
+
+/// Whether the world switch runs: always, in a build without the test controls.
+#[cfg(not(feature = "test-controls"))]
+fn switch_on() -> bool {
+    true
 }
 
 fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
@@ -269,7 +284,7 @@ impl GuestWorld {
     /// [`GuestWorld::leave`]. Call right before VMRUN; host code in between (interrupt
     /// handlers) must not use SSE or debug registers, which the host kernel never does.
     pub fn enter(&self) -> Option<DebugRegs> {
-        if !SWITCH.load(Ordering::SeqCst) {
+        if !switch_on() {
             return None;
         }
         let facts = host_facts().ok()?;
@@ -342,7 +357,7 @@ impl Drop for GuestWorld {
 /// The host `vmsave` page when the switch is on, else 0 (the VMRUN routine then skips
 /// `vmsave`/`vmload`).
 pub fn host_save_page() -> u64 {
-    match (SWITCH.load(Ordering::SeqCst), host_facts()) {
+    match (switch_on(), host_facts()) {
         (true, Ok(f)) => f.host_save,
         _ => 0,
     }
@@ -394,7 +409,9 @@ pub fn host_snapshot() -> Result<HostSnapshot, SvmError> {
 }
 
 /// Puts back what a control run without the switch let a guest leave in the host: the
-/// `vmsave` state of `snap` (through a page rebuilt from it), XCR0 and DR0-DR3.
+/// `vmsave` state of `snap` (through a page rebuilt from it), XCR0 and DR0-DR3. Only with
+/// the test controls (nothing else turns the switch off).
+#[cfg(feature = "test-controls")]
 pub fn restore_host(snap: &HostSnapshot) -> Result<(), SvmError> {
     let page = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
     // SAFETY: a fresh page this function owns; VMSAVE fills every field VMLOAD reads

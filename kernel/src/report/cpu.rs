@@ -90,8 +90,9 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-/// The processor section of the report, one fact per line.
-pub fn lines(cpus: usize) -> Vec<String> {
+/// The displayed family and model (CPUID 1, with the extended fields where they count),
+/// as errata lists name processors.
+pub fn family_model() -> (u32, u32) {
     let sig = cpuid(1).eax;
     let base_family = (sig >> 8) & 0xF;
     let family = if base_family == 0xF { base_family + ((sig >> 20) & 0xFF) } else { base_family };
@@ -100,6 +101,13 @@ pub fn lines(cpus: usize) -> Vec<String> {
     } else {
         (sig >> 4) & 0xF
     };
+    (family, model)
+}
+
+/// The processor section of the report, one fact per line.
+pub fn lines(cpus: usize) -> Vec<String> {
+    let sig = cpuid(1).eax;
+    let (family, model) = family_model();
     let v = virtualization();
     let mut out = Vec::new();
     out.push(format!(

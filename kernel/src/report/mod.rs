@@ -8,7 +8,7 @@
 //! lines (docs/report-json.md). The verdicts come from [`iommu::assign`], shared with
 //! `cargo xtask inspect --machine`.
 
-mod cpu;
+pub mod cpu;
 
 use crate::acpi::AcpiInfo;
 use crate::mmio::MmioWindow;

@@ -1,4 +1,5 @@
 //! The edu DMA engine itself, before any IOMMU translates it.
+#![deny(unsafe_code)]
 
 use super::dma::TestFrame;
 use crate::ensure;

@@ -3,6 +3,7 @@
 //! world switch off and sees the leak), each intercepted instruction ends or is emulated
 //! as `partition::intercept` documents while the host stays up with its state unchanged,
 //! and guest log text is data.
+#![deny(unsafe_code)]
 
 use crate::ensure;
 use crate::partition::world::{self, HostSnapshot, MXCSR_INIT, XCR0_INIT};
@@ -12,7 +13,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use boot::partition_config::{Backing, PartitionSpec};
-use guest::attack::{check, scenario, GUEST_LDTR, GUEST_TR, SECRET_MXCSR};
+use guest::attack::{check, scenario, GUEST_LDTR, GUEST_TR};
 
 const MIB: u64 = 1 << 20;
 
@@ -152,6 +153,7 @@ pub fn state_isolation(_: &mut TestContext<'_>) -> TestResult {
 /// The control: with the world switch off (the test knob), the same two guests show the
 /// leak the switch prevents, so `state_isolation` can fail. The host's state is put
 /// back from a snapshot afterwards.
+#[cfg(feature = "test-controls")]
 pub fn state_control(_: &mut TestContext<'_>) -> TestResult {
     let host = snapshot()?;
     world::set_switch_for_test(false);
@@ -169,7 +171,7 @@ pub fn state_control(_: &mut TestContext<'_>) -> TestResult {
         "without the switch B should have found A's secrets: {}",
         found.line()
     );
-    ensure!(found.mxcsr == SECRET_MXCSR as u64, "control: MXCSR {:#x}", found.mxcsr);
+    ensure!(found.mxcsr == guest::attack::SECRET_MXCSR as u64, "control: MXCSR {:#x}", found.mxcsr);
     ensure!(found.tr == GUEST_TR as u64, "control: TR {:#x}", found.tr);
     ensure!(!host_changes.is_empty(), "control: A's run changed nothing in the host");
     Ok(())
@@ -353,6 +355,7 @@ pub fn device_reassignment(ctx: &mut TestContext<'_>) -> TestResult {
 /// ends it: so `instructions` would see it if the host let guests take #DB. (#AC cannot
 /// be provoked under QEMU's TCG, which does no alignment checking: its forced intercept
 /// is the same code path, unproven here.)
+#[cfg(feature = "test-controls")]
 pub fn exception_loops_control(_: &mut TestContext<'_>) -> TestResult {
     let mut p = create("loops", scenario::DB_LOOP)?;
     crate::partition::svm::force_intercepts_for_test(false);
@@ -413,6 +416,7 @@ pub fn flr_on_release(ctx: &mut TestContext<'_>) -> TestResult {
 /// What the world switch costs: a guest taking [`guest::attack::EXIT_LOOP_COUNT`]
 /// CPUID exits, timed with the switch on and (test knob) off; one line with both and the
 /// difference per exit. Under QEMU's TCG these are emulation costs, not a real CPU's.
+#[cfg(feature = "test-controls")]
 pub fn switch_cost(_: &mut TestContext<'_>) -> TestResult {
     let mut per_exit = [0u64; 2];
     for (i, on) in [true, false].into_iter().enumerate() {
@@ -475,3 +479,27 @@ pub fn no_host_addresses(_: &mut TestContext<'_>) -> TestResult {
     );
     Ok(())
 }
+
+/// Without the `test-controls` feature (a `--release` build) there is no knob to turn the
+/// mechanism off: the control cannot run, and says so rather than pass.
+#[cfg(not(feature = "test-controls"))]
+pub fn state_control(_: &mut TestContext<'_>) -> TestResult {
+    Err(NO_CONTROLS.into())
+}
+
+/// See [`state_control`]: no knob in this build.
+#[cfg(not(feature = "test-controls"))]
+pub fn exception_loops_control(_: &mut TestContext<'_>) -> TestResult {
+    Err(NO_CONTROLS.into())
+}
+
+/// See [`state_control`]: no knob in this build.
+#[cfg(not(feature = "test-controls"))]
+pub fn switch_cost(_: &mut TestContext<'_>) -> TestResult {
+    Err(NO_CONTROLS.into())
+}
+
+/// Why a control cannot run in this build.
+#[cfg(not(feature = "test-controls"))]
+const NO_CONTROLS: &str = "this kernel was built without its test controls (a --release \
+    build): the knob that turns the mechanism off is not in it; run the debug build";

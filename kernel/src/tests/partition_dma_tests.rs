@@ -4,6 +4,7 @@
 //! The domain maps the partition's whole memory guest-physical -> host-physical, the edu
 //! device is attached to it and its BAR passed through, and the guest copies within its
 //! memory and tries to read beyond it.
+#![deny(unsafe_code)]
 
 use super::iommu::{on_edu_unit, IommuTest, Rig};
 use crate::ensure;

@@ -175,7 +175,7 @@ fn run_in<F: PteFormat>(
     if backing.only_4k() {
         domain = domain.with_page_sizes(1 << 12);
     }
-    tracker.attach(&mut mem, &mut inv, domain).map_err(|(_, e)| format!("attach: {e:?}"))?;
+    tracker.attach(&mut mem, &mut inv, domain).map_err(|(_, e)| format!("attach: {e}"))?;
     let fgsp = tracker.domains()[0].fgsp();
     let mut extents = Vec::new();
     let mut map_nanos = 0u64;
@@ -185,7 +185,7 @@ fn run_in<F: PteFormat>(
         let t = Instant::now();
         tracker
             .map_dma(&mut mem, &mut inv, IOVA_BASE + i * len, &extents, Prot::READ | Prot::WRITE)
-            .map_err(|e| format!("map_dma: {e:?}"))?;
+            .map_err(|e| format!("map_dma: {e}"))?;
         map_nanos += t.elapsed().as_nanos() as u64;
     }
     drop(extents);
@@ -200,7 +200,7 @@ fn run_in<F: PteFormat>(
     let t = Instant::now();
     let domains = tracker
         .teardown(&mut mem, &mut inv, &mut |e| released += e.len)
-        .map_err(|e| format!("teardown: {e:?}"))?;
+        .map_err(|e| format!("teardown: {e}"))?;
     let cpu_nanos = t.elapsed().as_nanos() as u64;
     let (pte_reads, pte_writes) = (mem.reads.get() - reads0, mem.writes - writes0);
     for d in domains {

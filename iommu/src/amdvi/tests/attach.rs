@@ -117,3 +117,28 @@ fn attach_refuses_what_the_unit_cannot_do() {
     let irq = DteInterrupts::remapped(unit.empty_interrupt_table()).unwrap();
     assert_eq!(unit.device_entry(1), Some(DeviceTableEntry::blocking().with_interrupts(irq)));
 }
+
+/// Firmware-reserved identity domains go in before enable: the entry is written with no
+/// command (the buffer does not run yet), the invalidator's operations succeed without
+/// one, and enable keeps the entry and flushes every cache before translation.
+#[test]
+fn attach_before_enable_writes_the_entry_and_enable_flushes_it() {
+    use crate::amdvi::AmdViUnit;
+    use crate::invalidate::{IotlbInvalidator, IovaBlock};
+    let (mem, model) = super::model::setup(QEMU_EFR);
+    let state = model.state.clone();
+    let mut unit = AmdViUnit::new(model, mem, 0x00FF).unwrap();
+    unit.attach_device(0x00A0, 7, 0x4000_0000, 4).unwrap();
+    unit.invalidate_block(7, IovaBlock { iova: 0xE_0000, order: 12 }).unwrap();
+    IotlbInvalidator::sync(&mut unit).unwrap();
+    assert!(state.borrow().commands.is_empty(), "no command before enable");
+    // The inherent completion wait still refuses to run on a stopped unit.
+    assert!(matches!(unit.completion_wait(), Err(HwError::Unsupported { .. })));
+    unit.enable().unwrap();
+    let e = unit.device_entry(0x00A0).unwrap();
+    assert_eq!((e.domain(), e.root()), (7, 0x4000_0000), "the entry survives enable");
+    let cmds = decoded_since(&state, 0);
+    assert!(cmds.contains(&DecodedCommand::InvalidateIommuAll), "{cmds:?}");
+    let control = state.borrow().control_writes.clone();
+    assert!(control.iter().any(|c| c & 1 != 0), "translation on");
+}

@@ -245,3 +245,39 @@ fn bogus_tail_and_unwritten_records_are_counted_not_trusted() {
     assert_eq!(unit.event_counters().unwritten, 1);
     assert_eq!(state.borrow().regs[&regs::EVENT_HEAD], EVENT_SIZE);
 }
+
+#[test]
+fn the_event_interrupt_is_enabled_on_request_and_its_status_cleared_by_the_drain() {
+    let (mem, model) = setup(QEMU_EFR);
+    let state = model.state.clone();
+    let mut unit = AmdViUnit::new(model, mem.clone(), 0x00FF).unwrap();
+    unit.set_event_interrupt(true);
+    unit.enable().unwrap();
+    let control = Control::from_bits_retain(state.borrow().regs[&regs::CONTROL]);
+    assert!(control.contains(Control::EVENT_INT_EN | Control::EVENT_LOG_EN | Control::IOMMU_EN));
+    log_events(&mem, &state, &[record(2, 0x18, 1, 0, RW, 0x1000)]);
+    state.borrow_mut().regs.insert(regs::STATUS, Status::EVENT_LOG_INT.bits());
+    assert_eq!(unit.drain_events().len(), 1);
+    let status = state.borrow().regs[&regs::STATUS];
+    assert_eq!(status & Status::EVENT_LOG_INT.bits(), 0, "EventLogInt cleared after the drain");
+    // Off again at once on the running unit.
+    unit.set_event_interrupt(false);
+    let control = Control::from_bits_retain(state.borrow().regs[&regs::CONTROL]);
+    assert!(!control.contains(Control::EVENT_INT_EN));
+    assert!(control.contains(Control::IOMMU_EN));
+}
+
+#[test]
+fn a_completion_interrupt_is_raised_once_and_com_wait_int_en_dropped_after() {
+    let (_mem, state, mut unit) = enabled_unit();
+    let before = state.borrow().commands.len();
+    unit.raise_completion_interrupt().unwrap();
+    let s = state.borrow();
+    let cmd = s.commands[before].quads()[0];
+    assert_eq!(cmd >> 60, 1, "a COMPLETION_WAIT");
+    assert_eq!(cmd & 0b11, 0b11, "store and interrupt bits");
+    let writes = &s.control_writes;
+    let with_int = writes.iter().rposition(|w| w & Control::COM_WAIT_INT_EN.bits() != 0);
+    assert_eq!(with_int, Some(writes.len() - 2), "on for the command only");
+    assert_eq!(writes.last().unwrap() & Control::COM_WAIT_INT_EN.bits(), 0);
+}

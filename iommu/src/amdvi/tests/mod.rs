@@ -9,4 +9,5 @@ mod commands;
 mod device_table;
 mod events;
 mod interrupts;
+mod platform_security;
 mod unit;

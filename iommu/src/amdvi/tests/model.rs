@@ -242,6 +242,12 @@ impl Mmio for AmdViModel {
             s.accesses.push((offset, 8));
             match offset {
                 regs::EXTENDED_FEATURES => return,
+                // A locked SMI filter register ignores writes until reset.
+                o if (regs::SMI_FILTER_BASE..regs::SMI_FILTER_BASE + 16 * 8).contains(&o)
+                    && s.regs.get(&o).copied().unwrap_or(0) & (1 << 17) != 0 =>
+                {
+                    return
+                }
                 regs::STATUS => {
                     let cleared = value & Status::W1C.bits();
                     *s.regs.entry(offset).or_insert(0) &= !cleared;

@@ -51,6 +51,11 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.ivhd_flags = flags;
     }
 
+    /// The IVHD flags enable uses.
+    pub fn ivhd_flags(&self) -> u8 {
+        self.ivhd_flags
+    }
+
     /// Whether translation is on (enable succeeded and no disable since).
     pub fn is_enabled(&self) -> bool {
         self.enabled

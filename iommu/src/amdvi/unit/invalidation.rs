@@ -46,12 +46,19 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
     }
 }
 
+/// Before [`AmdViUnit::enable`] nothing can be cached (the unit has never been pointed at
+/// these tables) and enable flushes every cache before translation goes on, so the
+/// invalidator's operations succeed without a command then: firmware-reserved identity
+/// domains are built and attached before enable.
 impl<R: Mmio, P: FrameAllocator + PhysMemory> IotlbInvalidator for AmdViUnit<R, P> {
     fn max_block_order(&self) -> u32 {
         63
     }
 
     fn invalidate_block(&mut self, domain: DomainId, block: IovaBlock) -> Result<(), HwError> {
+        if !self.enabled {
+            return Ok(());
+        }
         // An aligned block is encoded exactly; anything else is widened to cover it.
         let (base, order) = covering_block(block.iova, block.order);
         self.stats.page_invalidations += 1;
@@ -59,10 +66,16 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> IotlbInvalidator for AmdViUnit<R, 
     }
 
     fn invalidate_domain(&mut self, domain: DomainId) -> Result<(), HwError> {
+        if !self.enabled {
+            return Ok(());
+        }
         self.submit_domain_invalidation(domain)
     }
 
     fn sync(&mut self) -> Result<(), HwError> {
+        if !self.enabled {
+            return Ok(());
+        }
         self.completion_wait()
     }
 }

@@ -16,9 +16,13 @@ use crate::amdvi::interrupts::{DeviceSetting, DteInterrupts, InterruptTable};
 use crate::amdvi::regs::{self, Control, Efr, Status};
 
 mod bringup;
+mod event_interrupt;
+mod interrupt_fields;
 mod invalidation;
+mod smi_filter;
 
 pub use bringup::initial_control;
+pub use smi_filter::SmiFilterLock;
 
 /// Counts of what the driver asked of the hardware (for logs and benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +66,10 @@ pub struct AmdViUnit<R: Mmio, P: FrameAllocator + PhysMemory> {
     attached_since_flush: alloc::collections::BTreeSet<DomainId>,
     /// IVHD flags for the Control register (see `bringup.rs`).
     ivhd_flags: u8,
+    /// What enable did to the SMI filter registers (see `smi_filter.rs`).
+    smi_filters: SmiFilterLock,
+    /// Control.EventIntEn: events raise the unit's interrupt (see `event_interrupt.rs`).
+    event_interrupt: bool,
 }
 
 impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
@@ -124,6 +132,8 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
             counters: EventCounters::default(),
             attached_since_flush: alloc::collections::BTreeSet::new(),
             ivhd_flags: 0,
+            smi_filters: SmiFilterLock::default(),
+            event_interrupt: false,
         })
     }
 
@@ -156,7 +166,13 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         self.regs.write64(regs::EXCLUSION_BASE, 0);
         self.regs.write64(regs::EXCLUSION_LIMIT, 0);
         self.regs.write64(regs::STATUS, Status::W1C.bits());
-        let rings = quiet | Control::CMD_BUF_EN | Control::EVENT_LOG_EN;
+        // Before translation goes on: no window where a device's SMI passes a filter
+        // someone else may still rewrite.
+        self.smi_filters = self.lock_smi_filters();
+        let mut rings = quiet | Control::CMD_BUF_EN | Control::EVENT_LOG_EN;
+        if self.event_interrupt {
+            rings |= Control::EVENT_INT_EN;
+        }
         self.regs.write64(regs::CONTROL, rings.bits());
         self.regs.write64(regs::CONTROL, (rings | Control::IOMMU_EN).bits());
         self.enabled = true;
@@ -236,6 +252,7 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
 
     /// Points `devid` at the v1 page table `root` with `levels` levels under `domain`,
     /// reads and writes allowed, then invalidates the entry and the IOTLB and waits.
+    /// Before [`enable`](Self::enable) only the entry is written (enable flushes).
     pub fn attach_device(
         &mut self,
         devid: u16,
@@ -253,6 +270,16 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         // The interrupt fields (quad 2) are the device's own and stay as they are.
         let new =
             DeviceTableEntry::translated(domain, root, levels)?.with_interrupts(old.interrupts());
+        if !self.enabled {
+            // Before enable (firmware-reserved identity domains): the entry is in place
+            // when translation goes on, and enable's flush covers every cache.
+            let quads = new.quads();
+            for (i, &q) in quads.iter().enumerate() {
+                self.write_quad(at, i, q);
+            }
+            self.attached_since_flush.insert(domain);
+            return Ok(());
+        }
         if old.is_translating() && old != new {
             // Never let the hardware read the new DomainID with the old root (or the
             // reverse): pass through a blocking entry, fully invalidated, first.
@@ -287,70 +314,25 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         for (i, &q) in blocking.iter().enumerate().skip(1) {
             self.write_quad(at, i, q);
         }
-        self.after_entry_change(devid, old, None)
-    }
-
-    /// Replaces `devid`'s interrupt fields (quad 2 of its entry) with `interrupts`, then
-    /// invalidates the entry and its interrupt table and waits (when the unit runs).
-    pub fn set_interrupts(&mut self, devid: u16, interrupts: DteInterrupts) -> Result<(), HwError> {
-        let at = self.entry_address(devid)?;
-        self.write_quad(at, 2, interrupts.0);
         if !self.enabled {
             return Ok(());
         }
-        self.submit(Command::invalidate_devtab_entry(devid))?;
-        self.stats.devtab_invalidations += 1;
-        self.submit(Command::invalidate_interrupt_table(devid))?;
-        self.stats.interrupt_table_invalidations += 1;
-        self.completion_wait()
-    }
-
-    /// Gives a platform interrupt source (an IOAPIC or HPET special device id of the IVRS)
-    /// the pass bits firmware's device-setting byte asks for, over the empty table.
-    pub fn set_platform_source(
-        &mut self,
-        devid: u16,
-        setting: DeviceSetting,
-    ) -> Result<(), HwError> {
-        let q = DteInterrupts::platform_source(self.empty_interrupts.base(), setting)?;
-        self.set_interrupts(devid, q)?;
-        self.platform_sources.retain(|(d, _)| *d != devid);
-        self.platform_sources.push((devid, setting));
-        Ok(())
-    }
-
-    /// The platform interrupt sources given their pass bits, with their setting bytes.
-    pub fn platform_sources(&self) -> &[(u16, DeviceSetting)] {
-        &self.platform_sources
-    }
-
-    /// Re-applies every platform source's interrupt fields (after a test changed them).
-    pub fn restore_platform_sources(&mut self) -> Result<(), HwError> {
-        for (devid, setting) in self.platform_sources.clone() {
-            self.set_platform_source(devid, setting)?;
-        }
-        Ok(())
-    }
-
-    /// `devid` back to the default interrupt fields: remapped through the empty table,
-    /// nothing passes.
-    pub fn restore_interrupts(&mut self, devid: u16) -> Result<(), HwError> {
-        let q = DteInterrupts::remapped(self.empty_interrupts.base())?;
-        self.set_interrupts(devid, q)
-    }
-
-    /// Physical address of the empty interrupt table every device id starts with.
-    pub fn empty_interrupt_table(&self) -> PhysAddr {
-        self.empty_interrupts.base()
+        self.after_entry_change(devid, old, None)
     }
 
     /// Hands every queued command to the IOMMU followed by a COMPLETION_WAIT storing a
     /// fresh sequence number to the semaphore, polled (bounded) until it lands: every
     /// command queued before has then completed.
     pub fn completion_wait(&mut self) -> Result<(), HwError> {
+        self.completion_wait_with(Command::completion_wait)
+    }
+
+    /// [`completion_wait`](Self::completion_wait) with the COMPLETION_WAIT `make` builds
+    /// from the semaphore address and the sequence number.
+    fn completion_wait_with(&mut self, make: fn(PhysAddr, u64) -> Command) -> Result<(), HwError> {
         self.sequence = self.sequence.wrapping_add(1).max(1);
         let sequence = self.sequence;
-        self.submit(Command::completion_wait(self.semaphore, sequence))?;
+        self.submit(make(self.semaphore, sequence))?;
         self.commands.publish(&mut self.regs);
         self.stats.completion_waits += 1;
         let (mem, semaphore) = (&self.mem, self.semaphore);
@@ -375,6 +357,10 @@ impl<R: Mmio, P: FrameAllocator + PhysMemory> AmdViUnit<R, P> {
         if status.contains(Status::EVENT_OVERFLOW) {
             self.counters.overflows += 1;
             self.restart_event_log(&mut out);
+        }
+        if status.contains(Status::EVENT_LOG_INT) {
+            // Write-1-to-clear, after the drain: the next event interrupts again.
+            self.regs.write64(regs::STATUS, Status::EVENT_LOG_INT.bits());
         }
         out
     }

@@ -1,6 +1,6 @@
 //! Root/context entry layout and attach/detach with their invalidations.
 
-use super::model::{Inv, QEMU_CAP, QEMU_ECAP};
+use super::model::{Event, Inv, QEMU_CAP, QEMU_ECAP};
 use super::{bench, qemu_enabled, Bench};
 use crate::error::HwError;
 use crate::vtd::context::ContextEntry;
@@ -175,4 +175,29 @@ fn register_mode_attach_and_detach_use_ccmd_and_iotlb_registers() {
             Event::Register(Inv::Context(ContextInvalidation::Domain(0x0ABC))),
         ]
     );
+}
+
+/// Firmware-reserved identity domains go in before enable: on a caching-mode unit the
+/// after-map flush then issues nothing (nothing can be cached yet), and enable latches a
+/// root table that already holds the entry, invalidates globally, and only then sets TE.
+#[test]
+fn an_identity_entry_installed_before_enable_is_live_when_translation_goes_on() {
+    let mut b = bench(QEMU_CAP | (1 << 7), QEMU_ECAP);
+    b.unit.attach_device(0x00F8, 1, 0x40_0000, 3).unwrap();
+    b.unit.flush_after_map(1, crate::invalidate::IovaBlock { iova: 0xE_0000, order: 12 }).unwrap();
+    assert!(b.hw.0.borrow().invalidations().is_empty(), "no invalidation before enable");
+    b.unit.enable().unwrap();
+    assert_eq!(b.unit.context_entry(0x00F8).domain(), 1, "the entry survives enable");
+    let events = b.hw.0.borrow().events.clone();
+    let root = events.iter().position(|e| matches!(e, Event::SetRootTable(_))).unwrap();
+    let te = events.iter().position(|e| matches!(e, Event::Translation(true))).unwrap();
+    let global = events.iter().position(|e| {
+        matches!(
+            e,
+            Event::Register(Inv::Iotlb(IotlbInvalidation::Global))
+                | Event::Queued(Inv::Iotlb(IotlbInvalidation::Global))
+        )
+    });
+    assert!(root < te, "root table latched before TE");
+    assert!(global.is_some_and(|g| root < g && g < te), "global IOTLB flush between: {events:?}");
 }

@@ -97,7 +97,7 @@ pub fn decode(e: &ExitInfo) -> Decoded {
         // The slice ended (a host interrupt, the preemption timer) or the guest can now
         // take its pending virtual interrupt: the run loop decides whether to go on.
         EXTERNAL_INTERRUPT | INTERRUPT_WINDOW | PREEMPTION_TIMER => VmExit::HostInterrupt,
-        RDMSR | WRMSR => VmExit::Msr { rip },
+        RDMSR | WRMSR => VmExit::Msr { rip, write: e.reason & 0xFFFF == WRMSR },
         EPT_VIOLATION | EPT_MISCONFIG => {
             VmExit::NestedPageFault { gpa: e.gpa, error_code: e.qualification, rip }
         }

@@ -17,7 +17,7 @@ pub mod vmcs;
 pub use caps::{enable, ept_1g_pages, VmxError};
 
 use super::svm_exit::Decoded;
-use super::vcpu::{EntryState, Reg, VcpuBackend, VmExit};
+use super::vcpu::{EntryState, GuestControl, Reg, VcpuBackend, VmExit};
 use super::world::GuestWorld;
 use super::{intercept, world};
 use crate::mem::frames;
@@ -353,6 +353,17 @@ impl VcpuBackend for VmxVcpu {
             self.w(base, 0);
             self.w(limit, 0);
         }
+        if let Some(gdt) = e.boot_gdt {
+            // The Linux boot protocol's GDT: __BOOT_CS 0x10, __BOOT_DS 0x18.
+            let data = (0x18, 0, u32::MAX, DATA);
+            self.segment(GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_ACCESS, data);
+            self.segment(GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_ACCESS, data);
+            self.segment(GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_ACCESS, data);
+            let code = (0x10, 0, u32::MAX, CODE64);
+            self.segment(GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_ACCESS, code);
+            self.w(GUEST_GDTR_BASE, gdt);
+            self.w(GUEST_GDTR_LIMIT, 31);
+        }
         self.w(GUEST_SYSENTER_CS, 0);
         self.w(GUEST_SYSENTER_ESP, 0);
         self.w(GUEST_SYSENTER_EIP, 0);
@@ -381,7 +392,7 @@ impl VcpuBackend for VmxVcpu {
         self.w(GUEST_PENDING_DEBUG, 0);
         self.w(ENTRY_INTERRUPTION_INFO, 0);
         self.pending = None;
-        self.gprs = GuestGprs { rdi: e.rdi, ..GuestGprs::default() };
+        self.gprs = GuestGprs { rdi: e.rdi, rsi: e.rsi, ..GuestGprs::default() };
         self.flush_vpid = true;
     }
 
@@ -439,7 +450,148 @@ impl VcpuBackend for VmxVcpu {
             Reg::Rax => self.gprs.rax,
             Reg::Rcx => self.gprs.rcx,
             Reg::Rsi => self.gprs.rsi,
+            Reg::Rdx => self.gprs.rdx,
             Reg::Rip => self.r(vmcs::GUEST_RIP),
+        }
+    }
+
+    fn set_reg(&mut self, r: Reg, value: u64) {
+        match r {
+            Reg::Rax => self.gprs.rax = value,
+            Reg::Rcx => self.gprs.rcx = value,
+            Reg::Rsi => self.gprs.rsi = value,
+            Reg::Rdx => self.gprs.rdx = value,
+            Reg::Rip => self.w(vmcs::GUEST_RIP, value),
+        }
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        // Valid (31), error code valid (11), type 3 (hardware exception), the vector.
+        let ev = u64::from(error_code.is_some()) << 11;
+        self.w(vmcs::ENTRY_EXCEPTION_ERROR_CODE, u64::from(error_code.unwrap_or(0)));
+        self.w(vmcs::ENTRY_INTERRUPTION_INFO, 1 << 31 | ev | 3 << 8 | u64::from(vector));
+    }
+
+    fn guest_msr(&self, msr: u32) -> Option<u64> {
+        // The MSRs the VMCS keeps for the guest. The SYSCALL MSRs (STAR, LSTAR, CSTAR,
+        // SFMASK) are not in the VMCS and this backend does not switch them yet: None,
+        // so a guest touching them gets #GP (the Linux guest runs on SVM only so far).
+        Some(match msr {
+            0xC000_0080 => self.r(vmcs::GUEST_IA32_EFER),
+            0x277 => self.r(vmcs::GUEST_IA32_PAT),
+            0x174 => self.r(vmcs::GUEST_SYSENTER_CS),
+            0x175 => self.r(vmcs::GUEST_SYSENTER_ESP),
+            0x176 => self.r(vmcs::GUEST_SYSENTER_EIP),
+            0xC000_0100 => self.r(vmcs::GUEST_FS_BASE),
+            0xC000_0101 => self.r(vmcs::GUEST_GS_BASE),
+            0xC000_0102 => self.kernel_gs_base,
+            _ => return None,
+        })
+    }
+
+    fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool {
+        use super::linux::msr::{canonical, pat_valid};
+        let field = match msr {
+            0xC000_0080 => {
+                // SCE, LME, LMA, NXE may be written; LME may not change; LMA is the CPU's.
+                const WRITABLE: u64 = 1 << 0 | 1 << 8 | 1 << 10 | 1 << 11;
+                const LONG: u64 = 1 << 8 | 1 << 10;
+                let cur = self.r(vmcs::GUEST_IA32_EFER);
+                if value & !WRITABLE != 0 || (value ^ cur) & 1 << 8 != 0 {
+                    return false;
+                }
+                self.w(vmcs::GUEST_IA32_EFER, value & !LONG | cur & LONG);
+                return true;
+            }
+            0x277 if !pat_valid(value) => return false,
+            0x175 | 0x176 | 0xC000_0100..=0xC000_0102 if !canonical(value) => return false,
+            0x277 => vmcs::GUEST_IA32_PAT,
+            0x174 => vmcs::GUEST_SYSENTER_CS,
+            0x175 => vmcs::GUEST_SYSENTER_ESP,
+            0x176 => vmcs::GUEST_SYSENTER_EIP,
+            0xC000_0100 => vmcs::GUEST_FS_BASE,
+            0xC000_0101 => vmcs::GUEST_GS_BASE,
+            0xC000_0102 => {
+                self.kernel_gs_base = value;
+                return true;
+            }
+            _ => return false,
+        };
+        self.w(field, value);
+        true
+    }
+
+    fn cancel_interrupt(&mut self) {
+        self.pending = None;
+        let info = self.r(vmcs::ENTRY_INTERRUPTION_INFO);
+        // Only an external interrupt (type 0) is withdrawn, never an injected exception.
+        if info & (1 << 31) != 0 && (info >> 8) & 7 == 0 {
+            self.w(vmcs::ENTRY_INTERRUPTION_INFO, 0);
+        }
+        let p = self.r(vmcs::PRIMARY_CONTROLS);
+        self.w(vmcs::PRIMARY_CONTROLS, p & !u64::from(PROC_INTERRUPT_WINDOW));
+    }
+
+    fn gpr(&self, index: u8) -> u64 {
+        let g = &self.gprs;
+        match index {
+            0 => g.rax,
+            1 => g.rcx,
+            2 => g.rdx,
+            3 => g.rbx,
+            4 => self.r(vmcs::GUEST_RSP),
+            5 => g.rbp,
+            6 => g.rsi,
+            7 => g.rdi,
+            8 => g.r8,
+            9 => g.r9,
+            10 => g.r10,
+            11 => g.r11,
+            12 => g.r12,
+            13 => g.r13,
+            14 => g.r14,
+            15 => g.r15,
+            _ => 0,
+        }
+    }
+
+    fn set_gpr(&mut self, index: u8, value: u64) {
+        let g = &mut self.gprs;
+        let slot = match index {
+            4 => return self.w(vmcs::GUEST_RSP, value),
+            0 => &mut g.rax,
+            1 => &mut g.rcx,
+            2 => &mut g.rdx,
+            3 => &mut g.rbx,
+            5 => &mut g.rbp,
+            6 => &mut g.rsi,
+            7 => &mut g.rdi,
+            8 => &mut g.r8,
+            9 => &mut g.r9,
+            10 => &mut g.r10,
+            11 => &mut g.r11,
+            12 => &mut g.r12,
+            13 => &mut g.r13,
+            14 => &mut g.r14,
+            15 => &mut g.r15,
+            _ => return,
+        };
+        *slot = value;
+    }
+
+    fn control(&self) -> GuestControl {
+        let efer = self.r(vmcs::GUEST_IA32_EFER);
+        // CS access rights: L is bit 13.
+        let cs_l = self.r(vmcs::GUEST_CS_ACCESS) & 1 << 13 != 0;
+        GuestControl {
+            cr0: self.r(vmcs::GUEST_CR0),
+            cr3: self.r(vmcs::GUEST_CR3),
+            // What the guest reads: VMXE is host-owned and reads as 0.
+            cr4: self.r(vmcs::GUEST_CR4) & !CR4_VMXE,
+            efer,
+            rflags: self.r(vmcs::GUEST_RFLAGS),
+            code64: efer & 1 << 10 != 0 && cs_l,
+            delivering_event: self.r(vmcs::IDT_VECTORING_INFO) & 1 << 31 != 0,
         }
     }
 

@@ -143,6 +143,8 @@ fields! {
     ENTRY_MSR_LOAD_COUNT = 0x4014, W32;
     /// VM-entry interruption-information field (event injection).
     ENTRY_INTERRUPTION_INFO = 0x4016, W32;
+    /// VM-entry exception error code.
+    ENTRY_EXCEPTION_ERROR_CODE = 0x4018, W32;
     /// Secondary processor-based VM-execution controls.
     SECONDARY_CONTROLS = 0x401E, W32;
     /// VM-instruction error (after a VMfailValid).
@@ -153,6 +155,8 @@ fields! {
     EXIT_INTERRUPTION_INFO = 0x4404, W32;
     /// VM-exit interruption error code.
     EXIT_INTERRUPTION_ERROR_CODE = 0x4406, W32;
+    /// IDT-vectoring information (the exit interrupted an event's delivery).
+    IDT_VECTORING_INFO = 0x4408, W32;
     /// VM-exit instruction length.
     EXIT_INSTRUCTION_LENGTH = 0x440C, W32;
     /// Guest ES limit.

@@ -46,12 +46,12 @@ impl IommuTest for Bench {
             let dom = rig.new_domain()?.with_page_sizes(1 << 12);
             let id = dom.id();
             let mut tracker = DmaTracker::new(strategy, probe.start);
-            tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e:?}"))?;
+            tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e}"))?;
             let extents = Backing::Contiguous.extents(run.start);
             let extents = [iommu::tracker::HostExtent { paddr: extents[0].paddr, len: bytes }];
             tracker
                 .map_dma(mem, rig.unit, IOVA_BASE, &extents, Prot::READ | Prot::WRITE)
-                .map_err(|e| format!("map_dma: {e:?}"))?;
+                .map_err(|e| format!("map_dma: {e}"))?;
             let order = 63 - bytes.leading_zeros();
             rig.unit
                 .after_map(id, IovaBlock { iova: IOVA_BASE, order })
@@ -64,7 +64,7 @@ impl IommuTest for Bench {
             let t0 = tsc();
             let domains = tracker
                 .teardown(mem, rig.unit, &mut |e| released += e.len)
-                .map_err(|e| format!("teardown: {e:?}"))?;
+                .map_err(|e| format!("teardown: {e}"))?;
             let cycles = tsc() - t0;
             let issued = rig.unit.invalidations_issued() - before;
             let c = tracker.counters();

@@ -62,13 +62,13 @@ impl IommuTest for ProbeOnAttach {
         let extent = HostExtent { paddr: backing.start, len: RECORDED_LEN };
         tracker
             .map_dma(mem, rig.unit, RECORDED_IOVA, &[extent], Prot::READ | Prot::WRITE)
-            .map_err(|e| format!("map_dma: {e:?}"))?;
+            .map_err(|e| format!("map_dma: {e}"))?;
         let mappings = tracker.mapping_count();
         let dom = rig.new_domain()?;
         let mut rec = Recording { inner: &mut *rig.unit, blocks: Vec::new(), domain_wide: 0 };
         let index = tracker.attach(mem, &mut rec, dom).map_err(|(dom, e)| {
             dom.destroy(&mut KernelMemory);
-            format!("attach: {e:?}")
+            format!("attach: {e}")
         })?;
         let (blocks, domain_wide) = (rec.blocks, rec.domain_wide);
         let result = (|| -> TestResult {
@@ -110,7 +110,7 @@ impl IommuTest for ProbeOnAttach {
             ensure!(runs == [want], "after attach the tables hold {runs:x?}, want only {want:x?}");
             Ok(())
         })();
-        let dom = tracker.detach(mem, rig.unit, index).map_err(|e| format!("detach: {e:?}"))?;
+        let dom = tracker.detach(mem, rig.unit, index).map_err(|e| format!("detach: {e}"))?;
         rig.destroy(dom);
         result
     }

@@ -323,7 +323,7 @@ fn amd(p: &mut Platform) -> TestResult {
             if events.is_empty() { " (this QEMU logs no event for a refused interrupt)" } else { "" }
         );
         for e in &events {
-            log::info!("forgery: event: {e:?}");
+            log::info!("forgery: event: {e}");
         }
         // Controls: IV = 0 on the edu's entry, then on the platform sources' entries.
         let counted = COUNTED.load(Ordering::Relaxed);

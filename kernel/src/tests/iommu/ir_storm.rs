@@ -24,7 +24,7 @@ pub fn storm(ctx: &mut TestContext<'_>) -> TestResult {
         Ok(r) => r,
         Err(e) => {
             d.release();
-            return Err(e);
+            return Err(e.into());
         }
     };
     d.install(routed);

@@ -2,8 +2,12 @@
 //! [`RemappingUnit`]: translation is proven by data that lands, isolation by data that does
 //! not, invalidation by a DMA that stops working after unmap (QEMU keeps stale
 //! translations until invalidated, so a missing invalidation makes the DMA succeed).
+// No unsafe anywhere in the IOMMU tests: they reach memory and devices through safe APIs.
+#![deny(unsafe_code)]
 
+pub mod amd_takeover;
 pub mod bench;
+pub mod fault_service;
 pub mod fgsp;
 pub mod fine_grained;
 pub mod interrupt_forgery;
@@ -79,8 +83,7 @@ pub fn on_edu_unit(
 
 /// The time-stamp counter, for the cycle counts the teardown tests and the bench log.
 pub fn tsc() -> u64 {
-    // SAFETY: RDTSC has no memory-safety preconditions; it is available on every x86-64.
-    unsafe { core::arch::x86_64::_rdtsc() }
+    crate::arch::tsc()
 }
 
 impl<U: RemappingUnit> Rig<'_, U> {

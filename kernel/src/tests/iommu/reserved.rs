@@ -35,7 +35,7 @@ impl IommuTest for ReservedIdentity {
             IdentityRange { start: target.0 + 0x10, end: target.0 + 0x2f, prot: rw },
             IdentityRange { start: read_only.0, end: read_only.0 + 4095, prot: Prot::READ },
         ];
-        let dom = attach_identity(rig.unit, rig.unit_index, rig.ids, rig.rid, &ranges)?;
+        let dom = attach_identity(rig.unit, rig.unit_index, rig.ids, &[rig.rid], &ranges)?;
         let result = (|| -> TestResult {
             let mem = &KernelMemory;
             for f in [&source, &target, &read_only] {

@@ -35,12 +35,12 @@ fn teardown_with<U: RemappingUnit>(
     let mem = &mut KernelMemory;
     let mut tracker = DmaTracker::new(strategy, probe);
     let dom = rig.new_domain()?;
-    tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e:?}"))?;
+    tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e}"))?;
     let fgsp = tracker.domains()[0].fgsp();
     let extent = HostExtent { paddr: run.start, len: GIB };
     tracker
         .map_dma(mem, rig.unit, IOVA_BASE, &[extent], Prot::READ | Prot::WRITE)
-        .map_err(|e| format!("map_dma: {e:?}"))?;
+        .map_err(|e| format!("map_dma: {e}"))?;
     rig.attach(&tracker.domains()[0])?;
     let (iova, host) = (IOVA_BASE + SAMPLE, run.start + SAMPLE);
     region_fill(host, 4096, 0x3C);
@@ -50,7 +50,7 @@ fn teardown_with<U: RemappingUnit>(
     tracker.reset_counters();
     let t0 = tsc();
     let domains =
-        tracker.teardown(mem, rig.unit, &mut |_| {}).map_err(|e| format!("teardown: {e:?}"))?;
+        tracker.teardown(mem, rig.unit, &mut |_| {}).map_err(|e| format!("teardown: {e}"))?;
     let cycles = tsc() - t0;
     let counters = tracker.counters();
     rig.edu.write_to_memory(iova, 0, LEN).map_err(|e| format!("edu: {e}"))?;

@@ -142,13 +142,13 @@ impl IommuTest for Teardown {
         let dom = rig.new_domain()?.with_page_sizes(1 << 12);
         let id = dom.id();
         let mut tracker = DmaTracker::new(UnmapStrategy::default(), probe.start);
-        tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e:?}"))?;
+        tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e}"))?;
         let fgsp = tracker.domains()[0].fgsp();
         let extents = backing.extents(run.start);
         let t_map = tsc();
         tracker
             .map_dma(mem, rig.unit, IOVA_BASE, &extents, Prot::READ | Prot::WRITE)
-            .map_err(|e| format!("map_dma: {e:?}"))?;
+            .map_err(|e| format!("map_dma: {e}"))?;
         let map_cycles = tsc() - t_map;
         drop(extents);
         rig.unit
@@ -204,7 +204,7 @@ impl IommuTest for Teardown {
                 let mut rec = Recorder { unit: &mut *rig.unit, log: &log };
                 tracker.teardown(mem, &mut rec, &mut release)
             };
-            torn.map_err(|e| format!("teardown: {e:?}"))?
+            torn.map_err(|e| format!("teardown: {e}"))?
         };
         let cycles = tsc() - t0;
         let issued = rig.unit.invalidations_issued() - inv_before;
@@ -281,9 +281,11 @@ impl IommuTest for FgspProbe {
         let probe = HostRun::with_alignment(8192, 8192)?;
         let dom = rig.new_domain()?;
         let mut tracker = DmaTracker::new(UnmapStrategy::default(), probe.start);
-        tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e:?}"))?;
+        tracker.attach(mem, rig.unit, dom).map_err(|(_, e)| format!("attach: {e}"))?;
         let fgsp = tracker.domains()[0].fgsp();
-        for d in tracker.teardown(mem, rig.unit, &mut |_| {}).map_err(|e| format!("{e:?}"))? {
+        for d in
+            tracker.teardown(mem, rig.unit, &mut |_| {}).map_err(|e| format!("teardown: {e}"))?
+        {
             rig.destroy(d);
         }
         let expected = rig.unit.kind() == "AMD-Vi";

@@ -1,0 +1,70 @@
+//! The run loop's side of the guest platform: what is offered before each entry, how a
+//! HLT with interrupts on waits, and an emulated IN's result.
+
+use super::super::interrupts::DeviceInterrupt;
+use super::super::vcpu::{Reg, VcpuBackend};
+use super::super::Budget;
+use super::GuestPlatform;
+
+/// An emulated IN's result in RAX: `size` bytes of `value`, the rest of RAX kept for 8-
+/// and 16-bit accesses (a 32-bit one zero-extends).
+pub fn set_in_result(vcpu: &mut dyn VcpuBackend, size: u8, value: u32) {
+    let old = vcpu.reg(Reg::Rax);
+    let keep = match size {
+        1 => old & !0xFF,
+        2 => old & !0xFFFF,
+        _ => 0,
+    };
+    vcpu.set_rax(keep | (u64::from(value) & super::decode::mask(size.clamp(1, 4))));
+}
+
+/// Before an entry: device MSIs into the local APIC, then the platform's choice as the
+/// virtual interrupt to offer (or none: a stale request is withdrawn).
+pub fn platform_offer(
+    p: &mut GuestPlatform,
+    device: Option<&mut DeviceInterrupt>,
+    vcpu: &mut dyn VcpuBackend,
+) {
+    if let Some(d) = device {
+        while let Some(v) = d.next_injection() {
+            p.deliver_msi(v);
+        }
+    }
+    match p.offer() {
+        Some(vector) => vcpu.inject_interrupt(vector),
+        None => vcpu.cancel_interrupt(),
+    }
+}
+
+/// HLT with interrupts enabled: sleeps (host HLT, woken by the host's timer tick or a
+/// device interrupt) until the platform has an interrupt to deliver (true) or the run's
+/// tick budget has passed since `start` (false).
+pub fn wait_for_interrupt(
+    p: &mut GuestPlatform,
+    mut device: Option<&mut DeviceInterrupt>,
+    start: u64,
+    budget: Budget,
+) -> bool {
+    loop {
+        if let Some(d) = device.as_deref_mut() {
+            while let Some(v) = d.next_injection() {
+                p.deliver_msi(v);
+            }
+        }
+        if p.interrupt_ready() {
+            return true;
+        }
+        if crate::apic::ticks().wrapping_sub(start) > budget.ticks {
+            return false;
+        }
+        // Halt until the host's next interrupt (its timer ticks every ~1.6 ms), unless
+        // the platform's next deadline is nearer than a tenth of a millisecond: then spin
+        // for it.
+        let now = p.clock().now();
+        let near = p.clock().hz() / 10_000;
+        match p.next_deadline() {
+            Some(d) if d.saturating_sub(now) < near => core::hint::spin_loop(),
+            _ => x86_64::instructions::interrupts::enable_and_hlt(),
+        }
+    }
+}
