@@ -15,7 +15,9 @@
 //! - `mode=run|report`: run the partition configuration, or only report what the machine
 //!   has and what could be assigned, programming nothing (default: `run` under QEMU or
 //!   with a configuration module, `report` otherwise);
-//! - `report=text|json`: the report's form (`json` implies `mode=report`).
+//! - `report=text|json`: the report's form (`json` implies `mode=report`);
+//! - `exit=bochs`: end the run through Bochs' shutdown port (0x8900) after the closing
+//!   `run ended` line (Bochs has no isa-debug-exit; `cargo xtask bochs` passes it).
 
 use crate::console::{parse_console, ConsoleUart, CONSOLE_SYNTAX};
 use core::fmt;
@@ -83,6 +85,8 @@ pub struct Options<'a> {
     pub mode: Option<Mode>,
     /// `report=json`: the report as JSON lines.
     pub report_json: bool,
+    /// `exit=bochs`: end the run through Bochs' shutdown port.
+    pub exit_bochs: bool,
 }
 
 /// What is wrong with a command line.
@@ -106,7 +110,7 @@ impl fmt::Display for CmdlineError<'_> {
         match self {
             CmdlineError::UnknownSwitch(s) => write!(
                 f,
-                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register, allow-unsafe-interrupts, console=UART[,BAUD], mode=run|report, report=text|json)"
+                "unknown command-line switch `{s}` (known: log=LEVEL, test=NAME[,NAME]|all, fault=pagefault, vtd-invalidation=queued|register, allow-unsafe-interrupts, console=UART[,BAUD], mode=run|report, report=text|json, exit=bochs)"
             ),
             CmdlineError::BadValue { key, value, expected } => {
                 write!(f, "command-line switch `{key}` does not take `{value}`: expected {expected}")
@@ -127,6 +131,7 @@ impl<'a> Options<'a> {
             console: None,
             mode: None,
             report_json: false,
+            exit_bochs: false,
         };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -211,6 +216,8 @@ impl<'a> Options<'a> {
                         return Err(CmdlineError::BadValue { key, value, expected: "text or json" })
                     }
                 },
+                "exit" if value == "bochs" => opts.exit_bochs = true,
+                "exit" => return Err(CmdlineError::BadValue { key, value, expected: "bochs" }),
                 _ => return Err(CmdlineError::UnknownSwitch(word)),
             }
         }

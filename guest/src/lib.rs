@@ -119,7 +119,8 @@ pub mod scenario {
     pub const RUNAWAY: u64 = 2;
     /// Fault with no IDT: a triple fault, which the CPU turns into a shutdown.
     pub const TRIPLE_FAULT: u64 = 3;
-    /// The normal program, but every hypercall made with `vmmcall`.
+    /// The normal program, but every hypercall made with the CPU's hypercall instruction
+    /// (`vmmcall` on AMD, `vmcall` on Intel).
     pub const NORMAL_VMMCALL: u64 = 4;
     /// No memory probe: [`super::DMA_ROUNDS`] own-memory edu copies, each with its own
     /// pattern, each reported as [`super::check::DMA_ROUND`] (for a partition that keeps

@@ -23,7 +23,22 @@ mod bare {
     #[derive(Clone, Copy)]
     pub(crate) enum Channel {
         Port,
+        /// AMD's VMMCALL (SVM).
         Vmmcall,
+        /// Intel's VMCALL (VMX).
+        Vmcall,
+    }
+
+    /// The CPU's hypercall instruction: VMCALL on an Intel CPU (CPUID vendor
+    /// "GenuineIntel"), VMMCALL otherwise. One emulated CPUID, at start.
+    fn hypercall_instruction() -> Channel {
+        let vendor = core::arch::x86_64::__cpuid(0);
+        // "Genu" "ineI" "ntel" in EBX, EDX, ECX.
+        if (vendor.ebx, vendor.edx, vendor.ecx) == (0x756E_6547, 0x4965_6E69, 0x6C65_746E) {
+            Channel::Vmcall
+        } else {
+            Channel::Vmmcall
+        }
     }
 
     pub(crate) fn hypercall(ch: Channel, code: u32, a: u64, b: u64) {
@@ -39,6 +54,10 @@ mod bare {
             // intercepted and skipped by the hypervisor.
             Channel::Vmmcall => unsafe {
                 asm!("vmmcall", in("eax") code, in("rcx") a, in("rsi") b, options(nostack));
+            },
+            // SAFETY: as for VMMCALL: VMCALL exits to the hypervisor, which skips it.
+            Channel::Vmcall => unsafe {
+                asm!("vmcall", in("eax") code, in("rcx") a, in("rsi") b, options(nostack));
             },
         }
     }
@@ -72,14 +91,16 @@ mod bare {
         unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
     }
 
-    /// Entered from the hypervisor with RDI = the boot page, in long mode, IF = 0.
+    /// Entered from the hypervisor with RDI = the boot page, in long mode (IF = 0 under
+    /// SVM, 1 under VMX: neither matters, no interrupt reaches us before we install an
+    /// IDT).
     #[unsafe(no_mangle)]
     #[unsafe(link_section = ".text._start")]
     pub extern "C" fn _start(info: *const BootInfo) -> ! {
         // SAFETY: the hypervisor put the boot page at this address before entry.
         let info = unsafe { core::ptr::read_volatile(info) };
         let ch = if info.scenario == scenario::NORMAL_VMMCALL {
-            Channel::Vmmcall
+            hypercall_instruction()
         } else {
             Channel::Port
         };

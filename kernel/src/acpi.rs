@@ -175,7 +175,7 @@ pub fn discover(info: &'static BootInfo) -> Result<AcpiInfo, TablesError> {
             out.ecam.push((base, seg, s, end));
         }
     } else {
-        log::warn!("acpi: no MCFG: PCI enumeration through ECAM is not possible");
+        log::info!("acpi: no MCFG: PCI configuration access through ports 0xCF8/0xCFC");
     }
     if let Ok(madt) = tables.find_table::<acpi::madt::Madt>() {
         for e in madt.get().entries() {

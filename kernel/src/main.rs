@@ -173,6 +173,9 @@ mod bare {
             Err(e) => fail(format_args!("{e}")),
         };
         console::set_level(level_filter(opts.log));
+        if opts.exit_bochs {
+            crate::exit::use_bochs_shutdown();
+        }
         // A port console can start now; an MMIO one once paging maps it uncached; the
         // default (SPCR, else COM1) once the ACPI tables are read.
         if let Some(c @ ConsoleUart { access: UartAccess::Port(_), .. }) = opts.console {

@@ -1,5 +1,7 @@
 //! PCI enumeration through ECAM (MCFG): every function on every bus of each window, each
-//! bus scanned once (bridges followed first), with each bridge's bus range kept.
+//! bus scanned once (bridges followed first), with each bridge's bus range kept. A machine
+//! without MCFG (Bochs' i440FX, older chipsets) is enumerated through configuration
+//! mechanism #1 (ports 0xCF8/0xCFC, the first 256 bytes of each function, segment 0).
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -70,29 +72,89 @@ pub struct PciFunction {
     pub bars: Vec<(usize, Bar)>,
     /// PCI Express device/port type (capability 0x10), when the function has one.
     pub pcie_type: Option<u8>,
-    ecam: u64,
+    cfg: ConfigSpace,
 }
 
-/// Configuration space of one function, reached through ECAM.
+/// Configuration space of one function, reached through ECAM or through ports
+/// 0xCF8/0xCFC.
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigSpace {
-    base: u64,
+    access: Access,
+}
+
+/// How a function's configuration space is reached.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// Its 4 KiB ECAM page (mapped uncached by `enumerate`).
+    Ecam(u64),
+    /// Mechanism #1: CONFIG_ADDRESS bits 23:8 (bus, device, function); 256 bytes.
+    Ports(u32),
+}
+
+/// Configuration mechanism #1's address and data ports.
+const CONFIG_ADDRESS: u16 = 0xCF8;
+const CONFIG_DATA: u16 = 0xCFC;
+/// CONFIG_ADDRESS bit 31: the access goes to configuration space.
+const CONFIG_ENABLE: u32 = 1 << 31;
+
+/// Serializes the two-step port access (address, then data).
+static PORTS: spin::Mutex<()> = spin::Mutex::new(());
+
+fn port_access(bdf: u32, offset: u16, write: Option<u32>) -> u32 {
+    use x86_64::instructions::port::Port;
+    let _held = PORTS.lock();
+    let address = CONFIG_ENABLE | bdf | u32::from(offset & 0xFC);
+    // SAFETY: 0xCF8/0xCFC are the PCI configuration ports on every PC chipset; writing
+    // CONFIG_ADDRESS only selects a register, and the data access reaches configuration
+    // space (held under `PORTS`, so no other access interleaves).
+    unsafe {
+        Port::<u32>::new(CONFIG_ADDRESS).write(address);
+        let mut data = Port::<u32>::new(CONFIG_DATA);
+        match write {
+            Some(v) => {
+                data.write(v);
+                0
+            }
+            None => data.read(),
+        }
+    }
 }
 
 impl ConfigSpace {
-    /// 32-bit config read at `offset` (0..4096, 4-aligned).
-    pub fn read32(&self, offset: u16) -> u32 {
-        let off = (offset & 0xFFC) as u64;
-        // SAFETY: `base` is this function's 4 KiB ECAM page inside a window mapped
-        // uncached by `enumerate`; ECAM takes aligned 32-bit accesses.
-        unsafe { core::ptr::read_volatile((self.base + off) as *const u32) }
+    /// Function `dev`.`func` on `bus` through ports 0xCF8/0xCFC.
+    fn ports(bus: u8, dev: u8, func: u8) -> ConfigSpace {
+        let bdf = u32::from(bus) << 16 | u32::from(dev & 31) << 11 | u32::from(func & 7) << 8;
+        ConfigSpace { access: Access::Ports(bdf) }
     }
 
-    /// 32-bit config write.
+    /// 32-bit config read at `offset` (0..4096 through ECAM, 0..256 through the ports;
+    /// 4-aligned). Beyond 256 bytes through the ports reads all ones.
+    pub fn read32(&self, offset: u16) -> u32 {
+        match self.access {
+            Access::Ecam(base) => {
+                let off = (offset & 0xFFC) as u64;
+                // SAFETY: `base` is this function's 4 KiB ECAM page inside a window mapped
+                // uncached by `enumerate`; ECAM takes aligned 32-bit accesses.
+                unsafe { core::ptr::read_volatile((base + off) as *const u32) }
+            }
+            Access::Ports(_) if offset >= 256 => u32::MAX,
+            Access::Ports(bdf) => port_access(bdf, offset, None),
+        }
+    }
+
+    /// 32-bit config write (dropped beyond 256 bytes through the ports).
     pub fn write32(&self, offset: u16, value: u32) {
-        let off = (offset & 0xFFC) as u64;
-        // SAFETY: as for `read32`.
-        unsafe { core::ptr::write_volatile((self.base + off) as *mut u32, value) }
+        match self.access {
+            Access::Ecam(base) => {
+                let off = (offset & 0xFFC) as u64;
+                // SAFETY: as for `read32`.
+                unsafe { core::ptr::write_volatile((base + off) as *mut u32, value) }
+            }
+            Access::Ports(_) if offset >= 256 => {}
+            Access::Ports(bdf) => {
+                port_access(bdf, offset, Some(value));
+            }
+        }
     }
 
     /// 16-bit config write (read-modify-write of the containing dword).
@@ -113,7 +175,7 @@ impl ConfigSpace {
 impl PciFunction {
     /// This function's configuration space.
     pub fn config(&self) -> ConfigSpace {
-        ConfigSpace { base: self.ecam }
+        self.cfg
     }
 
     /// The memory BAR in `slot`, if implemented.
@@ -212,14 +274,40 @@ impl VisitedBuses {
     }
 }
 
+/// Where a scan reads configuration space: an ECAM window (base, segment, first and
+/// last bus) or the ports (segment 0, buses 0-255).
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    Ecam(u64, u16, u8, u8),
+    Ports,
+}
+
+impl Window {
+    fn segment_and_buses(&self) -> (u16, u8, u8) {
+        match *self {
+            Window::Ecam(_, segment, first, last) => (segment, first, last),
+            Window::Ports => (0, 0, 255),
+        }
+    }
+
+    fn config(&self, bus: u8, dev: u8, func: u8) -> ConfigSpace {
+        match *self {
+            Window::Ecam(base, _, first, _) => {
+                ConfigSpace { access: Access::Ecam(ecam_address(base, first, bus, dev, func)) }
+            }
+            Window::Ports => ConfigSpace::ports(bus, dev, func),
+        }
+    }
+}
+
 fn scan_bus(
     out: &mut Vec<PciFunction>,
-    window: (u64, u16, u8, u8),
+    window: Window,
     bus: u8,
     depth: usize,
     visited: &mut VisitedBuses,
 ) {
-    let (base, segment, first, last) = window;
+    let (segment, first, last) = window.segment_and_buses();
     // A bus is scanned once, whatever bridges claim it (firmware may program two
     // bridges with overlapping ranges).
     if bus < first || bus > last || depth > 32 || !visited.mark(bus) {
@@ -227,7 +315,7 @@ fn scan_bus(
     }
     for dev in 0..32u8 {
         for func in 0..8u8 {
-            let cfg = ConfigSpace { base: ecam_address(base, first, bus, dev, func) };
+            let cfg = window.config(bus, dev, func);
             let id = cfg.read32(0);
             if id & 0xFFFF == 0xFFFF {
                 if func == 0 {
@@ -256,7 +344,7 @@ fn scan_bus(
                 bridge,
                 bars,
                 pcie_type: pcie_type(cfg),
-                ecam: cfg.base,
+                cfg,
             });
             if let Some((secondary, _)) = bridge {
                 if secondary > bus {
@@ -270,11 +358,21 @@ fn scan_bus(
     }
 }
 
-/// Enumerates every ECAM window; maps each window uncached first.
+/// Enumerates every ECAM window (each mapped uncached first), or, when the machine has
+/// none (no MCFG), segment 0 through ports 0xCF8/0xCFC.
 pub fn enumerate(windows: &[(u64, u16, u8, u8)]) -> Vec<PciFunction> {
     let mut out = Vec::new();
-    for &w in windows {
-        let (base, _, first, last) = w;
+    if windows.is_empty() {
+        log::info!("pci: no ECAM window: configuration access through ports 0xCF8/0xCFC");
+        let mut visited = VisitedBuses([0; 4]);
+        scan_bus(&mut out, Window::Ports, 0, 0, &mut visited);
+        for bus in 0..=255 {
+            scan_bus(&mut out, Window::Ports, bus, 0, &mut visited);
+        }
+        return out;
+    }
+    for &(base, segment, first, last) in windows {
+        let w = Window::Ecam(base, segment, first, last);
         if last < first {
             log::warn!("[Firmware Bug] MCFG: bus range {first:#x}-{last:#x} is empty");
             continue;

@@ -18,6 +18,14 @@ pub fn machine(iommu: Iommu, tests: &str) -> Machine {
     m
 }
 
+/// Boots `m` under Bochs (`xtask::bochs`) and returns the outcome, its log kept as for
+/// [`boot`]. A missing `bochs` fails with the message naming the packages to install.
+pub fn boot_bochs(m: &xtask::bochs::BochsMachine) -> Outcome {
+    let out = xtask::bochs::run(m, false).unwrap_or_else(|e| panic!("cannot run Bochs: {e}"));
+    keep_log(&out);
+    out
+}
+
 /// Boots `m` and returns the outcome (never echoing; the log is in the outcome). The
 /// serial log is also kept, after the run, in `target/test-logs/SUITE/TEST[-N].log`
 /// (N counts a test's later boots).

@@ -1,6 +1,7 @@
-//! Building and booting the hypervisor: shared by `cargo xtask` and the QEMU suites in
-//! `tests/`, so both boot the machine exactly the same way.
+//! Building and booting the hypervisor: shared by `cargo xtask` and the QEMU and Bochs
+//! suites in `tests/`, so both boot the machine exactly the same way.
 
+pub mod bochs;
 pub mod build;
 pub mod doc_paths;
 pub mod linux_guest;

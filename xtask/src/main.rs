@@ -31,6 +31,14 @@ const COMMANDS: &[(&str, &str)] = &[
                and the two edu guests (fetches the Linux guest on first use)",
     ),
     (
+        "bochs",
+        "bochs [--cpu MODEL] [--release] [--cmdline TEXT] [--timeout SECS]
+    boot the hypervisor (stripped, from a GRUB ISO) under Bochs headless, serial log on
+    stdout; exits 0 only when the hypervisor itself reports success. MODEL is a Bochs
+    CPU (`bochs --help cpu`): corei7_skylake_x (VMX with EPT, the default),
+    corei5_lynnfield_750 (VMX, no unrestricted guest), ryzen (SVM with nested paging)",
+    ),
+    (
         "iso",
         "iso [--release] [--cmdline TEXT] [--config FILE] [--module FILE ...] [--timeout SECS]
     build a GRUB hybrid BIOS/UEFI ISO (target/.../hypervisor.iso) for a USB stick: the
@@ -136,6 +144,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "build" => build(rest),
         "qemu" => run_qemu(rest),
+        "bochs" => run_bochs(rest),
         "iso" => iso(rest),
         "test" => no_options("test", rest).and_then(|()| test::run(rest)),
         "lint" => no_options("lint", rest).and_then(|()| test::lint()),
@@ -356,6 +365,36 @@ fn run_qemu(args: &[String]) -> Result<(), String> {
         std::fs::write(path, &out.log).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("xtask: serial log written to {}", path.display());
     }
+    match out.verdict {
+        Verdict::Success => Ok(()),
+        _ => Err(out.describe()),
+    }
+}
+
+fn run_bochs(args: &[String]) -> Result<(), String> {
+    use lexopt::prelude::*;
+    let usage = |e: lexopt::Error| xtask::usage_error(e.to_string());
+    let (mut cpu, mut release, mut cmdline, mut timeout) =
+        ("corei7_skylake_x".to_string(), false, String::new(), 600u64);
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("cpu") => cpu = p.value().map_err(usage)?.string().map_err(usage)?,
+            Long("release") => release = true,
+            Long("cmdline") => cmdline = p.value().map_err(usage)?.string().map_err(usage)?,
+            Long("timeout") => timeout = p.value().map_err(usage)?.parse().map_err(usage)?,
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    if cpu.is_empty() || !cpu.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(xtask::usage_error(format!("`{cpu}` is not a Bochs CPU model name")));
+    }
+    let k = xtask::build::kernel(release)?;
+    let mut m = xtask::bochs::BochsMachine::new(&k, &cpu);
+    m.cmdline = cmdline;
+    m.timeout = Duration::from_secs(timeout);
+    let out = xtask::bochs::run(&m, true)?;
+    eprintln!("xtask: {} after {:.1?}", out.describe(), out.elapsed);
     match out.verdict {
         Verdict::Success => Ok(()),
         _ => Err(out.describe()),

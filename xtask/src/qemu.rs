@@ -172,6 +172,9 @@ pub enum Verdict {
     QemuExit(Option<i32>),
     /// The run did not finish in time and was killed.
     Timeout,
+    /// Bochs ended without the hypervisor's verdict (a panic, a triple fault, a guest
+    /// that never printed its closing line): what it said.
+    EmulatorEnded(String),
 }
 
 /// A finished run.
@@ -198,6 +201,7 @@ impl Outcome {
             }
             Verdict::QemuExit(code) => format!("QEMU exited with status {code:?}"),
             Verdict::Timeout => "timed out: the run was killed".into(),
+            Verdict::EmulatorEnded(why) => why.clone(),
         }
     }
 }

@@ -68,7 +68,18 @@ fn cargo_test_env(
 /// The QEMU suites with `$QEMU` pointing at `q`.
 fn cargo_test_with_qemu(q: &xtask::qemu_versions::Qemu, totals: &mut Totals) -> Result<(), String> {
     // The suites' harness reads `$QEMU` (xtask::tools::qemu_binary); set for the child only.
-    cargo_test_env(&["test", "--package", "tests", "--", "--test-threads=2"], Some(q), totals)
+    // The Bochs suite runs once, not per QEMU version (`bochs_suite`).
+    cargo_test_env(
+        &["test", "--package", "tests", "--", "--test-threads=2", "--skip", "bochs_"],
+        Some(q),
+        totals,
+    )
+}
+
+/// The Bochs suite (`tests/tests/bochs.rs`: VMX on two Intel models, SVM on `ryzen`),
+/// once: it does not depend on the QEMU version.
+fn bochs_suite(totals: &mut Totals) -> Result<(), String> {
+    cargo_test(&["test", "--package", "tests", "--test", "bochs", "--", "--test-threads=2"], totals)
 }
 
 fn cargo(args: &[&str]) -> Result<(), String> {
@@ -93,8 +104,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err(xtask::usage_error(format!("`test` takes no options (got `{a}`)")));
     }
     xtask::tools::ensure_rust_target()?;
-    let mut tools = vec![&xtask::tools::QEMU, &xtask::tools::OVMF];
+    let mut tools = vec![&xtask::tools::QEMU, &xtask::tools::OVMF, &xtask::bochs::BOCHS];
     tools.extend(xtask::tools::GRUB.iter());
+    tools.extend(xtask::bochs::BOCHS_FILES.iter());
     xtask::tools::ensure(&tools)?;
     // fmt and clippy first: CI runs this command, so it enforces them.
     lint()?;
@@ -123,6 +135,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ));
         ran?;
     }
+    println!("xtask: Bochs suite (VMX and SVM partitions)");
+    let before = totals;
+    let start = std::time::Instant::now();
+    let ran = bochs_suite(&mut totals);
+    per_version.push(format!(
+        "Bochs 2.7: {} passed, {} failed in {:.0?}",
+        totals.passed - before.passed,
+        totals.failed - before.failed,
+        start.elapsed()
+    ));
+    ran?;
     for line in &per_version {
         println!("xtask: {line}");
     }

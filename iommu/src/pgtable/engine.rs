@@ -115,9 +115,10 @@ impl<F: PteFormat> PageTable<F> {
         self.walk_steps.get()
     }
 
-    /// Bytes of IOVA space this table translates.
+    /// Bytes of IOVA space this table translates (all of it, less the last byte, when
+    /// the depth names 64 bits or more: AMD-Vi's 6-level mode).
     pub fn aperture(&self) -> u64 {
-        1u64 << self.format.address_bits()
+        1u64.checked_shl(self.format.address_bits()).unwrap_or(u64::MAX)
     }
 
     /// Reads entry `idx` of `table`, counting the step.

@@ -1,11 +1,16 @@
-//! One page-table engine for both IOMMU formats.
+//! One page-table engine for the IOMMU formats and the CPU's nested tables.
 //!
 //! [`PageTable`] does map, unmap, iova-to-phys and leaf walks over any [`PteFormat`];
-//! [`vtd::VtdFormat`] (VT-d second level) and [`amdv1::AmdV1Format`] (AMD-Vi v1 with
-//! NextLevel-7 pages) only say how one entry is encoded and decoded.
+//! [`vtd::VtdFormat`] (VT-d second level), [`amdv1::AmdV1Format`] (AMD-Vi v1 with
+//! NextLevel-7 pages), [`nested::NptFormat`] (AMD NPT) and [`nested::EptFormat`] (Intel
+//! EPT) only say how one entry is encoded and decoded; each passes the same contract
+//! test (`contract.rs`).
 
 pub mod amdv1;
+#[cfg(test)]
+mod contract;
 mod engine;
+pub mod nested;
 #[cfg(test)]
 mod tests;
 pub mod vtd;

@@ -138,8 +138,9 @@ fn validate_linux(platform: &Platform, p: &PartitionSpec<'_>, problems: &mut Vec
 /// only the first; `Err` carries them all, one per line.
 pub fn validate(cfg: &PartitionConfig<'_>, platform: &Platform) -> Result<(), String> {
     let mut problems = Vec::new();
-    if let Err(e) = super::svm::enable() {
-        problems.push(format!("partitions need AMD SVM with nested paging: {e}"));
+    if let Err(e) = super::backend::enable() {
+        problems
+            .push(format!("partitions need AMD SVM with nested paging or Intel VMX with EPT: {e}"));
     }
     let mut total = 0u64;
     for p in cfg.partitions() {

@@ -1,9 +1,10 @@
 //! Guest partitions: memory carved from host RAM, nested page tables, one virtual CPU
-//! behind [`vcpu::VcpuBackend`] (SVM today), a guest image, and the lifecycle
+//! behind [`vcpu::VcpuBackend`] (SVM or VMX, chosen from CPUID: [`backend`]), a guest image, and the lifecycle
 //! create -> attach devices -> run -> stop -> destroy. Device assignment goes through the
 //! IOMMU ([`Partition::attach_device`], [`dma`]); destroy detaches and unmaps before any
 //! memory is scrubbed or returned ([`Partition::destroy_in`]).
 
+pub mod backend;
 pub mod config;
 pub mod dma;
 pub mod image;
@@ -21,6 +22,7 @@ pub mod story;
 pub mod svm;
 pub mod svm_exit;
 pub mod vcpu;
+pub mod vmx;
 pub mod world;
 
 use alloc::boxed::Box;
@@ -44,6 +46,10 @@ pub enum PartitionError {
     Npt(npt::NptError),
     /// The virtualization extension is missing or failed.
     Svm(svm::SvmError),
+    /// VMX is missing or failed.
+    Vmx(vmx::VmxError),
+    /// The CPU has neither SVM nor VMX.
+    NoVirtualization,
     /// The guest image could not be loaded.
     Image(image::ImageError),
     /// The guest's boot structures did not fit its memory.
@@ -83,6 +89,10 @@ impl fmt::Display for PartitionError {
             }
             PartitionError::Npt(e) => write!(f, "nested paging: {e}"),
             PartitionError::Svm(e) => write!(f, "SVM: {e}"),
+            PartitionError::Vmx(e) => write!(f, "VMX: {e}"),
+            PartitionError::NoVirtualization => {
+                f.write_str("the CPU has neither AMD SVM nor Intel VMX")
+            }
             PartitionError::Image(e) => write!(f, "{e}"),
             PartitionError::TooSmall => {
                 f.write_str("memory too small for the guest's boot structures")
@@ -304,9 +314,6 @@ pub const DEVICE_WINDOW: u64 = 0xC000_0000;
 const _: () = assert!(boot::partition_config::MAX_MEMORY <= iommu::domain::RESERVED_IOVA[0].0);
 const _: () = assert!(boot::partition_config::MAX_MEMORY <= DEVICE_WINDOW);
 
-/// Address-space id for every partition's vCPU (the TLB is flushed on each entry).
-const ASID: u32 = 1;
-
 impl Partition {
     /// Creates a partition from its configuration: fresh zeroed memory, nested tables,
     /// the guest image and page tables, a vCPU. All or nothing.
@@ -390,14 +397,15 @@ impl Partition {
         if !image::build_identity_map(&mut mem) {
             return Err(PartitionError::TooSmall);
         }
-        let mut tables = NestedTables::new()?;
+        let b = backend::enable()?;
+        let mut tables = backend::nested_tables(b)?;
         tables.map_memory(&mem)?;
-        let vcpu = svm::SvmVcpu::new(tables.root(), ASID).map_err(PartitionError::Svm)?;
+        let vcpu = backend::new_vcpu(b, &tables)?;
         Ok(Partition {
             name: name.into(),
             memory: Some(mem),
             npt: Some(tables),
-            vcpu: Some(Box::new(vcpu)),
+            vcpu: Some(vcpu),
             entry,
             state: State::Ready,
             scenario: guest::scenario::NORMAL,

@@ -1,19 +1,16 @@
-//! Nested page tables (AMD NPT): guest-physical -> host-physical, the long-mode 4-level
-//! format. The processor walks them as user accesses, so every level sets U/S. Guest RAM
-//! is write-back; device windows are mapped uncached (PCD | PWT).
+//! Nested page tables: guest-physical -> host-physical, 4 levels, in AMD's NPT format
+//! (SVM) or Intel's EPT format (VMX). How an entry is encoded is the shared page-table
+//! engine's (`iommu::pgtable::nested`, where both formats pass the contract test every
+//! format passes); this file keeps the tables' frames and walks them. Guest RAM is
+//! write-back; device windows are mapped uncached.
 
 use super::memory::GuestMemory;
 use crate::mem::frames;
 use alloc::vec::Vec;
 use core::fmt;
+use iommu::pgtable::nested::{EptFormat, NestedLeaf, NptFormat};
+use iommu::pgtable::{Prot, Pte, PteFormat};
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const WRITE_THROUGH: u64 = 1 << 3;
-const NO_CACHE: u64 = 1 << 4;
-const LARGE: u64 = 1 << 7;
-const ADDRESS: u64 = 0x000F_FFFF_FFFF_F000;
 const SMALL: u64 = 4 << 10;
 const HUGE: u64 = 2 << 20;
 /// Guest-physical addresses the tables can describe (48 bits).
@@ -49,8 +46,56 @@ pub enum MemoryType {
     Uncached,
 }
 
+/// Which CPU format the tables are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestedFormat {
+    /// AMD NPT (the VMCB's nested CR3).
+    Npt(NptFormat),
+    /// Intel EPT (the VMCS's EPT pointer).
+    Ept(EptFormat),
+}
+
+impl NestedFormat {
+    fn decode(&self, raw: u64, level: u32) -> Pte {
+        match self {
+            NestedFormat::Npt(f) => f.decode(raw, level),
+            NestedFormat::Ept(f) => f.decode(raw, level),
+        }
+    }
+
+    fn table_entry(&self, next: u64, level: u32) -> u64 {
+        match self {
+            NestedFormat::Npt(f) => f.table_entry(next, level),
+            NestedFormat::Ept(f) => f.table_entry(next, level),
+        }
+    }
+
+    fn leaf(&self, paddr: u64, level: u32, ty: MemoryType) -> u64 {
+        let prot = Prot::READ | Prot::WRITE;
+        let order = iommu::pgtable::level_shift(level);
+        match (self, ty) {
+            (NestedFormat::Npt(f), MemoryType::WriteBack) => {
+                f.leaf_entry(paddr, level, order, prot)
+            }
+            (NestedFormat::Npt(f), MemoryType::Uncached) => f.device_leaf(paddr, level, prot),
+            (NestedFormat::Ept(f), MemoryType::WriteBack) => {
+                f.leaf_entry(paddr, level, order, prot)
+            }
+            (NestedFormat::Ept(f), MemoryType::Uncached) => f.device_leaf(paddr, level, prot),
+        }
+    }
+
+    fn is_uncached(&self, raw: u64) -> bool {
+        match self {
+            NestedFormat::Npt(f) => f.is_uncached(raw),
+            NestedFormat::Ept(f) => f.is_uncached(raw),
+        }
+    }
+}
+
 /// One partition's nested page tables; every table frame is owned here.
 pub struct NestedTables {
+    format: NestedFormat,
     root: u64,
     tables: Vec<u64>,
     /// Leaf entries written, by size: (4 KiB, 2 MiB), for the logs and tests.
@@ -87,13 +132,14 @@ fn index(gpa: u64, level: u32) -> u64 {
 }
 
 impl NestedTables {
-    /// Empty tables (a zeroed root).
-    pub fn new() -> Result<NestedTables, NptError> {
+    /// Empty tables (a zeroed root) in `format`.
+    pub fn with_format(format: NestedFormat) -> Result<NestedTables, NptError> {
         let root = frames::alloc_zeroed().ok_or(NptError::OutOfFrames)?;
-        Ok(NestedTables { root, tables: Vec::new(), leaves: (0, 0) })
+        Ok(NestedTables { format, root, tables: Vec::new(), leaves: (0, 0) })
     }
 
-    /// The root's host-physical address (the VMCB's nested CR3).
+    /// The root's host-physical address (the VMCB's nested CR3; the EPT pointer's
+    /// address part).
     pub fn root(&self) -> u64 {
         self.root
     }
@@ -106,16 +152,16 @@ impl NestedTables {
             // SAFETY: `table` is the root or came from a non-leaf entry, and only this
             // code writes non-leaf entries, always with a frame pushed on `self.tables`.
             let e = unsafe { read(table, i) };
-            if e & PRESENT == 0 {
-                let t = frames::alloc_zeroed().ok_or(NptError::OutOfFrames)?;
-                self.tables.push(t);
-                // SAFETY: as above (`&mut self`: the vCPU is not running).
-                unsafe { write(table, i, t | PRESENT | WRITABLE | USER) };
-                table = t;
-            } else if e & LARGE != 0 {
-                return Err(NptError::AlreadyMapped(gpa));
-            } else {
-                table = e & ADDRESS;
+            match self.format.decode(e, l) {
+                Pte::Empty => {
+                    let t = frames::alloc_zeroed().ok_or(NptError::OutOfFrames)?;
+                    self.tables.push(t);
+                    // SAFETY: as above (`&mut self`: the vCPU is not running).
+                    unsafe { write(table, i, self.format.table_entry(t, l)) };
+                    table = t;
+                }
+                Pte::Leaf { .. } => return Err(NptError::AlreadyMapped(gpa)),
+                Pte::Table(t) => table = t,
             }
         }
         Ok(table)
@@ -140,21 +186,16 @@ impl NestedTables {
         let table = self.table_for(gpa, level)?;
         let i = index(gpa, level);
         // SAFETY: `table_for` returns the root or one of `self.tables`.
-        if unsafe { read(table, i) } & PRESENT != 0 {
+        if self.format.decode(unsafe { read(table, i) }, level) != Pte::Empty {
             return Err(NptError::AlreadyMapped(gpa));
         }
-        let mut flags = PRESENT | WRITABLE | USER;
-        if ty == MemoryType::Uncached {
-            flags |= NO_CACHE | WRITE_THROUGH;
-        }
         if level == 2 {
-            flags |= LARGE;
             self.leaves.1 += 1;
         } else {
             self.leaves.0 += 1;
         }
         // SAFETY: as above; `&mut self`, so the vCPU is not running.
-        unsafe { write(table, i, hpa | flags) };
+        unsafe { write(table, i, self.format.leaf(hpa, level, ty)) };
         Ok(())
     }
 
@@ -192,15 +233,19 @@ impl NestedTables {
             // SAFETY: the root, or a table named by a non-leaf entry, which only
             // `table_for` writes, always with a frame of `self.tables`.
             let e = unsafe { read(table, index(gpa, level)) };
-            if e & PRESENT == 0 {
-                return None;
+            match self.format.decode(e, level) {
+                Pte::Empty => return None,
+                Pte::Leaf { paddr, order, .. } => {
+                    let ty = if self.format.is_uncached(e) {
+                        MemoryType::Uncached
+                    } else {
+                        MemoryType::WriteBack
+                    };
+                    let size = 1u64 << order;
+                    return Some((paddr + gpa % size, size, ty));
+                }
+                Pte::Table(t) => table = t,
             }
-            let ty = if e & NO_CACHE != 0 { MemoryType::Uncached } else { MemoryType::WriteBack };
-            if level == 1 || (level == 2 && e & LARGE != 0) {
-                let size = if level == 1 { SMALL } else { HUGE };
-                return Some(((e & ADDRESS & !(size - 1)) + gpa % size, size, ty));
-            }
-            table = e & ADDRESS;
         }
         None
     }

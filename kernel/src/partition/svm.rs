@@ -175,6 +175,16 @@ fn intercepts_forced() -> bool {
     true
 }
 
+/// What `set_exception_intercepts` adds to what it is asked (both backends):
+/// [`ALWAYS_INTERCEPTED`], unless a `test-controls` build's control turned it off.
+pub fn forced_exceptions() -> u32 {
+    if intercepts_forced() {
+        ALWAYS_INTERCEPTED
+    } else {
+        0
+    }
+}
+
 /// Why SVM cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SvmError {
@@ -186,7 +196,7 @@ pub enum SvmError {
     NoNestedPaging,
     /// No frame for the host save area, a VMCB or a permission map.
     OutOfFrames,
-    /// CPUID reports no XSAVE, which the world switch needs.
+    /// CPUID reports neither XSAVE nor FXSAVE, which the world switch needs.
     NoXsave,
 }
 
@@ -197,7 +207,9 @@ impl fmt::Display for SvmError {
             SvmError::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
             SvmError::NoNestedPaging => "the CPU has SVM but no nested paging",
             SvmError::OutOfFrames => "out of frames for SVM structures",
-            SvmError::NoXsave => "the CPU has no XSAVE, which the world switch needs",
+            SvmError::NoXsave => {
+                "the CPU has neither XSAVE nor FXSAVE, which the world switch needs"
+            }
         })
     }
 }

@@ -42,10 +42,15 @@ pub const MXCSR_INIT: u32 = 0x1F80;
 const XSAVE_MXCSR: u64 = 24;
 /// XCR0 at reset: x87 only.
 pub const XCR0_INIT: u64 = 1;
+/// The x87 control word at reset: every exception masked, 64-bit precision.
+const FCW_INIT: u16 = 0x37F;
 
 /// What the host set up once for every switch.
 #[derive(Debug, Clone, Copy)]
 pub struct HostFacts {
+    /// XSAVE exists (else the switch uses FXSAVE/FXRSTOR: x87 and SSE, and XCR0 does
+    /// not exist; Nehalem, e.g. Bochs' corei5_lynnfield_750).
+    pub xsave: bool,
     /// XCR0 while the host runs, and the XSAVE/XRSTOR mask of every switch.
     pub mask: u64,
     /// Bytes of an XSAVE area for `mask` (CPUID.(0xD,0).EBX with XCR0 = `mask`).
@@ -93,11 +98,12 @@ fn pages(bytes: u64) -> u64 {
 }
 
 /// Sets the host up for the switch once: CR4.OSFXSR/OSXMMEXCPT/OSXSAVE, XCR0 = every
-/// switchable component the CPU has, the host's XSAVE area and `vmsave` page.
+/// switchable component the CPU has, the host's XSAVE area and `vmsave` page. Without
+/// XSAVE: CR4.OSFXSR/OSXMMEXCPT and 512-byte FXSAVE areas (x87 and SSE).
 pub fn host_facts() -> Result<HostFacts, SvmError> {
     *FACTS.call_once(|| {
         if cpuid(1, 0).ecx & (1 << 26) == 0 {
-            return Err(SvmError::NoXsave);
+            return fxsave_facts();
         }
         let d = cpuid(0xD, 0);
         let mask = ((d.edx as u64) << 32 | d.eax as u64) & SWITCHABLE;
@@ -117,10 +123,43 @@ pub fn host_facts() -> Result<HostFacts, SvmError> {
         frames::zero(host_area, pages(area_size) * 4096);
         let host_save = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
         log::info!(
-            "svm: world switch: XCR0 components {mask:#x} switched in {area_size}-byte XSAVE areas, vmsave/vmload of FS/GS/TR/LDTR/SYSCALL MSRs, DR0-DR3"
+            "world switch: XCR0 components {mask:#x} switched in {area_size}-byte XSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state and KERNEL_GS_BASE (VMX)"
         );
-        Ok(HostFacts { mask, area_size, host_area, host_save })
+        Ok(HostFacts { xsave: true, mask, area_size, host_area, host_save })
     })
+}
+
+/// [`host_facts`] on a CPU without XSAVE (FXSR is architectural on x86-64).
+fn fxsave_facts() -> Result<HostFacts, SvmError> {
+    if cpuid(1, 0).edx & (1 << 24) == 0 {
+        return Err(SvmError::NoXsave);
+    }
+    // SAFETY: CR4.OSFXSR/OSXMMEXCPT only make FXSAVE/SSE usable; the host never uses SSE.
+    unsafe {
+        let cr4: u64;
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+        asm!("mov cr4, {}", in(reg) cr4 | CR4_OSFXSR | CR4_OSXMMEXCPT, options(nomem, nostack));
+    }
+    let host_area = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
+    let host_save = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
+    log::info!(
+        "world switch: no XSAVE: x87/SSE switched in 512-byte FXSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state and KERNEL_GS_BASE (VMX)"
+    );
+    Ok(HostFacts { xsave: false, mask: XCR0_INIT | 2, area_size: 512, host_area, host_save })
+}
+
+/// # Safety
+/// `area` is a 16-byte aligned 512-byte area the caller owns; CR4.OSFXSR is set.
+unsafe fn fxsave(area: u64) {
+    // SAFETY: per the caller.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area, options(nostack)) }
+}
+
+/// # Safety
+/// As for [`fxsave`], and `area` holds an image FXSAVE wrote or [`GuestWorld::reset`] made.
+unsafe fn fxrstor(area: u64) {
+    // SAFETY: per the caller.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area, options(nostack)) }
 }
 
 /// # Safety
@@ -134,6 +173,9 @@ unsafe fn xsetbv(value: u64) {
 }
 
 fn xgetbv() -> u64 {
+    if !host_facts().is_ok_and(|f| f.xsave) {
+        return XCR0_INIT | 2;
+    }
     let (lo, hi): (u32, u32);
     // SAFETY: only called once `host_facts` set CR4.OSXSAVE; XGETBV(0) only reads XCR0.
     unsafe {
@@ -230,6 +272,10 @@ impl GuestWorld {
         // SAFETY: the area is this vCPU's own frames, identity-mapped; offset 24 is the
         // 4-byte MXCSR field of the legacy region.
         unsafe { core::ptr::write_volatile((self.area + XSAVE_MXCSR) as *mut u32, MXCSR_INIT) };
+        // FCW's init value at offset 0, for FXRSTOR (XRSTOR of an all-zero header puts
+        // x87 in its init state whatever the legacy region holds).
+        // SAFETY: as above; offset 0 is the 2-byte FCW field.
+        unsafe { core::ptr::write_volatile(self.area as *mut u16, FCW_INIT) };
         self.xcr0 = XCR0_INIT;
         self.dr = [0; 4];
     }
@@ -243,6 +289,17 @@ impl GuestWorld {
         }
         let facts = host_facts().ok()?;
         let host = read_debug();
+        if !facts.xsave {
+            // SAFETY: both areas are page-aligned frames of at least 512 bytes, CR4.OSFXSR
+            // is set; the guest area holds an FXSAVE image or `reset`'s init image; the
+            // host sets no breakpoints.
+            unsafe {
+                fxsave(facts.host_area);
+                fxrstor(self.area);
+                write_dr03(&self.dr);
+            }
+            return Some(host);
+        }
         // SAFETY: both areas are 64-byte aligned frames sized from CPUID for `facts.mask`,
         // XCR0 holds `facts.mask` (the host's value); the guest area holds an XSAVE image
         // or `reset`'s init image; the guest's XCR0 was validated against `facts.mask`;
@@ -261,10 +318,21 @@ impl GuestWorld {
         let (Some(host), Ok(facts)) = (host, host_facts()) else {
             return;
         };
+        self.dr = read_debug().dr;
+        if !facts.xsave {
+            // SAFETY: as in `enter`; the host's debug registers are its own values.
+            unsafe {
+                fxsave(self.area);
+                fxrstor(facts.host_area);
+                write_dr03(&host.dr);
+                asm!("mov dr6, {}", in(reg) host.dr6, options(nomem, nostack));
+                asm!("mov dr7, {}", in(reg) host.dr7, options(nomem, nostack));
+            }
+            return;
+        }
         // The guest could only change XCR0 through the intercepted XSETBV, but reading it
         // back keeps the switch right even on a CPU that did not intercept it.
         self.xcr0 = xgetbv();
-        self.dr = read_debug().dr;
         // SAFETY: as in `enter`, with XCR0 set back to the host's `facts.mask` before
         // either XSAVE area is touched; the host's debug registers are its own values.
         unsafe {
@@ -299,7 +367,8 @@ pub fn host_save_page() -> u64 {
 /// SYSENTER MSRs), for the hostile suite: a guest run must leave all of it unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSnapshot {
-    /// The `vmsave` fields, as (VMCB offset, 8-byte value) pairs.
+    /// The `vmsave` fields, as (VMCB offset, 8-byte value) pairs (under VMX: see
+    /// [`host_snapshot`]).
     pub fields: [(usize, u64); 16],
     /// XCR0.
     pub xcr0: u64,
@@ -310,7 +379,18 @@ pub struct HostSnapshot {
 }
 
 /// `vmsave` into a scratch page, read back the fields it stored.
+/// Under VMX, whose VM exit restores FS/GS/TR/LDTR from the VMCS host state, the
+/// snapshot holds `vmx::host::snapshot_fields` instead (the MSRs, selectors and
+/// descriptor-table limits a VMX run could change).
 pub fn host_snapshot() -> Result<HostSnapshot, SvmError> {
+    if super::backend::Backend::detect() == Some(super::backend::Backend::Vmx) {
+        host_facts()?;
+        let tr: u16;
+        // SAFETY: STR only reads the task register's selector.
+        unsafe { asm!("str {0:x}", out(reg) tr, options(nomem, nostack)) };
+        let fields = super::vmx::host::snapshot_fields();
+        return Ok(HostSnapshot { fields, xcr0: xgetbv(), debug: read_debug(), tr });
+    }
     super::svm::enable()?;
     let page = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
     // SAFETY: SVM is enabled (EFER.SVME, by `svm::enable` above); `page` is a
@@ -345,7 +425,9 @@ pub fn restore_host(snap: &HostSnapshot) -> Result<(), SvmError> {
     // VMSAVE); loading it puts the host's TR/LDTR/FS/GS/MSRs back. XCR0 is the host's.
     unsafe {
         asm!("clgi", "vmload rax", "stgi", in("rax") page, options(nostack));
-        xsetbv(snap.xcr0);
+        if host_facts().is_ok_and(|f| f.xsave) {
+            xsetbv(snap.xcr0);
+        }
         write_dr03(&snap.debug.dr);
     }
     frames::free(page);

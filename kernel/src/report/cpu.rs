@@ -1,5 +1,5 @@
 //! The processor in words for the report: vendor, brand, family/model/stepping, and what
-//! partitions need (AMD SVM with nested paging; Intel VMX with EPT for a future backend),
+//! partitions need (AMD SVM with nested paging, or Intel VMX with EPT),
 //! including whether firmware switched it off.
 
 use alloc::format;

@@ -31,7 +31,7 @@ fn restore_bus_mastering(platform: &Platform) {
 pub fn story(ctx: &mut TestContext<'_>) -> TestResult {
     let platform = &mut *ctx.platform;
     ensure!(platform.edus.len() >= 2, "needs two edu devices, found {}", platform.edus.len());
-    crate::partition::svm::enable().map_err(|e| format!("{e}"))?;
+    crate::partition::backend::enable().map_err(|e| format!("{e}"))?;
     let free = frames::free_frames();
     let parts = create_all(TWO, platform)?;
     let failures = story::tell(platform, parts);

@@ -19,7 +19,7 @@ const MIB: u64 = 1 << 20;
 /// Frames free now, after SVM's one-time host save area is in place (so a later
 /// comparison measures only what partitions take and give back).
 fn free_frames_after_svm() -> Result<u64, alloc::string::String> {
-    crate::partition::svm::enable().map_err(|e| format!("{e}"))?;
+    crate::partition::backend::enable().map_err(|e| format!("{e}"))?;
     Ok(frames::free_frames())
 }
 

@@ -89,7 +89,7 @@ fn allocate_until_reused(wanted: &[u64], count: u64) -> Result<usize, String> {
 /// zeroed when an allocation (single frames and 2 MiB runs) hands it out again, the
 /// background scrub cleans the rest, and a new guest finds no nonzero word.
 pub fn destroy_defers_scrub(_: &mut TestContext<'_>) -> TestResult {
-    crate::partition::svm::enable().map_err(|e| format!("{e}"))?;
+    crate::partition::backend::enable().map_err(|e| format!("{e}"))?;
     let free = frames::free_frames();
     for (backing, count) in [(Backing::Pages4K, 1u64), (Backing::Pages2M, 512)] {
         let mut p = create("dirty", 8 * MIB, backing)?;
@@ -169,7 +169,7 @@ pub fn destroy_defers_scrub(_: &mut TestContext<'_>) -> TestResult {
 pub fn bench(ctx: &mut TestContext<'_>) -> TestResult {
     let platform = &mut *ctx.platform;
     ensure!(!platform.edus.is_empty(), "needs an edu device");
-    crate::partition::svm::enable().map_err(|e| format!("{e}"))?;
+    crate::partition::backend::enable().map_err(|e| format!("{e}"))?;
     let edu = platform.edus[0].bdf;
     for backing in ["4k", "2m"] {
         let cfg = format!("partition big\n memory 1G\n backing {backing}\n device {edu}\n");
