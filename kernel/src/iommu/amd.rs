@@ -74,8 +74,9 @@ pub fn bring_up(
             match problem {
                 Ok(problem) => ir_problems.push(problem),
                 Err(e) => {
-                    // Skipped after all: translation off again, its id space gone.
-                    unit.disable();
+                    // Skipped after all, failing closed: translation stays on with every
+                    // device blocked (disabling it would let their DMA through
+                    // untranslated), and its id space is gone, so nothing is routed to it.
                     early.unit_failed();
                     return Err(e);
                 }
