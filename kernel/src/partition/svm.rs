@@ -667,20 +667,15 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool {
-        use super::linux::msr::{canonical, pat_valid};
+        use super::linux::msr::{canonical, efer_write, pat_valid};
         match msr {
-            MSR_EFER => {
-                // SCE, LME, LMA, NXE may be written; LME may not change (the guest
-                // starts and stays in long mode); LMA is the processor's; SVME stays set.
-                const WRITABLE: u64 = 1 << 0 | 1 << 8 | 1 << 10 | 1 << 11;
-                const LONG: u64 = 1 << 8 | 1 << 10;
-                let cur = self.r64(save::EFER);
-                if value & !WRITABLE != 0 || (value ^ cur) & 1 << 8 != 0 {
-                    return false;
+            MSR_EFER => match efer_write(self.r64(save::EFER) & !EFER_SVME, value, true) {
+                Some(efer) => {
+                    self.w64(save::EFER, efer | EFER_SVME);
+                    true
                 }
-                self.w64(save::EFER, value & !LONG | cur & LONG | EFER_SVME);
-                true
-            }
+                None => false,
+            },
             0x277 if !pat_valid(value) => false,
             // Segment bases, LSTAR/CSTAR and SYSENTER_ESP/EIP are addresses.
             0xC000_0100..=0xC000_0102 | 0xC000_0082 | 0xC000_0083 | 0x175 | 0x176

@@ -98,9 +98,11 @@ pub fn decode(e: &ExitInfo) -> Decoded {
         // take its pending virtual interrupt: the run loop decides whether to go on.
         EXTERNAL_INTERRUPT | INTERRUPT_WINDOW | PREEMPTION_TIMER => VmExit::HostInterrupt,
         RDMSR | WRMSR => VmExit::Msr { rip, write: e.reason & 0xFFFF == WRMSR },
-        EPT_VIOLATION | EPT_MISCONFIG => {
-            VmExit::NestedPageFault { gpa: e.gpa, error_code: e.qualification, rip }
+        EPT_VIOLATION => {
+            VmExit::NestedPageFault { gpa: e.gpa, error_code: npf_error_code(e.qualification), rip }
         }
+        // A misconfigured entry has no qualification: reported as a fault on its page.
+        EPT_MISCONFIG => VmExit::NestedPageFault { gpa: e.gpa, error_code: 0, rip },
         ENTRY_INVALID_GUEST_STATE | ENTRY_MSR_LOADING | ENTRY_MACHINE_CHECK => VmExit::InvalidState,
         CPUID => return Decoded::Cpuid,
         XSETBV => return Decoded::Xsetbv,
@@ -131,4 +133,15 @@ pub fn decode(e: &ExitInfo) -> Decoded {
         }
         code => VmExit::Other { code: u64::from(code), rip },
     })
+}
+
+/// An EPT violation's exit qualification (bit 0 read, 1 write, 2 instruction fetch, 3-5
+/// the entry's permissions) in the shape `VmExit::NestedPageFault` carries on every
+/// backend, the page-fault error code SVM reports: bit 0 present (some permission was
+/// there), bit 1 write, bit 4 instruction fetch.
+fn npf_error_code(qualification: u64) -> u64 {
+    let present = u64::from(qualification & 0b11_1000 != 0);
+    let write = u64::from(qualification & 1 << 1 != 0) << 1;
+    let fetch = u64::from(qualification & 1 << 2 != 0) << 4;
+    present | write | fetch
 }

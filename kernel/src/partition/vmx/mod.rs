@@ -297,9 +297,12 @@ impl VmxVcpu {
     /// for an exit when it can (interrupt-window exiting).
     fn deliver_pending(&mut self) {
         let Some(vector) = self.pending else { return };
+        // An event already queued for this entry (an exception the run loop injected)
+        // goes first; the interrupt waits for the window after it.
+        let queued = self.r(vmcs::ENTRY_INTERRUPTION_INFO) & 1 << 31 != 0;
         let rflags_if = self.r(vmcs::GUEST_RFLAGS) & (1 << 9) != 0;
         let blocked = self.r(vmcs::GUEST_INTERRUPTIBILITY) & 3 != 0;
-        if rflags_if && !blocked {
+        if rflags_if && !blocked && !queued {
             // Valid (31), type external interrupt (0), the vector.
             self.w(vmcs::ENTRY_INTERRUPTION_INFO, 1 << 31 | u64::from(vector));
             self.pending = None;
@@ -490,17 +493,14 @@ impl VcpuBackend for VmxVcpu {
     }
 
     fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool {
-        use super::linux::msr::{canonical, pat_valid};
+        use super::linux::msr::{canonical, efer_write, pat_valid};
         let field = match msr {
             0xC000_0080 => {
-                // SCE, LME, LMA, NXE may be written; LME may not change; LMA is the CPU's.
-                const WRITABLE: u64 = 1 << 0 | 1 << 8 | 1 << 10 | 1 << 11;
-                const LONG: u64 = 1 << 8 | 1 << 10;
+                // SCE stays off: this backend does not switch the SYSCALL MSRs (STAR,
+                // LSTAR, CSTAR, SFMASK), so a guest SYSCALL would run on the host's.
                 let cur = self.r(vmcs::GUEST_IA32_EFER);
-                if value & !WRITABLE != 0 || (value ^ cur) & 1 << 8 != 0 {
-                    return false;
-                }
-                self.w(vmcs::GUEST_IA32_EFER, value & !LONG | cur & LONG);
+                let Some(efer) = efer_write(cur, value, false) else { return false };
+                self.w(vmcs::GUEST_IA32_EFER, efer);
                 return true;
             }
             0x277 if !pat_valid(value) => return false,
@@ -597,6 +597,10 @@ impl VcpuBackend for VmxVcpu {
 
     fn set_rip(&mut self, rip: u64) {
         self.w(vmcs::GUEST_RIP, rip);
+        // Moving past an instruction ends its STI / MOV SS interrupt shadow (bits 1:0), as
+        // the SVM backend does: an emulated `sti; hlt` is then interruptible at once.
+        let shadow = self.r(vmcs::GUEST_INTERRUPTIBILITY);
+        self.w(vmcs::GUEST_INTERRUPTIBILITY, shadow & !3);
     }
 
     fn set_rax(&mut self, value: u64) {
