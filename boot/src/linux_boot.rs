@@ -268,7 +268,7 @@ pub fn plan(
     }
     let align = u64::from(h.kernel_alignment);
     let kernel = h.pref_address.max(MIN_LOAD).checked_next_multiple_of(align).unwrap_or(u64::MAX);
-    let payload = (image_len - h.payload_offset) as u64;
+    let payload = image_len.saturating_sub(h.payload_offset) as u64;
     let needed = kernel.saturating_add(u64::from(h.init_size).max(payload));
     if needed > memory {
         return Err(LinuxError::TooLittleMemory { needed, memory });
@@ -338,7 +338,7 @@ fn put(zp: &mut [u8; ZERO_PAGE_SIZE], at: usize, bytes: &[u8]) {
 pub fn zero_page(image: &[u8], h: &SetupHeader, data: &BootData<'_>) -> [u8; ZERO_PAGE_SIZE] {
     let mut z = [0u8; ZERO_PAGE_SIZE];
     let end = h.header_end.min(image.len());
-    put(&mut z, HEADER_START, &image[HEADER_START..end]);
+    put(&mut z, HEADER_START, image.get(HEADER_START..end).unwrap_or(&[]));
     z[zp::TYPE_OF_LOADER] = 0xFF;
     z[zp::LOADFLAGS] = LOADED_HIGH;
     put(&mut z, zp::VID_MODE, &0xFFFFu16.to_le_bytes());

@@ -345,11 +345,9 @@ pub fn scrub_dirty(max: u64) -> u64 {
 /// The idle-time scrub: zeroes every dirty frame left (nothing else waits for the CPU)
 /// and returns how many it zeroed and the TSC cycles it took.
 pub fn scrub_idle() -> (u64, u64) {
-    // SAFETY: RDTSC exists on every x86-64 processor and only reads the counter.
-    let t0 = unsafe { core::arch::x86_64::_rdtsc() };
+    let t0 = crate::arch::tsc();
     let zeroed = scrub_dirty(u64::MAX);
-    // SAFETY: as above.
-    (zeroed, unsafe { core::arch::x86_64::_rdtsc() } - t0)
+    (zeroed, crate::arch::tsc().wrapping_sub(t0))
 }
 
 /// Frames currently free.

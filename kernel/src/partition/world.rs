@@ -121,7 +121,10 @@ pub fn host_facts() -> Result<HostFacts, SvmError> {
         let host_area =
             frames::alloc_contiguous(pages(area_size), 4096).ok_or(SvmError::OutOfFrames)?;
         frames::zero(host_area, pages(area_size) * 4096);
-        let host_save = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
+        let Some(host_save) = frames::alloc_zeroed() else {
+            frames::free_contiguous(host_area, pages(area_size));
+            return Err(SvmError::OutOfFrames);
+        };
         log::info!(
             "world switch: XCR0 components {mask:#x} switched in {area_size}-byte XSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state and KERNEL_GS_BASE (VMX)"
         );
@@ -141,7 +144,10 @@ fn fxsave_facts() -> Result<HostFacts, SvmError> {
         asm!("mov cr4, {}", in(reg) cr4 | CR4_OSFXSR | CR4_OSXMMEXCPT, options(nomem, nostack));
     }
     let host_area = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
-    let host_save = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
+    let Some(host_save) = frames::alloc_zeroed() else {
+        frames::free(host_area);
+        return Err(SvmError::OutOfFrames);
+    };
     log::info!(
         "world switch: no XSAVE: x87/SSE switched in 512-byte FXSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state and KERNEL_GS_BASE (VMX)"
     );

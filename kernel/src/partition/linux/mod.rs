@@ -374,9 +374,6 @@ pub fn run_and_recreate(
 pub fn describe_stop(stop: &Stop) -> String {
     match *stop {
         Stop::Shutdown => String::from("the guest shut down (triple fault: reboot=t or panic=-1)"),
-        Stop::NestedPageFault { gpa, rip } if (0xFEE0_0000..0xFEF0_0000).contains(&gpa) => format!(
-            "the guest touched its local APIC at {gpa:#x} (RIP {rip:#x}), which this hypervisor does not emulate yet"
-        ),
         Stop::Halted => String::from("the guest halted (no interrupt source can wake it)"),
         Stop::BudgetExhausted => String::from("its time budget ran out (stopped)"),
         ref other => format!("{other:?}"),
