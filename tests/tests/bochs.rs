@@ -8,7 +8,8 @@
 //! EPT with 2 MiB pages, and corei7_skylake_x has unrestricted guest where
 //! corei5_lynnfield_750 has none (the backend needs none: guests start in long mode).
 //! Bochs has no PCIe, no IOMMU and no edu device: the scenarios that need a device stay
-//! on QEMU. Bochs is installed by .ci/run; a missing `bochs` fails the suite with the
+//! on QEMU. `cargo xtask test` installs Bochs as it installs QEMU (`.ci/run` too); run alone, a
+//! missing `bochs` fails the suite with the
 //! packages to install.
 
 use std::time::Duration;

@@ -151,8 +151,10 @@ fn amdvi_one_group_split_across_two_partitions_is_refused() {
 /// QEMU cannot show here (7.2 and 10.0 alike, seen): the guest's own DMA landing. QEMU's
 /// amd-iommu looks a device behind the bridge up under bus 0 (01:01.0 as 00:01.0, which is
 /// the IOMMU's own id), so that DMA is refused like every other; the story then reports
-/// 0 of 2048 bytes and the run fails on that line alone. Its forbidden DMAs still change
-/// nothing. Should QEMU fix the lookup, the "0 of 2048" assertion fails and says so.
+/// 0 of 2048 bytes and the run fails on that line alone. With no DMA of this device
+/// landing at all, its forbidden DMAs changing nothing would prove nothing, so they are not
+/// asserted here: the VT-d test above proves confinement through the bridge, with its
+/// control. Should QEMU fix the lookup, the "0 of 2048" assertion fails and says so.
 #[test]
 fn amdvi_one_group_in_one_partition_is_accepted() {
     let cfg = config_file(
@@ -171,8 +173,6 @@ fn amdvi_one_group_in_one_partition_is_accepted() {
         &out,
         "0000:01:02.0 attached to IOMMU domain 1 (unit 0, requester id 0x0100 and 0x0110)",
     );
-    assert_logged(&out, "partition solo: guest reports dma_outside_nonzero = 0x0");
-    assert_logged(&out, "partition solo: guest reports dma_hypervisor_nonzero = 0x0");
     assert_logged(&out, "partition solo: its DMA landed at guest-physical 0x1ff000");
     assert_logged(&out, ": 0 of 2048 bytes");
 }

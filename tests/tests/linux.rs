@@ -6,11 +6,10 @@
 //! image holding a known pattern), attached through the IOMMU.
 //!
 //! What the guest reaches today: the bzImage's decompressor runs, the kernel prints
-//! "Linux version" and the memory map the hypervisor built, its MSR and port accesses
-//! are served, and then it reads its local APIC (0xFEE00020), which this hypervisor does
-//! not emulate yet: that nested page fault ends the run, named as such. The interrupt
-//! controllers and timers that let it go further are separate work; when they land,
-//! [`judge_boot`]'s last expectation moves with them.
+//! "Linux version" and the memory map the hypervisor built, calibrates on the guest
+//! platform's PIT, probes PCI through the virtual configuration space and runs `/init`,
+//! whose nvme driver gives the controller up (no MSI-X is emulated yet); `/init` says so
+//! and reboots, a triple fault with `reboot=t`: [`judge_init_and_reboot`].
 
 use std::path::PathBuf;
 use tests::*;
