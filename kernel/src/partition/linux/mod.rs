@@ -16,7 +16,7 @@ use super::memory::GuestMemory;
 use super::platform::delivery::set_in_result;
 use super::platform::pci::PciHost;
 use super::platform::uart::{self, Uart16550, COM1};
-use super::platform::{PortBus, PortDevice};
+use super::platform::PortDevice;
 use super::vcpu::{Reg, VmExit};
 use super::{Budget, Partition, PartitionError, RunReport, Stop};
 use alloc::format;
@@ -158,8 +158,9 @@ pub fn load(image: &LinuxImage<'_>, mem: &mut GuestMemory) -> Result<u64, LoadEr
 pub struct LinuxPlatform {
     /// COM1, the guest's console.
     pub uart: Uart16550,
-    /// Further port devices (none yet: the interrupt controllers and timers plug in here).
-    pub ports: PortBus,
+    /// Accesses to ports no device claims (read all ones, writes dropped, as on a PC
+    /// with nothing at that port).
+    pub unclaimed_ports: u64,
     /// PCI configuration space (a host bridge and the first assigned device).
     pub pci: PciHost,
     /// MSR accesses refused with #GP.
@@ -178,7 +179,7 @@ impl LinuxPlatform {
     pub fn new(name: &str, source: LinuxSource) -> LinuxPlatform {
         LinuxPlatform {
             uart: Uart16550::new(COM1, name),
-            ports: PortBus::default(),
+            unclaimed_ports: 0,
             pci: PciHost::default(),
             msr_faults: 0,
             msrs: 0,
@@ -190,7 +191,8 @@ impl LinuxPlatform {
         if self.uart.claims(port) {
             self.uart.read(port, size)
         } else {
-            self.ports.read(port, size)
+            self.unclaimed_ports += 1;
+            u32::MAX
         }
     }
 
@@ -198,7 +200,7 @@ impl LinuxPlatform {
         if self.uart.claims(port) {
             self.uart.write(port, size, value)
         } else {
-            self.ports.write(port, size, value)
+            self.unclaimed_ports += 1;
         }
     }
 }
@@ -312,7 +314,7 @@ pub fn run(p: &mut Partition) -> Result<RunReport, PartitionError> {
     let (lines, msrs, refused, unclaimed) = p
         .linux
         .as_ref()
-        .map_or((0, 0, 0, 0), |l| (l.uart.lines, l.msrs, l.msr_faults, l.ports.unclaimed));
+        .map_or((0, 0, 0, 0), |l| (l.uart.lines, l.msrs, l.msr_faults, l.unclaimed_ports));
     log::info!(
         "partition {}: Linux ran {} ticks, {} exits ({} console lines, {} MSR accesses emulated, {} refused with #GP, {} port accesses to no device): {}",
         p.name,

@@ -4,9 +4,8 @@
 //! gate ([`pit`]) and an xAPIC local APIC whose MMIO page is trapped through the nested
 //! tables and emulated by decoding the guest's instruction ([`lapic`], [`decode`],
 //! [`walk`]). A Linux guest also gets a 16550 UART at 0x3F8 ([`uart`]) and PCI
-//! configuration space ([`pci`]); port devices are dispatched by a [`PortBus`], and what no
-//! device claims reads all ones and drops writes, as on a PC with nothing at that port
-//! (see docs/linux-guest.md).
+//! configuration space ([`pci`]); what no device claims reads all ones and drops writes,
+//! as on a PC with nothing at that port (see docs/linux-guest.md).
 //!
 //! Every device is a state machine over guest accesses and time; time comes from a
 //! [`Clock`] the devices read (the host TSC, or a hand-driven clock in tests), never from
@@ -24,9 +23,7 @@ pub mod walk;
 
 use super::memory::GuestMemory;
 use super::vcpu::{Reg, VcpuBackend};
-use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use decode::{DecodeError, Operation};
 
@@ -39,41 +36,6 @@ pub trait PortDevice {
     fn read(&mut self, port: u16, size: u8) -> u32;
     /// An OUT of `size` bytes of `value` to `port`.
     fn write(&mut self, port: u16, size: u8, value: u32);
-}
-
-/// The port devices of one partition, and what reached no device.
-#[derive(Default)]
-pub struct PortBus {
-    devices: Vec<Box<dyn PortDevice>>,
-    /// Accesses to ports no device claims (read all ones, writes dropped).
-    pub unclaimed: u64,
-}
-
-impl PortBus {
-    /// Adds a device; the first device that claims a port serves it.
-    #[allow(dead_code)] // the legacy interrupt controllers and timers plug in here
-    pub fn add(&mut self, device: Box<dyn PortDevice>) {
-        self.devices.push(device);
-    }
-
-    /// An IN from `port`: the claiming device's value, else all ones.
-    pub fn read(&mut self, port: u16, size: u8) -> u32 {
-        match self.devices.iter_mut().find(|d| d.claims(port)) {
-            Some(d) => d.read(port, size),
-            None => {
-                self.unclaimed += 1;
-                u32::MAX
-            }
-        }
-    }
-
-    /// An OUT to `port`: to the claiming device, else dropped.
-    pub fn write(&mut self, port: u16, size: u8, value: u32) {
-        match self.devices.iter_mut().find(|d| d.claims(port)) {
-            Some(d) => d.write(port, size, value),
-            None => self.unclaimed += 1,
-        }
-    }
 }
 
 /// Guest time: the host TSC (the guest reads the same TSC, offset 0), or a counter tests
