@@ -21,29 +21,21 @@ fn max_device_id(u: &IvrsUnit<'_>) -> u16 {
     ranges.chain(specials).chain(hids).chain([u.iommu_device_id]).max().unwrap_or(0)
 }
 
-/// Parses the IVRS, checks it, and enables every usable unit. `None` when the table is
-/// unusable or no unit came up.
+/// Checks the parsed IVRS and enables every usable unit. `None` when no unit came up.
 /// Also returns, per unit brought up, why it does not remap interrupts (`None`: it does).
-pub fn bring_up(
-    table: &[u8],
+pub fn bring_up<'t>(
+    ivrs: &Ivrs<'t>,
     pci: &[PciFunction],
     reserved: &[MemRange],
     ioapic_ids: &[u8],
     firmware: &super::Firmware<'_>,
 ) -> Option<(super::BroughtUp<KernelAmdVi>, Vec<Option<alloc::string::String>>)> {
-    let ivrs = match Ivrs::parse(table) {
-        Ok(t) => t,
-        Err(e) => {
-            log::error!("[Firmware Bug] IVRS: {e}; AMD-Vi stays off");
-            return None;
-        }
-    };
-    for line in ivrs_summary(&ivrs) {
+    for line in ivrs_summary(ivrs) {
         log::info!("AMD-Vi: {line}");
     }
-    let mut resolved = IvrsUnits::new(&ivrs);
+    let mut resolved = IvrsUnits::new(ivrs);
     let facts = PlatformFacts { reserved: Some(reserved), ioapic_ids: Some(ioapic_ids) };
-    for w in check_ivrs(&ivrs, &mut resolved, &facts).warnings {
+    for w in check_ivrs(ivrs, &mut resolved, &facts).warnings {
         log::warn!("AMD-Vi: {w}");
     }
     let (family, model) = crate::report::cpu::family_model();

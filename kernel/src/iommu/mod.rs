@@ -308,45 +308,52 @@ pub fn discover(
     let ioapic_ids: Vec<u8> = acpi.ioapics.iter().map(|(id, _)| *id).collect();
     let reserved = reserved_ranges(boot);
     let bridges = bridges(pci);
-    if let Some(dmar) = acpi.dmar {
-        // RMRRs first: their identity domains go in before translation is enabled.
-        if let Ok(d) = iommu::acpi::Dmar::parse(dmar) {
-            let (regions, problems) = iommu::acpi::reserved::from_dmar(&d, &bridges);
-            for (base, e) in problems {
-                log::warn!("DMAR: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
+    if let Some(table) = acpi.dmar {
+        // Parsed once; a table that does not parse leaves VT-d off (said once, here).
+        match iommu::acpi::Dmar::parse(table) {
+            Err(e) => log::error!("[Firmware Bug] DMAR: {e}; VT-d stays off"),
+            Ok(dmar) => {
+                // RMRRs first: their identity domains go in before translation is enabled.
+                let (regions, problems) = iommu::acpi::reserved::from_dmar(&dmar, &bridges);
+                for (base, e) in problems {
+                    log::warn!("DMAR: RMRR at {base:#x}: a device scope does not resolve: {e:?}");
+                }
+                sys.reserved = regions;
+                let firmware = Firmware { reserved: &sys.reserved, ivrs: None };
+                if let Some(up) =
+                    vtd::bring_up(&dmar, pci, &bridges, &reserved, &ioapic_ids, opts, &firmware)
+                {
+                    sys.ir_problems = up
+                        .units
+                        .iter()
+                        .map(|u| match u.interrupt_remapping() {
+                            iommu::vtd::IrState::Enabled { .. } => None,
+                            iommu::vtd::IrState::Unavailable(why) => Some(why.into()),
+                        })
+                        .collect();
+                    sys.units = Units::Vtd(up.units);
+                    sys.routes = up.routes;
+                    sys.isolation = up.isolation;
+                    sys.domain_ids = up.domain_ids;
+                }
             }
-            sys.reserved = regions;
         }
-        let firmware = Firmware { reserved: &sys.reserved, ivrs: None };
-        if let Some(up) =
-            vtd::bring_up(dmar, pci, &bridges, &reserved, &ioapic_ids, opts, &firmware)
-        {
-            sys.ir_problems = up
-                .units
-                .iter()
-                .map(|u| match u.interrupt_remapping() {
-                    iommu::vtd::IrState::Enabled { .. } => None,
-                    iommu::vtd::IrState::Unavailable(why) => Some(why.into()),
-                })
-                .collect();
-            sys.units = Units::Vtd(up.units);
-            sys.routes = up.routes;
-            sys.isolation = up.isolation;
-            sys.domain_ids = up.domain_ids;
-        }
-    } else if let Some(ivrs) = acpi.ivrs {
-        let table = iommu::acpi::Ivrs::parse(ivrs).ok();
-        if let Some(t) = &table {
-            sys.reserved = iommu::acpi::reserved::from_ivrs(t);
-        }
-        let firmware = Firmware { reserved: &sys.reserved, ivrs: table.as_ref() };
-        if let Some((up, ir_problems)) = amd::bring_up(ivrs, pci, &reserved, &ioapic_ids, &firmware)
-        {
-            sys.ir_problems = ir_problems;
-            sys.units = Units::Amd(up.units);
-            sys.routes = up.routes;
-            sys.isolation = up.isolation;
-            sys.domain_ids = up.domain_ids;
+    } else if let Some(table) = acpi.ivrs {
+        match iommu::acpi::Ivrs::parse(table) {
+            Err(e) => log::error!("[Firmware Bug] IVRS: {e}; AMD-Vi stays off"),
+            Ok(ivrs) => {
+                sys.reserved = iommu::acpi::reserved::from_ivrs(&ivrs);
+                let firmware = Firmware { reserved: &sys.reserved, ivrs: Some(&ivrs) };
+                if let Some((up, ir_problems)) =
+                    amd::bring_up(&ivrs, pci, &reserved, &ioapic_ids, &firmware)
+                {
+                    sys.ir_problems = ir_problems;
+                    sys.units = Units::Amd(up.units);
+                    sys.routes = up.routes;
+                    sys.isolation = up.isolation;
+                    sys.domain_ids = up.domain_ids;
+                }
+            }
         }
     } else {
         log::info!("iommu: no DMAR or IVRS table: no IOMMU, device DMA is untranslated");

@@ -13,10 +13,9 @@ use iommu::acpi::summary::dmar_summary;
 use iommu::acpi::Dmar;
 use iommu::vtd::{InvalidationMode, IrState, VtdUnit};
 
-/// Parses the DMAR, checks it, and enables every usable unit. `None` when the table is
-/// unusable or no unit came up.
+/// Checks the parsed DMAR and enables every usable unit. `None` when no unit came up.
 pub fn bring_up(
-    table: &[u8],
+    dmar: &Dmar<'_>,
     pci: &[PciFunction],
     bridges: &[PciBridge],
     reserved: &[MemRange],
@@ -24,19 +23,12 @@ pub fn bring_up(
     opts: &boot::cmdline::Options<'_>,
     firmware: &super::Firmware<'_>,
 ) -> Option<super::BroughtUp<KernelVtd>> {
-    let dmar = match Dmar::parse(table) {
-        Ok(d) => d,
-        Err(e) => {
-            log::error!("[Firmware Bug] DMAR: {e}; VT-d stays off");
-            return None;
-        }
-    };
-    for line in dmar_summary(&dmar) {
+    for line in dmar_summary(dmar) {
         log::info!("DMAR: {}", line.strip_prefix("DMAR: ").unwrap_or(&line));
     }
-    let mut resolved = DmarUnits::new(&dmar, bridges);
+    let mut resolved = DmarUnits::new(dmar, bridges);
     let facts = PlatformFacts { reserved: Some(reserved), ioapic_ids: Some(ioapic_ids) };
-    for w in check_dmar(&dmar, &mut resolved, &facts).warnings {
+    for w in check_dmar(dmar, &mut resolved, &facts).warnings {
         log::warn!("DMAR: {w}");
     }
     leave_broken_graphics_units_off(&mut resolved, pci);
