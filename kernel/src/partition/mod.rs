@@ -21,6 +21,7 @@ pub mod platform;
 pub mod reset;
 pub mod story;
 pub mod svm;
+mod svm_enable;
 pub mod svm_exit;
 mod svm_vmrun;
 pub mod vcpu;

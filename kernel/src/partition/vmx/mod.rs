@@ -10,6 +10,7 @@
 
 mod caps;
 mod entry;
+mod events;
 pub mod exit;
 pub mod host;
 pub mod vmcs;
@@ -18,9 +19,7 @@ mod vpid;
 pub use caps::{enable, ept_1g_pages, VmxError};
 
 use super::svm_exit::Decoded;
-use super::vcpu::{
-    self, EntryState, Event, EventKind, GuestControl, GuestRegs, VcpuBackend, VmExit,
-};
+use super::vcpu::{EntryState, Event, EventKind, GuestControl, GuestRegs, VcpuBackend, VmExit};
 use super::world::GuestWorld;
 use super::{intercept, world};
 use crate::mem::frames;
@@ -72,8 +71,8 @@ const CODE64: u64 = 0xA09B;
 const DATA: u64 = 0xC093;
 /// A present busy 64-bit TSS.
 const TSS64_BUSY: u64 = 0x008B;
-/// An unusable segment (bit 16).
-const UNUSABLE: u64 = 1 << 16;
+/// An unusable segment.
+const UNUSABLE: u64 = vmcs::access::UNUSABLE.mask();
 
 impl VmxVcpu {
     /// A vCPU for a guest whose EPT tables are rooted at `ept_root`.
@@ -244,8 +243,8 @@ impl VmxVcpu {
         };
         let (rax, rdx) = (self.regs.get(GuestRegs::RAX), self.regs.get(GuestRegs::RDX));
         let value = (rdx & 0xFFFF_FFFF) << 32 | (rax & 0xFFFF_FFFF);
-        // CPL is the SS access rights' DPL (bits 6:5).
-        let cpl = (self.r(vmcs::GUEST_SS_ACCESS) >> 5) & 3;
+        // CPL is the SS access rights' DPL.
+        let cpl = vmcs::access::DPL.get(self.r(vmcs::GUEST_SS_ACCESS));
         let osxsave = self.r(vmcs::GUEST_CR4) & 1 << 18 != 0;
         if self.regs.get(GuestRegs::RCX) as u32 != 0 || cpl != 0 || !osxsave {
             return refused;
@@ -313,69 +312,6 @@ impl VmxVcpu {
                 unsafe { asm!("int 18", options(nostack)) };
                 VmExit::MachineCheck { rip: info.rip }
             }
-        }
-    }
-
-    /// Queues `e` for the next VM entry (VM-entry interruption information and error
-    /// code). Software-raised events are never injected (see `vcpu::redelivery`).
-    fn inject(&mut self, e: Event) {
-        let ty = match e.kind {
-            EventKind::Interrupt => event::TYPE_EXTERNAL,
-            EventKind::Nmi => event::TYPE_NMI,
-            EventKind::Exception => event::TYPE_HW_EXCEPTION,
-            EventKind::SoftwareInterrupt => event::TYPE_SOFT_INT,
-            EventKind::SoftwareException => event::TYPE_SOFT_EXCEPTION,
-            EventKind::PrivilegedSoftwareException => event::TYPE_PRIV_SOFT_EXCEPTION,
-        };
-        let info = event::VALID.with(event::TYPE.set(u64::from(e.vector), ty), true);
-        let info = event::ERROR_VALID.with(info, e.error_code.is_some());
-        self.w(vmcs::ENTRY_EXCEPTION_ERROR_CODE, u64::from(e.error_code.unwrap_or(0)));
-        self.w(vmcs::ENTRY_INTERRUPTION_INFO, info);
-    }
-
-    /// After an exit: when it interrupted an event's delivery (IDT-vectoring information
-    /// valid), the event is queued for the next entry as `vcpu::redelivery` decides, so
-    /// the guest receives it once (a VM exit clears the entry's own valid bit, so nothing
-    /// else is queued yet; the pending virtual interrupt waits behind it).
-    fn complete_event(&mut self) {
-        let info = self.r(vmcs::IDT_VECTORING_INFO);
-        if !event::VALID.is_set(info) {
-            return;
-        }
-        let kind = match event::TYPE.get(info) {
-            event::TYPE_EXTERNAL => EventKind::Interrupt,
-            event::TYPE_NMI => EventKind::Nmi,
-            event::TYPE_HW_EXCEPTION => EventKind::Exception,
-            event::TYPE_SOFT_INT => EventKind::SoftwareInterrupt,
-            event::TYPE_SOFT_EXCEPTION => EventKind::SoftwareException,
-            event::TYPE_PRIV_SOFT_EXCEPTION => EventKind::PrivilegedSoftwareException,
-            _ => return,
-        };
-        let error_code =
-            event::ERROR_VALID.is_set(info).then(|| self.r(vmcs::IDT_VECTORING_ERROR_CODE) as u32);
-        let e = Event { kind, vector: event::VECTOR.get(info) as u8, error_code };
-        if let Some(e) = vcpu::redelivery(e) {
-            log::debug!("vmx: re-injecting {e:?}, whose delivery the exit interrupted");
-            self.inject(e);
-        }
-    }
-
-    /// Injects the pending virtual interrupt when the guest can take it now, else asks
-    /// for an exit when it can (interrupt-window exiting).
-    fn deliver_pending(&mut self) {
-        let Some(vector) = self.pending else { return };
-        // An event already queued for this entry (an exception the run loop injected)
-        // goes first; the interrupt waits for the window after it.
-        let queued = event::VALID.is_set(self.r(vmcs::ENTRY_INTERRUPTION_INFO));
-        let rflags_if = self.r(vmcs::GUEST_RFLAGS) & (1 << 9) != 0;
-        let blocked = vmcs::INTERRUPT_SHADOW.get(self.r(vmcs::GUEST_INTERRUPTIBILITY)) != 0;
-        if rflags_if && !blocked && !queued {
-            let e = Event { kind: EventKind::Interrupt, vector, error_code: None };
-            self.inject(e);
-            self.pending = None;
-        } else {
-            let p = self.r(vmcs::PRIMARY_CONTROLS);
-            self.w(vmcs::PRIMARY_CONTROLS, p | u64::from(PROC_INTERRUPT_WINDOW));
         }
     }
 }
@@ -613,8 +549,7 @@ impl VcpuBackend for VmxVcpu {
 
     fn control(&self) -> GuestControl {
         let efer = self.r(vmcs::GUEST_IA32_EFER);
-        // CS access rights: L is bit 13.
-        let cs_l = self.r(vmcs::GUEST_CS_ACCESS) & 1 << 13 != 0;
+        let cs_l = vmcs::access::L.is_set(self.r(vmcs::GUEST_CS_ACCESS));
         GuestControl {
             cr0: self.r(vmcs::GUEST_CR0),
             cr3: self.r(vmcs::GUEST_CR3),

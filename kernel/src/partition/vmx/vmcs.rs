@@ -313,6 +313,18 @@ pub mod event {
     pub const TYPE_SOFT_EXCEPTION: u64 = 6;
 }
 
+/// Segment access rights (the guest-state `*_ACCESS` fields; SDM vol. 3C, table 25-2).
+pub mod access {
+    use iommu::bits::Field;
+
+    /// Descriptor privilege level (SS's is the CPL).
+    pub const DPL: Field = Field::new(5, 2);
+    /// 64-bit code segment.
+    pub const L: Field = Field::bit(13);
+    /// The segment is unusable.
+    pub const UNUSABLE: Field = Field::bit(16);
+}
+
 /// Guest interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1), the
 /// interrupt shadow of the instruction before.
 pub const INTERRUPT_SHADOW: iommu::bits::Field = iommu::bits::Field::new(0, 2);
