@@ -31,7 +31,7 @@ hostile_log_is_data,hostile_no_host_addresses";
 /// (re-injection off) loses it.
 const VMX: &str =
     "partition_shutdown_exit,partition_runaway_budget,hostile_exception_loops_control,\
-partition_event_redelivery,partition_event_redelivery_control";
+partition_event_redelivery,partition_event_redelivery_control,vmx_vpid_allocation";
 
 fn bochs(cpu: &str, tests: &str) -> Outcome {
     let mut m = BochsMachine::new(&kernel(), cpu);

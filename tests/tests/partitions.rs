@@ -9,7 +9,7 @@ const PARTITION_TESTS: &str = "partition_guest_4k,partition_guest_2m,partition_v
 partition_hlt_exit,partition_shutdown_exit,partition_runaway_budget,partition_destroy_scrubs,\
 partition_device_bar,partition_unmapped_access,partition_bad_image,partition_config,\
 partition_unassigned_blocked,partition_destroy_defers_scrub,partition_builtin_refuses_non_edu,\
-partition_event_redelivery,partition_event_redelivery_control";
+partition_event_redelivery,partition_event_redelivery_control,vmx_vpid_allocation";
 
 fn intel() -> Iommu {
     Iommu::Intel { aw_bits: None, caching_mode: false }

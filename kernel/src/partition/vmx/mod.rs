@@ -14,7 +14,7 @@ mod events;
 pub mod exit;
 pub mod host;
 pub mod vmcs;
-mod vpid;
+pub mod vpid;
 
 pub use caps::{enable, ept_1g_pages, VmxError};
 
