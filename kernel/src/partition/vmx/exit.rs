@@ -73,10 +73,17 @@ fn refused(instruction: &'static str, rip: u64) -> Decoded {
     Decoded::Exit(VmExit::Refused { instruction, rip })
 }
 
+/// Where the guest resumes after the instruction that caused exit `e`: its RIP plus the
+/// VM-exit instruction length (the one place every VMX instruction skip comes from; the
+/// guest's RIP wraps like the CPU's).
+pub fn next_rip(e: &ExitInfo) -> u64 {
+    e.rip.wrapping_add(u64::from(e.instruction_length))
+}
+
 /// Decodes one exit. Every value is accepted: unknown reasons become [`VmExit::Other`].
 pub fn decode(e: &ExitInfo) -> Decoded {
     let rip = e.rip;
-    let next_rip = rip.wrapping_add(u64::from(e.instruction_length));
+    let next_rip = next_rip(e);
     if e.reason & ENTRY_FAILURE != 0 {
         return Decoded::Exit(VmExit::InvalidState);
     }

@@ -270,8 +270,7 @@ impl VmxVcpu {
             rip: self.r(GUEST_RIP),
             gpa: self.r(GUEST_PHYSICAL_ADDRESS),
         };
-        // The one place instruction skips come from: the hardware's instruction length.
-        let next_rip = info.rip.wrapping_add(u64::from(info.instruction_length));
+        let next_rip = exit::next_rip(&info);
         self.next_rip = next_rip;
         let interruption = u64::from(info.interruption);
         if info.reason & 0xFFFF == 0
