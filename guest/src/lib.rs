@@ -96,6 +96,12 @@ pub mod check {
     pub const PIC_IMR: u64 = 20;
     /// Spurious interrupts taken (PIC IRQ 7, APIC spurious vector).
     pub const SPURIOUS: u64 = 21;
+    /// [`super::scenario::PLATFORM_REDELIVERY`]: APIC timer interrupts the handler ran
+    /// for (exactly 1 when the interrupted delivery was completed).
+    pub const REDELIVERY_TICKS: u64 = 22;
+    /// [`super::scenario::PLATFORM_REDELIVERY`]: the CS word of the interrupt frame
+    /// found on [`super::DEMAND_PAGE`] (0x08 when the interrupt was delivered there).
+    pub const REDELIVERY_FRAME_CS: u64 = 23;
 }
 
 /// The only device the built-in guest drives: QEMU's edu (vendor 1234, device 11e8), as
@@ -145,7 +151,16 @@ pub mod scenario {
     /// Interrupts off, [`super::PLATFORM_HOSTILE_ACCESSES`] random accesses to every
     /// platform port and local APIC register (8-, 16- and 32-bit), then DONE.
     pub const PLATFORM_HOSTILE: u64 = 11;
+    /// One APIC timer interrupt (one-shot) taken on a stack at [`super::DEMAND_PAGE`],
+    /// a page the hypervisor maps only on its first access: the interrupt's own delivery
+    /// is that access. Spins with interrupts on for [`super::PLATFORM_WAIT_MS`] without
+    /// touching the stack itself, then reports how often the handler ran.
+    pub const PLATFORM_REDELIVERY: u64 = 12;
 }
+
+/// A guest-physical page outside any partition's RAM (above the device window, below the
+/// local APIC) that the re-delivery test has the hypervisor map only when first touched.
+pub const DEMAND_PAGE: u64 = 0xF000_0000;
 
 /// Vector base the guest gives the master PIC (IRQ 0 = 0x20); the slave gets 0x28.
 pub const PIC_VECTOR_BASE: u8 = 0x20;
@@ -247,6 +262,8 @@ pub fn check_name(id: u64) -> &'static str {
         check::TMCCT_SECOND => "tmcct_second",
         check::PIC_IMR => "pic_imr",
         check::SPURIOUS => "spurious",
+        check::REDELIVERY_TICKS => "redelivery_ticks",
+        check::REDELIVERY_FRAME_CS => "redelivery_frame_cs",
         _ => "unknown",
     }
 }

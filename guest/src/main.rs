@@ -121,6 +121,11 @@ mod bare {
                 hypercall(ch, op::DONE, status, 0);
                 halt()
             }
+            scenario::PLATFORM_REDELIVERY => {
+                let status = redelivery::run(ch, &info);
+                hypercall(ch, op::DONE, status, 0);
+                halt()
+            }
             s if guest::attack::scenario::is_hostile(s) => {
                 let status = hostile::run(ch, &info);
                 hypercall(ch, op::DONE, status, 0);
@@ -170,6 +175,7 @@ mod bare {
     mod idt;
     mod irq;
     mod platform;
+    mod redelivery;
 
     pub(crate) mod edu {
         use super::{read32, read64, report, say, write32, write64, Channel};

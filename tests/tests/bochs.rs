@@ -26,9 +26,12 @@ hostile_log_is_data,hostile_no_host_addresses";
 
 /// VMX on every model: a triple fault exits (reason 2), the runaway guest is stopped by
 /// the budget, and so is the control run of the #DB/#AC exception loops (which only the
-/// host's timer ends).
+/// host's timer ends); an interrupt whose delivery exits (EPT violation on its stack) is
+/// re-injected from the IDT-vectoring information and arrives once, and its control
+/// (re-injection off) loses it.
 const VMX: &str =
-    "partition_shutdown_exit,partition_runaway_budget,hostile_exception_loops_control";
+    "partition_shutdown_exit,partition_runaway_budget,hostile_exception_loops_control,\
+partition_event_redelivery,partition_event_redelivery_control,vmx_vpid_allocation";
 
 fn bochs(cpu: &str, tests: &str) -> Outcome {
     let mut m = BochsMachine::new(&kernel(), cpu);
@@ -46,6 +49,8 @@ fn vmx_model(cpu: &str, unrestricted: &str, more: &str) -> Outcome {
     assert_logged(&out, &format!("unrestricted guest {unrestricted}"));
     // PCI through ports 0xCF8/0xCFC (no MCFG): the i440FX host bridge is found.
     assert_logged(&out, "pci: 0000:00:00.0 8086:1237");
+    assert_logged(&out, "partition redeliver (VMX): Done(0); handler ran 1 times, frame CS 0x8; demand page: 1 faults, 1 during an event's delivery");
+    assert_logged(&out, "partition lose (VMX): Done(1); handler ran 0 times");
     out
 }
 

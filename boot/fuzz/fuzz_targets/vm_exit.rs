@@ -30,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
     let (code, info1, info2, rip) = (word(data, 0), word(data, 1), word(data, 2), word(data, 3));
     // Exit codes are small numbers, so bias half the inputs into their range.
     let code = if code & 1 == 0 { (code >> 1) % 0x500 } else { code };
-    match svm_exit::decode(code, info1, info2, rip) {
+    let next = svm_exit::next_rip(code, rip, info2, (info1 & 1 != 0).then_some(word(data, 6)));
+    match svm_exit::decode(code, info1, info2, rip, next) {
         svm_exit::Decoded::Exit(vcpu::VmExit::Exception { vector, .. }) => assert!(vector < 32),
         svm_exit::Decoded::Exit(vcpu::VmExit::Io { size, .. }) => assert!(size < 8),
         _ => {}

@@ -165,8 +165,7 @@ impl Partition {
                     if let Some(p) = self.platform.as_mut() {
                         let woke = wait_for_interrupt(p, self.interrupt.as_mut(), start, budget);
                         if woke {
-                            let rip = vcpu.reg(Reg::Rip);
-                            vcpu.set_rip(rip.wrapping_add(1));
+                            vcpu.skip_instruction();
                         }
                     }
                     None
@@ -174,6 +173,18 @@ impl Partition {
                 VmExit::Halt => Some(Stop::Halted),
                 VmExit::Shutdown => Some(Stop::Shutdown),
                 VmExit::Exception { vector, rip, .. } => Some(Stop::Exception { vector, rip }),
+                VmExit::NestedPageFault { gpa, .. }
+                    if self.demand.as_ref().is_some_and(|d| d.covers(gpa)) =>
+                {
+                    // The demand page's first access: back it and resume the guest (an
+                    // event whose delivery this interrupted is re-injected by the vCPU).
+                    let delivering = vcpu.control().delivering_event;
+                    let npt = self.npt.as_mut().ok_or(PartitionError::Stopped)?;
+                    let page = self.demand.as_mut().ok_or(PartitionError::Stopped)?;
+                    page.fault(npt, delivering)?;
+                    vcpu.nested_tables_changed();
+                    None
+                }
                 VmExit::NestedPageFault { gpa, error_code, rip }
                     if self.platform.as_ref().is_some_and(|p| p.claims_mmio(gpa)) =>
                 {

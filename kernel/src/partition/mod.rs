@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod demand;
 pub mod dma;
 pub mod image;
 pub mod intercept;
@@ -20,8 +21,11 @@ pub mod platform;
 pub mod reset;
 pub mod story;
 pub mod svm;
+mod svm_enable;
 pub mod svm_exit;
+mod svm_vmrun;
 pub mod vcpu;
+pub mod vmcb;
 pub mod vmx;
 pub mod world;
 
@@ -302,6 +306,9 @@ pub struct Partition {
     pub platform: Option<platform::GuestPlatform>,
     /// A Linux guest's platform (`None` for every other guest): see [`linux`].
     linux: Option<linux::LinuxPlatform>,
+    /// A page outside RAM mapped on the guest's first access (tests: [`demand`]);
+    /// declared after `npt` so the tables are dropped before its frame.
+    demand: Option<demand::DemandPage>,
 }
 
 /// Guest-physical base where assigned devices' BARs appear (3 GiB: above the largest
@@ -421,6 +428,7 @@ impl Partition {
             interrupt: None,
             platform: None,
             linux,
+            demand: None,
         })
     }
 
@@ -460,7 +468,24 @@ impl Partition {
             return Err(npt::NptError::AlreadyMapped(guest_phys).into());
         }
         let npt = self.npt.as_mut().ok_or(PartitionError::Stopped)?;
-        Ok(npt.map_device(guest_phys, host_phys, size)?)
+        npt.map_device(guest_phys, host_phys, size)?;
+        if let Some(v) = self.vcpu.as_mut() {
+            v.nested_tables_changed();
+        }
+        Ok(())
+    }
+
+    /// Adds a page at `gpa` (outside RAM, inside the identity map, unmapped) that the
+    /// nested tables map only when the guest first touches it ([`demand::DemandPage`]).
+    pub fn add_demand_page(&mut self, gpa: u64) -> Result<(), PartitionError> {
+        let npt = self.npt.as_ref().ok_or(PartitionError::Stopped)?;
+        self.demand = Some(demand::DemandPage::new(gpa, npt)?);
+        Ok(())
+    }
+
+    /// The demand page's counts, if the partition has one.
+    pub fn demand_page(&self) -> Option<&demand::DemandPage> {
+        self.demand.as_ref()
     }
 
     /// Gives the partition a PCI function's BAR0: maps it uncached at

@@ -1,89 +1,36 @@
 //! AMD SVM: enabling it on the host (EFER.SVME, the host save area), the VMCB, the I/O
 //! and MSR permission maps, `clgi; vmrun; stgi`, and exit decoding into [`VmExit`].
 //!
-//! Under QEMU TCG there is no NRIP save: the next RIP of an I/O exit is EXITINFO2, and
-//! skipped VMMCALL/HLT instructions are advanced by their length.
+//! The VMCB layout is `vmcb.rs`; the world-switch routine `svm_vmrun.rs`. Instruction
+//! skips use the CPU's NRIP where it saves one (CPUID 0x8000_000A EDX bit 3; QEMU's TCG
+//! does not): `svm_exit::next_rip`. An exit that interrupted an event's delivery
+//! (EXITINTINFO) has the event injected again (`vcpu::redelivery`).
 
 use super::svm_exit::{self, Decoded};
-use super::vcpu::{EntryState, GuestControl, Reg, VcpuBackend, VmExit};
+use super::svm_vmrun::partition_svm_vmrun;
+use super::vcpu::{
+    self, EntryState, Event, EventKind, GuestControl, GuestRegs, VcpuBackend, VmExit,
+};
+use super::vmcb::{ctl, event, intercept as icpt, save, segment, tlb, vintr};
 use super::world::GuestWorld;
-use super::{intercept, world};
+use super::{intercept, vmcb, world};
 use crate::mem::frames;
-use core::fmt;
-use x86_64::registers::model_specific::Msr;
 
-const MSR_EFER: u32 = 0xC000_0080;
-const EFER_SVME: u64 = 1 << 12;
-const MSR_VM_CR: u32 = 0xC001_0114;
-const VM_CR_SVMDIS: u64 = 1 << 4;
-const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
-
-/// Control-area offsets (AMD APM vol. 2, appendix B).
-mod ctl {
-    pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
-    pub const INTERCEPT_MISC1: usize = 0x00C;
-    pub const INTERCEPT_MISC2: usize = 0x010;
-    pub const IOPM_BASE: usize = 0x040;
-    pub const MSRPM_BASE: usize = 0x048;
-    pub const ASID: usize = 0x058;
-    pub const TLB_CONTROL: usize = 0x05C;
-    pub const VINTR: usize = 0x060;
-    pub const INTERRUPT_SHADOW: usize = 0x068;
-    pub const EXIT_CODE: usize = 0x070;
-    pub const EXIT_INFO1: usize = 0x078;
-    pub const EXIT_INFO2: usize = 0x080;
-    pub const EXIT_INT_INFO: usize = 0x088;
-    pub const EVENT_INJ: usize = 0x0A8;
-    pub const NP_ENABLE: usize = 0x090;
-    pub const N_CR3: usize = 0x0B0;
-}
-
-/// State-save-area offsets.
-mod save {
-    pub const ES: usize = 0x400;
-    pub const CS: usize = 0x410;
-    pub const SS: usize = 0x420;
-    pub const DS: usize = 0x430;
-    pub const FS: usize = 0x440;
-    pub const GS: usize = 0x450;
-    pub const GDTR: usize = 0x460;
-    pub const LDTR: usize = 0x470;
-    pub const IDTR: usize = 0x480;
-    pub const TR: usize = 0x490;
-    pub const CPL: usize = 0x4CB;
-    pub const EFER: usize = 0x4D0;
-    pub const CR4: usize = 0x548;
-    pub const CR3: usize = 0x550;
-    pub const CR0: usize = 0x558;
-    pub const DR7: usize = 0x560;
-    pub const DR6: usize = 0x568;
-    pub const RFLAGS: usize = 0x570;
-    pub const RIP: usize = 0x578;
-    pub const RSP: usize = 0x5D8;
-    pub const RAX: usize = 0x5F8;
-    pub const STAR: usize = 0x600;
-    pub const LSTAR: usize = 0x608;
-    pub const CSTAR: usize = 0x610;
-    pub const SFMASK: usize = 0x618;
-    pub const KERNEL_GS_BASE: usize = 0x620;
-    pub const SYSENTER_CS: usize = 0x628;
-    pub const SYSENTER_ESP: usize = 0x630;
-    pub const SYSENTER_EIP: usize = 0x638;
-    pub const G_PAT: usize = 0x668;
-}
+use super::svm_enable::{cpuid, EFER_SVME, MSR_EFER, NRIP_SAVE};
+pub use super::svm_enable::{enable, SvmError};
 
 /// The 8-byte words VMSAVE stores and VMLOAD loads (FS, GS, LDTR, TR with their hidden
 /// parts; KERNEL_GS_BASE; the SYSCALL and SYSENTER MSRs): the part of the world switch
 /// that `world` does with those two instructions.
 pub const VMSAVE_FIELDS: [usize; 16] = [
     save::FS,
-    save::FS + 8,
+    save::FS + segment::BASE,
     save::GS,
-    save::GS + 8,
+    save::GS + segment::BASE,
     save::LDTR,
-    save::LDTR + 8,
+    save::LDTR + segment::BASE,
     save::TR,
-    save::TR + 8,
+    save::TR + segment::BASE,
     save::STAR,
     save::LSTAR,
     save::CSTAR,
@@ -94,61 +41,37 @@ pub const VMSAVE_FIELDS: [usize; 16] = [
     save::SYSENTER_EIP,
 ];
 
-/// VINTR (offset 0x060): a virtual interrupt is requested (cleared when the guest takes it).
-const V_IRQ: iommu::bits::Field = iommu::bits::Field::bit(8);
-/// VINTR: its priority (compared with V_TPR unless V_IGN_TPR).
-const V_INTR_PRIO: iommu::bits::Field = iommu::bits::Field::new(16, 4);
-/// VINTR: ignore the virtual TPR.
-const V_IGN_TPR: iommu::bits::Field = iommu::bits::Field::bit(20);
-/// VINTR: the virtual interrupt's vector.
-const V_INTR_VECTOR: iommu::bits::Field = iommu::bits::Field::new(32, 8);
-
-// Intercept bits, vector 3 (offset 0x00C) and vector 4 (0x010). The policy behind each
-// is in `intercept.rs`; the reason is given here once per bit.
-/// Host interrupts end the guest's slice (the host timer bounds every run).
-const INTERCEPT_INTR: u32 = 1 << 0;
-/// NMIs are the host's.
-const INTERCEPT_NMI: u32 = 1 << 1;
-/// RDPMC: the performance counters are the host's; refused.
-const INTERCEPT_RDPMC: u32 = 1 << 15;
-/// CPUID: emulated with a filtered view (no SVM, no PMU, no MONITOR, ...).
-const INTERCEPT_CPUID: u32 = 1 << 18;
-/// INVD: never executed (it would drop the host's dirty cache lines); emulated as WBINVD.
-const INTERCEPT_INVD: u32 = 1 << 22;
-/// HLT: the guest is done with the CPU (the run ends), or, with the guest platform and
-/// interrupts on, waits for its next virtual interrupt.
-const INTERCEPT_HLT: u32 = 1 << 24;
-/// INVLPGA: an SVM instruction reaching other ASIDs' TLB entries; refused.
-const INTERCEPT_INVLPGA: u32 = 1 << 26;
-/// I/O: only the hypercall port is served.
-const INTERCEPT_IOIO: u32 = 1 << 27;
-/// MSRs: none is emulated; any access stops the guest.
-const INTERCEPT_MSR: u32 = 1 << 28;
-/// Task switches: long mode has none; refused.
-const INTERCEPT_TASK_SWITCH: u32 = 1 << 29;
-/// Triple faults end the run instead of resetting the host.
-const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
-/// VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT: the guest uses none of SVM.
-const INTERCEPT_SVM_INSTRUCTIONS: u32 = 0x7F;
-/// ICEBP (INT1): a #DB the exception intercept does not see (CVE-2015-8104); refused.
-const INTERCEPT_ICEBP: u32 = 1 << 8;
-/// WBINVD: executed by the host on the guest's behalf (emulated).
-const INTERCEPT_WBINVD: u32 = 1 << 9;
-/// MONITOR, MWAIT, MWAIT when armed: CPUID says there is none; refused.
-const INTERCEPT_MONITOR_MWAIT: u32 = 1 << 10 | 1 << 11 | 1 << 12;
-/// XSETBV: XCR0 is host state; only values `intercept::xcr0_allowed` accepts are loaded.
-const INTERCEPT_XSETBV: u32 = 1 << 13;
-/// RDPRU: the host's processor registers; refused.
-const INTERCEPT_RDPRU: u32 = 1 << 14;
-// RDTSC (vector 3 bit 14) and RDTSCP (vector 4 bit 7) are deliberately not intercepted:
-// see `intercept.rs`.
-
 /// Exceptions intercepted by default: every vector (the guest has no IDT of its own).
 pub const ALL_EXCEPTIONS: u32 = u32::MAX;
 /// Exceptions intercepted whatever a caller asks: #DB (1) and #AC (17), whose
 /// delivery loops (CVE-2015-8104, CVE-2015-5307) would hang the host, and #MC (18),
 /// which is the host's.
 pub const ALWAYS_INTERCEPTED: u32 = 1 << 1 | 1 << 17 | 1 << 18;
+
+/// Intercept vector 3: what the SVM backend intercepts (each bit's reason is in
+/// `vmcb::intercept`).
+const MISC1_INTERCEPTS: u32 = icpt::word(&[
+    icpt::INTR,
+    icpt::NMI,
+    icpt::RDPMC,
+    icpt::CPUID,
+    icpt::INVD,
+    icpt::HLT,
+    icpt::INVLPGA,
+    icpt::IOIO,
+    icpt::MSR,
+    icpt::TASK_SWITCH,
+    icpt::SHUTDOWN,
+]);
+/// Intercept vector 4.
+const MISC2_INTERCEPTS: u32 = icpt::word(&[
+    icpt::SVM_INSTRUCTIONS,
+    icpt::ICEBP,
+    icpt::WBINVD,
+    icpt::MONITOR_MWAIT,
+    icpt::XSETBV,
+    icpt::RDPRU,
+]);
 
 /// Off only in the hostile suite's control runs ([`force_intercepts_for_test`]); only in
 /// builds with the kernel's `test-controls` feature, never in `--release`.
@@ -185,191 +108,20 @@ pub fn forced_exceptions() -> u32 {
     }
 }
 
-/// Why SVM cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SvmError {
-    /// CPUID reports no SVM (an Intel machine needs the VMX backend).
-    NotSupported,
-    /// The firmware disabled SVM (VM_CR.SVMDIS).
-    DisabledByFirmware,
-    /// CPUID reports no nested paging.
-    NoNestedPaging,
-    /// No frame for the host save area, a VMCB or a permission map.
-    OutOfFrames,
-    /// CPUID reports neither XSAVE nor FXSAVE, which the world switch needs.
-    NoXsave,
-}
-
-impl fmt::Display for SvmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SvmError::NotSupported => "the CPU has no AMD SVM (use -cpu max under QEMU)",
-            SvmError::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
-            SvmError::NoNestedPaging => "the CPU has SVM but no nested paging",
-            SvmError::OutOfFrames => "out of frames for SVM structures",
-            SvmError::NoXsave => {
-                "the CPU has neither XSAVE nor FXSAVE, which the world switch needs"
-            }
-        })
-    }
-}
-
-static ENABLED: spin::Once<Result<(), SvmError>> = spin::Once::new();
-
-fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
-    core::arch::x86_64::__cpuid(leaf)
-}
-
-/// Checks for SVM with nested paging and enables it on this (the boot) CPU once: sets
-/// EFER.SVME, points VM_HSAVE_PA at a fresh host save area, and sets up the world
-/// switch's host side (`world::host_facts`: XSAVE is required).
-pub fn enable() -> Result<(), SvmError> {
-    *ENABLED.call_once(|| {
-        if cpuid(0x8000_0000).eax < 0x8000_000A || cpuid(0x8000_0001).ecx & (1 << 2) == 0 {
-            return Err(SvmError::NotSupported);
-        }
-        // SAFETY: VM_CR exists on every processor that reports SVM; reading it has no effect.
-        if unsafe { Msr::new(MSR_VM_CR).read() } & VM_CR_SVMDIS != 0 {
-            return Err(SvmError::DisabledByFirmware);
-        }
-        if cpuid(0x8000_000A).edx & 1 == 0 {
-            return Err(SvmError::NoNestedPaging);
-        }
-        let hsave = frames::alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
-        // SAFETY: setting EFER.SVME only makes the SVM instructions available (SVM was
-        // checked above); VM_HSAVE_PA gets a page this code owns for the rest of the run
-        // (the processor stores host state there on VMRUN).
-        unsafe {
-            let mut efer = Msr::new(MSR_EFER);
-            efer.write(efer.read() | EFER_SVME);
-            Msr::new(MSR_VM_HSAVE_PA).write(hsave);
-        }
-        world::host_facts()?;
-        log::info!("svm: enabled (nested paging, {} ASIDs)", cpuid(0x8000_000A).ebx);
-        Ok(())
-    })
-}
-
-/// Guest general-purpose registers VMRUN does not keep in the VMCB; the layout is what
-/// `partition_svm_vmrun` below expects.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct GuestGprs {
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
-}
-
-// Saves the host's callee-saved registers; with GIF clear, `vmsave`s the host's FS/GS/
-// TR/LDTR/SYSCALL MSRs into the page at RDX (skipped when RDX = 0: the switch's test
-// knob) and `vmload`s the guest's from its VMCB (RDI), loads the guest's registers from
-// `GuestGprs` (RSI), `vmrun`s, stores the guest's registers back, `vmsave`s the guest's
-// state into its VMCB and `vmload`s the host's, disables every breakpoint (DR7 = 0x400),
-// sets GIF and restores the host's registers. A pending host interrupt is taken right
-// after `stgi`, never on guest TR.
-core::arch::global_asm!(
-    ".global partition_svm_vmrun",
-    "partition_svm_vmrun:",
-    "push rbx",
-    "push rbp",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "push rdi",
-    "push rdx",
-    "push rsi",
-    "clgi",
-    "test rdx, rdx",
-    "jz 2f",
-    "mov rax, rdx",
-    "vmsave rax",
-    "mov rax, rdi",
-    "vmload rax",
-    "2:",
-    "mov rax, rdi",
-    "mov rbx, [rsi + 0x00]",
-    "mov rcx, [rsi + 0x08]",
-    "mov rdx, [rsi + 0x10]",
-    "mov rdi, [rsi + 0x20]",
-    "mov rbp, [rsi + 0x28]",
-    "mov r8, [rsi + 0x30]",
-    "mov r9, [rsi + 0x38]",
-    "mov r10, [rsi + 0x40]",
-    "mov r11, [rsi + 0x48]",
-    "mov r12, [rsi + 0x50]",
-    "mov r13, [rsi + 0x58]",
-    "mov r14, [rsi + 0x60]",
-    "mov r15, [rsi + 0x68]",
-    "mov rsi, [rsi + 0x18]",
-    "clgi",
-    "vmrun rax",
-    "push rsi",
-    "mov rsi, [rsp + 8]",
-    "mov [rsi + 0x00], rbx",
-    "mov [rsi + 0x08], rcx",
-    "mov [rsi + 0x10], rdx",
-    "mov [rsi + 0x20], rdi",
-    "mov [rsi + 0x28], rbp",
-    "mov [rsi + 0x30], r8",
-    "mov [rsi + 0x38], r9",
-    "mov [rsi + 0x40], r10",
-    "mov [rsi + 0x48], r11",
-    "mov [rsi + 0x50], r12",
-    "mov [rsi + 0x58], r13",
-    "mov [rsi + 0x60], r14",
-    "mov [rsi + 0x68], r15",
-    "pop rax",
-    "mov [rsi + 0x18], rax",
-    "add rsp, 8",
-    "pop rdx",
-    "pop rdi",
-    "test rdx, rdx",
-    "jz 3f",
-    "mov rax, rdi",
-    "vmsave rax",
-    "mov rax, rdx",
-    "vmload rax",
-    "3:",
-    // No guest breakpoint (DR0-DR3 are still the guest's) may fire in host code before
-    // `world` restores the host's debug registers: disable them all before GIF is set.
-    "mov eax, 0x400",
-    "mov dr7, rax",
-    "stgi",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbp",
-    "pop rbx",
-    "ret",
-);
-
-unsafe extern "C" {
-    fn partition_svm_vmrun(vmcb: u64, gprs: *mut GuestGprs, host_save: u64);
-}
-
 /// An SVM virtual CPU: its VMCB, I/O permission map (12 KiB, every port intercepted),
-/// MSR permission map (8 KiB, every MSR intercepted) and the registers VMRUN leaves to
-/// software.
+/// MSR permission map (8 KiB, every MSR intercepted) and the guest's registers.
 pub struct SvmVcpu {
     vmcb: u64,
     iopm: u64,
     msrpm: u64,
-    gprs: GuestGprs,
+    regs: GuestRegs,
     /// What VMRUN does not switch: XSAVE state, XCR0, DR0-DR3.
     world: GuestWorld,
+    /// The CPU saves NRIP on instruction exits (CPUID 0x8000_000A EDX bit 3).
+    nrip_save: bool,
+    /// Where the guest resumes after the instruction of the last exit
+    /// (`svm_exit::next_rip`).
+    next_rip: u64,
 }
 
 /// A 12-bit VMCB segment attribute: 64-bit code (type 0xB, S, P, L, G).
@@ -403,38 +155,27 @@ impl SvmVcpu {
             core::ptr::write_bytes(iopm as *mut u8, 0xFF, 3 * 4096);
             core::ptr::write_bytes(msrpm as *mut u8, 0xFF, 2 * 4096);
         }
-        let mut v = SvmVcpu { vmcb, iopm, msrpm, gprs: GuestGprs::default(), world };
+        let nrip_save = cpuid(0x8000_000A).edx & NRIP_SAVE != 0;
+        let mut v = SvmVcpu {
+            vmcb,
+            iopm,
+            msrpm,
+            regs: GuestRegs::default(),
+            world,
+            nrip_save,
+            next_rip: 0,
+        };
         v.w32(ctl::INTERCEPT_EXCEPTIONS, ALL_EXCEPTIONS);
-        v.w32(
-            ctl::INTERCEPT_MISC1,
-            INTERCEPT_INTR
-                | INTERCEPT_NMI
-                | INTERCEPT_RDPMC
-                | INTERCEPT_CPUID
-                | INTERCEPT_INVD
-                | INTERCEPT_HLT
-                | INTERCEPT_INVLPGA
-                | INTERCEPT_IOIO
-                | INTERCEPT_MSR
-                | INTERCEPT_TASK_SWITCH
-                | INTERCEPT_SHUTDOWN,
-        );
-        v.w32(
-            ctl::INTERCEPT_MISC2,
-            INTERCEPT_SVM_INSTRUCTIONS
-                | INTERCEPT_ICEBP
-                | INTERCEPT_WBINVD
-                | INTERCEPT_MONITOR_MWAIT
-                | INTERCEPT_XSETBV
-                | INTERCEPT_RDPRU,
-        );
+        v.w32(ctl::INTERCEPT_MISC1, MISC1_INTERCEPTS);
+        v.w32(ctl::INTERCEPT_MISC2, MISC2_INTERCEPTS);
         v.w64(ctl::IOPM_BASE, iopm);
         v.w64(ctl::MSRPM_BASE, msrpm);
         v.w32(ctl::ASID, asid.max(1));
-        // V_INTR_MASKING: host interrupts stay governed by the host's RFLAGS.IF.
-        v.w64(ctl::VINTR, 1 << 24);
-        v.w64(ctl::NP_ENABLE, 1);
+        v.w64(ctl::VINTR, vintr::V_INTR_MASKING.with(0, true));
+        v.w64(ctl::NP_ENABLE, vmcb::NP_ENABLE.with(0, true));
         v.w64(ctl::N_CR3, nested_cr3);
+        // No clean bits: every VMRUN reloads every field from the VMCB.
+        v.w32(ctl::CLEAN_BITS, 0);
         Ok(v)
     }
 
@@ -469,44 +210,50 @@ impl SvmVcpu {
         unsafe { core::ptr::read_volatile(self.at(off) as *const u8) }
     }
 
+    fn r16(&self, off: usize) -> u16 {
+        // SAFETY: as for `w16`, reading.
+        unsafe { core::ptr::read_volatile(self.at(off) as *const u16) }
+    }
+
     fn r64(&self, off: usize) -> u64 {
         // SAFETY: as for `w16`, reading.
         unsafe { core::ptr::read_volatile(self.at(off) as *const u64) }
     }
 
-    /// CPUID (2 bytes, no NRIP under TCG): the filtered view of `intercept::guest_cpuid`.
+    /// CPUID: the filtered view of `intercept::guest_cpuid`.
     fn emulate_cpuid(&mut self, rip: u64) -> VmExit {
         let Ok(facts) = world::host_facts() else {
             return VmExit::Refused { instruction: "CPUID", rip };
         };
-        let leaf = self.r64(save::RAX) as u32;
         let r = intercept::guest_cpuid(
-            leaf,
-            self.gprs.rcx as u32,
+            self.regs.get(GuestRegs::RAX) as u32,
+            self.regs.get(GuestRegs::RCX) as u32,
             self.r64(save::CR4),
             facts.mask,
             facts.area_size as u32,
         );
-        self.w64(save::RAX, r[0] as u64);
-        self.gprs.rbx = r[1] as u64;
-        self.gprs.rcx = r[2] as u64;
-        self.gprs.rdx = r[3] as u64;
-        self.w64(save::RIP, rip.wrapping_add(2));
+        for (reg, value) in
+            [GuestRegs::RAX, GuestRegs::RBX, GuestRegs::RCX, GuestRegs::RDX].into_iter().zip(r)
+        {
+            self.regs.set(reg, u64::from(value));
+        }
+        self.w64(save::RIP, self.next_rip);
         VmExit::Emulated { instruction: "CPUID" }
     }
 
-    /// XSETBV (3 bytes): XCR0 only (ECX = 0), at CPL 0 with the guest's CR4.OSXSAVE, and
-    /// only a value `intercept::xcr0_allowed` accepts; anything else stops the guest.
+    /// XSETBV: XCR0 only (ECX = 0), at CPL 0 with the guest's CR4.OSXSAVE, and only a
+    /// value `intercept::xcr0_allowed` accepts; anything else stops the guest.
     fn emulate_xsetbv(&mut self, rip: u64) -> VmExit {
         let refused =
             VmExit::Refused { instruction: "XSETBV of a value the host does not allow", rip };
         let Ok(facts) = world::host_facts() else {
             return refused;
         };
-        let value = (self.gprs.rdx & 0xFFFF_FFFF) << 32 | (self.r64(save::RAX) & 0xFFFF_FFFF);
+        let (rax, rdx) = (self.regs.get(GuestRegs::RAX), self.regs.get(GuestRegs::RDX));
+        let value = (rdx & 0xFFFF_FFFF) << 32 | (rax & 0xFFFF_FFFF);
         let cpl = self.r8(save::CPL);
         let osxsave = self.r64(save::CR4) & 1 << 18 != 0;
-        if self.gprs.rcx as u32 != 0 || cpl != 0 || !osxsave {
+        if self.regs.get(GuestRegs::RCX) as u32 != 0 || cpl != 0 || !osxsave {
             return refused;
         }
         if let Err(why) = intercept::xcr0_allowed(value, facts.mask) {
@@ -514,15 +261,37 @@ impl SvmVcpu {
             return refused;
         }
         self.world.xcr0 = value;
-        self.w64(save::RIP, rip.wrapping_add(3));
+        self.w64(save::RIP, self.next_rip);
         VmExit::Emulated { instruction: "XSETBV" }
     }
 
     fn segment(&mut self, off: usize, selector: u16, attrib: u16, limit: u32, base: u64) {
-        self.w16(off, selector);
-        self.w16(off + 2, attrib);
-        self.w32(off + 4, limit);
-        self.w64(off + 8, base);
+        self.w16(off + segment::SELECTOR, selector);
+        self.w16(off + segment::ATTRIB, attrib);
+        self.w32(off + segment::LIMIT, limit);
+        self.w64(off + segment::BASE, base);
+    }
+
+    /// After an exit: when it interrupted an event's delivery (EXITINTINFO valid), the
+    /// event is queued in EVENTINJ for the next VMRUN as `vcpu::redelivery` decides, so
+    /// the guest receives it once. QEMU's TCG differs from the APM in two ways handled
+    /// here: it records an interrupted interrupt as an exception of the interrupt's
+    /// vector (no exception has a vector above 31, so such an event is an interrupt),
+    /// and it leaves V_IRQ set when the delivery of the virtual interrupt exits (the CPU
+    /// clears V_IRQ as it takes the interrupt): that request is the event re-injected
+    /// here, so it is withdrawn, or the guest would take the interrupt twice.
+    fn complete_event(&mut self) {
+        let Some(e) = interrupted_event(self.r64(ctl::EXIT_INT_INFO)) else { return };
+        if e.kind == EventKind::Interrupt {
+            let v = self.r64(ctl::VINTR);
+            if vintr::V_IRQ.is_set(v) && vintr::V_INTR_VECTOR.get(v) == u64::from(e.vector) {
+                self.w64(ctl::VINTR, vintr::V_IRQ.with(v, false));
+            }
+        }
+        if let Some(e) = vcpu::redelivery(e) {
+            log::debug!("svm: re-injecting {e:?}, whose delivery the exit interrupted");
+            self.w64(ctl::EVENT_INJ, injection(e));
+        }
     }
 
     /// Decodes the exit (`svm_exit::decode`) and performs what it asks of the backend:
@@ -532,7 +301,9 @@ impl SvmVcpu {
         let info1 = self.r64(ctl::EXIT_INFO1);
         let info2 = self.r64(ctl::EXIT_INFO2);
         let rip = self.r64(save::RIP);
-        match svm_exit::decode(code, info1, info2, rip) {
+        let nrip = self.nrip_save.then(|| self.r64(ctl::NRIP));
+        self.next_rip = svm_exit::next_rip(code, rip, info2, nrip);
+        match svm_exit::decode(code, info1, info2, rip, self.next_rip) {
             Decoded::Exit(e) => e,
             Decoded::Cpuid => self.emulate_cpuid(rip),
             Decoded::Xsetbv => self.emulate_xsetbv(rip),
@@ -540,7 +311,7 @@ impl SvmVcpu {
                 // SAFETY: WBINVD writes back and invalidates the caches; it changes no
                 // memory contents, only costs time (bounded by the run's exit budget).
                 unsafe { core::arch::asm!("wbinvd", options(nostack)) };
-                self.w64(save::RIP, rip.wrapping_add(2));
+                self.w64(save::RIP, self.next_rip);
                 VmExit::Emulated { instruction: if invd { "INVD" } else { "WBINVD" } }
             }
             Decoded::MachineCheck => {
@@ -599,11 +370,13 @@ impl VcpuBackend for SvmVcpu {
         self.w64(save::DR6, 0xFFFF_0FF0);
         self.w64(save::RFLAGS, 0x2);
         self.w64(save::RIP, e.rip);
-        self.w64(save::RSP, e.rsp);
-        self.w64(save::RAX, 0);
         self.w64(save::G_PAT, 0x0007_0406_0007_0406);
-        self.gprs = GuestGprs { rdi: e.rdi, rsi: e.rsi, ..GuestGprs::default() };
+        self.regs = GuestRegs::default();
+        self.regs.set(GuestRegs::RSP, e.rsp);
+        self.regs.set(GuestRegs::RDI, e.rdi);
+        self.regs.set(GuestRegs::RSI, e.rsi);
         self.w64(ctl::EVENT_INJ, 0);
+        self.w64(ctl::EXIT_INT_INFO, 0);
     }
 
     fn set_exception_intercepts(&mut self, vectors: u32) {
@@ -614,7 +387,10 @@ impl VcpuBackend for SvmVcpu {
     fn run(&mut self) -> VmExit {
         // Partitions share ASIDs across runs: flush the guest TLB on every entry (cheap
         // under emulation, and always correct).
-        self.w32(ctl::TLB_CONTROL, 1);
+        self.w8(ctl::TLB_CONTROL, tlb::FLUSH_ALL as u8);
+        // VMRUN loads RAX and RSP from the VMCB, the rest from the register file.
+        self.w64(save::RAX, self.regs.get(GuestRegs::RAX));
+        self.w64(save::RSP, self.regs.get(GuestRegs::RSP));
         x86_64::instructions::interrupts::enable();
         let host = self.world.enter();
         let host_save = world::host_save_page();
@@ -623,39 +399,37 @@ impl VcpuBackend for SvmVcpu {
         // its permission maps, nested tables and the state VMLOAD reads; `host_save` is
         // the host's own vmsave page (or 0); the routine restores every callee-saved
         // register and the stack, and GIF is set again (host state back) before it returns.
-        unsafe { partition_svm_vmrun(self.vmcb, &mut self.gprs, host_save) };
-        // An injected exception was delivered by that VMRUN (QEMU clears the field on
-        // #VMEXIT, the APM does not promise it): never inject it twice.
+        unsafe { partition_svm_vmrun(self.vmcb, &mut self.regs, host_save) };
+        self.regs.set(GuestRegs::RAX, self.r64(save::RAX));
+        self.regs.set(GuestRegs::RSP, self.r64(save::RSP));
+        // An injected event was delivered by that VMRUN, or its delivery was interrupted
+        // and EXITINTINFO holds it (QEMU clears the field on #VMEXIT, the APM does not
+        // promise it): never inject it twice; `complete_event` re-queues what must be.
         self.w64(ctl::EVENT_INJ, 0);
         self.world.leave(host);
+        self.complete_event();
         self.decode()
     }
 
-    fn reg(&self, r: Reg) -> u64 {
-        match r {
-            Reg::Rax => self.r64(save::RAX),
-            Reg::Rcx => self.gprs.rcx,
-            Reg::Rsi => self.gprs.rsi,
-            Reg::Rdx => self.gprs.rdx,
-            Reg::Rip => self.r64(save::RIP),
-        }
+    fn regs(&self) -> &GuestRegs {
+        &self.regs
     }
 
-    fn set_reg(&mut self, r: Reg, value: u64) {
-        match r {
-            Reg::Rax => self.w64(save::RAX, value),
-            Reg::Rcx => self.gprs.rcx = value,
-            Reg::Rsi => self.gprs.rsi = value,
-            Reg::Rdx => self.gprs.rdx = value,
-            Reg::Rip => self.w64(save::RIP, value),
-        }
+    fn regs_mut(&mut self) -> &mut GuestRegs {
+        &mut self.regs
+    }
+
+    fn rip(&self) -> u64 {
+        self.r64(save::RIP)
+    }
+
+    fn skip_instruction(&mut self) {
+        self.set_rip(self.next_rip);
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        // EVENTINJ: vector, type 3 (exception), EV (error code valid), V; the code above.
-        let ev = u64::from(error_code.is_some()) << 11;
-        let code = u64::from(error_code.unwrap_or(0)) << 32;
-        self.w64(ctl::EVENT_INJ, u64::from(vector) | 3 << 8 | ev | 1 << 31 | code);
+        let e = Event { kind: EventKind::Exception, vector, error_code };
+        self.w64(ctl::EVENT_INJ, injection(e));
     }
 
     fn guest_msr(&self, msr: u32) -> Option<u64> {
@@ -669,7 +443,7 @@ impl VcpuBackend for SvmVcpu {
     fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool {
         use super::linux::msr::{canonical, efer_write, pat_valid};
         match msr {
-            MSR_EFER => match efer_write(self.r64(save::EFER) & !EFER_SVME, value, true) {
+            MSR_EFER => match efer_write(self.r64(save::EFER) & !EFER_SVME, value) {
                 Some(efer) => {
                     self.w64(save::EFER, efer | EFER_SVME);
                     true
@@ -697,14 +471,11 @@ impl VcpuBackend for SvmVcpu {
         self.w64(save::RIP, rip);
         // Moving past an instruction ends the STI/MOV SS interrupt shadow it was in.
         let shadow = self.r64(ctl::INTERRUPT_SHADOW);
-        self.w64(ctl::INTERRUPT_SHADOW, shadow & !1);
-    }
-
-    fn set_rax(&mut self, value: u64) {
-        self.w64(save::RAX, value);
+        self.w64(ctl::INTERRUPT_SHADOW, vmcb::INTERRUPT_SHADOW.with(shadow, false));
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
+        use vintr::{V_IGN_TPR, V_INTR_PRIO, V_INTR_VECTOR, V_IRQ};
         let v = self.r64(ctl::VINTR);
         let v = V_INTR_VECTOR.set(
             V_IRQ.with(V_IGN_TPR.with(V_INTR_PRIO.set(v, 0xF), true), true),
@@ -714,64 +485,20 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn interrupt_waiting(&self) -> bool {
-        V_IRQ.is_set(self.r64(ctl::VINTR))
+        vintr::V_IRQ.is_set(self.r64(ctl::VINTR))
     }
 
     fn cancel_interrupt(&mut self) {
         let v = self.r64(ctl::VINTR);
-        self.w64(ctl::VINTR, V_IRQ.with(v, false));
+        self.w64(ctl::VINTR, vintr::V_IRQ.with(v, false));
     }
 
-    fn gpr(&self, index: u8) -> u64 {
-        let g = &self.gprs;
-        match index {
-            0 => self.r64(save::RAX),
-            1 => g.rcx,
-            2 => g.rdx,
-            3 => g.rbx,
-            4 => self.r64(save::RSP),
-            5 => g.rbp,
-            6 => g.rsi,
-            7 => g.rdi,
-            8 => g.r8,
-            9 => g.r9,
-            10 => g.r10,
-            11 => g.r11,
-            12 => g.r12,
-            13 => g.r13,
-            14 => g.r14,
-            15 => g.r15,
-            _ => 0,
-        }
-    }
-
-    fn set_gpr(&mut self, index: u8, value: u64) {
-        let g = &mut self.gprs;
-        let slot = match index {
-            0 => return self.w64(save::RAX, value),
-            4 => return self.w64(save::RSP, value),
-            1 => &mut g.rcx,
-            2 => &mut g.rdx,
-            3 => &mut g.rbx,
-            5 => &mut g.rbp,
-            6 => &mut g.rsi,
-            7 => &mut g.rdi,
-            8 => &mut g.r8,
-            9 => &mut g.r9,
-            10 => &mut g.r10,
-            11 => &mut g.r11,
-            12 => &mut g.r12,
-            13 => &mut g.r13,
-            14 => &mut g.r14,
-            15 => &mut g.r15,
-            _ => return,
-        };
-        *slot = value;
+    fn nested_tables_changed(&mut self) {
+        // Nothing to do: `run` flushes the whole TLB on every VMRUN.
     }
 
     fn control(&self) -> GuestControl {
-        // CS attributes (12-bit VMCB form): L is bit 9.
-        let cs_attrib = self.r64(save::CS) >> 16 & 0xFFFF;
+        let cs_attrib = u64::from(self.r16(save::CS + segment::ATTRIB));
         let efer = self.r64(save::EFER);
         GuestControl {
             cr0: self.r64(save::CR0),
@@ -779,9 +506,49 @@ impl VcpuBackend for SvmVcpu {
             cr4: self.r64(save::CR4),
             efer,
             rflags: self.r64(save::RFLAGS),
-            code64: efer & 1 << 10 != 0 && cs_attrib & 1 << 9 != 0,
-            delivering_event: self.r64(ctl::EXIT_INT_INFO) & 1 << 31 != 0,
+            code64: efer & 1 << 10 != 0 && vmcb::ATTRIB_L.is_set(cs_attrib),
+            delivering_event: event::VALID.is_set(self.r64(ctl::EXIT_INT_INFO)),
         }
+    }
+}
+
+/// The event an EXITINTINFO value says the exit interrupted, if any (see
+/// `SvmVcpu::complete_event` for QEMU's exception-typed interrupts). INT3 and INTO are
+/// exceptions the guest raised itself (their instruction runs again).
+fn interrupted_event(info: u64) -> Option<Event> {
+    if !event::VALID.is_set(info) {
+        return None;
+    }
+    let vector = event::VECTOR.get(info) as u8;
+    let kind = match event::TYPE.get(info) {
+        event::TYPE_INTR => EventKind::Interrupt,
+        event::TYPE_NMI => EventKind::Nmi,
+        event::TYPE_EXCEPTION if vector >= 32 => EventKind::Interrupt,
+        event::TYPE_EXCEPTION if vector == 3 || vector == 4 => EventKind::SoftwareException,
+        event::TYPE_EXCEPTION => EventKind::Exception,
+        event::TYPE_SOFT_INT => EventKind::SoftwareInterrupt,
+        // Reserved types: nothing the guest could be owed.
+        _ => return None,
+    };
+    let error_code = event::ERROR_VALID.is_set(info).then(|| event::ERROR_CODE.get(info) as u32);
+    Some(Event { kind, vector, error_code })
+}
+
+/// The EVENTINJ value that injects `e` (software-raised events are never injected: see
+/// `vcpu::redelivery`; an INT n would be type 4).
+fn injection(e: Event) -> u64 {
+    let ty = match e.kind {
+        EventKind::Interrupt => event::TYPE_INTR,
+        EventKind::Nmi => event::TYPE_NMI,
+        EventKind::Exception
+        | EventKind::SoftwareException
+        | EventKind::PrivilegedSoftwareException => event::TYPE_EXCEPTION,
+        EventKind::SoftwareInterrupt => event::TYPE_SOFT_INT,
+    };
+    let v = event::VALID.with(event::TYPE.set(event::VECTOR.set(0, u64::from(e.vector)), ty), true);
+    match e.error_code {
+        Some(code) => event::ERROR_CODE.set(event::ERROR_VALID.with(v, true), u64::from(code)),
+        None => v,
     }
 }
 
@@ -796,8 +563,8 @@ fn msr_field(msr: u32) -> Option<usize> {
         0xC000_0082 => save::LSTAR,
         0xC000_0083 => save::CSTAR,
         0xC000_0084 => save::SFMASK,
-        0xC000_0100 => save::FS + 8,
-        0xC000_0101 => save::GS + 8,
+        0xC000_0100 => save::FS + segment::BASE,
+        0xC000_0101 => save::GS + segment::BASE,
         0xC000_0102 => save::KERNEL_GS_BASE,
         _ => return None,
     })

@@ -50,9 +50,36 @@ pub enum Decoded {
     MachineCheck,
 }
 
-/// Decodes exit `code` with its EXITINFO1/2 and the guest's RIP. Every value is accepted
-/// (the hardware's, or a fuzzer's): unknown codes become [`VmExit::Other`].
-pub fn decode(code: u64, info1: u64, info2: u64, rip: u64) -> Decoded {
+/// The length of the instruction an exit `code` names, for a CPU without NRIP save
+/// (QEMU's TCG): the instructions' fixed encodings (HLT F4; RDMSR 0F 32, WRMSR 0F 30,
+/// CPUID 0F A2, WBINVD 0F 09, INVD 0F 08; VMMCALL 0F 01 D9, XSETBV 0F 01 D1). A guest
+/// could put prefixes before them, which this does not see: one more reason to prefer
+/// the hardware's NRIP where the CPU saves it. 0 for exits that name no instruction.
+pub fn fixed_length(code: u64) -> u64 {
+    match code {
+        EXIT_HLT => 1,
+        EXIT_MSR | EXIT_CPUID | EXIT_WBINVD | EXIT_INVD => 2,
+        EXIT_VMMCALL | EXIT_XSETBV => 3,
+        _ => 0,
+    }
+}
+
+/// Where the guest resumes after the instruction exit `code` names, the one place every
+/// instruction skip comes from: an I/O exit's EXITINFO2 (always the next RIP), else the
+/// CPU's NRIP (`nrip`, when it has NRIP save: CPUID 0x8000_000A EDX bit 3), else RIP
+/// plus [`fixed_length`]. The guest's RIP is guest-controlled: it wraps like the CPU's.
+pub fn next_rip(code: u64, rip: u64, info2: u64, nrip: Option<u64>) -> u64 {
+    match (code, nrip) {
+        (EXIT_IOIO, _) => info2,
+        (_, Some(n)) if fixed_length(code) != 0 => n,
+        _ => rip.wrapping_add(fixed_length(code)),
+    }
+}
+
+/// Decodes exit `code` with its EXITINFO1/2, the guest's RIP and the RIP after the
+/// instruction ([`next_rip`]). Every value is accepted (the hardware's, or a fuzzer's):
+/// unknown codes become [`VmExit::Other`].
+pub fn decode(code: u64, info1: u64, info2: u64, rip: u64, next_rip: u64) -> Decoded {
     let refused = |instruction| Decoded::Exit(VmExit::Refused { instruction, rip });
     Decoded::Exit(match code {
         EXIT_IOIO => VmExit::Io {
@@ -60,10 +87,9 @@ pub fn decode(code: u64, info1: u64, info2: u64, rip: u64) -> Decoded {
             size: ((info1 >> 4) & 7) as u8,
             write: info1 & 1 == 0,
             string: info1 & (1 << 2 | 1 << 3) != 0,
-            next_rip: info2,
+            next_rip,
         },
-        // The guest's RIP is guest-controlled: wrap like the CPU would rather than overflow.
-        EXIT_VMMCALL => VmExit::Hypercall { next_rip: rip.wrapping_add(3) },
+        EXIT_VMMCALL => VmExit::Hypercall { next_rip },
         EXIT_HLT => VmExit::Halt,
         EXIT_SHUTDOWN => VmExit::Shutdown,
         EXIT_INTR | EXIT_NMI => VmExit::HostInterrupt,

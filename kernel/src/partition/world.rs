@@ -126,7 +126,7 @@ pub fn host_facts() -> Result<HostFacts, SvmError> {
             return Err(SvmError::OutOfFrames);
         };
         log::info!(
-            "world switch: XCR0 components {mask:#x} switched in {area_size}-byte XSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state and KERNEL_GS_BASE (VMX)"
+            "world switch: XCR0 components {mask:#x} switched in {area_size}-byte XSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state with STAR/LSTAR/CSTAR/SFMASK/KERNEL_GS_BASE swapped around each entry (VMX)"
         );
         Ok(HostFacts { xsave: true, mask, area_size, host_area, host_save })
     })
@@ -149,7 +149,7 @@ fn fxsave_facts() -> Result<HostFacts, SvmError> {
         return Err(SvmError::OutOfFrames);
     };
     log::info!(
-        "world switch: no XSAVE: x87/SSE switched in 512-byte FXSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state and KERNEL_GS_BASE (VMX)"
+        "world switch: no XSAVE: x87/SSE switched in 512-byte FXSAVE areas, DR0-DR3; FS/GS/TR/LDTR/SYSCALL MSRs by vmsave/vmload (SVM) or the VMCS host state with STAR/LSTAR/CSTAR/SFMASK/KERNEL_GS_BASE swapped around each entry (VMX)"
     );
     Ok(HostFacts { xsave: false, mask: XCR0_INIT | 2, area_size: 512, host_area, host_save })
 }

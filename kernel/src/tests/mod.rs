@@ -9,7 +9,9 @@ mod partition_assign_tests;
 mod partition_dma_tests;
 mod partition_tests;
 mod platform;
+mod redelivery_tests;
 mod scrub_tests;
+mod vpid_tests;
 
 use crate::testing::KernelTest;
 
@@ -52,6 +54,9 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "platform_guest_hostile", run: platform::guests::hostile },
     KernelTest { name: "platform_guest_absent", run: platform::guests::absent },
     KernelTest { name: "platform_guest_undecodable", run: platform::guests::undecodable },
+    KernelTest { name: "partition_event_redelivery", run: redelivery_tests::redelivered },
+    KernelTest { name: "partition_event_redelivery_control", run: redelivery_tests::control },
+    KernelTest { name: "vmx_vpid_allocation", run: vpid_tests::vpids },
     KernelTest { name: "partition_guest_dma_4k", run: partition_dma_tests::guest_dma_4k },
     KernelTest { name: "partition_guest_dma_2m", run: partition_dma_tests::guest_dma_2m },
     // Before the story: the console's rate limiter still has room for its fault line.

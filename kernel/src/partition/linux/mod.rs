@@ -271,8 +271,8 @@ impl Partition {
                 };
                 if ok {
                     platform.msrs += 1;
-                    // RDMSR and WRMSR are 2 bytes (no NRIP save under QEMU's TCG).
-                    vcpu.set_rip(rip.wrapping_add(2));
+                    // Past the RDMSR/WRMSR, by the length the backend reports.
+                    vcpu.skip_instruction();
                 } else {
                     platform.msr_faults += 1;
                     if platform.msr_faults <= MSR_FAULTS_LOGGED {

@@ -98,16 +98,16 @@ pub fn pat_valid(value: u64) -> bool {
 /// EFER.SCE: SYSCALL/SYSRET enabled.
 pub const EFER_SCE: u64 = 1 << 0;
 
-/// A guest's WRMSR of EFER, the same on every backend: SCE (when `allow_sce`), LME, LMA
-/// and NXE may be written; LME may not change (the guest starts and stays in long mode);
+/// A guest's WRMSR of EFER, the same on every backend: SCE, LME, LMA and NXE may be
+/// written (SCE because both backends switch the SYSCALL MSRs: SVM with VMLOAD/VMSAVE,
+/// VMX in `VmxVcpu::run`); LME may not change (the guest starts and stays in long mode);
 /// LMA is the processor's and keeps its current value. `Some(new EFER)` to store (the
 /// backend adds what it needs, SVME on SVM), `None` for #GP.
-pub fn efer_write(current: u64, value: u64, allow_sce: bool) -> Option<u64> {
+pub fn efer_write(current: u64, value: u64) -> Option<u64> {
     const LME: u64 = 1 << 8;
     const LMA: u64 = 1 << 10;
     const NXE: u64 = 1 << 11;
-    let sce = if allow_sce { EFER_SCE } else { 0 };
-    let writable = sce | LME | LMA | NXE;
+    let writable = EFER_SCE | LME | LMA | NXE;
     if value & !writable != 0 || (value ^ current) & LME != 0 {
         return None;
     }

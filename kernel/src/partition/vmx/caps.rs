@@ -110,6 +110,8 @@ pub enum VmxError {
     Instruction(VmFail),
     /// No frame for the VMXON region, a VMCS or a bitmap.
     OutOfFrames,
+    /// Every VPID (65535) belongs to a live vCPU.
+    NoVpid,
     /// The world switch's host side (XSAVE) is missing.
     World(super::super::svm::SvmError),
 }
@@ -132,6 +134,7 @@ impl fmt::Display for VmxError {
                 )
             }
             VmxError::OutOfFrames => f.write_str("out of frames for VMX structures"),
+            VmxError::NoVpid => f.write_str("every VPID is in use by a live vCPU"),
             VmxError::World(e) => write!(f, "{e}"),
         }
     }

@@ -2,36 +2,16 @@
 //! general-purpose registers the VMCS does not hold) and the VMCS instructions VMCLEAR
 //! and VMPTRLD.
 
+use super::super::vcpu::GuestRegs;
 use super::vmcs;
 use core::arch::asm;
 
-/// Guest general-purpose registers the VMCS does not hold (all but RSP); the layout is
-/// what `partition_vmx_run` below expects.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct GuestGprs {
-    pub(super) rax: u64,
-    pub(super) rbx: u64,
-    pub(super) rcx: u64,
-    pub(super) rdx: u64,
-    pub(super) rsi: u64,
-    pub(super) rdi: u64,
-    pub(super) rbp: u64,
-    pub(super) r8: u64,
-    pub(super) r9: u64,
-    pub(super) r10: u64,
-    pub(super) r11: u64,
-    pub(super) r12: u64,
-    pub(super) r13: u64,
-    pub(super) r14: u64,
-    pub(super) r15: u64,
-}
-
-// partition_vmx_run(gprs: RDI, launched: RSI) -> RAX: 0 after a VM exit, 1 when
-// VMLAUNCH/VMRESUME failed. Saves the host's callee-saved registers and the GPRS pointer
-// on the stack, writes HOST_RSP (this stack) and HOST_RIP (label 2) into the current
-// VMCS, loads the guest's registers and enters; at the exit (label 2, stack as it was)
-// stores the guest's registers back and returns. Interrupts are off throughout (the
+// partition_vmx_run(regs: RDI, launched: RSI) -> RAX: 0 after a VM exit, 1 when
+// VMLAUNCH/VMRESUME failed. Saves the host's callee-saved registers and the register-file
+// pointer on the stack, writes HOST_RSP (this stack) and HOST_RIP (label 2) into the
+// current VMCS, loads the guest's registers from its `GuestRegs` (8 bytes per register in
+// x86 order; RSP is the VMCS's) and enters; at the exit (label 2, stack as it was) stores
+// the guest's registers back and returns. Interrupts are off throughout (the
 // caller's `cli`); an exit leaves RFLAGS = 0x2.
 core::arch::global_asm!(
     ".global partition_vmx_run",
@@ -50,20 +30,20 @@ core::arch::global_asm!(
     "vmwrite rax, rbx",
     "cmp rsi, 0",
     "mov rax, [rdi + 0x00]",
-    "mov rbx, [rdi + 0x08]",
-    "mov rcx, [rdi + 0x10]",
-    "mov rdx, [rdi + 0x18]",
-    "mov rsi, [rdi + 0x20]",
-    "mov rbp, [rdi + 0x30]",
-    "mov r8, [rdi + 0x38]",
-    "mov r9, [rdi + 0x40]",
-    "mov r10, [rdi + 0x48]",
-    "mov r11, [rdi + 0x50]",
-    "mov r12, [rdi + 0x58]",
-    "mov r13, [rdi + 0x60]",
-    "mov r14, [rdi + 0x68]",
-    "mov r15, [rdi + 0x70]",
-    "mov rdi, [rdi + 0x28]",
+    "mov rcx, [rdi + 0x08]",
+    "mov rdx, [rdi + 0x10]",
+    "mov rbx, [rdi + 0x18]",
+    "mov rbp, [rdi + 0x28]",
+    "mov rsi, [rdi + 0x30]",
+    "mov r8, [rdi + 0x40]",
+    "mov r9, [rdi + 0x48]",
+    "mov r10, [rdi + 0x50]",
+    "mov r11, [rdi + 0x58]",
+    "mov r12, [rdi + 0x60]",
+    "mov r13, [rdi + 0x68]",
+    "mov r14, [rdi + 0x70]",
+    "mov r15, [rdi + 0x78]",
+    "mov rdi, [rdi + 0x38]",
     "jne 3f",
     "vmlaunch",
     "jmp 4f",
@@ -77,20 +57,20 @@ core::arch::global_asm!(
     "2:",
     "push rax",
     "mov rax, [rsp + 8]",
-    "mov [rax + 0x08], rbx",
-    "mov [rax + 0x10], rcx",
-    "mov [rax + 0x18], rdx",
-    "mov [rax + 0x20], rsi",
-    "mov [rax + 0x28], rdi",
-    "mov [rax + 0x30], rbp",
-    "mov [rax + 0x38], r8",
-    "mov [rax + 0x40], r9",
-    "mov [rax + 0x48], r10",
-    "mov [rax + 0x50], r11",
-    "mov [rax + 0x58], r12",
-    "mov [rax + 0x60], r13",
-    "mov [rax + 0x68], r14",
-    "mov [rax + 0x70], r15",
+    "mov [rax + 0x08], rcx",
+    "mov [rax + 0x10], rdx",
+    "mov [rax + 0x18], rbx",
+    "mov [rax + 0x28], rbp",
+    "mov [rax + 0x30], rsi",
+    "mov [rax + 0x38], rdi",
+    "mov [rax + 0x40], r8",
+    "mov [rax + 0x48], r9",
+    "mov [rax + 0x50], r10",
+    "mov [rax + 0x58], r11",
+    "mov [rax + 0x60], r12",
+    "mov [rax + 0x68], r13",
+    "mov [rax + 0x70], r14",
+    "mov [rax + 0x78], r15",
     "pop rbx",
     "mov [rax + 0x00], rbx",
     "pop rdi",
@@ -107,8 +87,11 @@ core::arch::global_asm!(
     host_rip = const vmcs::HOST_RIP.encoding,
 );
 
+// The routine addresses the register file as 16 consecutive u64s.
+const _: () = assert!(core::mem::size_of::<GuestRegs>() == 16 * 8);
+
 unsafe extern "C" {
-    pub(super) fn partition_vmx_run(gprs: *mut GuestGprs, launched: u64) -> u64;
+    pub(super) fn partition_vmx_run(regs: *mut GuestRegs, launched: u64) -> u64;
 }
 
 /// # Safety

@@ -6,6 +6,7 @@
 
 use super::super::svm_exit::Decoded;
 use super::super::vcpu::VmExit;
+use super::vmcs::event;
 
 /// What a VM exit left in the VMCS, read by the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,21 +63,27 @@ const VMFUNC: u32 = 59;
 /// EXIT_REASON bit 31: the VM entry failed.
 const ENTRY_FAILURE: u32 = 1 << 31;
 
-/// Interruption information: valid (bit 31), type (bits 10:8), vector (bits 7:0).
-const INFO_VALID: u32 = 1 << 31;
-const TYPE_NMI: u32 = 2;
 /// #MC.
-const VECTOR_MC: u32 = 18;
+const VECTOR_MC: u64 = 18;
+/// #DB.
+const VECTOR_DB: u64 = 1;
 
 /// The hostile-guest policy's name for an exit the guest may not cause.
 fn refused(instruction: &'static str, rip: u64) -> Decoded {
     Decoded::Exit(VmExit::Refused { instruction, rip })
 }
 
+/// Where the guest resumes after the instruction that caused exit `e`: its RIP plus the
+/// VM-exit instruction length (the one place every VMX instruction skip comes from; the
+/// guest's RIP wraps like the CPU's).
+pub fn next_rip(e: &ExitInfo) -> u64 {
+    e.rip.wrapping_add(u64::from(e.instruction_length))
+}
+
 /// Decodes one exit. Every value is accepted: unknown reasons become [`VmExit::Other`].
 pub fn decode(e: &ExitInfo) -> Decoded {
     let rip = e.rip;
-    let next_rip = rip.wrapping_add(u64::from(e.instruction_length));
+    let next_rip = next_rip(e);
     if e.reason & ENTRY_FAILURE != 0 {
         return Decoded::Exit(VmExit::InvalidState);
     }
@@ -117,15 +124,15 @@ pub fn decode(e: &ExitInfo) -> Decoded {
         // The only guest/host-masked CR bit is CR4.VMXE (see `VmxVcpu::enter_long_mode`).
         CR_ACCESS => return refused("a write to CR4.VMXE", rip),
         INIT | SIPI => return refused("an INIT or SIPI", rip),
-        EXCEPTION_OR_NMI if e.interruption & INFO_VALID != 0 => {
-            let vector = e.interruption & 0xFF;
-            let kind = (e.interruption >> 8) & 7;
-            if kind == TYPE_NMI {
+        EXCEPTION_OR_NMI if event::VALID.is_set(u64::from(e.interruption)) => {
+            let vector = event::VECTOR.get(u64::from(e.interruption));
+            let kind = event::TYPE.get(u64::from(e.interruption));
+            if kind == event::TYPE_NMI {
                 VmExit::HostInterrupt
             } else if vector == VECTOR_MC {
                 return Decoded::MachineCheck;
-            } else if vector == 1 && kind == 5 {
-                // Type 5, privileged software exception: ICEBP (INT1), CVE-2015-8104.
+            } else if vector == VECTOR_DB && kind == event::TYPE_PRIV_SOFT_EXCEPTION {
+                // A privileged software exception: ICEBP (INT1), CVE-2015-8104.
                 return refused("ICEBP", rip);
             } else {
                 VmExit::Exception { vector: vector as u8, error_code: u64::from(e.error_code), rip }

@@ -145,16 +145,25 @@ fn tss_base(gdtr: TableRegister, tr: u16) -> u64 {
     (lo >> 16) & 0xFF_FFFF | ((lo >> 56) & 0xFF) << 24 | (hi & 0xFFFF_FFFF) << 32
 }
 
-/// Swaps IA32_KERNEL_GS_BASE for `value` and returns what it held (a guest's SWAPGS
-/// changes it, and VM exit does not switch it).
-pub fn swap_kernel_gs_base(value: u64) -> u64 {
-    let mut msr = Msr::new(MSR_KERNEL_GS_BASE);
-    // SAFETY: the host never uses KERNEL_GS_BASE (it runs without SWAPGS); the value is
-    // either the host's own earlier one or the guest's, loaded only while it runs.
-    unsafe {
-        let old = msr.read();
-        msr.write(value);
-        old
+/// The MSRs a guest may set that neither VM entry nor VM exit switches: STAR, LSTAR,
+/// CSTAR, SFMASK (SYSCALL/SYSRET) and KERNEL_GS_BASE (SWAPGS).
+pub const SWAPPED_MSRS: [u32; 5] =
+    [0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, MSR_KERNEL_GS_BASE];
+
+/// Exchanges the CPU's values of [`SWAPPED_MSRS`] with `values`: before an entry
+/// `values` holds the guest's and receives the host's, after the exit the reverse.
+pub fn swap_msrs(values: &mut [u64; 5]) {
+    for (value, msr) in values.iter_mut().zip(SWAPPED_MSRS) {
+        let mut m = Msr::new(msr);
+        // SAFETY: the host never uses SYSCALL or SWAPGS (it has no user mode), so these
+        // MSRs only matter to the guest while it runs; every value is either the host's
+        // own earlier one or a guest's that `set_guest_msr` checked (canonical
+        // addresses, SFMASK's reserved half clear), which WRMSR accepts.
+        unsafe {
+            let old = m.read();
+            m.write(*value);
+            *value = old;
+        }
     }
 }
 

@@ -10,29 +10,29 @@
 
 mod caps;
 mod entry;
+mod events;
 pub mod exit;
 pub mod host;
 pub mod vmcs;
+pub mod vpid;
 
 pub use caps::{enable, ept_1g_pages, VmxError};
 
 use super::svm_exit::Decoded;
-use super::vcpu::{EntryState, GuestControl, Reg, VcpuBackend, VmExit};
+use super::vcpu::{EntryState, Event, EventKind, GuestControl, GuestRegs, VcpuBackend, VmExit};
 use super::world::GuestWorld;
 use super::{intercept, world};
 use crate::mem::frames;
 use caps::*;
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use entry::{partition_vmx_run, vmx_op_clear, vmx_op_ptrld, GuestGprs};
+use entry::{partition_vmx_run, vmx_op_clear, vmx_op_ptrld};
 use exit::ExitInfo;
-use vmcs::{read, write, Field, VmFail};
+use vmcs::{event, read, write, Field, VmFail};
 
 /// The VMCS that is current on this CPU (0: none), so accessors load theirs only when
 /// another one is.
 static CURRENT: AtomicU64 = AtomicU64::new(0);
-/// The next VPID to hand out (1..=0xFFFF; 0 is the host's).
-static NEXT_VPID: AtomicU64 = AtomicU64::new(1);
 
 /// A VMX virtual CPU: its VMCS, I/O bitmaps (8 KiB, every port intercepted), MSR
 /// bitmaps (4 KiB, every MSR intercepted), the registers the VMCS does not hold, and
@@ -41,7 +41,7 @@ pub struct VmxVcpu {
     vmcs: u64,
     io_bitmaps: u64,
     msr_bitmap: u64,
-    gprs: GuestGprs,
+    regs: GuestRegs,
     eptp: u64,
     vpid: u16,
     launched: bool,
@@ -49,12 +49,20 @@ pub struct VmxVcpu {
     flush_vpid: bool,
     /// A virtual interrupt waiting for the guest to enable interrupts.
     pending: Option<u8>,
-    /// The guest's IA32_KERNEL_GS_BASE (changed by its SWAPGS; VM exit keeps it).
-    kernel_gs_base: u64,
+    /// The guest's STAR, LSTAR, CSTAR, SFMASK and KERNEL_GS_BASE (`host::SWAPPED_MSRS`:
+    /// neither VM entry nor exit switches them; `run` does), the host's while it runs.
+    swapped_msrs: [u64; 5],
+    /// Drop every cached EPT translation of this partition (INVEPT) before the next
+    /// entry: the vCPU is new (its EPT pointer may name reused tables) or the nested
+    /// tables changed since the last entry.
+    flush_ept: bool,
     /// What VM exit does not switch: XSAVE state, XCR0, DR0-DR3.
     world: GuestWorld,
     /// The first VMX error of this vCPU (a failed VMWRITE), reported by `run`.
     failed: Option<VmFail>,
+    /// Where the guest resumes after the instruction of the last exit (RIP plus the
+    /// VM-exit instruction length).
+    next_rip: u64,
 }
 
 /// Access rights (VMCS format): 64-bit code (type 0xB, S, P, L, G).
@@ -63,8 +71,8 @@ const CODE64: u64 = 0xA09B;
 const DATA: u64 = 0xC093;
 /// A present busy 64-bit TSS.
 const TSS64_BUSY: u64 = 0x008B;
-/// An unusable segment (bit 16).
-const UNUSABLE: u64 = 1 << 16;
+/// An unusable segment.
+const UNUSABLE: u64 = vmcs::access::UNUSABLE.mask();
 
 impl VmxVcpu {
     /// A vCPU for a guest whose EPT tables are rooted at `ept_root`.
@@ -88,20 +96,27 @@ impl VmxVcpu {
             core::ptr::write_bytes(io_bitmaps as *mut u8, 0xFF, 2 * 4096);
             core::ptr::write_bytes(msr_bitmap as *mut u8, 0xFF, 4096);
         }
-        let vpid = (NEXT_VPID.fetch_add(1, Ordering::SeqCst) % 0xFFFF + 1) as u16;
+        let Some(vpid) = vpid::allocate() else {
+            frames::free(vmcs);
+            frames::free_contiguous(io_bitmaps, 2);
+            frames::free(msr_bitmap);
+            return Err(VmxError::NoVpid);
+        };
         let mut v = VmxVcpu {
             vmcs,
             io_bitmaps,
             msr_bitmap,
-            gprs: GuestGprs::default(),
+            regs: GuestRegs::default(),
             eptp: iommu::pgtable::nested::ept_pointer(ept_root),
             vpid,
             launched: false,
             flush_vpid: true,
             pending: None,
-            kernel_gs_base: 0,
+            swapped_msrs: [0; 5],
+            flush_ept: true,
             world,
             failed: None,
+            next_rip: 0,
         };
         // SAFETY: VMCLEAR initializes the fresh VMCS (revision written above) and makes
         // it inactive; VMX operation is on (`caps` succeeded).
@@ -204,16 +219,17 @@ impl VmxVcpu {
         };
         let guest_cr4 = self.r(vmcs::GUEST_CR4) & !CR4_VMXE;
         let r = intercept::guest_cpuid(
-            self.gprs.rax as u32,
-            self.gprs.rcx as u32,
+            self.regs.get(GuestRegs::RAX) as u32,
+            self.regs.get(GuestRegs::RCX) as u32,
             guest_cr4,
             facts.mask,
             facts.area_size as u32,
         );
-        self.gprs.rax = u64::from(r[0]);
-        self.gprs.rbx = u64::from(r[1]);
-        self.gprs.rcx = u64::from(r[2]);
-        self.gprs.rdx = u64::from(r[3]);
+        for (reg, value) in
+            [GuestRegs::RAX, GuestRegs::RBX, GuestRegs::RCX, GuestRegs::RDX].into_iter().zip(r)
+        {
+            self.regs.set(reg, u64::from(value));
+        }
         self.w(vmcs::GUEST_RIP, next_rip);
         VmExit::Emulated { instruction: "CPUID" }
     }
@@ -225,11 +241,12 @@ impl VmxVcpu {
         let Ok(facts) = world::host_facts() else {
             return refused;
         };
-        let value = (self.gprs.rdx & 0xFFFF_FFFF) << 32 | (self.gprs.rax & 0xFFFF_FFFF);
-        // CPL is the SS access rights' DPL (bits 6:5).
-        let cpl = (self.r(vmcs::GUEST_SS_ACCESS) >> 5) & 3;
+        let (rax, rdx) = (self.regs.get(GuestRegs::RAX), self.regs.get(GuestRegs::RDX));
+        let value = (rdx & 0xFFFF_FFFF) << 32 | (rax & 0xFFFF_FFFF);
+        // CPL is the SS access rights' DPL.
+        let cpl = vmcs::access::DPL.get(self.r(vmcs::GUEST_SS_ACCESS));
         let osxsave = self.r(vmcs::GUEST_CR4) & 1 << 18 != 0;
-        if self.gprs.rcx as u32 != 0 || cpl != 0 || !osxsave {
+        if self.regs.get(GuestRegs::RCX) as u32 != 0 || cpl != 0 || !osxsave {
             return refused;
         }
         if let Err(why) = intercept::xcr0_allowed(value, facts.mask) {
@@ -253,8 +270,12 @@ impl VmxVcpu {
             rip: self.r(GUEST_RIP),
             gpa: self.r(GUEST_PHYSICAL_ADDRESS),
         };
-        let next_rip = info.rip.wrapping_add(u64::from(info.instruction_length));
-        if info.reason & 0xFFFF == 0 && info.interruption & (1 << 31 | 7 << 8) == (1 << 31 | 2 << 8)
+        let next_rip = exit::next_rip(&info);
+        self.next_rip = next_rip;
+        let interruption = u64::from(info.interruption);
+        if info.reason & 0xFFFF == 0
+            && event::VALID.is_set(interruption)
+            && event::TYPE.get(interruption) == event::TYPE_NMI
         {
             // An NMI exited (NMI exiting): it is the host's, and VM exit consumed it.
             // SAFETY: INT 2 runs the host's NMI handler (IDT vector 2, on its IST stack),
@@ -290,25 +311,6 @@ impl VmxVcpu {
                 unsafe { asm!("int 18", options(nostack)) };
                 VmExit::MachineCheck { rip: info.rip }
             }
-        }
-    }
-
-    /// Injects the pending virtual interrupt when the guest can take it now, else asks
-    /// for an exit when it can (interrupt-window exiting).
-    fn deliver_pending(&mut self) {
-        let Some(vector) = self.pending else { return };
-        // An event already queued for this entry (an exception the run loop injected)
-        // goes first; the interrupt waits for the window after it.
-        let queued = self.r(vmcs::ENTRY_INTERRUPTION_INFO) & 1 << 31 != 0;
-        let rflags_if = self.r(vmcs::GUEST_RFLAGS) & (1 << 9) != 0;
-        let blocked = self.r(vmcs::GUEST_INTERRUPTIBILITY) & 3 != 0;
-        if rflags_if && !blocked && !queued {
-            // Valid (31), type external interrupt (0), the vector.
-            self.w(vmcs::ENTRY_INTERRUPTION_INFO, 1 << 31 | u64::from(vector));
-            self.pending = None;
-        } else {
-            let p = self.r(vmcs::PRIMARY_CONTROLS);
-            self.w(vmcs::PRIMARY_CONTROLS, p | u64::from(PROC_INTERRUPT_WINDOW));
         }
     }
 }
@@ -370,7 +372,7 @@ impl VcpuBackend for VmxVcpu {
         self.w(GUEST_SYSENTER_CS, 0);
         self.w(GUEST_SYSENTER_ESP, 0);
         self.w(GUEST_SYSENTER_EIP, 0);
-        self.kernel_gs_base = 0;
+        self.swapped_msrs = [0; 5];
         self.world.reset();
         // EFER: LME | LMA. CR4: PAE, and VMXE (host-owned, reads as 0). CR0: PE, MP, ET,
         // NE, WP, PG: the SVM backend's entry state.
@@ -388,14 +390,16 @@ impl VcpuBackend for VmxVcpu {
         // never exits for the host's timer (docs/bochs.md).
         self.w(GUEST_RFLAGS, 0x202);
         self.w(GUEST_RIP, e.rip);
-        self.w(GUEST_RSP, e.rsp);
         self.w(GUEST_IA32_PAT, 0x0007_0406_0007_0406);
         self.w(GUEST_INTERRUPTIBILITY, 0);
         self.w(GUEST_ACTIVITY_STATE, 0);
         self.w(GUEST_PENDING_DEBUG, 0);
         self.w(ENTRY_INTERRUPTION_INFO, 0);
         self.pending = None;
-        self.gprs = GuestGprs { rdi: e.rdi, rsi: e.rsi, ..GuestGprs::default() };
+        self.regs = GuestRegs::default();
+        self.regs.set(GuestRegs::RSP, e.rsp);
+        self.regs.set(GuestRegs::RDI, e.rdi);
+        self.regs.set(GuestRegs::RSI, e.rsi);
         self.flush_vpid = true;
     }
 
@@ -415,24 +419,29 @@ impl VcpuBackend for VmxVcpu {
         x86_64::instructions::interrupts::disable();
         let h = host::HostState::capture();
         h.write_to_vmcs(|f, v| self.w(f, v));
-        // The nested tables may have changed since the last entry (a BAR mapped): drop
-        // every cached EPT translation of this partition; likewise this VPID's guest TLB
-        // entries when the vCPU is new or restarted. Cheap under emulation, and correct.
+        // Cached EPT translations of this partition go when the tables changed (a BAR
+        // mapped, a page mapped on first access) or the vCPU is new; this VPID's guest
+        // TLB entries when the vCPU is new (the VPID may be reused) or restarted.
         let caps = caps().ok();
         let ept = caps.map_or(0, |c| c.ept_vpid);
-        host::invept(self.eptp, ept & EPT_INVEPT_SINGLE != 0);
+        if self.flush_ept {
+            host::invept(self.eptp, ept & EPT_INVEPT_SINGLE != 0);
+            self.flush_ept = false;
+        }
         if self.flush_vpid {
             host::invvpid(self.vpid, ept & CAP_INVVPID_SINGLE != 0);
             self.flush_vpid = false;
         }
+        // VM entry loads RSP from the VMCS, the rest from the register file.
+        self.w(vmcs::GUEST_RSP, self.regs.get(GuestRegs::RSP));
         let host = self.world.enter();
-        let host_kgs = host::swap_kernel_gs_base(self.kernel_gs_base);
+        host::swap_msrs(&mut self.swapped_msrs);
         // SAFETY: VMX operation is on and this vCPU's VMCS is current (`load`), filled
         // by `new`/`enter_long_mode` and the host state just written; the routine writes
         // HOST_RSP/HOST_RIP itself, restores every callee-saved register and the stack,
         // and returns with interrupts still off.
-        let status = unsafe { partition_vmx_run(&mut self.gprs, u64::from(self.launched)) };
-        self.kernel_gs_base = host::swap_kernel_gs_base(host_kgs);
+        let status = unsafe { partition_vmx_run(&mut self.regs, u64::from(self.launched)) };
+        host::swap_msrs(&mut self.swapped_msrs);
         h.restore_descriptor_tables();
         self.world.leave(host);
         x86_64::instructions::interrupts::enable();
@@ -445,40 +454,36 @@ impl VcpuBackend for VmxVcpu {
             return VmExit::InvalidState;
         }
         self.launched = true;
+        self.regs.set(GuestRegs::RSP, self.r(vmcs::GUEST_RSP));
+        self.complete_event();
         self.decode()
     }
 
-    fn reg(&self, r: Reg) -> u64 {
-        match r {
-            Reg::Rax => self.gprs.rax,
-            Reg::Rcx => self.gprs.rcx,
-            Reg::Rsi => self.gprs.rsi,
-            Reg::Rdx => self.gprs.rdx,
-            Reg::Rip => self.r(vmcs::GUEST_RIP),
-        }
+    fn regs(&self) -> &GuestRegs {
+        &self.regs
     }
 
-    fn set_reg(&mut self, r: Reg, value: u64) {
-        match r {
-            Reg::Rax => self.gprs.rax = value,
-            Reg::Rcx => self.gprs.rcx = value,
-            Reg::Rsi => self.gprs.rsi = value,
-            Reg::Rdx => self.gprs.rdx = value,
-            Reg::Rip => self.w(vmcs::GUEST_RIP, value),
-        }
+    fn regs_mut(&mut self) -> &mut GuestRegs {
+        &mut self.regs
+    }
+
+    fn rip(&self) -> u64 {
+        self.r(vmcs::GUEST_RIP)
+    }
+
+    fn skip_instruction(&mut self) {
+        self.set_rip(self.next_rip);
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        // Valid (31), error code valid (11), type 3 (hardware exception), the vector.
-        let ev = u64::from(error_code.is_some()) << 11;
-        self.w(vmcs::ENTRY_EXCEPTION_ERROR_CODE, u64::from(error_code.unwrap_or(0)));
-        self.w(vmcs::ENTRY_INTERRUPTION_INFO, 1 << 31 | ev | 3 << 8 | u64::from(vector));
+        self.inject(Event { kind: EventKind::Exception, vector, error_code });
     }
 
     fn guest_msr(&self, msr: u32) -> Option<u64> {
-        // The MSRs the VMCS keeps for the guest. The SYSCALL MSRs (STAR, LSTAR, CSTAR,
-        // SFMASK) are not in the VMCS and this backend does not switch them yet: None,
-        // so a guest touching them gets #GP (the Linux guest runs on SVM only so far).
+        // The MSRs the VMCS keeps for the guest, and those `run` switches itself.
+        if let Some(i) = host::SWAPPED_MSRS.iter().position(|&m| m == msr) {
+            return Some(self.swapped_msrs[i]);
+        }
         Some(match msr {
             0xC000_0080 => self.r(vmcs::GUEST_IA32_EFER),
             0x277 => self.r(vmcs::GUEST_IA32_PAT),
@@ -487,7 +492,6 @@ impl VcpuBackend for VmxVcpu {
             0x176 => self.r(vmcs::GUEST_SYSENTER_EIP),
             0xC000_0100 => self.r(vmcs::GUEST_FS_BASE),
             0xC000_0101 => self.r(vmcs::GUEST_GS_BASE),
-            0xC000_0102 => self.kernel_gs_base,
             _ => return None,
         })
     }
@@ -496,93 +500,55 @@ impl VcpuBackend for VmxVcpu {
         use super::linux::msr::{canonical, efer_write, pat_valid};
         let field = match msr {
             0xC000_0080 => {
-                // SCE stays off: this backend does not switch the SYSCALL MSRs (STAR,
-                // LSTAR, CSTAR, SFMASK), so a guest SYSCALL would run on the host's.
                 let cur = self.r(vmcs::GUEST_IA32_EFER);
-                let Some(efer) = efer_write(cur, value, false) else { return false };
+                let Some(efer) = efer_write(cur, value) else { return false };
                 self.w(vmcs::GUEST_IA32_EFER, efer);
                 return true;
             }
             0x277 if !pat_valid(value) => return false,
-            0x175 | 0x176 | 0xC000_0100..=0xC000_0102 if !canonical(value) => return false,
+            // Addresses must be canonical; SFMASK's upper half is reserved. `run` writes
+            // the switched ones into the CPU, where anything else would fault the host.
+            0x175 | 0x176 | 0xC000_0082 | 0xC000_0083 | 0xC000_0100..=0xC000_0102
+                if !canonical(value) =>
+            {
+                return false
+            }
+            0xC000_0084 if value >> 32 != 0 => return false,
             0x277 => vmcs::GUEST_IA32_PAT,
             0x174 => vmcs::GUEST_SYSENTER_CS,
             0x175 => vmcs::GUEST_SYSENTER_ESP,
             0x176 => vmcs::GUEST_SYSENTER_EIP,
             0xC000_0100 => vmcs::GUEST_FS_BASE,
             0xC000_0101 => vmcs::GUEST_GS_BASE,
-            0xC000_0102 => {
-                self.kernel_gs_base = value;
-                return true;
-            }
-            _ => return false,
+            _ => match host::SWAPPED_MSRS.iter().position(|&m| m == msr) {
+                Some(i) => {
+                    self.swapped_msrs[i] = value;
+                    return true;
+                }
+                None => return false,
+            },
         };
         self.w(field, value);
         true
     }
 
+    fn nested_tables_changed(&mut self) {
+        self.flush_ept = true;
+    }
+
     fn cancel_interrupt(&mut self) {
+        // Only the request is withdrawn: an interrupt already in the VM-entry
+        // interruption information is one the guest took and whose delivery an exit
+        // interrupted (`complete_event`), which it must still receive (`deliver_pending`
+        // moves a request there only just before the entry, and a VM exit clears it).
         self.pending = None;
-        let info = self.r(vmcs::ENTRY_INTERRUPTION_INFO);
-        // Only an external interrupt (type 0) is withdrawn, never an injected exception.
-        if info & (1 << 31) != 0 && (info >> 8) & 7 == 0 {
-            self.w(vmcs::ENTRY_INTERRUPTION_INFO, 0);
-        }
         let p = self.r(vmcs::PRIMARY_CONTROLS);
         self.w(vmcs::PRIMARY_CONTROLS, p & !u64::from(PROC_INTERRUPT_WINDOW));
     }
 
-    fn gpr(&self, index: u8) -> u64 {
-        let g = &self.gprs;
-        match index {
-            0 => g.rax,
-            1 => g.rcx,
-            2 => g.rdx,
-            3 => g.rbx,
-            4 => self.r(vmcs::GUEST_RSP),
-            5 => g.rbp,
-            6 => g.rsi,
-            7 => g.rdi,
-            8 => g.r8,
-            9 => g.r9,
-            10 => g.r10,
-            11 => g.r11,
-            12 => g.r12,
-            13 => g.r13,
-            14 => g.r14,
-            15 => g.r15,
-            _ => 0,
-        }
-    }
-
-    fn set_gpr(&mut self, index: u8, value: u64) {
-        let g = &mut self.gprs;
-        let slot = match index {
-            4 => return self.w(vmcs::GUEST_RSP, value),
-            0 => &mut g.rax,
-            1 => &mut g.rcx,
-            2 => &mut g.rdx,
-            3 => &mut g.rbx,
-            5 => &mut g.rbp,
-            6 => &mut g.rsi,
-            7 => &mut g.rdi,
-            8 => &mut g.r8,
-            9 => &mut g.r9,
-            10 => &mut g.r10,
-            11 => &mut g.r11,
-            12 => &mut g.r12,
-            13 => &mut g.r13,
-            14 => &mut g.r14,
-            15 => &mut g.r15,
-            _ => return,
-        };
-        *slot = value;
-    }
-
     fn control(&self) -> GuestControl {
         let efer = self.r(vmcs::GUEST_IA32_EFER);
-        // CS access rights: L is bit 13.
-        let cs_l = self.r(vmcs::GUEST_CS_ACCESS) & 1 << 13 != 0;
+        let cs_l = vmcs::access::L.is_set(self.r(vmcs::GUEST_CS_ACCESS));
         GuestControl {
             cr0: self.r(vmcs::GUEST_CR0),
             cr3: self.r(vmcs::GUEST_CR3),
@@ -591,7 +557,7 @@ impl VcpuBackend for VmxVcpu {
             efer,
             rflags: self.r(vmcs::GUEST_RFLAGS),
             code64: efer & 1 << 10 != 0 && cs_l,
-            delivering_event: self.r(vmcs::IDT_VECTORING_INFO) & 1 << 31 != 0,
+            delivering_event: event::VALID.is_set(self.r(vmcs::IDT_VECTORING_INFO)),
         }
     }
 
@@ -600,11 +566,7 @@ impl VcpuBackend for VmxVcpu {
         // Moving past an instruction ends its STI / MOV SS interrupt shadow (bits 1:0), as
         // the SVM backend does: an emulated `sti; hlt` is then interruptible at once.
         let shadow = self.r(vmcs::GUEST_INTERRUPTIBILITY);
-        self.w(vmcs::GUEST_INTERRUPTIBILITY, shadow & !3);
-    }
-
-    fn set_rax(&mut self, value: u64) {
-        self.gprs.rax = value;
+        self.w(vmcs::GUEST_INTERRUPTIBILITY, vmcs::INTERRUPT_SHADOW.set(shadow, 0));
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
@@ -612,7 +574,9 @@ impl VcpuBackend for VmxVcpu {
     }
 
     fn interrupt_waiting(&self) -> bool {
-        self.pending.is_some() || self.r(vmcs::ENTRY_INTERRUPTION_INFO) & (1 << 31) != 0
+        // Only the request: what the VM-entry interruption information holds after an
+        // exit was taken already (see `cancel_interrupt`).
+        self.pending.is_some()
     }
 }
 
@@ -627,6 +591,7 @@ impl Drop for VmxVcpu {
         frames::free(self.vmcs);
         frames::free_contiguous(self.io_bitmaps, 2);
         frames::free(self.msr_bitmap);
-        self.gprs = GuestGprs::default();
+        vpid::release(self.vpid);
+        self.regs = GuestRegs::default();
     }
 }

@@ -157,6 +157,8 @@ fields! {
     EXIT_INTERRUPTION_ERROR_CODE = 0x4406, W32;
     /// IDT-vectoring information (the exit interrupted an event's delivery).
     IDT_VECTORING_INFO = 0x4408, W32;
+    /// IDT-vectoring error code.
+    IDT_VECTORING_ERROR_CODE = 0x440A, W32;
     /// VM-exit instruction length.
     EXIT_INSTRUCTION_LENGTH = 0x440C, W32;
     /// Guest ES limit.
@@ -280,6 +282,52 @@ fields! {
     /// Host RIP (written by the entry routine itself).
     HOST_RIP = 0x6C16, Natural;
 }
+
+/// The interruption-information layout shared by the VM-entry interruption-information
+/// field (injection), the VM-exit interruption information (the exception or NMI that
+/// exited) and the IDT-vectoring information (the event whose delivery the exit
+/// interrupted): SDM vol. 3C, 25.8.3, 28.2.2 and 28.2.4.
+pub mod event {
+    use iommu::bits::Field;
+
+    /// The vector.
+    pub const VECTOR: Field = Field::new(0, 8);
+    /// The interruption type (the `TYPE_*` values).
+    pub const TYPE: Field = Field::new(8, 3);
+    /// An error code is delivered (pushed).
+    pub const ERROR_VALID: Field = Field::bit(11);
+    /// Valid.
+    pub const VALID: Field = Field::bit(31);
+
+    /// External interrupt.
+    pub const TYPE_EXTERNAL: u64 = 0;
+    /// NMI.
+    pub const TYPE_NMI: u64 = 2;
+    /// Hardware exception.
+    pub const TYPE_HW_EXCEPTION: u64 = 3;
+    /// Software interrupt (INT n).
+    pub const TYPE_SOFT_INT: u64 = 4;
+    /// Privileged software exception (ICEBP, INT1).
+    pub const TYPE_PRIV_SOFT_EXCEPTION: u64 = 5;
+    /// Software exception (INT3, INTO).
+    pub const TYPE_SOFT_EXCEPTION: u64 = 6;
+}
+
+/// Segment access rights (the guest-state `*_ACCESS` fields; SDM vol. 3C, table 25-2).
+pub mod access {
+    use iommu::bits::Field;
+
+    /// Descriptor privilege level (SS's is the CPL).
+    pub const DPL: Field = Field::new(5, 2);
+    /// 64-bit code segment.
+    pub const L: Field = Field::bit(13);
+    /// The segment is unusable.
+    pub const UNUSABLE: Field = Field::bit(16);
+}
+
+/// Guest interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1), the
+/// interrupt shadow of the instruction before.
+pub const INTERRUPT_SHADOW: iommu::bits::Field = iommu::bits::Field::new(0, 2);
 
 /// A failed VMX instruction: `VMfailInvalid` (no current VMCS) or `VMfailValid` with
 /// the VM-instruction error number.
