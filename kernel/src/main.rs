@@ -22,6 +22,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod demo;
 #[cfg(target_os = "none")]
+mod devices;
+#[cfg(target_os = "none")]
 mod edu;
 #[cfg(target_os = "none")]
 mod exit;

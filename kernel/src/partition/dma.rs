@@ -5,7 +5,8 @@
 //! its devices sit behind. Attach and teardown are written once, generic over
 //! [`RemappingUnit`]; only [`DmaSpace`] knows VT-d from AMD-Vi.
 //!
-//! Teardown order: bus mastering off, in-flight DMA drained (bounded), each device
+//! Teardown order: each device quiesced (`reset::quiesce`: its own way, then bus
+//! mastering off, then in-flight DMA drained, every wait bounded), each device
 //! blocked on its unit, the mappings torn down by the tracker; the tracker hands each
 //! host extent to the caller's release callback only after the invalidation covering it
 //! completed, so guest memory cannot be scrubbed or returned before the flush.
@@ -26,9 +27,6 @@ use iommu::pgtable::vtd::VtdFormat;
 use iommu::pgtable::Prot;
 use iommu::tracker::{DmaTracker, HostExtent, InvalidatorSet, TrackerCounters, UnmapStrategy};
 use iommu::unit::RemappingUnit;
-
-/// Timer ticks (about 1.6 ms each) a device may take to finish in-flight DMA at destroy.
-const DRAIN_TICKS: u64 = 300;
 
 /// The partition's tracker in the page-table format of the machine's IOMMU.
 pub enum DmaSpace {
@@ -53,7 +51,8 @@ pub struct DmaTeardown {
     pub invalidations: u64,
     /// The tracker's own counts (unmap calls, invalidations, syncs, table reads).
     pub tracker: TrackerCounters,
-    /// Devices whose in-flight DMA did not finish in time (blocked regardless).
+    /// Devices that did not go quiet in time (`reset::quiesce`: an NVMe controller that
+    /// never cleared CSTS.RDY, DMA still in flight); blocked regardless.
     pub drain_timeouts: u32,
     /// Whether the tracker's probe found fine-grained superpages.
     pub fgsp: bool,
@@ -195,7 +194,7 @@ impl PartitionDma {
         self.devices.iter().map(|d| d.function.clone()).collect()
     }
 
-    /// Quiesces every device (bus mastering off, in-flight DMA drained or timed out),
+    /// Quiesces every device (`reset::quiesce`: its own way, bus mastering off, drained),
     /// blocks it on its unit, and tears every mapping down; each host extent goes to
     /// `release` only after the invalidation covering it completed. The probe pages go
     /// back last. On `Err` the pages not yet released must never be reused.
@@ -205,14 +204,11 @@ impl PartitionDma {
         release: &mut dyn FnMut(HostExtent),
     ) -> Result<DmaTeardown, DmaError> {
         let mut report = DmaTeardown { fgsp: self.fgsp(), ..DmaTeardown::default() };
+        // Each device quiesced its own way, then bus mastering off (`reset::quiesce`,
+        // which logs); one that did not go quiet is blocked regardless.
         for d in &self.devices {
-            d.function.config().set_bus_master(false);
-            if crate::edu::drain(&d.function, DRAIN_TICKS) == Some(false) {
+            if !super::reset::quiesce(&d.function).ok() {
                 report.drain_timeouts += 1;
-                log::warn!(
-                    "iommu: {}: DMA still busy after {DRAIN_TICKS} ticks with bus mastering off; blocking it anyway",
-                    d.function.bdf
-                );
             }
         }
         let devices = &self.devices;

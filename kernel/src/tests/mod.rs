@@ -5,6 +5,7 @@ pub mod dma;
 mod edu_tests;
 mod hostile_tests;
 pub mod iommu;
+mod nvme_tests;
 mod partition_assign_tests;
 mod partition_dma_tests;
 mod partition_tests;
@@ -84,6 +85,8 @@ pub static ALL: &[KernelTest] = &[
     KernelTest { name: "hostile_device_reassignment", run: hostile_tests::device_reassignment },
     KernelTest { name: "hostile_flr_on_release", run: hostile_tests::flr_on_release },
     KernelTest { name: "hostile_switch_cost", run: hostile_tests::switch_cost },
+    KernelTest { name: "nvme_identify_through_domain", run: nvme_tests::identify_through_domain },
+    KernelTest { name: "nvme_quiesce_on_release", run: nvme_tests::quiesce_on_release },
     KernelTest { name: "ir_storm", run: iommu::ir_storm::storm },
     KernelTest { name: "iommu_translate_4k", run: iommu::translation::four_k },
     KernelTest { name: "iommu_translate_2m", run: iommu::translation::two_m },
