@@ -11,19 +11,19 @@ use guest::{check, scenario, BootInfo, LAPIC_BASE, LAPIC_COUNT, LAPIC_TIMER_VECT
 use guest::{PIC_VECTOR_BASE, PIT_COUNT, PLATFORM_WAIT_MS};
 
 static PIT_TICKS: AtomicU64 = AtomicU64::new(0);
-static LAPIC_TICKS: AtomicU64 = AtomicU64::new(0);
+pub(super) static LAPIC_TICKS: AtomicU64 = AtomicU64::new(0);
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 
-const SVR: u64 = 0xF0;
-const TPR: u64 = 0x80;
-const LVT_TIMER: u64 = 0x320;
+pub(super) const SVR: u64 = 0xF0;
+pub(super) const TPR: u64 = 0x80;
+pub(super) const LVT_TIMER: u64 = 0x320;
 const LVT_LINT0: u64 = 0x350;
-const TMICT: u64 = 0x380;
+pub(super) const TMICT: u64 = 0x380;
 const TMCCT: u64 = 0x390;
-const TDCR: u64 = 0x3E0;
+pub(super) const TDCR: u64 = 0x3E0;
 const MASKED: u32 = 1 << 16;
 const PERIODIC: u32 = 1 << 17;
-const SPURIOUS_VECTOR: u8 = 0xFF;
+pub(super) const SPURIOUS_VECTOR: u8 = 0xFF;
 
 /// IRQ 0: count, EOI to the master PIC.
 #[unsafe(naked)]
@@ -41,7 +41,7 @@ extern "C" fn pit_handler() {
 
 /// The APIC timer: count, EOI to the local APIC (a `mov` to its trapped page).
 #[unsafe(naked)]
-extern "C" fn lapic_handler() {
+pub(super) extern "C" fn lapic_handler() {
     naked_asm!(
         "push rax",
         "lock inc qword ptr [rip + {ticks}]",
@@ -56,7 +56,7 @@ extern "C" fn lapic_handler() {
 
 /// PIC IRQ 7 and the APIC's spurious vector: counted, no EOI.
 #[unsafe(naked)]
-extern "C" fn spurious_handler() {
+pub(super) extern "C" fn spurious_handler() {
     naked_asm!("lock inc qword ptr [rip + {n}]", "iretq", n = sym SPURIOUS)
 }
 
@@ -72,7 +72,7 @@ fn inb(port: u16) -> u8 {
     v
 }
 
-fn apic_write(reg: u64, v: u32) {
+pub(super) fn apic_write(reg: u64, v: u32) {
     // SAFETY: the APIC page is inside the identity map; the access faults in the nested
     // tables and the hypervisor emulates it.
     unsafe { core::ptr::write_volatile((LAPIC_BASE + reg) as *mut u32, v) };

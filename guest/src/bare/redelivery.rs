@@ -3,56 +3,22 @@
 //! [`DEMAND_PAGE`] (which the hypervisor maps only when it is first touched), and spins
 //! with interrupts on without touching the stack: the first access to the page is the
 //! CPU pushing the timer interrupt's frame, so the interrupt's delivery exits. The
-//! handler counts and EOIs; the guest reports the count (exactly 1 when the hypervisor
+//! handler (the platform scenario's APIC timer handler) counts and EOIs; the guest reports the count (exactly 1 when the hypervisor
 //! completed the delivery) and the CS word of the frame it finds on the page.
 
+use super::platform::{apic_write, lapic_handler, spurious_handler, LAPIC_TICKS};
+use super::platform::{LVT_TIMER, SPURIOUS_VECTOR, SVR, TDCR, TMICT, TPR};
 use super::{report, Channel};
-use core::arch::{asm, naked_asm};
-use core::sync::atomic::{AtomicU64, Ordering};
-use guest::{check, BootInfo, DEMAND_PAGE, LAPIC_BASE, LAPIC_COUNT, LAPIC_TIMER_VECTOR};
-
-static TICKS: AtomicU64 = AtomicU64::new(0);
-
-const SVR: u64 = 0xF0;
-const TPR: u64 = 0x80;
-const LVT_TIMER: u64 = 0x320;
-const TMICT: u64 = 0x380;
-const TDCR: u64 = 0x3E0;
-const SPURIOUS_VECTOR: u8 = 0xFF;
-
-/// The APIC timer: count, EOI (a `mov` to the trapped APIC page), on the demand stack.
-#[unsafe(naked)]
-extern "C" fn timer_handler() {
-    naked_asm!(
-        "push rax",
-        "lock inc qword ptr [rip + {ticks}]",
-        "mov eax, {eoi}",
-        "mov dword ptr [rax], 0",
-        "pop rax",
-        "iretq",
-        ticks = sym TICKS,
-        eoi = const LAPIC_BASE + 0xB0,
-    )
-}
-
-/// The APIC's spurious vector: no EOI.
-#[unsafe(naked)]
-extern "C" fn spurious_handler() {
-    naked_asm!("iretq")
-}
-
-fn apic_write(reg: u64, v: u32) {
-    // SAFETY: the APIC page is inside the identity map; the access faults in the nested
-    // tables and the hypervisor emulates it.
-    unsafe { core::ptr::write_volatile((LAPIC_BASE + reg) as *mut u32, v) };
-}
+use core::arch::asm;
+use core::sync::atomic::Ordering;
+use guest::{check, BootInfo, DEMAND_PAGE, LAPIC_COUNT, LAPIC_TIMER_VECTOR};
 
 /// Runs the scenario; returns the status for DONE (0 when the one interrupt arrived once,
 /// on the demand page).
 pub fn run(ch: Channel, info: &BootInfo) -> u64 {
     // SAFETY: masking interrupts has no memory effect (a VMX guest starts with IF = 1).
     unsafe { asm!("cli", options(nomem, nostack)) };
-    super::idt::load(&[(LAPIC_TIMER_VECTOR, timer_handler), (SPURIOUS_VECTOR, spurious_handler)]);
+    super::idt::load(&[(LAPIC_TIMER_VECTOR, lapic_handler), (SPURIOUS_VECTOR, spurious_handler)]);
     apic_write(SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
     apic_write(TPR, 0);
     // One-shot (LVT mode 0), unmasked, divide by 16: one interrupt after 5 ms.
@@ -88,7 +54,7 @@ pub fn run(ch: Channel, info: &BootInfo) -> u64 {
         );
     }
     apic_write(TMICT, 0);
-    let ticks = TICKS.load(Ordering::Relaxed);
+    let ticks = LAPIC_TICKS.load(Ordering::Relaxed);
     // The frame the CPU pushed: SS, RSP, RFLAGS, CS, RIP down from the page's top.
     // SAFETY: the demand page is inside the identity map (mapped by the hypervisor on the
     // first access, this one if no interrupt came).
