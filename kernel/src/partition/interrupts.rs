@@ -56,8 +56,8 @@ impl HostVector {
     /// Claims a free pool vector (its counters cleared, its handler installed); `None`
     /// when all [`POOL_SIZE`] are in use.
     pub fn claim() -> Option<HostVector> {
-        let slot = (0..POOL_SIZE)
-            .find(|s| IN_USE.fetch_or(1 << s, Ordering::AcqRel) & (1 << s) == 0)?;
+        let slot =
+            (0..POOL_SIZE).find(|s| IN_USE.fetch_or(1 << s, Ordering::AcqRel) & (1 << s) == 0)?;
         PENDING[slot].store(0, Ordering::Relaxed);
         TAKEN[slot].store(0, Ordering::Relaxed);
         crate::arch::idt::register_handler(POOL_FIRST + slot as u8, HANDLERS[slot]);

@@ -560,7 +560,11 @@ impl Partition {
                         Some(m)
                     }
                     Err(e) => {
-                        log::warn!("partition {}: {}: no MSI-X for the guest: {e}", self.name, f.bdf);
+                        log::warn!(
+                            "partition {}: {}: no MSI-X for the guest: {e}",
+                            self.name,
+                            f.bdf
+                        );
                         None
                     }
                 }
@@ -581,9 +585,15 @@ impl Partition {
         if let (Some(l), Some((_, size))) = (self.linux.as_mut(), f.memory_bar(0)) {
             // A Linux guest finds the device in its configuration space (00:01.0, ...).
             match l.pci.assign(f.config(), gpa, size, msix) {
-                Ok(dev) => log::info!("partition {}: {} is 00:{dev:02x}.0 in the guest", self.name, f.bdf),
+                Ok(dev) => {
+                    log::info!("partition {}: {} is 00:{dev:02x}.0 in the guest", self.name, f.bdf)
+                }
                 Err(m) => {
-                    log::warn!("partition {}: {}: not shown: no free device number", self.name, f.bdf);
+                    log::warn!(
+                        "partition {}: {}: not shown: no free device number",
+                        self.name,
+                        f.bdf
+                    );
                     if let Some(mut m) = m {
                         m.release(iommu);
                     }
@@ -605,7 +615,11 @@ impl Partition {
         route: crate::iommu::Route,
     ) -> Result<(), PartitionError> {
         let Some((mut d, vector)) = interrupts::DeviceInterrupt::claim(f.config()) else {
-            log::warn!("partition {}: {}: no MSI capability or no free host vector: its interrupts stay off", self.name, f.bdf);
+            log::warn!(
+                "partition {}: {}: no MSI capability (or no free host vector): its MSI stays off",
+                self.name,
+                f.bdf
+            );
             return Ok(());
         };
         match iommu.route_interrupt(route, vector) {

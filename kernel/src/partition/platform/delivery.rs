@@ -2,9 +2,9 @@
 //! HLT with interrupts on waits, and an emulated IN's result.
 
 use super::super::interrupts::DeviceInterrupt;
-use super::pci::PciHost;
 use super::super::vcpu::{Reg, VcpuBackend};
 use super::super::Budget;
+use super::pci::PciHost;
 use super::GuestPlatform;
 
 /// An emulated IN's result in RAX: `size` bytes of `value`, the rest of RAX kept for 8-

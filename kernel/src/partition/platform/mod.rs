@@ -352,7 +352,6 @@ pub fn emulate_access(
     gpa: u64,
     error_code: u64,
 ) -> Result<(), DecodeError> {
-
     let ctl = vcpu.control();
     if ctl.delivering_event {
         return Err(DecodeError::EventDelivery);

@@ -319,7 +319,8 @@ impl Msix {
     }
 
     fn in_pba(&self, offset: u64) -> bool {
-        offset.checked_sub(self.pba_offset)
+        offset
+            .checked_sub(self.pba_offset)
             .is_some_and(|rel| rel < u64::from(self.physical_size).div_ceil(64) * 8)
     }
 
