@@ -545,31 +545,9 @@ impl Partition {
             );
         }
         // A Linux guest gets the device's MSI-X: its table and PBA pages trapped.
-        let msix = match (self.linux.is_some(), f.memory_bar(0)) {
-            (true, Some((base, size))) => {
-                match platform::msix::Msix::set_up(iommu, route, f.config(), base, size) {
-                    Ok(m) => {
-                        let vectors: Vec<u8> = m.host_vectors().collect();
-                        log::info!(
-                            "partition {}: {}: MSI-X table size {} found, {} entries shown to the guest, routed to host vectors {vectors:?}",
-                            self.name,
-                            f.bdf,
-                            m.physical_size(),
-                            m.size()
-                        );
-                        Some(m)
-                    }
-                    Err(e) => {
-                        log::warn!(
-                            "partition {}: {}: no MSI-X for the guest: {e}",
-                            self.name,
-                            f.bdf
-                        );
-                        None
-                    }
-                }
-            }
-            _ => None,
+        let msix = match self.linux.is_some() {
+            true => platform::msix::Msix::for_guest(iommu, route, f, &self.name),
+            false => None,
         };
         let trapped: Vec<(u64, u64)> =
             msix.as_ref().map_or(Vec::new(), |m| m.trapped_ranges().collect());

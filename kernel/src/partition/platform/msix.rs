@@ -210,6 +210,33 @@ impl Msix {
         Ok(m)
     }
 
+    /// [`Msix::set_up`] for assigned function `f` of partition `partition`, logged: what
+    /// was found and routed, or why the guest gets no MSI-X.
+    pub fn for_guest(
+        iommu: &mut IommuSystem,
+        route: Route,
+        f: &crate::pci::PciFunction,
+        partition: &str,
+    ) -> Option<Msix> {
+        let (base, size) = f.memory_bar(0)?;
+        match Msix::set_up(iommu, route, f.config(), base, size) {
+            Ok(m) => {
+                let vectors: Vec<u8> = m.host_vectors().collect();
+                log::info!(
+                    "partition {partition}: {}: MSI-X table size {} found, {} entries shown to the guest, routed to host vectors {vectors:?}",
+                    f.bdf,
+                    m.physical_size(),
+                    m.size()
+                );
+                Some(m)
+            }
+            Err(e) => {
+                log::warn!("partition {partition}: {}: no MSI-X for the guest: {e}", f.bdf);
+                None
+            }
+        }
+    }
+
     /// Entries the guest is shown (each routed).
     pub fn size(&self) -> u16 {
         self.entries.len() as u16

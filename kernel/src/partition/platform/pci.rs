@@ -173,7 +173,7 @@ impl PciHost {
     /// The index of the device at `bdf` (bus 0, function 0, device 1..).
     fn function(&self, bdf: u64) -> Option<usize> {
         let dev = (bdf >> 3) as usize;
-        (bdf & 0xFF07 == 0 && dev >= 1 && dev <= self.devices.len()).then(|| dev - 1)
+        (bdf & 0xFF07 == 0 && (1..=self.devices.len()).contains(&dev)).then(|| dev - 1)
     }
 }
 
