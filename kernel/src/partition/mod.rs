@@ -562,17 +562,18 @@ impl Partition {
         };
         if let (Some(l), Some((_, size))) = (self.linux.as_mut(), f.memory_bar(0)) {
             // A Linux guest finds the device in its configuration space (00:01.0, ...).
-            match l.pci.assign(f.config(), gpa, size, msix) {
-                Ok(dev) => {
+            let mut msix = msix;
+            match l.pci.assign(f.config(), gpa, size, &mut msix) {
+                Some(dev) => {
                     log::info!("partition {}: {} is 00:{dev:02x}.0 in the guest", self.name, f.bdf)
                 }
-                Err(m) => {
+                None => {
                     log::warn!(
                         "partition {}: {}: not shown: no free device number",
                         self.name,
                         f.bdf
                     );
-                    if let Some(mut m) = m {
+                    if let Some(mut m) = msix {
                         m.release(iommu);
                     }
                 }

@@ -64,17 +64,18 @@ const MAX_DEVICES: usize = 31;
 
 impl PciHost {
     /// Shows `physical` at the next free device number with BAR0 at `bar_gpa`
-    /// (`bar_size` bytes) and `msix` as its MSI-X. Returns the device number, `None`
-    /// when all are in use (the MSI-X is then given back by the caller).
+    /// (`bar_size` bytes) and the MSI-X in `msix` (taken) as its own. Returns the device
+    /// number; `None` when all are in use (`msix` is then left with the caller, to be
+    /// given back).
     pub fn assign(
         &mut self,
         physical: ConfigSpace,
         bar_gpa: u64,
         bar_size: u64,
-        msix: Option<Msix>,
-    ) -> Result<u8, Option<Msix>> {
+        msix: &mut Option<Msix>,
+    ) -> Option<u8> {
         if self.devices.len() >= MAX_DEVICES {
-            return Err(msix);
+            return None;
         }
         let bar64 = physical.read32(0x10) & 0b111 == 0b100;
         self.devices.push(Function {
@@ -85,9 +86,9 @@ impl PciHost {
             command: 0,
             interrupt_line: 0xFF,
             sizing: [false; 2],
-            msix,
+            msix: msix.take(),
         });
-        Ok(self.devices.len() as u8)
+        Some(self.devices.len() as u8)
     }
 
     /// Every device's pending MSI-X interrupts, as guest vectors, to `deliver`.
