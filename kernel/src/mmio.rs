@@ -79,6 +79,16 @@ impl MmioWindow {
         self.base
     }
 
+    /// The window's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn ptr<T>(&self, offset: usize) -> Option<NonNull<T>> {
         let size = core::mem::size_of::<T>();
         if !offset.is_multiple_of(size) || offset.checked_add(size)? > self.len {

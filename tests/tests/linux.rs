@@ -5,11 +5,21 @@
 //! partition is given QEMU's NVMe controller at 00:06.0 (`-device nvme` with a disk
 //! image holding a known pattern), attached through the IOMMU.
 //!
-//! What the guest reaches today: the bzImage's decompressor runs, the kernel prints
-//! "Linux version" and the memory map the hypervisor built, calibrates on the guest
-//! platform's PIT, probes PCI through the virtual configuration space and runs `/init`,
-//! whose nvme driver gives the controller up (no MSI-X is emulated yet); `/init` says so
-//! and reboots, a triple fault with `reboot=t`: [`judge_init_and_reboot`].
+//! What the guest does: the bzImage's decompressor runs, the kernel prints "Linux
+//! version" and the memory map the hypervisor built, calibrates on the guest platform's
+//! PIT, probes PCI through the virtual configuration space (the controller at 00:01.0
+//! with an emulated MSI-X capability) and runs `/init`, whose nvme driver takes the
+//! controller with MSI-X interrupts (its table trapped and emulated, each entry remapped
+//! by the IOMMU to a host vector of its own and injected through the guest's local APIC);
+//! `/init` reads the disk's pattern, writes sector 2 and reboots, a triple fault with
+//! `reboot=t`: [`judge_init_and_nvme`]. The host then reads the disk image
+//! ([`judge_disk`]). The controls: without a local APIC (`nolapic`) Linux has no MSI
+//! domain, the driver gives the controller up and the image is left as it was; a disk
+//! whose pattern is wrong fails `/init`'s check and is not written.
+//!
+//! Machine properties relied on and checked from inside: the controller is 1b36:0010 at
+//! 00:06.0 with an MSI-X table of [`NVME_MSIX`] entries in BAR0 (`msix_qsize`, logged by
+//! the hypervisor when it takes the table over).
 
 use std::path::PathBuf;
 use tests::*;
@@ -17,6 +27,9 @@ use xtask::linux_guest::{ensure, marker, LinuxGuest};
 
 /// Where QEMU's NVMe controller sits (the hostile suite's slot).
 const NVME_SLOT: u8 = 6;
+/// The NVMe controller's MSI-X table size (`msix_qsize`, QEMU's default is 65): the
+/// hypervisor logs the size it found, and the test checks it.
+const NVME_MSIX: u16 = 4;
 
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
@@ -35,6 +48,16 @@ fn linux_machine(iommu: Iommu, g: &LinuxGuest, config: &str, modules: &[PathBuf]
     std::fs::write(&cfg, config).expect("write the configuration");
     let disk = temp("disk.img");
     std::fs::copy(&g.disk, &disk).expect("copy the disk image");
+    linux_machine_on(iommu, &disk, cfg, modules)
+}
+
+/// As [`linux_machine`] with the disk image `disk` as it is.
+fn linux_machine_on(
+    iommu: Iommu,
+    disk: &std::path::Path,
+    cfg: PathBuf,
+    modules: &[PathBuf],
+) -> Machine {
     let mut m = Machine::new(&kernel(), iommu);
     let list: Vec<String> =
         std::iter::once(&cfg).chain(modules).map(|p| p.display().to_string()).collect();
@@ -44,7 +67,7 @@ fn linux_machine(iommu: Iommu, g: &LinuxGuest, config: &str, modules: &[PathBuf]
         "-drive".into(),
         format!("file={},if=none,id=lnvme,format=raw", disk.display()),
         "-device".into(),
-        format!("nvme,drive=lnvme,serial=linux0,addr={NVME_SLOT:#x}"),
+        format!("nvme,drive=lnvme,serial=linux0,addr={NVME_SLOT:#x},msix_qsize={NVME_MSIX}"),
     ];
     // The kernel's own bound on the guest (`linux::BUDGET`) ends the run first.
     m.timeout = std::time::Duration::from_secs(600);
@@ -110,12 +133,31 @@ fn judge_boot(out: &Outcome, g: &LinuxGuest) {
         assert!(l.contains(GUEST_TEXT), "guest text outside a guest line: {l}");
     }
     assert!(!host_text(&out.log).contains("Linux version"));
-    // How far it gets today, named: the guest platform's PIC, PIT and local APIC carry
-    // it through to `/init`, whose output (the tty layer's, driven by the UART's
-    // interrupt on IRQ 4) arrives; the nvme driver then gives the controller up because
-    // the device shows it no interrupt it can use (MSI-X is not emulated yet), `/init`
-    // says so and reboots, and `reboot=t` makes that a triple fault: a clean shutdown.
-    judge_init_and_reboot(out);
+    // The guest platform's PIC, PIT and local APIC carry it through to `/init`, whose
+    // output (the tty layer's, driven by the UART's interrupt on IRQ 4) arrives; the nvme
+    // driver takes the controller with MSI-X, `/init` reads and writes the disk and
+    // reboots, and `reboot=t` makes that a triple fault: a clean shutdown. Both boots.
+    judge_init_and_nvme(out);
+    // The controller's MSI-X table as the hypervisor found it (the machine property).
+    let found = format!(
+        "partition linux: 0000:00:{NVME_SLOT:02x}.0: MSI-X table size {NVME_MSIX} found, {NVME_MSIX} entries shown to the guest"
+    );
+    assert_eq!(out.log.lines().filter(|l| l.contains(&found)).count(), 2, "{}", out.log);
+    // Its interrupts arrived at the host vectors and were all injected, in both boots.
+    let delivered: Vec<(u64, u64)> = out
+        .log
+        .lines()
+        .filter_map(|l| l.split("partition linux: 00:01.0 MSI-X: ").nth(1))
+        .map(|rest| {
+            let n: Vec<u64> =
+                rest.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+            (n[0], n[1])
+        })
+        .collect();
+    assert_eq!(delivered.len(), 2, "{}", out.log);
+    for (taken, injected) in delivered {
+        assert!(taken > 0 && injected == taken, "MSI-X: {taken} taken, {injected} injected");
+    }
     // Destroyed with its device quiesced and reset like any other, re-created in the same
     // (scrubbed) memory with the device attached again, and booted again to the same end.
     assert_logged(out, "partition linux: destroyed (to be re-created):");
@@ -148,24 +190,95 @@ fn debian_linux_boots_in_a_partition_through_vtd() {
         &[g.kernel.clone(), g.initrd.clone()],
     );
     judge_boot(&boot(&m), &g);
+    judge_disk(&g, Written::Yes);
 }
 
+/// AMD-Vi, with an edu partition beside the Linux one: its guest passes its own checks
+/// (DMA and its completion interrupts at its own vector) after Linux ran and was
+/// destroyed and re-created.
 #[test]
 fn debian_linux_boots_in_a_partition_through_amdvi() {
     let g = ensure().unwrap_or_else(|e| panic!("the Linux guest: {e}"));
-    let cfg = config(&g, &file_name(&g.kernel), "128M");
-    let m = linux_machine(
+    let cfg = format!(
+        "{}partition edu\n  memory 8M\n  device 00:{EDU_SLOT:02x}.0\n",
+        config(&g, &file_name(&g.kernel), "128M")
+    );
+    let mut m = linux_machine(
         Iommu::Amd { intremap: true },
         &g,
         &cfg,
         &[g.kernel.clone(), g.initrd.clone()],
     );
-    judge_boot(&boot(&m), &g);
+    m.edu = vec![Edu { slot: EDU_SLOT }];
+    let out = boot(&m);
+    judge_boot(&out, &g);
+    judge_disk(&g, Written::Yes);
+    assert_logged(&out, "partition edu: guest reports irq_count = 0x3");
+    assert_logged(&out, "partitions: the device-assignment story held");
+}
+
+/// Where the edu device of the partition beside Linux sits.
+const EDU_SLOT: u8 = 4;
+
+/// Whether the guest was to write sector 2.
+#[derive(PartialEq, Eq, Debug)]
+enum Written {
+    Yes,
+    No,
+}
+
+/// The disk image after the run, read by the host: sectors 0 and 1 keep their patterns,
+/// sector 2 holds what `/init` wrote (or, when it was not to write, what it held before).
+fn judge_disk(g: &LinuxGuest, written: Written) {
+    let disk = std::fs::read(temp("disk.img")).expect("read the disk image back");
+    let original = std::fs::read(&g.disk).expect("read the original disk image");
+    assert_eq!(&disk[..1024], &original[..1024], "sectors 0 and 1 changed");
+    let sector2 = &disk[1024..1536];
+    let expected = format!("{}-{}", xtask::linux_guest::GUEST_WRITE, g.release);
+    match written {
+        Written::Yes => assert!(
+            sector2.starts_with(expected.as_bytes()),
+            "sector 2 on the image: {:?}",
+            String::from_utf8_lossy(&sector2[..48])
+        ),
+        Written::No => assert_eq!(sector2, &original[1024..1536], "sector 2 changed"),
+    }
 }
 
 /// The part of a boot after the kernel's own start: `/init` runs and prints its markers,
-/// the nvme driver probes and gives up (no MSI-X for it yet), `/init` reports the missing
-/// namespace and reboots, and the hypervisor sees a triple fault (`reboot=t`).
+/// the nvme driver sets up its queues (MSI-X), `/init` verifies its read and write and
+/// reboots, and the hypervisor sees a triple fault (`reboot=t`).
+fn judge_init_and_nvme(out: &Outcome) {
+    let said = |text: &str| out.log.lines().any(|l| l.contains(GUEST_TEXT) && l.contains(text));
+    for text in [
+        "Run /init as init process",
+        marker::INIT,
+        marker::MODULES,
+        "nvme nvme0: pci function 0000:00:01.0",
+        "nvme nvme0: 1/0/0 default/read/poll queues",
+        &format!("{} read+write verified on /dev/nvme0n1", marker::NVME_OK),
+        "reboot: Restarting system",
+    ] {
+        assert!(said(text), "expected {text:?} from the guest\n{}", out.log);
+    }
+    assert!(!said(marker::NVME_FAIL), "{}", out.log);
+    assert!(!said("probe failure"), "{}", out.log);
+    judge_triple_fault(out);
+}
+
+/// The Linux run ended with the guest's reboot (a triple fault with `reboot=t`).
+fn judge_triple_fault(out: &Outcome) {
+    let end = out.log.lines().find(|l| l.contains("partition linux: Linux ran ")).unwrap_or("");
+    eprintln!("{}", end.trim());
+    assert!(
+        end.contains("the guest shut down (triple fault"),
+        "the Linux run ended otherwise: {end}\n{}",
+        out.log
+    );
+}
+
+/// The control's end: the nvme driver probes and gives up (no interrupt it can use),
+/// `/init` reports the missing namespace and reboots.
 fn judge_init_and_reboot(out: &Outcome) {
     let said = |text: &str| out.log.lines().any(|l| l.contains(GUEST_TEXT) && l.contains(text));
     for text in [
@@ -180,13 +293,7 @@ fn judge_init_and_reboot(out: &Outcome) {
     ] {
         assert!(said(text), "expected {text:?} from the guest\n{}", out.log);
     }
-    let end = out.log.lines().find(|l| l.contains("partition linux: Linux ran ")).unwrap_or("");
-    eprintln!("{}", end.trim());
-    assert!(
-        end.contains("the guest shut down (triple fault"),
-        "the Linux run ended otherwise: {end}\n{}",
-        out.log
-    );
+    judge_triple_fault(out);
 }
 
 /// The control: the same kernel with its setup-header signature broken, and the real
@@ -226,9 +333,10 @@ fn corrupted_or_cramped_linux_is_refused() {
 /// through the trapped configuration mechanism (the virtual host bridge at 00:00.0, the
 /// NVMe controller at 00:01.0 with BAR0 where the nested tables map it), `/init` runs and
 /// loads the nvme modules, and the driver enables the device and reads its registers
-/// through the passed-through BAR. It then gives up because the device offers it no
-/// interrupt (no MSI-X capability is shown: the MSI-X table is not trapped yet, and no
-/// INTx pin), and `/init` reboots.
+/// through the passed-through BAR. The control for the read and write: without a local
+/// APIC Linux has no MSI domain, so the driver cannot use the MSI-X it is shown (and
+/// there is no INTx pin), gives up, `/init` reboots, no interrupt reaches a host vector,
+/// and the disk image is left as it was.
 #[test]
 fn debian_linux_probes_its_nvme_through_the_virtual_config_space() {
     let g = ensure().unwrap_or_else(|e| panic!("the Linux guest: {e}"));
@@ -264,4 +372,36 @@ fn debian_linux_probes_its_nvme_through_the_virtual_config_space() {
         &out,
         &format!("partition linux: 0000:00:{NVME_SLOT:02x}.0 reset by function-level reset (PCIe)"),
     );
+    assert_logged(&out, "partition linux: 00:01.0 MSI-X: 0 interrupts taken at its host vectors");
+    judge_disk(&g, Written::No);
+}
+
+/// The control for the pattern check: a disk whose sector 0 holds another pattern. The
+/// driver works (MSI-X), `/init` reads the wrong pattern, says so, and writes nothing:
+/// the image's sector 2 is as it was.
+#[test]
+fn a_disk_with_a_wrong_pattern_fails_the_guests_check() {
+    let g = ensure().unwrap_or_else(|e| panic!("the Linux guest: {e}"));
+    let cfg = temp("partitions.cfg");
+    std::fs::write(&cfg, config(&g, &file_name(&g.kernel), "128M")).expect("write the cfg");
+    let mut disk = std::fs::read(&g.disk).expect("read the disk image");
+    disk[..8].copy_from_slice(b"WRONG-PA");
+    std::fs::write(temp("disk.img"), &disk).expect("write the disk image");
+    let m = linux_machine_on(
+        Iommu::Intel { aw_bits: None, caching_mode: false },
+        &temp("disk.img"),
+        cfg,
+        &[g.kernel.clone(), g.initrd.clone()],
+    );
+    let out = boot(&m);
+    assert_eq!(out.verdict, Verdict::Success, "{}\n{}", out.describe(), out.log);
+    let said = |text: &str| out.log.lines().any(|l| l.contains(GUEST_TEXT) && l.contains(text));
+    assert!(said("nvme nvme0: 1/0/0 default/read/poll queues"), "{}", out.log);
+    // (The host log escapes the guest's quotes.)
+    let wrong = format!("{} sector 0 reads \\'WRONG-PAT", marker::NVME_FAIL);
+    assert!(said(&wrong), "expected {wrong:?}\n{}", out.log);
+    assert!(!said(marker::NVME_OK), "{}", out.log);
+    judge_triple_fault(&out);
+    let after = std::fs::read(temp("disk.img")).expect("read the disk image back");
+    assert_eq!(after, disk, "the image changed though the check failed");
 }

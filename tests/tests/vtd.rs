@@ -77,7 +77,7 @@ fn default_unit_everything() {
 /// QEMU 10.0 records the refusals (reasons 0x22 and 0x21, source ff:1f.7 = no id); 7.2
 /// records none.
 fn assert_forgery_refused(out: &Outcome) {
-    assert_logged(out, "storm: 2000 device interrupts at host vector 40: all taken");
+    assert_logged(out, "storm: 2000 device interrupts at host vector 48: all taken");
     assert_logged(out, "handoff: a unit left with IR on and a stale entry (handle 5 -> vector 46, delivered) was taken over");
     // The edu device's own MSI (which carries its requester id) through an entry of its
     // own: delivered; from the other edu naming that entry: refused (source id verified,

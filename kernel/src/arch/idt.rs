@@ -1,5 +1,5 @@
 //! Interrupt descriptor table: every exception vector reports itself readably and fails
-//! the run; vectors 32..48 dispatch to registered device handlers; the local APIC's
+//! the run; vectors 32..80 dispatch to registered device handlers; the local APIC's
 //! spurious vector (0xFF) returns at once.
 //!
 //! Entry stubs are naked functions (stable Rust has no `x86-interrupt` ABI): each pushes
@@ -14,7 +14,7 @@ use x86_64::VirtAddr;
 
 use super::gdt;
 
-const VECTORS: usize = 48;
+const VECTORS: usize = 80;
 
 /// What the common entry path saved, lowest address first.
 #[repr(C)]
@@ -145,6 +145,38 @@ stub!(v44, 44);
 stub!(v45, 45);
 stub!(v46, 46);
 stub!(v47, 47);
+stub!(v48, 48);
+stub!(v49, 49);
+stub!(v50, 50);
+stub!(v51, 51);
+stub!(v52, 52);
+stub!(v53, 53);
+stub!(v54, 54);
+stub!(v55, 55);
+stub!(v56, 56);
+stub!(v57, 57);
+stub!(v58, 58);
+stub!(v59, 59);
+stub!(v60, 60);
+stub!(v61, 61);
+stub!(v62, 62);
+stub!(v63, 63);
+stub!(v64, 64);
+stub!(v65, 65);
+stub!(v66, 66);
+stub!(v67, 67);
+stub!(v68, 68);
+stub!(v69, 69);
+stub!(v70, 70);
+stub!(v71, 71);
+stub!(v72, 72);
+stub!(v73, 73);
+stub!(v74, 74);
+stub!(v75, 75);
+stub!(v76, 76);
+stub!(v77, 77);
+stub!(v78, 78);
+stub!(v79, 79);
 
 /// The local APIC's spurious-interrupt vector (programmed in its SVR by `apic::init`).
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
@@ -159,7 +191,9 @@ extern "C" fn spurious() {
 const STUBS: [extern "C" fn(); VECTORS] = [
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20,
     v21, v22, v23, v24, v25, v26, v27, v28, v29, v30, v31, v32, v33, v34, v35, v36, v37, v38, v39,
-    v40, v41, v42, v43, v44, v45, v46, v47,
+    v40, v41, v42, v43, v44, v45, v46, v47, v48, v49, v50, v51, v52, v53, v54, v55, v56, v57, v58,
+    v59, v60, v61, v62, v63, v64, v65, v66, v67, v68, v69, v70, v71, v72, v73, v74, v75, v76, v77,
+    v78, v79,
 ];
 
 #[unsafe(naked)]
@@ -179,10 +213,10 @@ extern "C" fn common_entry() {
     )
 }
 
-/// Device handlers for vectors 32..48, as `fn()` addresses (0 = none).
+/// Device handlers for vectors 32..80, as `fn()` addresses (0 = none).
 static HANDLERS: [AtomicUsize; VECTORS - 32] = [const { AtomicUsize::new(0) }; VECTORS - 32];
 
-/// Routes `vector` (32..48) to `handler`, which runs with interrupts off and must
+/// Routes `vector` (32..80) to `handler`, which runs with interrupts off and must
 /// acknowledge its device and the local APIC itself.
 pub fn register_handler(vector: u8, handler: fn()) {
     if let Some(slot) = (vector as usize).checked_sub(32).and_then(|i| HANDLERS.get(i)) {

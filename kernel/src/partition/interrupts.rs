@@ -2,8 +2,8 @@
 //! (PCI mechanism #1 at ports 0xCF8/0xCFC, trapped: the guest never reaches the physical
 //! MSI capability), and the host side that injects the vector the guest chose.
 //!
-//! Path: at attach the hypervisor routes the device's MSI to a host vector of the
-//! partition's own ([`HOST_VECTORS`], through the IOMMU's remapping tables) and writes that
+//! Path: at attach the hypervisor routes the device's MSI to a host vector claimed from
+//! the pool ([`HostVector`], through the IOMMU's remapping tables) and writes that
 //! message into the physical capability, disabled. The guest finds an MSI capability in
 //! its view of the device (at 00:00.0), writes an address and its vector, and sets the
 //! enable bit: only then is the physical MSI enabled. A device interrupt lands at the host
@@ -20,33 +20,83 @@ use crate::pci::ConfigSpace;
 use core::sync::atomic::{AtomicU64, Ordering};
 use iommu::bits::Field;
 
-/// Host vectors for partitions' device interrupts, one per partition slot.
-pub const HOST_VECTORS: [u8; 4] = [40, 41, 42, 43];
-static PENDING: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
-static TAKEN: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
-/// Slots in use (bit n = slot n).
-static SLOTS: AtomicU64 = AtomicU64::new(0);
+/// The pool of host vectors for partitions' device interrupts: every routed MSI vector
+/// and MSI-X entry of every partition gets one of its own (claimed at attach, given back
+/// at destroy).
+pub const POOL_FIRST: u8 = 48;
+/// How many vectors the pool holds (48..80: the IDT's device gates above the host's own).
+pub const POOL_SIZE: usize = 32;
+static PENDING: [AtomicU64; POOL_SIZE] = [const { AtomicU64::new(0) }; POOL_SIZE];
+static TAKEN: [AtomicU64; POOL_SIZE] = [const { AtomicU64::new(0) }; POOL_SIZE];
+/// Pool vectors in use (bit n = vector POOL_FIRST + n).
+static IN_USE: AtomicU64 = AtomicU64::new(0);
 
-fn take(slot: usize) {
-    if let Some(p) = PENDING.get(slot) {
-        p.fetch_add(1, Ordering::Relaxed);
-        TAKEN[slot].fetch_add(1, Ordering::Relaxed);
-    }
+/// A device interrupt at pool vector `I`: counted as pending, EOI. That is all a storm
+/// costs the host per interrupt; the guest is offered what is pending once per entry.
+fn take<const I: usize>() {
+    PENDING[I].fetch_add(1, Ordering::Relaxed);
+    TAKEN[I].fetch_add(1, Ordering::Relaxed);
     crate::apic::eoi();
 }
-fn slot0() {
-    take(0)
+
+macro_rules! handlers {
+    ($($i:literal)*) => { [$(take::<$i> as fn()),*] };
 }
-fn slot1() {
-    take(1)
+const HANDLERS: [fn(); POOL_SIZE] = handlers!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+);
+
+/// One host vector of the pool, owned by one device message until [`HostVector::release`].
+#[derive(Debug)]
+pub struct HostVector {
+    slot: usize,
 }
-fn slot2() {
-    take(2)
+
+impl HostVector {
+    /// Claims a free pool vector (its counters cleared, its handler installed); `None`
+    /// when all [`POOL_SIZE`] are in use.
+    pub fn claim() -> Option<HostVector> {
+        let slot =
+            (0..POOL_SIZE).find(|s| IN_USE.fetch_or(1 << s, Ordering::AcqRel) & (1 << s) == 0)?;
+        PENDING[slot].store(0, Ordering::Relaxed);
+        TAKEN[slot].store(0, Ordering::Relaxed);
+        crate::arch::idt::register_handler(POOL_FIRST + slot as u8, HANDLERS[slot]);
+        Some(HostVector { slot })
+    }
+
+    /// The host vector.
+    pub fn vector(&self) -> u8 {
+        POOL_FIRST + self.slot as u8
+    }
+
+    /// Interrupts taken at this vector since it was claimed.
+    pub fn taken(&self) -> u64 {
+        TAKEN[self.slot].load(Ordering::Relaxed)
+    }
+
+    /// Interrupts taken and not yet handed on.
+    pub fn pending(&self) -> u64 {
+        PENDING[self.slot].load(Ordering::Relaxed)
+    }
+
+    /// Takes the pending count (leaving 0).
+    pub fn take_pending(&self) -> u64 {
+        PENDING[self.slot].swap(0, Ordering::Relaxed)
+    }
+
+    /// Takes one pending interrupt, if any.
+    pub fn take_one(&self) -> bool {
+        PENDING[self.slot]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Gives the vector back to the pool (its source must already be unrouted).
+    pub fn release(self) {
+        PENDING[self.slot].store(0, Ordering::Relaxed);
+        IN_USE.fetch_and(!(1 << self.slot), Ordering::AcqRel);
+    }
 }
-fn slot3() {
-    take(3)
-}
-const HANDLERS: [fn(); 4] = [slot0, slot1, slot2, slot3];
 
 /// The configuration-address port and the data port (PCI mechanism #1).
 pub const CONFIG_ADDRESS: u16 = 0xCF8;
@@ -69,7 +119,7 @@ const STATUS_CAP_LIST: u32 = 1 << 20;
 /// One partition's device interrupt: the guest's view and the host routing.
 #[derive(Debug)]
 pub struct DeviceInterrupt {
-    slot: usize,
+    host: Option<HostVector>,
     physical: ConfigSpace,
     msi: Msi,
     /// The IOMMU routing (given back at destroy).
@@ -82,19 +132,18 @@ pub struct DeviceInterrupt {
     pub injected: u64,
     /// Interrupts dropped because the guest had MSI off or no valid vector.
     pub dropped: u64,
+    taken_at_release: u64,
 }
 
 impl DeviceInterrupt {
-    /// Claims a host vector slot and installs its handler; `None` when all are in use.
+    /// Claims a host vector from the pool for `physical`'s MSI; `None` when the function
+    /// has no MSI capability or the pool is empty.
     pub fn claim(physical: ConfigSpace) -> Option<(DeviceInterrupt, u8)> {
         let msi = Msi::find(physical)?;
-        let slot = (0..HOST_VECTORS.len())
-            .find(|s| SLOTS.fetch_or(1 << s, Ordering::AcqRel) & (1 << s) == 0)?;
-        PENDING[slot].store(0, Ordering::Relaxed);
-        TAKEN[slot].store(0, Ordering::Relaxed);
-        crate::arch::idt::register_handler(HOST_VECTORS[slot], HANDLERS[slot]);
+        let host = HostVector::claim()?;
+        let vector = host.vector();
         let d = DeviceInterrupt {
-            slot,
+            host: Some(host),
             physical,
             msi,
             routed: None,
@@ -104,8 +153,9 @@ impl DeviceInterrupt {
             guest_enabled: false,
             injected: 0,
             dropped: 0,
+            taken_at_release: 0,
         };
-        Some((d, HOST_VECTORS[slot]))
+        Some((d, vector))
     }
 
     /// Writes the routed message into the physical capability, MSI still off.
@@ -115,9 +165,9 @@ impl DeviceInterrupt {
         self.routed = Some(routed);
     }
 
-    /// Host interrupts taken at this partition's vector so far.
+    /// Host interrupts taken at this device's vector so far (until its release).
     pub fn taken(&self) -> u64 {
-        TAKEN[self.slot].load(Ordering::Relaxed)
+        self.host.as_ref().map_or(self.taken_at_release, HostVector::taken)
     }
 
     /// The vector the guest chose, when it enabled MSI with a valid one.
@@ -129,18 +179,18 @@ impl DeviceInterrupt {
     /// One pending device interrupt to inject, if any: its guest vector. Interrupts that
     /// arrive while the guest has no valid vector are dropped (counted).
     pub fn next_injection(&mut self) -> Option<u8> {
-        let pending = &PENDING[self.slot];
-        if pending.load(Ordering::Relaxed) == 0 {
+        let host = self.host.as_ref()?;
+        if host.pending() == 0 {
             return None;
         }
         match self.guest_vector() {
             Some(v) => {
-                pending.fetch_sub(1, Ordering::Relaxed);
+                host.take_one();
                 self.injected += 1;
                 Some(v)
             }
             None => {
-                self.dropped += pending.swap(0, Ordering::Relaxed);
+                self.dropped += host.take_pending();
                 None
             }
         }
@@ -227,12 +277,14 @@ impl DeviceInterrupt {
         }
     }
 
-    /// Turns the physical MSI off and gives the slot back (the routing is returned by
-    /// the caller to the IOMMU).
+    /// Turns the physical MSI off and gives the host vector back (the routing is
+    /// returned by the caller to the IOMMU).
     pub fn release(&mut self) -> Option<RoutedInterrupt> {
         self.msi.set_enabled(false);
-        SLOTS.fetch_and(!(1 << self.slot), Ordering::AcqRel);
-        PENDING[self.slot].store(0, Ordering::Relaxed);
+        self.taken_at_release = self.taken();
+        if let Some(h) = self.host.take() {
+            h.release();
+        }
         self.routed.take()
     }
 }

@@ -4,8 +4,8 @@
 
 use super::dma::DmaTeardown;
 use super::memory::GuestMemory;
-use super::platform::delivery::{platform_offer, set_in_result, wait_for_interrupt};
-use super::platform::{GuestPlatform, PortDevice};
+use super::platform::delivery::{platform_offer, set_in_result, wait_for_interrupt, Devices};
+use super::platform::{emulate_access, GuestPlatform, PortDevice};
 use super::vcpu::{EntryState, Reg, VmExit};
 use super::{image, Budget, Partition, PartitionError, RunReport, State, Stop};
 use crate::iommu::IommuSystem;
@@ -81,7 +81,11 @@ impl Partition {
             if let Some(p) = self.platform.as_mut() {
                 // With the platform, device MSIs go to the local APIC, which decides
                 // (with the PIC) what the guest is offered before every entry.
-                platform_offer(p, self.interrupt.as_mut(), vcpu.as_mut());
+                let devices = Devices {
+                    msi: self.interrupt.as_mut(),
+                    pci: self.linux.as_mut().map(|l| &mut l.pci),
+                };
+                platform_offer(p, devices, vcpu.as_mut());
             } else if let Some(d) = self.interrupt.as_mut() {
                 if !vcpu.interrupt_waiting() {
                     if let Some(vector) = d.next_injection() {
@@ -163,7 +167,11 @@ impl Partition {
                     // RIP moves past the HLT only once one is deliverable, so a run that
                     // ends waiting resumes in the HLT.
                     if let Some(p) = self.platform.as_mut() {
-                        let woke = wait_for_interrupt(p, self.interrupt.as_mut(), start, budget);
+                        let devices = Devices {
+                            msi: self.interrupt.as_mut(),
+                            pci: self.linux.as_mut().map(|l| &mut l.pci),
+                        };
+                        let woke = wait_for_interrupt(p, devices, start, budget);
                         if woke {
                             vcpu.skip_instruction();
                         }
@@ -195,6 +203,23 @@ impl Partition {
                         Err(error) => {
                             log::warn!(
                                 "partition {}: stopped: its access to {gpa:#x} (local APIC) at {rip:#x} was refused: {error}",
+                                self.name
+                            );
+                            Some(Stop::MmioRefused { gpa, rip, error })
+                        }
+                    }
+                }
+                VmExit::NestedPageFault { gpa, error_code, rip }
+                    if self.linux.as_ref().is_some_and(|l| l.pci.claims_mmio(gpa)) =>
+                {
+                    // A device's MSI-X table or PBA (trapped pages: `platform::msix`).
+                    let mem = self.memory.as_ref().ok_or(PartitionError::Stopped)?;
+                    let l = self.linux.as_mut().ok_or(PartitionError::Stopped)?;
+                    match emulate_access(&mut l.pci, vcpu.as_mut(), mem, gpa, error_code) {
+                        Ok(()) => None,
+                        Err(error) => {
+                            log::warn!(
+                                "partition {}: stopped: its access to {gpa:#x} (MSI-X table) at {rip:#x} was refused: {error}",
                                 self.name
                             );
                             Some(Stop::MmioRefused { gpa, rip, error })
@@ -322,6 +347,9 @@ impl Partition {
             return Ok(None);
         };
         let iommu = iommu.ok_or(PartitionError::IommuNotGiven)?;
+        if let Some(l) = self.linux.as_mut() {
+            l.pci.release(iommu, &self.name);
+        }
         if let Some(mut d) = self.interrupt.take() {
             if let Some(routed) = d.release() {
                 iommu.unroute_interrupt(routed).map_err(PartitionError::Interrupts)?;

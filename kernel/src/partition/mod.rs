@@ -494,9 +494,29 @@ impl Partition {
     /// (`dma_allowed = false`) until an IOMMU translates the device:
     /// [`Partition::attach_device`] does that, then calls this and sets `dma_allowed`.
     pub fn assign_device(&mut self, f: &crate::pci::PciFunction) -> Result<u64, PartitionError> {
+        self.assign_device_trapping(f, &[])
+    }
+
+    /// As [`Partition::assign_device`], leaving the BAR-relative page ranges `trapped`
+    /// (offset, length; page-aligned) out of the nested map: the guest's accesses there
+    /// fault and are emulated (an MSI-X table and PBA).
+    fn assign_device_trapping(
+        &mut self,
+        f: &crate::pci::PciFunction,
+        trapped: &[(u64, u64)],
+    ) -> Result<u64, PartitionError> {
         let (base, size) = f.memory_bar(0).ok_or(PartitionError::NoBar)?;
         let gpa = self.next_device_gpa;
-        self.map_device_bar(gpa, base, size)?;
+        let mut at = 0;
+        let mut holes: Vec<(u64, u64)> = trapped.to_vec();
+        holes.sort_unstable();
+        for (start, len) in holes.into_iter().chain(core::iter::once((size, 0))) {
+            let start = start.min(size);
+            if start > at {
+                self.map_device_bar(gpa + at, base + at, start - at)?;
+            }
+            at = at.max(start + len);
+        }
         self.next_device_gpa += size.next_multiple_of(1 << 20).max(1 << 20);
         self.devices.push(f.bdf);
         if self.device.is_none() {
@@ -549,10 +569,40 @@ impl Partition {
                 f.bdf
             );
         }
-        let gpa = self.assign_device(f)?;
+        // A Linux guest gets the device's MSI-X: its table and PBA pages trapped.
+        let msix = match self.linux.is_some() {
+            true => platform::msix::Msix::for_guest(iommu, route, f, &self.name),
+            false => None,
+        };
+        let trapped: Vec<(u64, u64)> =
+            msix.as_ref().map_or(Vec::new(), |m| m.trapped_ranges().collect());
+        let gpa = match self.assign_device_trapping(f, &trapped) {
+            Ok(gpa) => gpa,
+            Err(e) => {
+                if let Some(mut m) = msix {
+                    m.release(iommu);
+                }
+                return Err(e);
+            }
+        };
         if let (Some(l), Some((_, size))) = (self.linux.as_mut(), f.memory_bar(0)) {
-            // A Linux guest finds the device in its configuration space (00:01.0).
-            l.pci.assign(f.config(), gpa, size);
+            // A Linux guest finds the device in its configuration space (00:01.0, ...).
+            let mut msix = msix;
+            match l.pci.assign(f.config(), gpa, size, &mut msix) {
+                Some(dev) => {
+                    log::info!("partition {}: {} is 00:{dev:02x}.0 in the guest", self.name, f.bdf)
+                }
+                None => {
+                    log::warn!(
+                        "partition {}: {}: not shown: no free device number",
+                        self.name,
+                        f.bdf
+                    );
+                    if let Some(mut m) = msix {
+                        m.release(iommu);
+                    }
+                }
+            }
         }
         if let Some(d) = self.device.as_mut() {
             d.dma_allowed = true;
@@ -569,7 +619,11 @@ impl Partition {
         route: crate::iommu::Route,
     ) -> Result<(), PartitionError> {
         let Some((mut d, vector)) = interrupts::DeviceInterrupt::claim(f.config()) else {
-            log::warn!("partition {}: {}: no MSI capability or no free host vector: its interrupts stay off", self.name, f.bdf);
+            log::warn!(
+                "partition {}: {}: no MSI capability (or no free host vector): its MSI stays off",
+                self.name,
+                f.bdf
+            );
             return Ok(());
         };
         match iommu.route_interrupt(route, vector) {

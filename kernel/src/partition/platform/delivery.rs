@@ -4,6 +4,7 @@
 use super::super::interrupts::DeviceInterrupt;
 use super::super::vcpu::{Reg, VcpuBackend};
 use super::super::Budget;
+use super::pci::PciHost;
 use super::GuestPlatform;
 
 /// An emulated IN's result in RAX: `size` bytes of `value`, the rest of RAX kept for 8-
@@ -18,18 +19,33 @@ pub fn set_in_result(vcpu: &mut dyn VcpuBackend, size: u8, value: u32) {
     vcpu.set_rax(keep | (u64::from(value) & super::decode::mask(size.clamp(1, 4))));
 }
 
-/// Before an entry: device MSIs into the local APIC, then the platform's choice as the
-/// virtual interrupt to offer (or none: a stale request is withdrawn).
-pub fn platform_offer(
-    p: &mut GuestPlatform,
-    device: Option<&mut DeviceInterrupt>,
-    vcpu: &mut dyn VcpuBackend,
-) {
-    if let Some(d) = device {
-        while let Some(v) = d.next_injection() {
-            p.deliver_msi(v);
+/// The partition's device interrupt sources: the first device's MSI, every device's
+/// MSI-X (a Linux guest's configuration space).
+pub struct Devices<'a> {
+    /// The first device's MSI.
+    pub msi: Option<&'a mut DeviceInterrupt>,
+    /// The devices' MSI-X.
+    pub pci: Option<&'a mut PciHost>,
+}
+
+impl Devices<'_> {
+    /// Every pending device interrupt into the local APIC's IRR, as the guest's vector.
+    fn deliver(&mut self, p: &mut GuestPlatform) {
+        if let Some(d) = self.msi.as_deref_mut() {
+            while let Some(v) = d.next_injection() {
+                p.deliver_msi(v);
+            }
+        }
+        if let Some(pci) = self.pci.as_deref_mut() {
+            pci.drain(&mut |v| p.deliver_msi(v));
         }
     }
+}
+
+/// Before an entry: device MSIs into the local APIC, then the platform's choice as the
+/// virtual interrupt to offer (or none: a stale request is withdrawn).
+pub fn platform_offer(p: &mut GuestPlatform, mut devices: Devices<'_>, vcpu: &mut dyn VcpuBackend) {
+    devices.deliver(p);
     match p.offer() {
         Some(vector) => vcpu.inject_interrupt(vector),
         None => vcpu.cancel_interrupt(),
@@ -41,16 +57,12 @@ pub fn platform_offer(
 /// tick budget has passed since `start` (false).
 pub fn wait_for_interrupt(
     p: &mut GuestPlatform,
-    mut device: Option<&mut DeviceInterrupt>,
+    mut devices: Devices<'_>,
     start: u64,
     budget: Budget,
 ) -> bool {
     loop {
-        if let Some(d) = device.as_deref_mut() {
-            while let Some(v) = d.next_injection() {
-                p.deliver_msi(v);
-            }
-        }
+        devices.deliver(p);
         if p.interrupt_ready() {
             return true;
         }

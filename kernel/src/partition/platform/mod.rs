@@ -15,6 +15,7 @@
 pub mod decode;
 pub mod delivery;
 pub mod lapic;
+pub mod msix;
 pub mod pci;
 pub mod pic;
 pub mod pit;
@@ -270,10 +271,7 @@ impl GuestPlatform {
     }
 
     /// Emulates the guest instruction whose access to `gpa` (in the local APIC's page)
-    /// faulted in the nested tables: fetches it at the guest's RIP through the guest's
-    /// page tables, decodes it ([`decode`]), performs the access on the APIC, writes the
-    /// register result and moves RIP past it. Anything it cannot decode is refused with
-    /// the decoder's error and changes nothing.
+    /// faulted in the nested tables ([`emulate_access`] on the local APIC).
     pub fn emulate_mmio(
         &mut self,
         vcpu: &mut dyn VcpuBackend,
@@ -281,57 +279,7 @@ impl GuestPlatform {
         gpa: u64,
         error_code: u64,
     ) -> Result<(), DecodeError> {
-        let ctl = vcpu.control();
-        if ctl.delivering_event {
-            return Err(DecodeError::EventDelivery);
-        }
-        if !ctl.code64 {
-            return Err(DecodeError::NotLongMode);
-        }
-        // Nested page fault error code bit 4: the access was an instruction fetch.
-        if error_code & 1 << 4 != 0 {
-            return Err(DecodeError::Execute);
-        }
-        let rip = vcpu.reg(Reg::Rip);
-        let mut bytes = [0u8; decode::MAX_LEN];
-        let n = walk::fetch(mem, &ctl, rip, &mut bytes)?;
-        let insn = decode::decode(&bytes[..n])?;
-        // Nested page fault error code bit 1: the access was a write.
-        let writes = !matches!(insn.op, Operation::Load(_) | Operation::LoadExtend { .. });
-        if writes != (error_code & 1 << 1 != 0) {
-            return Err(DecodeError::DirectionMismatch);
-        }
-        let size = insn.size;
-        match insn.op {
-            Operation::Load(r) => {
-                let v = self.mmio_read(gpa, size);
-                let old = vcpu.gpr(r.index);
-                vcpu.set_gpr(r.index, r.merge(old, v, size));
-            }
-            Operation::Store(r) => {
-                let v = r.extract(vcpu.gpr(r.index), size);
-                self.mmio_write(gpa, size, v);
-            }
-            Operation::StoreImm(v) => self.mmio_write(gpa, size, v & decode::mask(size)),
-            Operation::LoadExtend { reg, dest, signed } => {
-                let v = self.mmio_read(gpa, size);
-                let v = match (signed, size) {
-                    (true, 1) => v as u8 as i8 as i64 as u64,
-                    (true, _) => v as u16 as i16 as i64 as u64,
-                    (false, _) => v,
-                };
-                let old = vcpu.gpr(reg.index);
-                vcpu.set_gpr(reg.index, reg.merge(old, v & decode::mask(dest), dest));
-            }
-            Operation::Exchange(r) => {
-                let old = self.mmio_read(gpa, size);
-                let reg = vcpu.gpr(r.index);
-                self.mmio_write(gpa, size, r.extract(reg, size));
-                vcpu.set_gpr(r.index, r.merge(reg, old, size));
-            }
-        }
-        vcpu.set_rip(rip.wrapping_add(u64::from(insn.len)));
-        Ok(())
+        emulate_access(self, vcpu, mem, gpa, error_code)
     }
 
     fn byte_device(&mut self, port: u16) -> Option<&mut dyn PortDevice> {
@@ -372,4 +320,87 @@ impl PortDevice for GuestPlatform {
             }
         }
     }
+}
+
+/// A device behind trapped guest-physical pages (the local APIC's, an MSI-X table's).
+pub trait MmioDevice {
+    /// A guest read of `size` bytes at `gpa`.
+    fn mmio_read(&mut self, gpa: u64, size: u8) -> u64;
+    /// A guest write of `size` bytes of `value` at `gpa`.
+    fn mmio_write(&mut self, gpa: u64, size: u8, value: u64);
+}
+
+impl MmioDevice for GuestPlatform {
+    fn mmio_read(&mut self, gpa: u64, size: u8) -> u64 {
+        GuestPlatform::mmio_read(self, gpa, size)
+    }
+
+    fn mmio_write(&mut self, gpa: u64, size: u8, value: u64) {
+        GuestPlatform::mmio_write(self, gpa, size, value)
+    }
+}
+
+/// Emulates the guest instruction whose access to `gpa` (in a page of `dev`'s) faulted
+/// in the nested tables: fetches it at the guest's RIP through the guest's page tables,
+/// decodes it ([`decode`]), performs the access on `dev`, writes the register result and
+/// moves RIP past it. Anything it cannot decode is refused with the decoder's error and
+/// changes nothing.
+pub fn emulate_access(
+    dev: &mut dyn MmioDevice,
+    vcpu: &mut dyn VcpuBackend,
+    mem: &GuestMemory,
+    gpa: u64,
+    error_code: u64,
+) -> Result<(), DecodeError> {
+    let ctl = vcpu.control();
+    if ctl.delivering_event {
+        return Err(DecodeError::EventDelivery);
+    }
+    if !ctl.code64 {
+        return Err(DecodeError::NotLongMode);
+    }
+    // Nested page fault error code bit 4: the access was an instruction fetch.
+    if error_code & 1 << 4 != 0 {
+        return Err(DecodeError::Execute);
+    }
+    let rip = vcpu.reg(Reg::Rip);
+    let mut bytes = [0u8; decode::MAX_LEN];
+    let n = walk::fetch(mem, &ctl, rip, &mut bytes)?;
+    let insn = decode::decode(&bytes[..n])?;
+    // Nested page fault error code bit 1: the access was a write.
+    let writes = !matches!(insn.op, Operation::Load(_) | Operation::LoadExtend { .. });
+    if writes != (error_code & 1 << 1 != 0) {
+        return Err(DecodeError::DirectionMismatch);
+    }
+    let size = insn.size;
+    match insn.op {
+        Operation::Load(r) => {
+            let v = dev.mmio_read(gpa, size);
+            let old = vcpu.gpr(r.index);
+            vcpu.set_gpr(r.index, r.merge(old, v, size));
+        }
+        Operation::Store(r) => {
+            let v = r.extract(vcpu.gpr(r.index), size);
+            dev.mmio_write(gpa, size, v);
+        }
+        Operation::StoreImm(v) => dev.mmio_write(gpa, size, v & decode::mask(size)),
+        Operation::LoadExtend { reg, dest, signed } => {
+            let v = dev.mmio_read(gpa, size);
+            let v = match (signed, size) {
+                (true, 1) => v as u8 as i8 as i64 as u64,
+                (true, _) => v as u16 as i16 as i64 as u64,
+                (false, _) => v,
+            };
+            let old = vcpu.gpr(reg.index);
+            vcpu.set_gpr(reg.index, reg.merge(old, v & decode::mask(dest), dest));
+        }
+        Operation::Exchange(r) => {
+            let old = dev.mmio_read(gpa, size);
+            let reg = vcpu.gpr(r.index);
+            dev.mmio_write(gpa, size, r.extract(reg, size));
+            vcpu.set_gpr(r.index, r.merge(reg, old, size));
+        }
+    }
+    vcpu.set_rip(rip.wrapping_add(u64::from(insn.len)));
+    Ok(())
 }
