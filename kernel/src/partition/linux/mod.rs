@@ -308,9 +308,15 @@ impl Partition {
 pub const BUDGET: Budget = Budget { ticks: 150_000, exits: 20_000_000 };
 
 /// Runs a Linux partition until it stops (or its [`BUDGET`] runs out) and says how it
-/// ended, with what its platform saw.
-pub fn run(p: &mut Partition) -> Result<RunReport, PartitionError> {
-    let r = p.run(BUDGET)?;
+/// ended, with what its platform saw. The IOMMU fault service runs as for every partition
+/// (`isolation::run_serviced`): a fault the guest's device takes is logged while the guest
+/// runs, and the records are clear for the next one (QEMU's VT-d collapses a device's new
+/// faults into a pending one).
+pub fn run(
+    p: &mut Partition,
+    iommu: &mut crate::iommu::IommuSystem,
+) -> Result<RunReport, PartitionError> {
+    let r = super::isolation::run_serviced(p, BUDGET, iommu)?;
     let (lines, msrs, refused, unclaimed) = p
         .linux
         .as_ref()
@@ -338,7 +344,8 @@ pub fn run_and_recreate(
     platform: &mut crate::Platform,
     mut p: Partition,
 ) -> Result<(Partition, Option<String>), String> {
-    let first = run(&mut p).map_err(|e| format!("partition {}: {e}", p.name))?;
+    let first =
+        run(&mut p, &mut platform.iommu).map_err(|e| format!("partition {}: {e}", p.name))?;
     let name = p.name.clone();
     let devices = p.devices.clone();
     let source = p.linux.as_ref().map(|l| l.source.clone()).ok_or("not a Linux partition")?;
@@ -358,7 +365,8 @@ pub fn run_and_recreate(
         "partition {name}: re-created in the same memory, {} device(s) attached again",
         devices.len()
     );
-    let second = run(&mut again).map_err(|e| format!("partition {name}: {e}"))?;
+    let second =
+        run(&mut again, &mut platform.iommu).map_err(|e| format!("partition {name}: {e}"))?;
     let same = core::mem::discriminant(&first.stop) == core::mem::discriminant(&second.stop);
     log::info!(
         "partition {name}: the re-created guest ended {} the first",
