@@ -47,6 +47,27 @@ pub mod marker {
     pub const NVME_OK: &str = "LINUX-NVME-OK";
     /// Something in the NVMe check failed (the reason follows).
     pub const NVME_FAIL: &str = "LINUX-NVME-FAIL";
+    /// One result of the DMA probe: `LINUX-DMA-PROBE ADDR status S reads V` (the
+    /// completion's status field and the first 16 bits at ADDR, `-` when `/dev/mem` may not
+    /// read there), or `LINUX-DMA-PROBE ADDR no completion`.
+    pub const DMA_PROBE: &str = "LINUX-DMA-PROBE";
+}
+
+/// The kernel parameter that asks `/init` for the DMA probe, once per value:
+/// `hvtest.dma=ADDR`. `/init` takes the controller from Linux's driver, sets up an admin
+/// queue pair of its own in [`DMA_PROBE_QUEUES`] (which the command line must reserve
+/// with `memmap=`, so that `/dev/mem` may reach it) and has the controller write its
+/// Identify data to ADDR: what a hostile guest can make its device do.
+pub const DMA_PROBE_PARAM: &str = "hvtest.dma=";
+
+/// Where `/init`'s probe queues sit (guest-physical): submission queue, then completion
+/// queue 4 KiB above, then a 4 KiB page a probe may aim at. The command line reserves
+/// these 64 KiB with `memmap=64K$0x6000000`.
+pub const DMA_PROBE_QUEUES: u64 = 0x600_0000;
+
+/// The `memmap=` parameter that reserves [`DMA_PROBE_QUEUES`] from Linux.
+pub fn dma_probe_reserve() -> String {
+    format!("memmap=64K${DMA_PROBE_QUEUES:#x}")
 }
 
 /// The Linux guest's files, ready to be passed as boot modules.
@@ -199,7 +220,8 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// The `/init` script (busybox sh). It prints [`marker`] lines, loads the nvme modules,
 /// waits (bounded) for the namespace, reads sectors 0 and 1 and compares their patterns,
-/// writes sector 2 and reads it back, then reboots (with `reboot=t`, a triple fault: the
+/// writes sector 2 and reads it back, runs the DMA probe when the command line asks for it
+/// ([`DMA_PROBE_PARAM`]), then reboots (with `reboot=t`, a triple fault: the
 /// hypervisor sees the partition shut down).
 pub fn init_script(release: &str) -> String {
     let modules = NVME_MODULES.join(" ");
@@ -230,6 +252,52 @@ check() {{
   echo "{ok} read+write verified on /dev/nvme0n1 at uptime $(cut -d' ' -f1 /proc/uptime)"
 }}
 check
+# The DMA probe ({param}ADDR, any number of them): /init takes the controller from the
+# driver and has it write its Identify data to each ADDR through an admin queue pair of
+# its own at {queues:#x} (reserved with memmap=): a guest aiming its device's DMA.
+probe() {{
+  targets=""
+  for w in $(cat /proc/cmdline); do
+    case "$w" in {param}*) targets="$targets ${{w#{param}}}";; esac
+  done
+  [ -n "$targets" ] || return
+  dev=/sys/bus/pci/devices/0000:00:01.0
+  echo 0000:00:01.0 > /sys/bus/pci/drivers/nvme/unbind
+  printf '\006\000' | dd of=$dev/config bs=2 seek=2 count=1 conv=notrunc 2>/dev/null
+  bar=$(( $(head -n1 $dev/resource | cut -d' ' -f1) ))
+  q=$(({queues:#x})); sq=$q; cq=$((q + 0x1000))
+  rdy() {{ echo $(( $(devmem $((bar + 0x1c)) 32) & 1 )); }}
+  devmem $((bar + 0x14)) 32 0
+  i=0; while [ "$(rdy)" != 0 ] && [ $i -lt 500 ]; do usleep 10000; i=$((i+1)); done
+  for o in 0 4 8 12 16 20 24 28; do devmem $((cq + o)) 32 0; done
+  devmem $((bar + 0x24)) 32 0x000f000f
+  devmem $((bar + 0x28)) 32 $sq; devmem $((bar + 0x2c)) 32 0
+  devmem $((bar + 0x30)) 32 $cq; devmem $((bar + 0x34)) 32 0
+  devmem $((bar + 0x14)) 32 $(( (4 << 20) | (6 << 16) | 1 ))
+  i=0; while [ "$(rdy)" != 1 ] && [ $i -lt 500 ]; do usleep 10000; i=$((i+1)); done
+  [ "$(rdy)" = 1 ] || {{ echo "{probe} controller not ready: CSTS $(devmem $((bar + 0x1c)) 32)"; return; }}
+  n=0
+  for t in $targets; do
+    tv=$((t)); e=$((sq + n * 64)); c=$((cq + n * 16 + 12)); inside=0
+    [ $tv -ge $((q + 0x2000)) ] && [ $tv -lt $((q + 0x10000)) ] && inside=1
+    [ $inside = 1 ] && devmem $tv 32 0
+    for o in 4 8 12 16 20 32 36 44 48 52 56 60; do devmem $((e + o)) 32 0; done
+    devmem $((e + 24)) 32 $((tv & 0xffffffff)); devmem $((e + 28)) 32 $((tv >> 32))
+    devmem $((e + 40)) 32 1
+    devmem $e 32 $(( 0x06 | ((n + 1) << 16) ))
+    devmem $((bar + 0x1000)) 32 $((n + 1))
+    i=0
+    while [ $(( $(devmem $c 32) & 0x10000 )) = 0 ] && [ $i -lt 300 ]; do usleep 10000; i=$((i+1)); done
+    if [ $(( $(devmem $c 32) & 0x10000 )) = 0 ]; then
+      echo "{probe} $t no completion"
+    else
+      v=-; [ $inside = 1 ] && v=$(devmem $tv 16)
+      echo "{probe} $t status $(( ($(devmem $c 32) >> 17) & 0x7fff )) reads $v"
+    fi
+    n=$((n+1))
+  done
+}}
+probe
 reboot -f
 "#,
         init = marker::INIT,
@@ -239,6 +307,9 @@ reboot -f
         p0 = std::str::from_utf8(SECTOR0_PATTERN).unwrap_or(""),
         p1 = std::str::from_utf8(SECTOR1_PATTERN).unwrap_or(""),
         write = GUEST_WRITE,
+        param = DMA_PROBE_PARAM,
+        queues = DMA_PROBE_QUEUES,
+        probe = marker::DMA_PROBE,
     )
 }
 
@@ -352,6 +423,20 @@ impl Cpio {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/init` is shell code inside a Rust format string (doubled braces, escaped
+    /// backslashes): a POSIX shell must parse what comes out, probe included.
+    #[test]
+    fn init_script_parses_as_shell() {
+        let script = init_script("6.1.0-test");
+        assert!(script.contains(&format!("q=$(({DMA_PROBE_QUEUES:#x}))")), "{script}");
+        assert!(script.contains("printf '\\006\\000'"), "{script}");
+        let path = std::env::temp_dir().join(format!("init-{}.sh", std::process::id()));
+        std::fs::write(&path, &script).expect("write the script");
+        let out = std::process::Command::new("sh").arg("-n").arg(&path).output().expect("sh");
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
+    }
 
     #[test]
     fn newc_entries_are_aligned_and_end_in_the_trailer() {
